@@ -1,0 +1,60 @@
+# Vocelio Gateway developer entry points. `make run` and `make test` work on a
+# fresh machine: they create .venv and install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8080
+
+.PHONY: run test lint unit typecheck cluster-bins dev-cluster system-deps bench schema images kind-up kind-deploy clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: start the standalone gateway with the 18 example services and demo backends
+run: $(STAMP)
+	$(BIN)/vocelio-gateway standalone --resources examples/resources --demo-backends --port $(PORT)
+
+## system-deps: Debian packages the tests need (redis-server, nginx, wrk, iproute2)
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## cluster-bins: build kube-apiserver/controller-manager/etcd/kubectl and helm into .cache/bin
+cluster-bins:
+	bash tests/controlplane/build.sh
+
+## dev-cluster: start the test control plane and print a KUBECONFIG line (Ctrl-C stops it)
+dev-cluster: $(STAMP) cluster-bins
+	$(BIN)/python -m tests.harness.devcluster
+
+## lint: ruff, mypy --strict and the import-layering contracts
+lint: $(STAMP)
+	$(BIN)/ruff check proxy operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## test: install everything the tests need, then lint and run the whole suite
+test: $(STAMP) system-deps cluster-bins lint
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+## schema: regenerate the checked-in GatewayConfig JSON Schema
+schema: $(STAMP)
+	$(BIN)/vocelio-proxy schema > schema/gateway-config.schema.json
+
+## bench: throughput/latency of the gateway beside nginx and a minimal aiohttp proxy (prints figures)
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/proxy_bench.py
+
+images:
+	docker build -f Dockerfile.operator -t vocelio/gateway-operator:0.1.0 .
+	docker build -f Dockerfile.proxy -t vocelio/gateway-proxy:0.1.0 .
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,64 @@
+"""`vocelio-gateway`: the control-plane CLI. `standalone` runs the quickstart
+gateway from a folder of manifests, `validate` checks manifests offline with the
+renderer's rules, `render` prints the GatewayConfig a folder produces."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vocelio_proxy.logs import setup_logging
+from vocelio_proxy.middleware import configure_access_log
+from vocelio_proxy.settings import load_settings
+
+from .files import load_files, manifest_files, rejected_outcomes, render_folder, render_loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vocelio-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("standalone", help="run the gateway from a folder of resource YAML files")
+    st.add_argument("--resources", type=Path, default=Path("examples/resources"))
+    st.add_argument("--settings", type=Path)
+    st.add_argument("--host", default=None)
+    st.add_argument("--port", type=int, default=None)
+    st.add_argument("--demo-backends", action="store_true", help="start demo backends for loopback endpoints")
+    st.add_argument("--log-level")
+    st.add_argument("--no-access-log", action="store_true")
+    va = sub.add_parser("validate", help="check resource files offline")
+    va.add_argument("paths", type=Path, nargs="+")
+    re_ = sub.add_parser("render", help="print the GatewayConfig rendered from a folder")
+    re_.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.command == "validate":
+        return _validate(args.paths)
+    if args.command == "render":
+        result, loaded = render_folder(args.folder)
+        for line in loaded.problems + rejected_outcomes(result):
+            print(line, file=sys.stderr)
+        sys.stdout.write(result.config.to_json())
+        return 0
+    settings = load_settings(args.settings, host=args.host or "127.0.0.1", port=args.port or 8080,
+                             log_level=args.log_level, access_log=False if args.no_access_log else None)
+    setup_logging(settings.log_level)
+    configure_access_log()
+    from .standalone import run
+
+    run(settings, args.resources, args.demo_backends)
+    return 0
+
+
+def _validate(paths: list[Path]) -> int:
+    files = [f for p in paths for f in (manifest_files(p) if p.is_dir() else [p])]
+    result, loaded = render_loaded(load_files(files))
+    problems = loaded.problems + rejected_outcomes(result)
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(f"{len(files)} files, {len(loaded.services) + len(loaded.tiers)} resources, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""The renderer: one pure function from the full set of resources and
+discovered endpoints to one sealed `GatewayConfig` plus a per-resource outcome
+(accepted, conflicts, unresolved references, endpoint counts) that becomes
+status. Deterministic: the same input gives byte-identical output. Called by
+the operator's reconcile loop and by the standalone file provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from vocelio_proxy.config import (
+    IDEMPOTENT_METHODS,
+    AuthPolicy,
+    Backend,
+    CircuitBreaker,
+    Endpoint,
+    GatewayConfig,
+    HealthCheck,
+    LoadBalancing,
+    PassiveHealth,
+    RateTier,
+    Retry,
+    Service,
+    ServiceRateLimit,
+    TierMatch,
+    Timeouts,
+)
+
+from .resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
+
+#: Paths the proxy serves itself; a route there would be unreachable.
+RESERVED_PREFIXES = frozenset({"/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs",
+                               "/openapi.json"})
+
+EndpointIndex = Mapping[tuple[str, str], Sequence[DiscoveredEndpoint]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one resource in a render; the status module turns it into conditions."""
+
+    kind: str
+    id: str
+    generation: int
+    accepted: bool = True
+    accepted_reason: str = "Accepted"
+    accepted_message: str = "Resource is valid and routed"
+    resolved: bool = True
+    resolved_reason: str = "ResolvedRefs"
+    resolved_message: str = "All references resolved"
+    ready_endpoints: int = 0
+    total_endpoints: int = 0
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    config: GatewayConfig
+    outcomes: dict[str, Outcome]
+
+
+def _order_key(res: VocelioServiceResource) -> tuple[str, str, str]:
+    # Oldest first: the older resource keeps a contested prefix.
+    return (res.metadata.creation_timestamp or "9999", res.metadata.namespace, res.metadata.name)
+
+
+def _resolve_port(ref: ServiceRef, ep: DiscoveredEndpoint) -> int | None:
+    if isinstance(ref.port, str) and not ref.port.isdigit():
+        return ep.ports.get(ref.port)
+    number = int(ref.port)
+    if number in ep.ports.values():
+        return number
+    if len(ep.ports) == 1:
+        # A single-port Service: the reference names the Service port, the slice
+        # carries the pod's target port.
+        return next(iter(ep.ports.values()))
+    return None
+
+
+def _backends(res: VocelioServiceResource, endpoints: EndpointIndex) -> tuple[list[Backend], list[str], int, int]:
+    backends: list[Backend] = []
+    problems: list[str] = []
+    ready = total = 0
+    for index, spec in enumerate(res.spec.backends):
+        eps: list[Endpoint] = []
+        if spec.static_endpoints is not None:
+            name = spec.name or f"static-{index}"
+            for st in spec.static_endpoints:
+                eps.append(Endpoint(address=st.address, port=st.port, weight=st.weight, ready=True))
+        else:
+            ref = spec.service_ref
+            assert ref is not None
+            namespace = ref.namespace or res.metadata.namespace
+            name = spec.name or f"{namespace}-{ref.name}"
+            found = endpoints.get((namespace, ref.name))
+            if found is None:
+                problems.append(f"Service {namespace}/{ref.name} has no EndpointSlices")
+            else:
+                unresolved = 0
+                for dep in found:
+                    port = _resolve_port(ref, dep)
+                    if port is None:
+                        unresolved += 1
+                        continue
+                    eps.append(Endpoint(address=dep.address, port=port, ready=dep.ready, name=dep.pod))
+                if unresolved and not eps:
+                    problems.append(f"port {ref.port!r} not found on Service {namespace}/{ref.name}")
+        eps.sort(key=lambda e: (e.address, e.port))
+        # Duplicate addresses (an address in two slices) would double its share.
+        unique = list({e.key: e for e in eps}.values())
+        total += len(unique)
+        ready += sum(1 for e in unique if e.ready)
+        backends.append(Backend(name=name, weight=spec.weight, endpoints=unique))
+    return backends, problems, ready, total
+
+
+def _service(res: VocelioServiceResource, backends: list[Backend]) -> Service:
+    s = res.spec
+    return Service(
+        name=res.metadata.name,
+        namespace=res.metadata.namespace,
+        prefixes=[p.rstrip("/") or "/" for p in [s.path_prefix, *s.aliases]],
+        rewrite=s.rewrite,
+        route_class=s.route_class,
+        backends=backends,
+        load_balancing=LoadBalancing(policy=s.load_balancing.policy,
+                                     panic_threshold_percent=s.load_balancing.panic_threshold_percent),
+        health_check=HealthCheck(
+            enabled=s.health_check.enabled, path=s.health_check.path,
+            interval_s=s.health_check.interval_seconds, timeout_s=s.health_check.timeout_seconds,
+            healthy_threshold=s.health_check.healthy_threshold,
+            unhealthy_threshold=s.health_check.unhealthy_threshold,
+            expected_statuses=sorted(set(s.health_check.expected_statuses))),
+        passive_health=PassiveHealth(
+            consecutive_failures=s.passive_health.consecutive_failures,
+            base_ejection_s=s.passive_health.base_ejection_seconds,
+            max_ejection_s=s.passive_health.max_ejection_seconds),
+        circuit_breaker=CircuitBreaker(
+            enabled=s.circuit_breaker.enabled, consecutive_failures=s.circuit_breaker.consecutive_failures,
+            error_rate_percent=s.circuit_breaker.error_rate_percent, window_s=s.circuit_breaker.window_seconds,
+            min_requests=s.circuit_breaker.min_requests, open_s=s.circuit_breaker.open_seconds,
+            half_open_max_probes=s.circuit_breaker.half_open_max_probes),
+        timeouts=Timeouts(connect_s=s.timeouts.connect_seconds, request_s=s.timeouts.request_seconds,
+                          idle_s=s.timeouts.idle_seconds),
+        retry=Retry(attempts=s.retry.attempts, on_statuses=sorted(set(s.retry.on_statuses)),
+                    methods=sorted({m.upper() for m in s.retry.methods}) if s.retry.methods is not None
+                    else list(IDEMPOTENT_METHODS),
+                    budget_percent=s.retry.budget_percent, min_retries_per_s=s.retry.min_retries_per_second),
+        auth=AuthPolicy(mode=s.auth.mode, roles=sorted(set(s.auth.roles)), tenants=sorted(set(s.auth.tenants))),
+        rate_limit=ServiceRateLimit(requests=s.rate_limit.requests, window_s=s.rate_limit.window_seconds,
+                                    key_by=s.rate_limit.key_by) if s.rate_limit else None,
+        max_body_bytes=s.max_body_bytes,
+    )
+
+
+def _tier(res: RateTierResource) -> RateTier:
+    m = res.spec.match
+    if m.anonymous:
+        match = TierMatch(kind="anonymous")
+    elif m.authenticated:
+        match = TierMatch(kind="authenticated")
+    elif m.api_key:
+        match = TierMatch(kind="api-key")
+    elif m.attribute is not None:
+        match = TierMatch(kind="attribute", attribute=m.attribute.name, value=m.attribute.value)
+    else:
+        match = TierMatch(kind="route-class", value=m.route_class)
+    return RateTier(name=res.metadata.name, requests=res.spec.requests, window_s=res.spec.window_seconds,
+                    key_by=res.spec.key_by, match=match, priority=res.spec.priority)
+
+
+def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[RateTierResource],
+                  endpoints: EndpointIndex) -> RenderResult:
+    outcomes: dict[str, Outcome] = {}
+    claimed: dict[str, str] = {}
+    rendered: list[Service] = []
+    for res in sorted(services, key=_order_key):
+        key = f"VocelioService/{res.id}"
+        gen = res.metadata.generation
+        prefixes = [p.rstrip("/") or "/" for p in [res.spec.path_prefix, *res.spec.aliases]]
+        reserved = sorted(p for p in prefixes if p in RESERVED_PREFIXES)
+        if reserved:
+            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="ReservedPath",
+                                    accepted_message=f"prefix {reserved[0]} is served by the gateway itself")
+            continue
+        clashes = [(p, claimed[p]) for p in prefixes if p in claimed]
+        if len(set(prefixes)) != len(prefixes):
+            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
+                                    accepted_message="pathPrefix and aliases repeat a prefix")
+            continue
+        if clashes:
+            prefix, owner = clashes[0]
+            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False,
+                                    accepted_reason="PrefixConflict",
+                                    accepted_message=f"prefix {prefix} is already routed to {owner} (older)")
+            continue
+        backends, problems, ready, total = _backends(res, endpoints)
+        try:
+            svc = _service(res, backends)
+        except ValueError as exc:
+            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
+                                    accepted_message=str(exc).splitlines()[0][:500])
+            continue
+        for p in prefixes:
+            claimed[p] = res.id
+        rendered.append(svc)
+        outcomes[key] = Outcome(
+            "VocelioService", res.id, gen,
+            resolved=not problems, resolved_reason="ResolvedRefs" if not problems else "BackendNotFound",
+            resolved_message="All references resolved" if not problems else "; ".join(problems),
+            ready_endpoints=ready, total_endpoints=total)
+    rendered.sort(key=lambda s: (s.namespace, s.name))
+    tier_list: list[RateTier] = []
+    seen_names: dict[str, str] = {}
+    for tres in sorted(tiers, key=lambda t: (t.metadata.namespace, t.metadata.name)):
+        key = f"RateTier/{tres.id}"
+        if tres.metadata.name in seen_names:
+            outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
+                                    accepted_reason="NameConflict",
+                                    accepted_message=f"tier name already defined by {seen_names[tres.metadata.name]}")
+            continue
+        seen_names[tres.metadata.name] = tres.id
+        tier_list.append(_tier(tres))
+        outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation)
+    tier_list.sort(key=lambda t: (-t.priority, t.name))
+    config = GatewayConfig(services=rendered, rate_tiers=tier_list).seal()
+    return RenderResult(config, dict(sorted(outcomes.items())))

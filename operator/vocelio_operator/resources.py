@@ -1,0 +1,241 @@
+"""Typed models of the custom resources (`VocelioService`, `RateTier`) and of
+discovered endpoints: the renderer's input. They mirror `crds/*.yaml` (the API
+server enforces the schema; these models re-check it for standalone mode and
+give field paths in errors). Pure; used by the renderer, the operator and the
+file provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+GROUP = "gateway.vocelio.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ServiceRef(_Spec):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    port: int | str
+
+
+class StaticEndpoint(_Spec):
+    address: str = Field(min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)]
+    weight: Annotated[int, Field(ge=0, le=10_000)] = 1
+
+
+class BackendSpec(_Spec):
+    name: str | None = None
+    weight: Annotated[int, Field(ge=0, le=10_000)] = 100
+    service_ref: ServiceRef | None = Field(None, alias="serviceRef")
+    static_endpoints: list[StaticEndpoint] | None = Field(None, alias="staticEndpoints")
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> BackendSpec:
+        if (self.service_ref is None) == (self.static_endpoints is None):
+            raise ValueError("a backend needs exactly one of serviceRef or staticEndpoints")
+        return self
+
+
+class LoadBalancingSpec(_Spec):
+    policy: Literal["round-robin", "least-request"] = "round-robin"
+    panic_threshold_percent: Annotated[int, Field(ge=0, le=100)] = Field(50, alias="panicThresholdPercent")
+
+
+class HealthCheckSpec(_Spec):
+    enabled: bool = True
+    path: str = Field("/health", pattern=r"^/")
+    interval_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(5.0, alias="intervalSeconds")
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = Field(1.0, alias="timeoutSeconds")
+    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = Field(2, alias="healthyThreshold")
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = Field(3, alias="unhealthyThreshold")
+    expected_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200, 204], alias="expectedStatuses")
+
+
+class PassiveHealthSpec(_Spec):
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = Field(5, alias="consecutiveFailures")
+    base_ejection_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(10.0, alias="baseEjectionSeconds")
+    max_ejection_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(300.0, alias="maxEjectionSeconds")
+
+
+class CircuitBreakerSpec(_Spec):
+    enabled: bool = True
+    consecutive_failures: Annotated[int, Field(ge=1, le=10_000)] = Field(5, alias="consecutiveFailures")
+    error_rate_percent: Annotated[int, Field(ge=1, le=100)] = Field(50, alias="errorRatePercent")
+    window_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(10.0, alias="windowSeconds")
+    min_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(20, alias="minRequests")
+    open_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(30.0, alias="openSeconds")
+    half_open_max_probes: Annotated[int, Field(ge=1, le=1000)] = Field(3, alias="halfOpenMaxProbes")
+
+    @model_validator(mode="after")
+    def _probes_within_threshold(self) -> CircuitBreakerSpec:
+        if self.half_open_max_probes > self.consecutive_failures:
+            raise ValueError("halfOpenMaxProbes must not exceed consecutiveFailures")
+        return self
+
+
+class TimeoutsSpec(_Spec):
+    connect_seconds: Annotated[float, Field(gt=0, le=300)] = Field(2.0, alias="connectSeconds")
+    request_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(30.0, alias="requestSeconds")
+    idle_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(60.0, alias="idleSeconds")
+
+
+class RetrySpec(_Spec):
+    attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    on_statuses: list[Annotated[int, Field(ge=500, le=599)]] = Field(
+        default_factory=lambda: [502, 503, 504], alias="onStatuses")
+    methods: list[str] | None = None
+    budget_percent: Annotated[int, Field(ge=0, le=100)] = Field(20, alias="budgetPercent")
+    min_retries_per_second: Annotated[float, Field(ge=0, le=10_000)] = Field(3.0, alias="minRetriesPerSecond")
+
+
+class AuthSpec(_Spec):
+    mode: Literal["public", "jwt", "api-key", "any"] = "public"
+    roles: list[str] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
+
+
+class RateLimitSpec(_Spec):
+    requests: Annotated[int, Field(ge=1)]
+    window_seconds: Annotated[int, Field(ge=1, le=86_400)] = Field(alias="windowSeconds")
+    key_by: Literal["ip", "user", "api-key", "tenant"] = Field("ip", alias="keyBy")
+
+
+class VocelioServiceSpec(_Spec):
+    path_prefix: str = Field(alias="pathPrefix", pattern=r"^/")
+    aliases: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
+    rewrite: str | None = Field(None, pattern=r"^/")
+    route_class: str | None = Field(None, alias="routeClass")
+    backends: list[BackendSpec] = Field(min_length=1)
+    load_balancing: LoadBalancingSpec = Field(LoadBalancingSpec(), alias="loadBalancing")
+    health_check: HealthCheckSpec = Field(HealthCheckSpec(), alias="healthCheck")
+    passive_health: PassiveHealthSpec = Field(PassiveHealthSpec(), alias="passiveHealth")
+    circuit_breaker: CircuitBreakerSpec = Field(CircuitBreakerSpec(), alias="circuitBreaker")
+    timeouts: TimeoutsSpec = TimeoutsSpec()
+    retry: RetrySpec = RetrySpec()
+    auth: AuthSpec = AuthSpec()
+    rate_limit: RateLimitSpec | None = Field(None, alias="rateLimit")
+    max_body_bytes: Annotated[int, Field(ge=0)] | None = Field(None, alias="maxBodyBytes")
+
+    @model_validator(mode="after")
+    def _weights(self) -> VocelioServiceSpec:
+        if all(b.weight == 0 for b in self.backends):
+            raise ValueError("backend weights must not all be zero")
+        return self
+
+
+class AttributeMatch(_Spec):
+    name: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+
+
+class TierMatchSpec(_Spec):
+    anonymous: bool | None = None
+    authenticated: bool | None = None
+    api_key: bool | None = Field(None, alias="apiKey")
+    attribute: AttributeMatch | None = None
+    route_class: str | None = Field(None, alias="routeClass")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TierMatchSpec:
+        chosen = [v for v in (self.anonymous, self.authenticated, self.api_key, self.attribute, self.route_class)
+                  if v not in (None, False)]
+        if len(chosen) != 1:
+            raise ValueError("match needs exactly one of anonymous, authenticated, apiKey, attribute, routeClass")
+        return self
+
+
+class RateTierSpec(_Spec):
+    requests: Annotated[int, Field(ge=1)]
+    window_seconds: Annotated[int, Field(ge=1, le=86_400)] = Field(alias="windowSeconds")
+    algorithm: Literal["sliding-window"] = "sliding-window"
+    key_by: Literal["ip", "user", "api-key", "tenant"] = Field(alias="keyBy")
+    match: TierMatchSpec
+    priority: int = 0
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = "default"
+    generation: int = 1
+    uid: str = ""
+    creation_timestamp: str = Field("", alias="creationTimestamp")
+
+
+@dataclass(frozen=True)
+class VocelioServiceResource:
+    metadata: Metadata
+    spec: VocelioServiceSpec
+
+    @property
+    def id(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+@dataclass(frozen=True)
+class RateTierResource:
+    metadata: Metadata
+    spec: RateTierSpec
+
+    @property
+    def id(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+@dataclass(frozen=True)
+class DiscoveredEndpoint:
+    """One address of an EndpointSlice (or a static target)."""
+
+    address: str
+    ready: bool
+    pod: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """A validation problem with the field it concerns, for status and CLI output."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def problems_of(exc: ValidationError, root: str = "spec") -> list[FieldProblem]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(FieldProblem(f"{root}.{loc}" if loc else root, msg))
+    return out
+
+
+def parse_resource(doc: dict[str, Any]) -> VocelioServiceResource | RateTierResource:
+    """Parse one manifest; raises ValueError listing every field problem."""
+    kind = doc.get("kind")
+    if doc.get("apiVersion") != API_VERSION:
+        raise ValueError(f"apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
+    try:
+        metadata = Metadata.model_validate(doc.get("metadata") or {})
+    except ValidationError as exc:
+        raise ValueError("; ".join(map(str, problems_of(exc, "metadata")))) from exc
+    try:
+        if kind == "VocelioService":
+            return VocelioServiceResource(metadata, VocelioServiceSpec.model_validate(doc.get("spec") or {}))
+        if kind == "RateTier":
+            return RateTierResource(metadata, RateTierSpec.model_validate(doc.get("spec") or {}))
+    except ValidationError as exc:
+        raise ValueError("; ".join(map(str, problems_of(exc)))) from exc
+    raise ValueError(f"kind: unsupported kind {kind!r}")

@@ -1,0 +1,124 @@
+"""The proxy application factory and its lifecycle: builds the aiohttp app,
+puts settings, state and clients under `AppKey`s, and owns every background
+task (config watch, health checks, pool sweeping) through `cleanup_ctx`, so all
+of them are cancelled on shutdown. Also `serve`, the graceful-shutdown runner
+used by the CLI and the standalone mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import keys
+from .clock import Clock, SystemClock
+from .endpoints import add_gateway_routes
+from .healthchecks import run_health_checks
+from .metrics import ProxyMetrics
+from .middleware import gateway_middleware, on_response_prepare
+from .proxying import handle_proxy
+from .settings import ProxySettings
+from .sources import ConfigSource, FileSource, watch_source
+from .state import GatewayState
+from .upstream import UpstreamPool
+
+log = logging.getLogger("vocelio.proxy")
+
+#: Extra setup for an app (auth/rate-limit layer, standalone extras): a
+#: cleanup-context-style async generator.
+Extension = Callable[[web.Application], AsyncIterator[None]]
+
+
+def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
+               clock: Clock | None = None, extensions: list[Extension] | None = None) -> web.Application:
+    clock = clock or SystemClock()
+    app = web.Application(middlewares=[gateway_middleware], handler_args={"max_field_size": 16384})
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    state = GatewayState(clock=clock, started_at=clock.monotonic())
+    app[keys.STATE] = state
+    app[keys.METRICS] = ProxyMetrics(lambda: state.runtime)
+    if source is None and settings.config_path is not None:
+        source = FileSource(settings.config_path)
+    app.on_response_prepare.append(on_response_prepare)
+    app.cleanup_ctx.append(_clients)
+    app.cleanup_ctx.append(_background(source))
+    for extension in extensions or []:
+        app.cleanup_ctx.append(extension)
+    add_gateway_routes(app)
+    app.router.add_route("*", "/{tail:.*}", handle_proxy)
+    return app
+
+
+async def _clients(app: web.Application) -> AsyncIterator[None]:
+    app[keys.POOL] = UpstreamPool(app[keys.SETTINGS].upstream_idle_timeout_s)
+    app[keys.WS_SESSION] = aiohttp.ClientSession(auto_decompress=False)
+    yield
+    await app[keys.WS_SESSION].close()
+    app[keys.POOL].close()
+
+
+def _background(source: ConfigSource | None) -> Extension:
+    async def tasks(app: web.Application) -> AsyncIterator[None]:
+        state = app[keys.STATE]
+        settings = app[keys.SETTINGS]
+        health_pool = UpstreamPool(idle_timeout_s=30.0)
+        owned: list[asyncio.Task[None]] = []
+        if source is not None:
+            owned.append(asyncio.create_task(
+                watch_source(source, state, app[keys.METRICS], settings.config_poll_s), name="config-watch"))
+        else:
+            state.last_error = "no config source configured"
+        owned.append(asyncio.create_task(run_health_checks(state, health_pool), name="health-checks"))
+        owned.append(asyncio.create_task(_sweep(app[keys.POOL]), name="pool-sweep"))
+        yield
+        for task in owned:
+            task.cancel()
+        await asyncio.gather(*owned, return_exceptions=True)
+        health_pool.close()
+
+    return tasks
+
+
+async def _sweep(pool: UpstreamPool) -> None:
+    while True:
+        await asyncio.sleep(5.0)
+        pool.sweep()
+
+
+async def serve(app: web.Application, settings: ProxySettings,
+                started: Callable[[int], Awaitable[None] | None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop`), then drain: readiness goes false,
+    after `shutdown_delay_s` the listener closes, in-flight requests get
+    `drain_timeout_s` to finish."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.drain_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    log.info("listening", extra={"fields": {"host": settings.host, "port": port}})
+    if started is not None:
+        result = started(port)
+        if result is not None:
+            await result
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    app[keys.STATE].draining = True
+    log.info("draining", extra={"fields": {"delay_s": settings.shutdown_delay_s,
+                                           "drain_timeout_s": settings.drain_timeout_s}})
+    if settings.shutdown_delay_s:
+        # Give load balancers time to observe /readyz failing before the listener closes.
+        await asyncio.sleep(settings.shutdown_delay_s)
+    await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,215 @@
+"""The gateway's own HTTP endpoints: `/`, `/health`, `/livez`, `/readyz`,
+`/status`, `/metrics`, `/openapi.json` and `/docs`. Registered by
+`app.create_app` ahead of the catch-all proxy route, so no VocelioService can
+shadow them (the renderer also rejects those prefixes)."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__, keys
+from .readiness import ReadinessFacts, readiness
+from .sysinfo import human_duration, resource_checks
+
+RESERVED_PATHS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs", "/openapi.json")
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
+
+
+async def handle_root(request: web.Request) -> web.Response:
+    state = request.app[keys.STATE]
+    rt = state.runtime
+    return web.json_response({
+        "name": "Vocelio Gateway",
+        "version": __version__,
+        "config_version": rt.config.version if rt else None,
+        "services": len(rt.services) if rt else 0,
+        "endpoints": {p: p for p in RESERVED_PATHS if p != "/"},
+    })
+
+
+async def handle_livez(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+def readiness_of(app: web.Application) -> tuple[bool, str]:
+    state = app[keys.STATE]
+    rt = state.runtime
+    open_count = 0
+    total = 0
+    if rt is not None:
+        total = len(rt.services)
+        open_count = sum(1 for s in rt.services.values() if s.breaker.state.value != "closed")
+    facts = ReadinessFacts(
+        draining=state.draining, config_loaded=rt is not None, health_round_done=state.health_round_done,
+        services=total, services_with_open_breaker=open_count,
+    )
+    return readiness(app[keys.SETTINGS].readiness, facts)
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    ready, reason = readiness_of(request.app)
+    return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+
+
+def _services_summary(request: web.Request) -> dict[str, Any]:
+    rt = request.app[keys.STATE].runtime
+    services = list(rt.services.values()) if rt else []
+    healthy_total = 0
+    instance_total = 0
+    healthy_services = 0
+    latencies = []
+    for svc in services:
+        healthy, total = svc.balancer.counts()
+        healthy_total += healthy
+        instance_total += total
+        healthy_services += 1 if healthy > 0 and svc.breaker.state.value == "closed" else 0
+        latencies.extend(ep.last_check_ms for ep in svc.balancer.endpoints() if ep.checked)
+    overall = round(100.0 * healthy_services / len(services), 1) if services else 100.0
+    return {
+        "summary": {
+            "total_services": len(services),
+            "healthy_services": healthy_services,
+            "healthy_instances": healthy_total,
+            "total_instances": instance_total,
+            "overall_health": overall,
+        },
+        "_latency": round(sum(latencies) / len(latencies), 3) if latencies else 0.0,
+    }
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    state = request.app[keys.STATE]
+    clock = request.app[keys.CLOCK]
+    uptime = clock.monotonic() - state.started_at
+    services = _services_summary(request)
+    latency = services.pop("_latency")
+    checks = resource_checks()
+    checks["network"] = {"status": "healthy" if latency < 1000 else "degraded", "response_time_ms": latency}
+    gateway_status = "healthy" if all(c["status"] == "healthy" for c in checks.values()) else "degraded"
+    if state.runtime is None:
+        gateway_status = "unhealthy"
+    overall = services["summary"]["overall_health"]
+    status = gateway_status if gateway_status != "healthy" else ("healthy" if overall == 100.0 else "degraded")
+    body = {
+        "status": status,
+        "timestamp": round(clock.wall(), 3),
+        "gateway": {
+            "status": gateway_status,
+            "uptime": {"seconds": int(uptime), "human_readable": human_duration(uptime)},
+            "checks": checks,
+        },
+        "services": services,
+    }
+    return web.json_response(body, status=503 if gateway_status == "unhealthy" else 200)
+
+
+async def handle_status(request: web.Request) -> web.Response:
+    state = request.app[keys.STATE]
+    rt = state.runtime
+    now = time.monotonic()
+    services = []
+    if rt is not None:
+        for sid, svc in sorted(rt.services.items()):
+            healthy, total = svc.balancer.counts()
+            services.append({
+                "id": sid,
+                "name": svc.service.name,
+                "prefixes": svc.service.prefixes,
+                "breaker": svc.breaker.state.value,
+                "healthy_endpoints": healthy,
+                "total_endpoints": total,
+                "panic": svc.balancer.in_panic(),
+                "endpoints": [
+                    {
+                        "backend": ep.backend, "address": ep.endpoint.address, "port": ep.endpoint.port,
+                        "name": ep.endpoint.name, "weight": ep.endpoint.weight, "ready": ep.endpoint.ready,
+                        "healthy": ep.active_healthy, "checked": ep.checked, "ejected": ep.ejected(now),
+                        "in_flight": ep.in_flight, "last_check_error": ep.last_check_error or None,
+                    }
+                    for ep in svc.balancer.endpoints()
+                ],
+            })
+    ready, reason = readiness_of(request.app)
+    return web.json_response({
+        "ready": ready,
+        "readiness_reason": reason,
+        "draining": state.draining,
+        "config": {
+            "version": rt.config.version if rt else None,
+            "hash": rt.config.hash if rt else None,
+            "loaded_at": state.loaded_at or None,
+            "reloads_applied": state.reloads_ok,
+            "reloads_failed": state.reloads_failed,
+            "last_error": state.last_error or None,
+            "last_error_at": state.last_error_at or None,
+        },
+        "services": services,
+    })
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    registry = request.app[keys.METRICS].registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def openapi_document() -> dict[str, Any]:
+    def op(summary: str, description: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "description": description,
+                        "responses": {"200": {"description": "OK"}}}}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Vocelio Gateway", "version": __version__},
+        "paths": {
+            "/": op("Gateway information", "Name, version and the applied config version."),
+            "/health": op("Health", "Gateway resource checks and service summary."),
+            "/livez": op("Liveness", "200 while the process serves HTTP."),
+            "/readyz": op("Readiness", "200 when the readiness policy is met, else 503 with a reason."),
+            "/status": op("Status", "Per service: endpoints, health, breaker state; config version."),
+            "/metrics": op("Metrics", "Prometheus exposition."),
+            "/docs": op("Docs", "This document as a page, with the route table."),
+        },
+    }
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def handle_docs(request: web.Request) -> web.Response:
+    rt = request.app[keys.STATE].runtime
+    rows = []
+    if rt is not None:
+        for svc in sorted(rt.config.services, key=lambda s: s.prefixes[0]):
+            rows.append(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                    html.escape(svc.name), html.escape(", ".join(svc.prefixes)),
+                    html.escape(svc.auth.mode), html.escape(svc.rewrite or "")))
+    own = "".join(
+        f"<tr><td><code>GET {html.escape(p)}</code></td><td>{html.escape(v['get']['description'])}</td></tr>"
+        for p, v in openapi_document()["paths"].items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Vocelio Gateway</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em 1em;border-bottom:1px solid #ddd;text-align:left}}</style>
+</head><body><h1>Vocelio Gateway</h1>
+<p>Config version <code>{html.escape(rt.config.version if rt else 'none')}</code>.
+OpenAPI: <a href="/openapi.json">/openapi.json</a></p>
+<h2>Gateway endpoints</h2><table>{own}</table>
+<h2>Routes</h2><table><tr><th>Service</th><th>Prefixes</th><th>Auth</th><th>Rewrite</th></tr>{''.join(rows)}</table>
+</body></html>"""
+    return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": _CSP})
+
+
+def add_gateway_routes(app: web.Application) -> None:
+    app.router.add_get("/", handle_root)
+    app.router.add_get("/health", handle_health)
+    app.router.add_get("/livez", handle_livez)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/status", handle_status)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/openapi.json", handle_openapi)
+    app.router.add_get("/docs", handle_docs)

@@ -1,0 +1,101 @@
+"""The outermost aiohttp middleware and response hooks: request ids, client
+address, trusted hosts, the catch-all error envelope, security headers, one
+JSON access-log line and the request metrics per request. Installed by
+`app.create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from . import keys
+from .forwarding import accept_request_id, client_address
+from .responses import error_response
+
+access_log = logging.getLogger("vocelio.access")
+log = logging.getLogger("vocelio.proxy")
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+)
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    app = request.app
+    settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    request[keys.REQUEST_ID] = accept_request_id(request.headers.get("X-Request-ID"))
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    remote = peer[0] if peer else "0.0.0.0"
+    request[keys.CLIENT_IP] = client_address(remote, request.headers.get("X-Forwarded-For"),
+                                             settings.trusted_proxies)
+    metrics.in_flight.inc()
+    try:
+        if settings.trusted_hosts and request.host.split(":")[0].lower() not in settings.trusted_hosts:
+            response: web.StreamResponse = error_response(request, 421, "Unknown host")
+        else:
+            response = await handler(request)
+    except web.HTTPException as exc:
+        response = error_response(request, exc.status, exc.reason or "Request rejected")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"request_id": request[keys.REQUEST_ID]}})
+        response = error_response(request, 500, "The gateway failed to handle the request")
+    finally:
+        metrics.in_flight.dec()
+    service = request.get(keys.SERVICE_LABEL, "gateway")
+    method = request.method if request.method in _METHODS else "OTHER"
+    status = response.status
+    elapsed = time.perf_counter() - started
+    metrics.requests.labels(service, method, _CODE_CLASS.get(status // 100, "5xx")).inc()
+    metrics.request_duration.labels(service).observe(elapsed)
+    if settings.access_log and access_log.isEnabledFor(logging.INFO):
+        # The query string is never logged: clients put tokens there.
+        access_log.info(json.dumps({
+            "ts": round(time.time(), 3), "level": "info", "logger": "vocelio.access",
+            "request_id": request[keys.REQUEST_ID], "method": request.method, "path": request.path,
+            "service": service, "status": status, "duration_ms": round(elapsed * 1000, 3),
+            "upstream": request.get(keys.UPSTREAM), "attempts": request.get(keys.ATTEMPTS, 0),
+            "client": request[keys.CLIENT_IP],
+        }))
+    return response
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers["X-Request-ID"] = request.get(keys.REQUEST_ID) or "unknown"
+    for name, value in SECURITY_HEADERS:
+        # Upstreams that set these deliberately keep their values.
+        headers.setdefault(name, value)
+    extra = request.get(keys.RESPONSE_EXTRA_HEADERS)
+    if extra:
+        for name, value in extra.items():
+            headers.setdefault(name, value)
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+def configure_access_log() -> None:
+    """Access lines are already JSON; write them through without re-wrapping."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_PlainFormatter())
+    access_log.handlers[:] = [handler]
+    access_log.propagate = False

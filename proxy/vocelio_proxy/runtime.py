@@ -1,0 +1,50 @@
+"""The live routing state built from one `GatewayConfig`: the router and, per
+service, its balancer, breaker and retry budget. `build_runtime` carries health
+and breaker state over from the previous runtime so a reload does not reset
+them. Pure (no I/O); owned by the application and swapped atomically on reload."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from .balancing import ServiceBalancer
+from .breakers import Breaker
+from .clock import Clock
+from .config import GatewayConfig, Service
+from .retries import RetryBudget
+from .routing import Router
+
+
+@dataclass(slots=True)
+class ServiceRuntime:
+    service: Service
+    balancer: ServiceBalancer
+    breaker: Breaker
+    budget: RetryBudget
+    metric_children: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class GatewayRuntime:
+    config: GatewayConfig
+    router: Router
+    services: dict[str, ServiceRuntime]
+
+    def by_name(self, service_id: str) -> ServiceRuntime:
+        return self.services[service_id]
+
+
+def build_runtime(config: GatewayConfig, clock: Clock, previous: GatewayRuntime | None = None,
+                  rng: random.Random | None = None) -> GatewayRuntime:
+    services: dict[str, ServiceRuntime] = {}
+    for svc in config.services:
+        old = previous.services.get(svc.id) if previous else None
+        balancer = ServiceBalancer(svc, clock, rng, previous=old.balancer if old else None)
+        if old and old.service.circuit_breaker == svc.circuit_breaker:
+            breaker = old.breaker
+        else:
+            breaker = Breaker(svc.circuit_breaker, clock)
+        budget = old.budget if old and old.service.retry == svc.retry else RetryBudget(svc.retry, clock)
+        services[svc.id] = ServiceRuntime(svc, balancer, breaker, budget)
+    return GatewayRuntime(config, Router.build(config.services), services)

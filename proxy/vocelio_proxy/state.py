@@ -1,0 +1,49 @@
+"""The mutable state of one proxy process, held by the application under an
+`AppKey` (never a module global): the current runtime, the last config error,
+drain and health-round flags. Written by the config watcher, the health
+checker and the shutdown path; read by handlers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .clock import Clock
+from .config import ConfigError, GatewayConfig
+from .runtime import GatewayRuntime, build_runtime
+
+log = logging.getLogger("vocelio.proxy.config")
+
+
+@dataclass
+class GatewayState:
+    clock: Clock
+    started_at: float
+    runtime: GatewayRuntime | None = None
+    last_error: str = ""
+    last_error_at: float = 0.0
+    loaded_at: float = 0.0
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    draining: bool = False
+    health_round_done: bool = False
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, config: GatewayConfig) -> bool:
+        """Swap in a validated config; returns False when it is the one already applied."""
+        if self.runtime is not None and self.runtime.config.hash == config.hash and config.hash:
+            return False
+        self.runtime = build_runtime(config, self.clock, self.runtime)
+        self.loaded_at = self.clock.wall()
+        self.last_error = ""
+        self.reloads_ok += 1
+        log.info("config applied", extra={"fields": {"version": config.version, "services": len(config.services)}})
+        return True
+
+    def reject(self, error: ConfigError | str) -> None:
+        self.last_error = str(error)
+        self.last_error_at = self.clock.wall()
+        self.reloads_failed += 1
+        kept = self.runtime.config.version if self.runtime else "none"
+        log.error("config rejected; keeping the last good config",
+                  extra={"fields": {"error": self.last_error[:2000], "kept_version": kept}})

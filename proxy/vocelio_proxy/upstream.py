@@ -1,0 +1,351 @@
+"""The upstream HTTP/1.1 client: a keep-alive connection pool per endpoint and a
+response reader on httptools (llhttp), built for the proxy's hot path.
+
+Handles content-length, chunked and close-delimited bodies, HEAD, 1xx interim
+responses, 204/304, and back-pressure (reading pauses while the client is slow).
+Owned by the proxy application (one `UpstreamPool` per process, closed on
+shutdown); used by the proxy handler and the active health checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httptools
+
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+_MAX_IDLE_PER_ENDPOINT = 512
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """A failure talking to an upstream; `kind` is connect, timeout, reset or protocol."""
+
+    def __init__(self, kind: str, message: str, *, response_started: bool = False,
+                 reused: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.response_started = response_started
+        self.reused = reused
+
+
+class UpstreamResponse:
+    __slots__ = ("status", "headers", "reason")
+
+    def __init__(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.headers = headers
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection; one request at a time (no pipelining)."""
+
+    def __init__(self, pool: UpstreamPool, key: str) -> None:
+        self._pool = pool
+        self.key = key
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._parser: Any = None
+        self._head = False
+        self._informational = False
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._headers_future: asyncio.Future[UpstreamResponse] | None = None
+        self._body: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._got_headers = False
+        self._close_delimited = False
+        self._error: UpstreamError | None = None
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.keep_alive = False
+
+    # -- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            # Bytes on an idle connection: the server is misbehaving; drop it.
+            self._fail(UpstreamError("protocol", "unexpected data on idle connection"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=True))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError("protocol", f"invalid upstream response: {exc}",
+                                     response_started=self._got_headers, reused=self.reused))
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self._parser is None or self._done:
+            return
+        if self._got_headers and self._close_delimited:
+            self._finish()
+            return
+        self._fail(UpstreamError(
+            "reset", "upstream closed the connection" + (f": {exc}" if exc else ""),
+            response_started=self._got_headers, reused=self.reused,
+        ))
+
+    def pause_writing(self) -> None:  # pragma: no cover - flow control of large uploads
+        pass
+
+    def resume_writing(self) -> None:  # pragma: no cover
+        pass
+
+    # -- httptools callbacks ------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            raise httptools.HttpParserError("upstream response headers too large")
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._informational = True
+            self._headers = []
+            return
+        self._got_headers = True
+        self.keep_alive = self._parser.should_keep_alive()
+        framing = {k.lower() for k, _ in self._headers}
+        self._close_delimited = (
+            "content-length" not in framing and "transfer-encoding" not in framing
+            and status not in (204, 304) and not self._head
+        )
+        self._cancel_timer()
+        fut = self._headers_future
+        if fut is not None and not fut.done():
+            fut.set_result(UpstreamResponse(status, self._headers))
+        if self._head:
+            # llhttp cannot be told the request was HEAD; finish here and use a
+            # fresh parser for the next request on this connection.
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self._done:
+            return
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if not self._done:
+            self._finish()
+
+    # -- internals -----------------------------------------------------------
+    def _finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        self._cancel_timer()
+        fut = self._headers_future
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self, what: str) -> None:
+        self._timer = None
+        self._fail(UpstreamError("timeout", f"upstream did not answer within the {what} timeout",
+                                 response_started=self._got_headers))
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- request/response API -------------------------------------------------
+    def start_request(self, head: bytes, method: str, timeout_s: float) -> asyncio.Future[UpstreamResponse]:
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = method == "HEAD"
+        self._headers = []
+        self._header_bytes = 0
+        self._body.clear()
+        self._buffered = 0
+        self._done = False
+        self._got_headers = False
+        self._error = None
+        self._informational = False
+        self._headers_future = self._loop.create_future()
+        self._timer = self._loop.call_later(timeout_s, self._on_timeout, "request")
+        assert self.transport is not None
+        self.transport.write(head)
+        return self._headers_future
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamError("reset", "upstream closed the connection while sending the body",
+                                reused=self.reused)
+        self.transport.write(data)
+
+    async def drain_ready(self) -> None:
+        """Wait while the transport's write buffer is large (upload back-pressure)."""
+        transport = self.transport
+        while transport is not None and not self.closed and transport.get_write_buffer_size() > _HIGH_WATER:
+            await asyncio.sleep(0.001)
+
+    def body_complete_buffered(self) -> bytes | None:
+        """The whole body if it has already arrived (the common small-response case)."""
+        if self._done and self._error is None:
+            data = b"".join(self._body)
+            self._body.clear()
+            self._buffered = 0
+            return data
+        return None
+
+    async def iter_body(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
+        while True:
+            if self._body:
+                chunk = self._body.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered < _LOW_WATER and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                yield chunk
+                continue
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return
+            self._waiter = self._loop.create_future()
+            self._timer = self._loop.call_later(idle_timeout_s, self._on_timeout, "idle")
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                self._cancel_timer()
+
+    @property
+    def reusable(self) -> bool:
+        return self._done and self._error is None and self.keep_alive and not self.closed
+
+
+class UpstreamPool:
+    """Keep-alive connections per endpoint key (`address:port`), LIFO so hot
+    connections are reused and cold ones age out."""
+
+    def __init__(self, idle_timeout_s: float = 60.0) -> None:
+        self._idle: dict[str, list[UpstreamConnection]] = {}
+        self._idle_timeout_s = idle_timeout_s
+        self.created = 0
+
+    async def acquire(self, host: str, port: int, connect_timeout_s: float) -> UpstreamConnection:
+        key = f"{host}:{port}"
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self._idle_timeout_s:
+                conn.reused = True
+                return conn
+            conn.abort()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                _, protocol = await loop.create_connection(lambda: UpstreamConnection(self, key), host, port)
+        except TimeoutError as exc:
+            raise UpstreamError("connect", f"connect to {key} timed out") from exc
+        except OSError as exc:
+            raise UpstreamError("connect", f"connect to {key} failed: {exc.strerror or exc}") from exc
+        self.created += 1
+        return protocol
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if not conn.reusable:
+            conn.abort()
+            return
+        conn._parser = None
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= _MAX_IDLE_PER_ENDPOINT:
+            conn.abort()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def sweep(self) -> int:
+        """Close connections idle longer than the idle timeout; returns how many."""
+        now = time.monotonic()
+        closed = 0
+        for key, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.closed or now - conn.idle_since >= self._idle_timeout_s:
+                    conn.abort()
+                    closed += 1
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        return closed
+
+    def idle_count(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
+
+
+def request_head(method: str, target: str, host: str, headers: Iterable[tuple[str, str]],
+                 body_length: int | None) -> bytes:
+    """Serialise the request line and headers; `body_length` None means chunked."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    for name, value in headers:
+        if name.lower() == "host":
+            continue
+        lines.append(f"{name}: {value}")
+    if body_length is None:
+        lines.append("Transfer-Encoding: chunked")
+    elif body_length > 0 or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {body_length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

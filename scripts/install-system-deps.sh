@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that tests and benchmarks use, only when missing.
+# Called by `make system-deps` (and so by `make test` and .ci/run).
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v ip >/dev/null || need+=(iproute2)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-system-deps: need root to install: ${need[*]}" >&2
+    exit 1
+  fi
+  echo "install-system-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts services on install; the tests start their own on free ports.
+systemctl stop redis-server nginx 2>/dev/null || true
+service redis-server stop 2>/dev/null || true
+service nginx stop 2>/dev/null || true
+echo "install-system-deps: ok"
