@@ -1,0 +1,68 @@
+"""Shared fixtures for real parts: the Kubernetes control plane, pod networks
+and namespaces. Cluster fixtures are session-scoped: the control plane starts
+once (seconds when the binaries are cached)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.controlplane import ROOT, ControlPlane, start_control_plane
+from tests.harness.kube import Kube
+from tests.harness.kubelet import ensure_node
+from tests.harness.podnet import PodNetwork
+
+_failed: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _failed.append(report.nodeid)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    cp = start_control_plane()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+        if _failed:
+            keep = ROOT / ".cache" / "test-logs" / cp.workdir.name
+            shutil.copytree(cp.logs, keep, dirs_exist_ok=True)
+            print(f"\ncontrol-plane logs kept in {keep}")
+        shutil.rmtree(cp.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Kube:
+    client = Kube(control_plane.server, control_plane.ssl_context())
+    ensure_node(client)
+    return client
+
+
+@pytest.fixture(scope="session")
+def pod_network(control_plane: ControlPlane) -> Iterator[PodNetwork]:
+    net = PodNetwork(control_plane.logs / "pods")
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, kube: Kube) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    kube.delete(f"/api/v1/namespaces/{name}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name in ("cluster", "operator_cluster"):
+            item.add_marker(pytest.mark.cluster)
