@@ -62,7 +62,7 @@ def _services_summary(request: web.Request) -> dict[str, Any]:
     healthy_total = 0
     instance_total = 0
     healthy_services = 0
-    latencies = []
+    latencies: list[float] = []
     for svc in services:
         healthy, total = svc.balancer.counts()
         healthy_total += healthy
@@ -194,7 +194,8 @@ async def handle_docs(request: web.Request) -> web.Response:
         f"<tr><td><code>GET {html.escape(p)}</code></td><td>{html.escape(v['get']['description'])}</td></tr>"
         for p, v in openapi_document()["paths"].items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Vocelio Gateway</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em 1em;border-bottom:1px solid #ddd;text-align:left}}</style>
+<style>body{{font-family:sans-serif;margin:2em}}
+td,th{{padding:.3em 1em;border-bottom:1px solid #ddd;text-align:left}}</style>
 </head><body><h1>Vocelio Gateway</h1>
 <p>Config version <code>{html.escape(rt.config.version if rt else 'none')}</code>.
 OpenAPI: <a href="/openapi.json">/openapi.json</a></p>

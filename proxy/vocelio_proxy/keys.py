@@ -4,36 +4,33 @@ settings, state, clients and per-request facts travel here, never in globals."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from .clock import Clock
+from .metrics import ProxyMetrics
+from .routing import RouteMatch
 from .settings import ProxySettings
-
-if TYPE_CHECKING:
-    from .metrics import ProxyMetrics
-    from .routing import RouteMatch
-    from .state import GatewayState
-    from .upstream import UpstreamPool
+from .state import GatewayState
+from .upstream import UpstreamPool
 
 #: An edge policy (auth + rate limiting) run before forwarding. It returns a
 #: response to send instead, or the identity headers to add upstream.
-EdgePolicy = Callable[[web.Request, "RouteMatch"], Awaitable["web.StreamResponse | dict[str, str]"]]
+EdgePolicy = Callable[[web.Request, RouteMatch], Awaitable[web.StreamResponse | dict[str, str]]]
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 CLOCK = web.AppKey("clock", Clock)
-STATE = web.AppKey("state", "GatewayState")
-POOL = web.AppKey("pool", "UpstreamPool")
-METRICS = web.AppKey("metrics", "ProxyMetrics")
+STATE = web.AppKey("state", GatewayState)
+POOL = web.AppKey("pool", UpstreamPool)
+METRICS = web.AppKey("metrics", ProxyMetrics)
 WS_SESSION = web.AppKey("ws_session", aiohttp.ClientSession)
-EDGE_POLICY = web.AppKey("edge_policy", EdgePolicy)
+EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
 
-# Per-request values (plain string keys: aiohttp's RequestKey arrives in 3.x later).
-REQUEST_ID = "vocelio.request_id"
-CLIENT_IP = "vocelio.client_ip"
-SERVICE_LABEL = "vocelio.service"
-UPSTREAM = "vocelio.upstream"
-ATTEMPTS = "vocelio.attempts"
-RESPONSE_EXTRA_HEADERS = "vocelio.extra_headers"
+# Per-request values.
+REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_IP = web.RequestKey("client_ip", str)
+SERVICE_LABEL = web.RequestKey("service", str)
+UPSTREAM = web.RequestKey("upstream", str)
+ATTEMPTS = web.RequestKey("attempts", int)
+RESPONSE_EXTRA_HEADERS = web.RequestKey("extra_headers", dict)

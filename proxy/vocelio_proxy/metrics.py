@@ -28,11 +28,14 @@ class ProxyMetrics:
         self.upstream_duration = Histogram("vocelio_upstream_duration_seconds",
                                            "Time from request sent upstream to response headers.",
                                            ["service"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("vocelio_requests_in_flight", "Requests being served by this process.", registry=r)
-        self.retries = Counter("vocelio_upstream_retries", "Retried upstream attempts.", ["service", "reason"], registry=r)
+        self.in_flight = Gauge("vocelio_requests_in_flight", "Requests being served by this process.",
+                               registry=r)
+        self.retries = Counter("vocelio_upstream_retries", "Retried upstream attempts.", ["service", "reason"],
+                               registry=r)
         self.upstream_errors = Counter("vocelio_upstream_errors", "Upstream failures by kind.",
                                        ["service", "kind"], registry=r)
-        self.config_reloads = Counter("vocelio_config_reloads", "Config load attempts by result.", ["result"], registry=r)
+        self.config_reloads = Counter("vocelio_config_reloads", "Config load attempts by result.", ["result"],
+                                      registry=r)
         self.config_last_success = Gauge("vocelio_config_last_reload_success_timestamp_seconds",
                                          "Wall time of the last applied config.", registry=r)
         self.ratelimit_decisions = Counter("vocelio_ratelimit_decisions", "Rate-limit decisions by tier and result.",

@@ -40,10 +40,9 @@ def normalize_path(raw_path: str) -> str:
     if _ENCODED_SEPARATOR.search(raw_path):
         raise PathError("encoded path separators (%2F, %5C) are not allowed")
     path = _UNRESERVED_ESCAPE.sub(_decode_unreserved, raw_path)
-    if "%" in path:
-        # Validate the remaining escapes decode to something (they are passed on as is).
-        if "\x00" in unquote(path):
-            raise PathError("path contains a forbidden character")
+    # Remaining escapes are passed on as is, but never an encoded NUL.
+    if "%" in path and "\x00" in unquote(path):
+        raise PathError("path contains a forbidden character")
     segments: list[str] = []
     parts = path.split("/")
     for part in parts[1:]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -183,7 +183,7 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_body(request: web.Request, conn: UpstreamConnection, answered: asyncio.Future[object],
+async def _send_body(request: web.Request, conn: UpstreamConnection, answered: asyncio.Future[Any],
                      length: int | None, limit: int | None) -> None:
     sent = 0
     chunked = length is None
@@ -214,19 +214,19 @@ async def _respond(request: web.Request, conn: UpstreamConnection, status: int,
                 if k.lower() == "content-length":
                     resp.headers["Content-Length"] = v
         return resp
-    resp = web.StreamResponse(status=status)
-    resp.headers.extend(headers)
+    stream = web.StreamResponse(status=status)
+    stream.headers.extend(headers)
     for k, v in upstream_headers:
         if k.lower() == "content-length" and request.method != "HEAD":
-            resp.content_length = int(v)
-    await resp.prepare(request)
+            stream.content_length = int(v)
+    await stream.prepare(request)
     if body:
-        await resp.write(body)
+        await stream.write(body)
     else:
         async for chunk in conn.iter_body(idle_s):
-            await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+            await stream.write(chunk)
+    await stream.write_eof()
+    return stream
 
 
 _WS_SKIP = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",

@@ -17,7 +17,8 @@ class CorsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     allow_origins: list[str] = Field(default_factory=list, description="Exact origins, or '*'.")
     allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-    allow_headers: list[str] = Field(default_factory=lambda: ["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"])
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"])
     expose_headers: list[str] = Field(default_factory=lambda: [
         "X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"])
     allow_credentials: bool = False

@@ -35,7 +35,7 @@ class UpstreamError(Exception):
 
 
 class UpstreamResponse:
-    __slots__ = ("status", "headers", "reason")
+    __slots__ = ("headers", "reason", "status")
 
     def __init__(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
@@ -69,6 +69,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
         self.keep_alive = False
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +95,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._writable.set()
         self._cancel_timer()
         if self._parser is None or self._done:
             return
@@ -104,11 +107,11 @@ class UpstreamConnection(asyncio.Protocol):
             response_started=self._got_headers, reused=self.reused,
         ))
 
-    def pause_writing(self) -> None:  # pragma: no cover - flow control of large uploads
-        pass
+    def pause_writing(self) -> None:
+        self._writable.clear()
 
-    def resume_writing(self) -> None:  # pragma: no cover
-        pass
+    def resume_writing(self) -> None:
+        self._writable.set()
 
     # -- httptools callbacks ------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -218,10 +221,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain_ready(self) -> None:
-        """Wait while the transport's write buffer is large (upload back-pressure)."""
-        transport = self.transport
-        while transport is not None and not self.closed and transport.get_write_buffer_size() > _HIGH_WATER:
-            await asyncio.sleep(0.001)
+        """Wait while the transport asks us to stop writing (upload back-pressure)."""
+        if not self._writable.is_set():
+            await self._writable.wait()
 
     def body_complete_buffered(self) -> bytes | None:
         """The whole body if it has already arrived (the common small-response case)."""

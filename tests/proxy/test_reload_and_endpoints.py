@@ -1,0 +1,145 @@
+"""Hot reload from a mounted ConfigMap, the gateway's own endpoints, the error
+envelope for bad requests, readiness, and graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from tests.harness.mount import write_configmap_volume
+from vocelio_proxy import keys
+from vocelio_proxy.app import create_app, serve
+from vocelio_proxy.config import GatewayConfig
+from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.sources import FileSource
+
+from .conftest import poll, service
+
+
+async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, gateway_factory,
+                                                              tmp_path: Path) -> None:
+    a = await upstream_factory(name="a")
+    b = await upstream_factory(name="b")
+    first = GatewayConfig(services=[service("one", a.endpoint())]).seal()
+    write_configmap_volume(tmp_path, {"gateway.json": first.to_json().encode()})
+    gw = await gateway_factory(source=FileSource(tmp_path / "gateway.json"), config_poll_s=0.1)
+    assert (await gw.get("/api/v1/one/x"))[0] == 200
+    assert (await gw.get("/api/v1/two/x"))[0] == 404
+
+    second = GatewayConfig(services=[service("one", a.endpoint()), service("two", b.endpoint())]).seal()
+    started = time.monotonic()
+    write_configmap_volume(tmp_path, {"gateway.json": second.to_json().encode()})
+    await poll(lambda: gw.state.runtime.config.hash == second.hash, "new config", 2.0)  # type: ignore[union-attr]
+    assert time.monotonic() - started < 2.0
+    status, _, body = await gw.get("/api/v1/two/x")
+    assert status == 200 and json.loads(body)["upstream"] == "b"
+
+
+async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_factory, gateway_factory,
+                                                                  tmp_path: Path) -> None:
+    up = await upstream_factory()
+    good = GatewayConfig(services=[service("one", up.endpoint())]).seal()
+    write_configmap_volume(tmp_path, {"gateway.json": good.to_json().encode()})
+    gw = await gateway_factory(source=FileSource(tmp_path / "gateway.json"), config_poll_s=0.1)
+    write_configmap_volume(tmp_path, {"gateway.json": b'{"services": [{"name": "BAD NAME"}]}'})
+    await poll(lambda: gw.state.reloads_failed == 1, "rejected reload")
+    assert gw.state.runtime.config.hash == good.hash  # type: ignore[union-attr]
+    assert (await gw.get("/api/v1/one/x"))[0] == 200
+    status_doc = json.loads((await gw.get("/status"))[2])
+    assert "name" in status_doc["config"]["last_error"]
+    assert status_doc["config"]["version"] == good.version
+    metrics = (await gw.get("/metrics"))[2].decode()
+    assert 'vocelio_config_reloads_total{result="invalid"} 1.0' in metrics
+
+
+async def test_not_ready_until_a_config_is_loaded(gateway_factory, tmp_path: Path) -> None:
+    gw = await gateway_factory(source=FileSource(tmp_path / "missing.json"), wait_ready=False, config_poll_s=0.05)
+    status, _, body = await gw.get("/readyz")
+    assert status == 503 and "configuration" in json.loads(body)["reason"]
+    status, _, body = await gw.get("/api/v1/any")
+    assert status == 503 and json.loads(body)["status_code"] == 503
+    write_configmap_volume(tmp_path, {"missing.json": GatewayConfig().seal().to_json().encode()})
+    await poll(lambda: gw.state.runtime is not None and gw.state.health_round_done, "config loaded")
+    assert (await gw.get("/readyz"))[0] == 200
+
+
+async def test_unknown_routes_and_bad_paths_get_the_error_envelope(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
+    status, headers, body = await gw.get("/api/v1/nope")
+    data = json.loads(body)
+    assert status == 404 and data["status_code"] == 404 and data["error"] == "Not found"
+    assert data["request_id"] == headers["X-Request-ID"]
+    assert data["timestamp"].endswith("Z")
+    status, _, body = await gw.get("/api/v1/svc%2F..%2Fx")
+    assert status == 400 and json.loads(body)["status_code"] == 400
+    status, _, _ = await gw.get("/api/v1/nope/../svc/ok")
+    assert status == 200 and up.hits == ["/ok"]
+
+
+async def test_health_reports_the_product_shape(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("a", up.endpoint()), service("b", up.endpoint())]))
+    status, _, body = await gw.get("/health")
+    doc = json.loads(body)
+    assert status == 200
+    assert doc["status"] in ("healthy", "degraded")
+    assert set(doc["gateway"]["checks"]) == {"memory", "cpu", "disk", "network"}
+    assert doc["gateway"]["uptime"]["human_readable"].count(":") == 2
+    assert doc["services"]["summary"]["total_services"] == 2
+    assert doc["services"]["summary"]["healthy_instances"] == 2
+    assert doc["services"]["summary"]["overall_health"] == 100.0
+
+
+async def test_metrics_docs_and_info_are_served(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
+    await gw.get("/api/v1/svc/x")
+    metrics = (await gw.get("/metrics"))[2].decode()
+    assert 'vocelio_requests_total{code_class="2xx",method="GET",service="svc"} 1.0' in metrics
+    assert "vocelio_request_duration_seconds_bucket" in metrics
+    assert "vocelio_upstream_duration_seconds_bucket" in metrics
+    assert "vocelio_requests_in_flight" in metrics
+    assert 'vocelio_endpoints_healthy{service="default/svc"} 1.0' in metrics
+    assert "vocelio_config_info{" in metrics
+    status, headers, page = await gw.get("/docs")
+    assert status == 200 and b"/api/v1/svc" in page and "Content-Security-Policy" in headers
+    openapi = json.loads((await gw.get("/openapi.json"))[2])
+    assert "/readyz" in openapi["paths"]
+    root = json.loads((await gw.get("/"))[2])
+    assert root["services"] == 1
+
+
+async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_factory) -> None:
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="finished")
+
+    up = await upstream_factory(slow)
+    settings = ProxySettings(host="127.0.0.1", port=0, access_log=False, drain_timeout_s=5)
+    from vocelio_proxy.sources import StaticSource
+
+    app = create_app(settings, StaticSource(GatewayConfig(services=[service("svc", up.endpoint())]).seal()))
+    stop = asyncio.Event()
+    port_box: list[int] = []
+    server = asyncio.create_task(serve(app, settings, lambda port: port_box.append(port), stop))
+    await poll(lambda: port_box and app[keys.STATE].health_round_done, "gateway up")
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        inflight = asyncio.create_task(session.get(f"http://127.0.0.1:{port_box[0]}/api/v1/svc/slow"))
+        await asyncio.wait_for(arrived.wait(), 5)
+        stop.set()
+        await poll(lambda: app[keys.STATE].draining, "draining")
+        release.set()
+        resp = await inflight
+        assert resp.status == 200 and await resp.text() == "finished"
+    await asyncio.wait_for(server, 10)

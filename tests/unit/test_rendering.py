@@ -1,0 +1,94 @@
+"""The renderer: resources in, config and per-resource outcomes out, compared
+with golden files. Set VOCELIO_UPDATE_GOLDEN=1 to rewrite them after a
+deliberate change, and review the diff."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from vocelio_operator.files import load_folder
+from vocelio_operator.rendering import RenderResult, render_config
+from vocelio_operator.resources import DiscoveredEndpoint, parse_resource
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+
+DISCOVERED = {
+    ("payments", "billing"): [
+        DiscoveredEndpoint("198.18.0.6", True, "billing-1", {"http": 8080}),
+        DiscoveredEndpoint("198.18.0.2", True, "billing-0", {"http": 8080}),
+        DiscoveredEndpoint("198.18.0.10", False, "billing-2", {"http": 8080}),
+    ],
+    ("payments", "billing-canary"): [DiscoveredEndpoint("198.18.0.14", True, "canary-0", {"": 8080})],
+}
+
+
+def snapshot(result: RenderResult) -> str:
+    body = {"config": json.loads(result.config.to_json()),
+            "outcomes": {k: asdict(v) for k, v in result.outcomes.items()}}
+    return json.dumps(body, indent=1, sort_keys=True) + "\n"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("VOCELIO_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with VOCELIO_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{name} changed; review and regenerate with VOCELIO_UPDATE_GOLDEN=1"
+
+
+def test_the_examples_render_to_the_golden_config() -> None:
+    loaded = load_folder(ROOT / "examples" / "resources")
+    assert loaded.problems == []
+    check_golden("examples.json", snapshot(render_config(loaded.services, loaded.tiers, {})))
+
+
+def test_conflicts_reserved_paths_and_unresolved_refs_render_to_the_golden_outcomes() -> None:
+    loaded = load_folder(GOLDEN / "conflicts")
+    result = render_config(loaded.services, loaded.tiers, DISCOVERED)
+    check_golden("conflicts/expected.json", snapshot(result))
+    outcomes = result.outcomes
+    assert outcomes["VocelioService/payments/billing-v2"].accepted_reason == "PrefixConflict"
+    assert outcomes["VocelioService/default/sneaky"].accepted_reason == "ReservedPath"
+    assert not outcomes["VocelioService/default/orphan"].resolved
+    billing = outcomes["VocelioService/payments/billing"]
+    assert (billing.ready_endpoints, billing.total_endpoints) == (3, 4)
+    assert [s.name for s in result.config.services] == ["orphan", "billing"]
+
+
+def test_rendering_is_deterministic_whatever_the_input_order() -> None:
+    loaded = load_folder(ROOT / "examples" / "resources")
+    a = render_config(loaded.services, loaded.tiers, DISCOVERED)
+    b = render_config(list(reversed(loaded.services)), list(reversed(loaded.tiers)),
+                      {k: list(reversed(v)) for k, v in reversed(list(DISCOVERED.items()))})
+    assert a.config.to_json() == b.config.to_json()
+    assert a.config.hash == b.config.hash
+
+
+def test_every_field_problem_names_its_field() -> None:
+    doc = {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+           "metadata": {"name": "x"}, "spec": {"pathPrefix": "nope", "backends": [{"weight": 0}]}}
+    with pytest.raises(ValueError) as info:
+        parse_resource(doc)
+    message = str(info.value)
+    assert "spec.pathPrefix" in message
+    assert "spec.backends.0" in message and "exactly one of serviceRef or staticEndpoints" in message
+
+
+def test_invalid_documents_are_reported_and_the_rest_still_load(tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text((ROOT / "examples" / "resources" / "rate-tiers.yaml").read_text())
+    (tmp_path / "bad.yaml").write_text(
+        "apiVersion: gateway.vocelio.ai/v1alpha1\nkind: RateTier\nmetadata: {name: broken}\n"
+        "spec: {requests: 0, windowSeconds: 60, keyBy: ip, match: {anonymous: true, apiKey: true}}\n")
+    loaded = load_folder(tmp_path)
+    assert len(loaded.tiers) == 5
+    assert len(loaded.problems) == 1
+    problem = loaded.problems[0]
+    assert "bad.yaml" in problem and "RateTier/broken" in problem
+    assert "spec.requests" in problem and "exactly one of" in problem
