@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from vocelio_proxy.logs import setup_logging
-from vocelio_proxy.middleware import configure_access_log
 from vocelio_proxy.settings import load_settings
 
 from .files import load_files, manifest_files, rejected_outcomes, render_folder, render_loaded
@@ -43,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.settings, host=args.host or "127.0.0.1", port=args.port or 8080,
                              log_level=args.log_level, access_log=False if args.no_access_log else None)
     setup_logging(settings.log_level)
-    configure_access_log()
     from .standalone import run
 
     run(settings, args.resources, args.demo_backends)

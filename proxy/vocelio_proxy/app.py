@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from . import keys
+from .accesslog import AccessLog
 from .clock import Clock, SystemClock
 from .endpoints import add_gateway_routes
 from .healthchecks import run_health_checks
@@ -45,7 +47,9 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     app[keys.METRICS] = ProxyMetrics(lambda: state.runtime)
     if source is None and settings.config_path is not None:
         source = FileSource(settings.config_path)
+    app[keys.ACCESS_LOG] = access_log = AccessLog()
     app.on_response_prepare.append(on_response_prepare)
+    app.cleanup_ctx.append(lambda _app: access_log.run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
     for extension in extensions or []:
@@ -100,6 +104,9 @@ async def serve(app: web.Application, settings: ProxySettings,
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=settings.drain_timeout_s)
     await runner.setup()
+    # Startup objects never die: keep them out of every later GC pass.
+    gc.collect()
+    gc.freeze()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port

@@ -98,7 +98,11 @@ class Breaker:
         if self._state is BreakerState.OPEN:
             return
         self._window.add(now, _SUCCESS if success else _FAILURE)
-        self._consecutive = 0 if success else self._consecutive + 1
+        if success:
+            # A success can only lower the error rate: nothing to evaluate.
+            self._consecutive = 0
+            return
+        self._consecutive += 1
         if self._consecutive >= self._settings.consecutive_failures:
             self._move(BreakerState.OPEN)
             return

@@ -11,7 +11,6 @@ from pathlib import Path
 from .app import create_app, serve
 from .config import ConfigError, json_schema, parse_config
 from .logs import setup_logging
-from .middleware import configure_access_log
 from .settings import load_settings
 
 
@@ -53,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.settings, config_path=args.config, host=args.host, port=args.port,
                              log_level=args.log_level, access_log=False if args.no_access_log else None)
     setup_logging(settings.log_level)
-    configure_access_log()
 
     async def go() -> None:
         await serve(create_app(settings), settings)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from .accesslog import AccessLog
 from .clock import Clock
 from .metrics import ProxyMetrics
 from .routing import RouteMatch
@@ -24,6 +25,7 @@ CLOCK = web.AppKey("clock", Clock)
 STATE = web.AppKey("state", GatewayState)
 POOL = web.AppKey("pool", UpstreamPool)
 METRICS = web.AppKey("metrics", ProxyMetrics)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 WS_SESSION = web.AppKey("ws_session", aiohttp.ClientSession)
 EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
 

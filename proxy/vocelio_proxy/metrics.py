@@ -6,6 +6,7 @@ state gauges (breakers, endpoints) are read at scrape time by a collector."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -50,6 +51,24 @@ class ProxyMetrics:
         self.auth_failures = Counter("vocelio_auth_failures", "Rejected authentications by reason.",
                                      ["reason"], registry=r)
         r.register(_StateCollector(runtime))
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._upstream_children: dict[str, Any] = {}
+
+    def count_request(self, service: str, method: str, code_class: str, seconds: float) -> None:
+        """Count one answered request; label children are cached (labels() takes a lock)."""
+        key = (service, method, code_class)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(service, method, code_class), self.request_duration.labels(service))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_upstream(self, service: str, seconds: float) -> None:
+        child = self._upstream_children.get(service)
+        if child is None:
+            child = self._upstream_children[service] = self.upstream_duration.labels(service)
+        child.observe(seconds)
 
 
 class _StateCollector(Collector):

@@ -6,7 +6,6 @@ JSON access-log line and the request metrics per request. Installed by
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -17,7 +16,6 @@ from . import keys
 from .forwarding import accept_request_id, client_address
 from .responses import error_response
 
-access_log = logging.getLogger("vocelio.access")
 log = logging.getLogger("vocelio.proxy")
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -60,17 +58,17 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     method = request.method if request.method in _METHODS else "OTHER"
     status = response.status
     elapsed = time.perf_counter() - started
-    metrics.requests.labels(service, method, _CODE_CLASS.get(status // 100, "5xx")).inc()
-    metrics.request_duration.labels(service).observe(elapsed)
-    if settings.access_log and access_log.isEnabledFor(logging.INFO):
+    metrics.count_request(service, method, _CODE_CLASS.get(status // 100, "5xx"), elapsed)
+    if settings.access_log:
         # The query string is never logged: clients put tokens there.
-        access_log.info(json.dumps({
+        app[keys.ACCESS_LOG].write({
             "ts": round(time.time(), 3), "level": "info", "logger": "vocelio.access",
-            "request_id": request[keys.REQUEST_ID], "method": request.method, "path": request.path,
+            "request_id": request[keys.REQUEST_ID], "method": request.method,
+            "path": request.raw_path.partition("?")[0],
             "service": service, "status": status, "duration_ms": round(elapsed * 1000, 3),
             "upstream": request.get(keys.UPSTREAM), "attempts": request.get(keys.ATTEMPTS, 0),
             "client": request[keys.CLIENT_IP],
-        }))
+        })
     return response
 
 
@@ -84,18 +82,3 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
     if extra:
         for name, value in extra.items():
             headers.setdefault(name, value)
-
-
-class _PlainFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return record.getMessage()
-
-
-def configure_access_log() -> None:
-    """Access lines are already JSON; write them through without re-wrapping."""
-    import sys
-
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_PlainFormatter())
-    access_log.handlers[:] = [handler]
-    access_log.propagate = False

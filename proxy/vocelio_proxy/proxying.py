@@ -152,7 +152,7 @@ async def _forward(request: web.Request, svc: ServiceRuntime, match: RouteMatch,
             if conn is not None:
                 conn.abort()
             raise
-        metrics.upstream_duration.labels(service.name).observe(time.perf_counter() - started)
+        metrics.observe_upstream(service.name, time.perf_counter() - started)
         status = upstream.status
         server_error = status >= 500
         if (is_retryable_status(service.retry, status) and replayable and attempt < attempts

@@ -1,0 +1,52 @@
+"""The buffered access log: one JSON line per request, collected in memory and
+written in batches (every 250 ms or 256 lines, and on shutdown), the way
+nginx's `access_log ... buffer=` does, because a write and flush per request
+costs the proxy a third of its throughput. Owned by the application; written
+to by the outermost middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+_MAX_LINES = 256
+_FLUSH_S = 0.25
+
+
+class AccessLog:
+    def __init__(self, sink: IO[bytes] | None = None) -> None:
+        self._sink = sink
+        self._lines: list[str] = []
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self._lines.append(json.dumps(entry))
+        if len(self._lines) >= _MAX_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = ("\n".join(self._lines) + "\n").encode()
+        self._lines.clear()
+        sink = self._sink or sys.stdout.buffer
+        try:
+            sink.write(data)
+            sink.flush()
+        except (OSError, ValueError):
+            pass  # a closed stdout must not take the proxy down
+
+    async def run(self) -> AsyncIterator[None]:
+        """A cleanup-context body: flushes periodically until shutdown, then once more."""
+        task = asyncio.create_task(self._flush_forever(), name="access-log-flush")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self.flush()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_S)
+            self.flush()
