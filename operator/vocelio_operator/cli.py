@@ -25,6 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--demo-backends", action="store_true", help="start demo backends for loopback endpoints")
     st.add_argument("--log-level")
     st.add_argument("--no-access-log", action="store_true")
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
+    op.add_argument("--config-namespace")
+    op.add_argument("--config-name")
+    op.add_argument("--metrics-port", type=int)
+    op.add_argument("--liveness-port", type=int)
+    op.add_argument("--priority", type=int)
+    op.add_argument("--log-level")
     va = sub.add_parser("validate", help="check resource files offline")
     va.add_argument("paths", type=Path, nargs="+")
     re_ = sub.add_parser("render", help="print the GatewayConfig rendered from a folder")
@@ -33,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "validate":
         return _validate(args.paths)
+    if args.command == "operator":
+        return _operator(args)
     if args.command == "render":
         result, loaded = render_folder(args.folder)
         for line in loaded.problems + rejected_outcomes(result):
@@ -45,6 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     from .standalone import run
 
     run(settings, args.resources, args.demo_backends)
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .handlers import run_operator
+    from .settings import OperatorSettings
+
+    overrides = {"namespaces": args.namespace or None, "config_namespace": args.config_namespace,
+                 "config_name": args.config_name, "metrics_port": args.metrics_port,
+                 "liveness_port": args.liveness_port, "priority": args.priority, "log_level": args.log_level}
+    settings = OperatorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    setup_logging(settings.log_level)
+    asyncio.run(run_operator(settings))
     return 0
 
 

@@ -73,6 +73,9 @@ def _background(source: ConfigSource | None) -> Extension:
         settings = app[keys.SETTINGS]
         health_pool = UpstreamPool(idle_timeout_s=30.0)
         owned: list[asyncio.Task[None]] = []
+        source_run = getattr(source, "run", None)
+        if source_run is not None:
+            owned.append(asyncio.create_task(source_run(), name="config-source"))
         if source is not None:
             owned.append(asyncio.create_task(
                 watch_source(source, state, app[keys.METRICS], settings.config_poll_s), name="config-watch"))

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="serve traffic")
     run.add_argument("--config", type=Path, help="GatewayConfig JSON file (hot-reloaded)")
+    run.add_argument("--config-from-api", metavar="NAMESPACE/NAME",
+                     help="watch the config ConfigMap through the Kubernetes API instead of a file")
     run.add_argument("--settings", type=Path, help="settings file (YAML)")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
@@ -53,8 +55,15 @@ def main(argv: list[str] | None = None) -> int:
                              log_level=args.log_level, access_log=False if args.no_access_log else None)
     setup_logging(settings.log_level)
 
+    source = None
+    if args.config_from_api:
+        from .kube_source import KubeConfigMapSource
+
+        namespace, _, name = args.config_from_api.partition("/")
+        source = KubeConfigMapSource(namespace, name)
+
     async def go() -> None:
-        await serve(create_app(settings), settings)
+        await serve(create_app(settings, source), settings)
 
     _run(go())
     return 0

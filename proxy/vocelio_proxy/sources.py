@@ -7,6 +7,7 @@ The reload task is owned by the application's cleanup context."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
@@ -28,24 +29,45 @@ class ConfigSource(Protocol):
 
 
 class FileSource:
-    """A GatewayConfig JSON file, such as `/etc/vocelio/config/gateway.json`."""
+    """A GatewayConfig JSON file, or a mounted ConfigMap folder holding either
+    `gateway.json` or `manifest.json` plus `part-<i>` files (a sharded config)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def _folder(self) -> Path | None:
+        return self.path if self.path.is_dir() else None
+
     def fingerprint(self) -> object:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size, os.path.realpath(self.path))
+        folder = self._folder()
+        targets = sorted(folder.iterdir()) if folder else [self.path]
+        stats = []
+        for target in targets:
+            try:
+                st = os.stat(target)
+            except FileNotFoundError:
+                continue
+            stats.append((str(target), st.st_ino, st.st_mtime_ns, st.st_size, os.path.realpath(target)))
+        return tuple(stats) or None
 
     def load(self) -> GatewayConfig:
+        folder = self._folder()
         try:
-            raw = self.path.read_bytes()
+            if folder is None:
+                return parse_config(self.path.read_bytes())
+            if (folder / "gateway.json").exists():
+                return parse_config((folder / "gateway.json").read_bytes())
+            manifest = json.loads((folder / "manifest.json").read_bytes())
+            raw = b"".join((folder / f"part-{i}").read_bytes() for i in range(int(manifest["parts"])))
         except OSError as exc:
-            raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from exc
-        return parse_config(raw)
+            raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"invalid manifest in {folder}: {exc}") from exc
+        config = parse_config(raw)
+        if config.hash != manifest.get("hash"):
+            # Parts from two different versions (a swap in progress): wait for the next swap.
+            raise ConfigError("config parts do not match the manifest hash")
+        return config
 
     def describe(self) -> str:
         return f"file:{self.path}"

@@ -1,0 +1,128 @@
+"""The operator's in-memory view of the cluster: VocelioServices, RateTiers and
+the EndpointSlices of referenced Services, fed by watch events and read by the
+reconciler. Pure (dict bodies in, renderer input out); kopf calls it from the
+event handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rendering import EndpointIndex
+from .resources import DiscoveredEndpoint, RateTierResource, VocelioServiceResource, parse_resource
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_endpoints(body: Mapping[str, Any]) -> list[DiscoveredEndpoint]:
+    """Endpoints of one discovery.k8s.io/v1 EndpointSlice (IPv4/IPv6 only)."""
+    if body.get("addressType") not in ("IPv4", "IPv6"):
+        return []
+    ports = {(p.get("name") or ""): int(p["port"]) for p in body.get("ports") or [] if p.get("port")}
+    out = []
+    for ep in body.get("endpoints") or []:
+        conditions = ep.get("conditions") or {}
+        # The API says a missing ready condition means unknown: treat as ready.
+        ready = conditions.get("ready") is not False and conditions.get("terminating") is not True
+        pod = (ep.get("targetRef") or {}).get("name")
+        for address in ep.get("addresses") or []:
+            out.append(DiscoveredEndpoint(address=address, ready=ready, pod=pod, ports=dict(ports)))
+    return out
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    """What the reconciler needs to patch status and post Events."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    conditions: tuple[dict[str, Any], ...] = ()
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterIndex:
+    services: dict[str, VocelioServiceResource] = field(default_factory=dict)
+    tiers: dict[str, RateTierResource] = field(default_factory=dict)
+    refs: dict[str, ResourceRef] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    slices: dict[tuple[str, str], dict[str, list[DiscoveredEndpoint]]] = field(default_factory=dict)
+
+    def spec_changed(self, body: Mapping[str, Any]) -> bool:
+        """False when only status moved (our own patch echoing back)."""
+        meta = body["metadata"]
+        key = f"{body['kind']}/{meta.get('namespace', 'default')}/{meta['name']}"
+        ref = self.refs.get(key)
+        return ref is None or ref.generation != int(meta.get("generation") or 1) or ref.uid != meta.get("uid", "")
+
+    def upsert_resource(self, body: Mapping[str, Any]) -> str:
+        kind = body["kind"]
+        meta = body["metadata"]
+        key = f"{kind}/{meta.get('namespace', 'default')}/{meta['name']}"
+        status = body.get("status") or {}
+        self.refs[key] = ResourceRef(kind, meta.get("namespace", "default"), meta["name"], meta.get("uid", ""),
+                                     int(meta.get("generation") or 1), tuple(status.get("conditions") or ()),
+                                     dict(status))
+        self.services.pop(key, None)
+        self.tiers.pop(key, None)
+        self.invalid.pop(key, None)
+        try:
+            res = parse_resource(dict(body))
+        except ValueError as exc:
+            self.invalid[key] = str(exc)
+            return key
+        if isinstance(res, VocelioServiceResource):
+            self.services[key] = res
+        else:
+            self.tiers[key] = res
+        return key
+
+    def remove_resource(self, kind: str, namespace: str, name: str) -> None:
+        key = f"{kind}/{namespace}/{name}"
+        for table in (self.services, self.tiers, self.refs, self.invalid):
+            table.pop(key, None)
+
+    def upsert_slice(self, body: Mapping[str, Any]) -> tuple[str, str] | None:
+        meta = body["metadata"]
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            return None
+        key = (meta.get("namespace", "default"), service)
+        self.slices.setdefault(key, {})[meta["name"]] = slice_endpoints(body)
+        return key
+
+    def remove_slice(self, body: Mapping[str, Any]) -> tuple[str, str] | None:
+        meta = body["metadata"]
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            return None
+        key = (meta.get("namespace", "default"), service)
+        slices = self.slices.get(key, {})
+        slices.pop(meta["name"], None)
+        if not slices:
+            self.slices.pop(key, None)
+        return key
+
+    def referenced_services(self) -> set[tuple[str, str]]:
+        refs = set()
+        for res in self.services.values():
+            for backend in res.spec.backends:
+                if backend.service_ref is not None:
+                    refs.add((backend.service_ref.namespace or res.metadata.namespace, backend.service_ref.name))
+        return refs
+
+    def endpoint_index(self) -> EndpointIndex:
+        out: dict[tuple[str, str], list[DiscoveredEndpoint]] = {}
+        for key, slices in self.slices.items():
+            merged: list[DiscoveredEndpoint] = []
+            for name in sorted(slices):
+                merged.extend(slices[name])
+            out[key] = merged
+        return out
+
+    def endpoints_tracked(self) -> int:
+        return sum(len(eps) for slices in self.slices.values() for eps in slices.values())

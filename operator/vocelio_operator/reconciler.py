@@ -1,0 +1,118 @@
+"""The reconcile loop: coalesces bursts of watch events into one pass that
+renders the full config (pure), writes the ConfigMap(s) only when the hash
+changed, and patches each resource's status only when it changed, posting
+Events on transitions. Owned by the kopf startup handler (a task it cancels on
+cleanup); fed by the event handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from .discovery import ClusterIndex, ResourceRef
+from .metrics import OperatorMetrics
+from .rendering import Outcome, render_config
+from .settings import OperatorSettings
+from .sharding import shard_config
+from .status import desired_conditions, merge_conditions, same_conditions, status_body, transition_events
+from .writer import ApiWriter
+
+log = logging.getLogger("vocelio.operator")
+
+_BACKOFF_S = (0.5, 1, 2, 5, 10)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, settings: OperatorSettings, writer: ApiWriter, metrics: OperatorMetrics) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.metrics = metrics
+        self.index = ClusterIndex()
+        self._dirty = asyncio.Event()
+        self.last_hash: str | None = None
+        self._reported: dict[str, dict[str, Any]] = {}
+        self.passes = 0
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def run(self) -> None:
+        self.last_hash = await self.writer.current_config_hash(self.settings.config_namespace,
+                                                               self.settings.config_name)
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            # Let a burst of events (a rollout, a bulk apply) land before rendering once.
+            await asyncio.sleep(self.settings.coalesce_s)
+            self._dirty.clear()
+            try:
+                await self.reconcile_once()
+                failures = 0
+                self.metrics.reconciles.labels("ok").inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.reconciles.labels("error").inc()
+                log.exception("reconcile failed; retrying")
+                self._dirty.set()
+                await asyncio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
+                failures += 1
+
+    async def reconcile_once(self) -> None:
+        self.passes += 1
+        started = time.perf_counter()
+        result = render_config(list(self.index.services.values()), list(self.index.tiers.values()),
+                               self.index.endpoint_index())
+        self.metrics.render_duration.observe(time.perf_counter() - started)
+        config = result.config
+        text = config.to_json()
+        self.metrics.config_bytes.set(len(text.encode()))
+        self.metrics.endpoints_tracked.set(self.index.endpoints_tracked())
+        if config.hash != self.last_hash:
+            shards = shard_config(text, config.hash, self.settings.config_name, self.settings.shard_bytes)
+            written = await self.writer.apply_configmaps(self.settings.config_namespace, shards, config.hash,
+                                                         self.settings.config_name)
+            self.metrics.config_writes.inc(written)
+            self.metrics.last_write.set(time.time())
+            self.last_hash = config.hash
+            log.info("config written", extra={"fields": {"version": config.version, "bytes": len(text),
+                                                         "configmaps": len(shards), "services": len(config.services)}})
+        await self._report(result.outcomes, config.version)
+
+    async def _report(self, outcomes: dict[str, Outcome], version: str) -> None:
+        for key, ref in list(self.index.refs.items()):
+            outcome = outcomes.get(key)
+            invalid = self.index.invalid.get(key)
+            if outcome is None and invalid is None:
+                continue
+            if outcome is None:
+                outcome = Outcome(ref.kind, f"{ref.namespace}/{ref.name}", ref.generation)
+            desired = desired_conditions(outcome, True, version, invalid)
+            previous = self._reported.get(key, {}).get("conditions") or list(ref.conditions)
+            conditions = merge_conditions(previous, desired, _now())
+            body = status_body(outcome, conditions, version)
+            if self._unchanged(key, ref, body):
+                continue
+            await self.writer.patch_status(ref, body)
+            self.metrics.status_patches.inc()
+            for event_type, reason, message in transition_events(previous, conditions):
+                await self.writer.post_event(ref, event_type, reason, message)
+            self._reported[key] = body
+
+    def _unchanged(self, key: str, ref: ResourceRef, body: dict[str, Any]) -> bool:
+        before = self._reported.get(key) or ref.status
+        if not before:
+            return False
+        plain = {k: v for k, v in body.items() if k != "conditions"}
+        old_plain = {k: v for k, v in before.items() if k != "conditions"}
+        return plain == old_plain and same_conditions(before.get("conditions") or [], body["conditions"])
+
+    def forget(self, key: str) -> None:
+        self._reported.pop(key, None)

@@ -1,0 +1,27 @@
+"""Operator settings (env `VOCELIO_OPERATOR_*` and CLI flags): what to watch,
+where to write the config, and timing. Read once by the CLI and handed to the
+reconciler through kopf's memo."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOCELIO_OPERATOR_", extra="forbid")
+
+    namespaces: list[str] = Field(default_factory=list, description="Watched namespaces; empty watches all.")
+    config_namespace: str = Field("vocelio-system", description="Namespace of the config ConfigMaps.")
+    config_name: str = Field("vocelio-gateway-config", description="Name of the (first) config ConfigMap.")
+    api_keys_secret: str = Field("vocelio-gateway-api-keys", description="Secret with API-key hashes for proxies.")
+    api_key_label: str = Field("gateway.vocelio.ai/api-key", description="Label that marks API-key Secrets.")
+    coalesce_s: Annotated[float, Field(ge=0, le=10)] = 0.1
+    shard_bytes: Annotated[int, Field(ge=1024, le=1_000_000)] = 900 * 1024
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8082
+    peering: str = Field("vocelio-gateway", description="kopf peering name; replicas with one name elect one.")
+    priority: int = Field(0, description="kopf peering priority of this replica.")
+    log_level: str = "INFO"
