@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy_bench import free_port, start_nginx, wait_http, wrk  # noqa: E402
+from proxy_bench import free_port, start_nginx, wait_http, wrk
 
 
 def cpu_seconds(pid: int) -> float:

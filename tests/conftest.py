@@ -15,6 +15,7 @@ from tests.harness.controlplane import ROOT, ControlPlane, start_control_plane
 from tests.harness.kube import Kube
 from tests.harness.kubelet import ensure_node
 from tests.harness.podnet import PodNetwork
+from tests.harness.redis_server import RedisServer
 
 _failed: list[str] = []
 
@@ -66,3 +67,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name in ("cluster", "operator_cluster"):
             item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -19,6 +19,7 @@ from aiohttp import web
 from . import keys
 from .accesslog import AccessLog
 from .clock import Clock, SystemClock
+from .edge import install_edge
 from .endpoints import add_gateway_routes
 from .healthchecks import run_health_checks
 from .metrics import ProxyMetrics
@@ -52,6 +53,7 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     app.cleanup_ctx.append(lambda _app: access_log.run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
+    app.cleanup_ctx.append(install_edge)
     for extension in extensions or []:
         app.cleanup_ctx.append(extension)
     add_gateway_routes(app)

@@ -28,6 +28,7 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 WS_SESSION = web.AppKey("ws_session", aiohttp.ClientSession)
 EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
+EDGE_GATE: web.AppKey[object] = web.AppKey("edge_gate")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -36,3 +37,4 @@ SERVICE_LABEL = web.RequestKey("service", str)
 UPSTREAM = web.RequestKey("upstream", str)
 ATTEMPTS = web.RequestKey("attempts", int)
 RESPONSE_EXTRA_HEADERS = web.RequestKey("extra_headers", dict)
+CORS_HEADERS = web.RequestKey("cors_headers", dict)

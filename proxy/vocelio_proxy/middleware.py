@@ -13,8 +13,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from . import keys
+from .cors import preflight_headers, response_headers
 from .forwarding import accept_request_id, client_address
 from .responses import error_response
+from .settings import ProxySettings
 
 log = logging.getLogger("vocelio.proxy")
 
@@ -41,10 +43,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
                                              settings.trusted_proxies)
     metrics.in_flight.inc()
     try:
-        if settings.trusted_hosts and request.host.split(":")[0].lower() not in settings.trusted_hosts:
-            response: web.StreamResponse = error_response(request, 421, "Unknown host")
-        else:
-            response = await handler(request)
+        rejected = _reject_early(request, settings)
+        response: web.StreamResponse = rejected if rejected is not None else await handler(request)
     except web.HTTPException as exc:
         response = error_response(request, exc.status, exc.reason or "Request rejected")
     except asyncio.CancelledError:
@@ -72,6 +72,35 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def _reject_early(request: web.Request, settings: ProxySettings) -> web.StreamResponse | None:
+    """Hardening checks before any routing: host, URL and header limits, CORS preflight, body size."""
+    if settings.trusted_hosts and request.host.split(":")[0].lower() not in settings.trusted_hosts:
+        return error_response(request, 421, "Unknown host")
+    limits = settings.limits
+    if len(request.raw_path) > limits.max_url_bytes:
+        return error_response(request, 414, f"The URL exceeds {limits.max_url_bytes} bytes")
+    raw_headers = request.raw_headers
+    if len(raw_headers) > limits.max_headers:
+        return error_response(request, 431, f"More than {limits.max_headers} request headers")
+    if sum(len(k) + len(v) for k, v in raw_headers) > limits.max_header_bytes:
+        return error_response(request, 431, f"Request headers exceed {limits.max_header_bytes} bytes")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            allowed = preflight_headers(settings.cors, origin, request.headers["Access-Control-Request-Method"],
+                                        request.headers.get("Access-Control-Request-Headers", ""))
+            if allowed is None:
+                return error_response(request, 403, "Cross-origin request not allowed")
+            return web.Response(status=204, headers=allowed)
+        extra = response_headers(settings.cors, origin)
+        if extra:
+            request[keys.CORS_HEADERS] = extra
+    length = request.content_length
+    if length is not None and length > limits.max_body_bytes:
+        return error_response(request, 413, f"Request body exceeds {limits.max_body_bytes} bytes")
+    return None
+
+
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
     headers["X-Request-ID"] = request.get(keys.REQUEST_ID) or "unknown"
@@ -81,4 +110,8 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
     extra = request.get(keys.RESPONSE_EXTRA_HEADERS)
     if extra:
         for name, value in extra.items():
+            headers.setdefault(name, value)
+    cors = request.get(keys.CORS_HEADERS)
+    if cors:
+        for name, value in cors.items():
             headers.setdefault(name, value)

@@ -15,12 +15,14 @@ import aiohttp
 from aiohttp import web
 
 from . import keys
+from .compression import choose_encoding, compress
 from .forwarding import child_traceparent, downstream_response_headers, upstream_request_headers
 from .health import EndpointState, record_passive_result
 from .paths import PathError, normalize_path
 from .responses import error_response
 from .retries import is_retryable_status, may_retry_method
 from .routing import RouteMatch
+from .settings import CompressionSettings
 from .upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chunk, request_head
 
 if TYPE_CHECKING:
@@ -91,6 +93,9 @@ async def _forward(request: web.Request, svc: ServiceRuntime, match: RouteMatch,
         host=request.host, trusted_hops=settings.trusted_proxies, request_id=rid,
         traceparent=child_traceparent(request.headers.get("traceparent")), identity=identity)
     target = _target(match, raw_path, qpos)
+    body_limit = settings.limits.max_body_bytes
+    if service.max_body_bytes is not None:
+        body_limit = min(body_limit, service.max_body_bytes)
     svc.budget.record_request()
     tried: set[str] = set()
     attempts = service.retry.attempts
@@ -119,7 +124,7 @@ async def _forward(request: web.Request, svc: ServiceRuntime, match: RouteMatch,
             fut = conn.start_request(head, method, service.timeouts.request_s)
             if has_body:
                 try:
-                    await _send_body(request, conn, fut, length, service.max_body_bytes)
+                    await _send_body(request, conn, fut, length, body_limit)
                 except UpstreamError:
                     # An upstream may answer (413, 401...) and close before reading the body.
                     if not (fut.done() and fut.exception() is None):
@@ -163,7 +168,8 @@ async def _forward(request: web.Request, svc: ServiceRuntime, match: RouteMatch,
             metrics.retries.labels(service.name, str(status)).inc()
             continue
         try:
-            return await _respond(request, conn, upstream.status, upstream.headers, service.timeouts.idle_s)
+            return await _respond(request, conn, upstream.status, upstream.headers, service.timeouts.idle_s,
+                                  settings.compression)
         finally:
             ep.in_flight -= 1
             pool.release(conn)
@@ -203,22 +209,44 @@ async def _send_body(request: web.Request, conn: UpstreamConnection, answered: a
 
 
 async def _respond(request: web.Request, conn: UpstreamConnection, status: int,
-                   upstream_headers: list[tuple[str, str]], idle_s: float) -> web.StreamResponse:
+                   upstream_headers: list[tuple[str, str]], idle_s: float,
+                   compression: CompressionSettings) -> web.StreamResponse:
     headers = downstream_response_headers(upstream_headers)
+    ctype = cenc = None
+    declared: int | None = None
+    for k, v in upstream_headers:
+        lower = k.lower()
+        if lower == "content-type":
+            ctype = v
+        elif lower == "content-encoding":
+            cenc = v
+        elif lower == "content-length":
+            declared = int(v) if v.isdigit() else None
     body = conn.body_complete_buffered()
+    accept = request.headers.get("Accept-Encoding")
     if body is not None and len(body) <= _SMALL_BODY:
         resp = web.Response(status=status, body=body)
         resp.headers.extend(headers)
         if request.method == "HEAD":
-            for k, v in upstream_headers:
-                if k.lower() == "content-length":
-                    resp.headers["Content-Length"] = v
+            if declared is not None:
+                resp.headers["Content-Length"] = str(declared)
+            return resp
+        encoding = choose_encoding(compression, accept, ctype, cenc, len(body)) if status == 200 else None
+        if encoding is not None:
+            resp.body = compress(body, encoding)
+            resp.headers["Content-Encoding"] = encoding
+            resp.headers.add("Vary", "Accept-Encoding")
         return resp
     stream = web.StreamResponse(status=status)
     stream.headers.extend(headers)
-    for k, v in upstream_headers:
-        if k.lower() == "content-length" and request.method != "HEAD":
-            stream.content_length = int(v)
+    encoding = choose_encoding(compression, accept, ctype, cenc, declared) if status == 200 else None
+    if encoding is not None and request.method != "HEAD":
+        # Streamed bodies use aiohttp's incremental gzip (no whole-body buffering).
+        if "gzip" in (accept or ""):
+            stream.enable_compression(web.ContentCoding.gzip)
+            stream.headers.add("Vary", "Accept-Encoding")
+    elif declared is not None and request.method != "HEAD":
+        stream.content_length = declared
     await stream.prepare(request)
     if body:
         await stream.write(body)

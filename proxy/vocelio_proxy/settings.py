@@ -25,6 +25,65 @@ class CorsSettings(BaseModel):
     max_age_s: int = 600
 
 
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
+
+
+class JwtIssuer(BaseModel):
+    """One accepted token issuer and how its signatures are checked."""
+
+    model_config = ConfigDict(extra="forbid")
+    issuer: str = Field(description="Expected `iss` claim.")
+    audiences: list[str] = Field(default_factory=list, description="Accepted `aud` values (empty: not checked).")
+    algorithms: list[JwtAlgorithm] = Field(default=["RS256"], description="Accepted `alg` values.")
+    secret: str | None = Field(None, description="HMAC secret for HS* algorithms.", repr=False)
+    public_keys: dict[str, str] = Field(default_factory=dict, description="kid -> PEM public key.", repr=False)
+    jwks_url: str | None = Field(None, description="JWKS document with the issuer's public keys.")
+
+
+class ClaimNames(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = "sub"
+    tenant: str = "org_id"
+    roles: str = "roles"
+    scope: str = "scope"
+    tier: str = "tier"
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    issuers: list[JwtIssuer] = Field(default_factory=list)
+    claims: ClaimNames = ClaimNames()
+    leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+    max_token_bytes: Annotated[int, Field(ge=256, le=65536)] = 8192
+    jwks_refresh_min_interval_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+
+
+class RateLimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    redis_timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.1
+    fail_mode: Literal["open", "closed"] = Field(
+        "open", description="open: fall back to a per-process limiter; closed: answer 503.")
+    retry_redis_after_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    key_prefix: str = "vrl"
+
+
+class LimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_body_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 16384
+    max_headers: Annotated[int, Field(ge=10, le=1000)] = 100
+    max_url_bytes: Annotated[int, Field(ge=256, le=1 << 16)] = 8192
+
+
+class CompressionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    min_bytes: Annotated[int, Field(ge=0)] = 1024
+    types: list[str] = Field(default_factory=lambda: [
+        "application/json", "text/", "application/javascript", "application/xml", "image/svg+xml"])
+
+
 class ReadinessPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     require_config: bool = True
@@ -54,7 +113,11 @@ class ProxySettings(BaseSettings):
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 20.0
     shutdown_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
     upstream_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, description="Redis for global rate limits; unset: per-process limiter.")
+    auth: AuthSettings = AuthSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    limits: LimitSettings = LimitSettings()
+    compression: CompressionSettings = CompressionSettings()
     environment: str = "development"
 
 

@@ -5,6 +5,7 @@ backend pods served from network namespaces."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,10 +126,9 @@ class ConfigMapMirror:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
+            # API server away: a kubelet keeps the last files too.
+            with contextlib.suppress(OSError, KubeError):
                 self.sync()
-            except (OSError, KubeError):
-                pass  # API server away: a kubelet keeps the last files too
             self._stop.wait(0.1)
 
     def sync(self) -> None:

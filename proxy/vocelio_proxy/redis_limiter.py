@@ -1,0 +1,188 @@
+"""Global rate limiting on Redis: one server-side script per caller decides all
+of a request's limits atomically, and the decisions of concurrent requests are
+batched into one pipeline (one round trip, one client call) instead of one
+call each. Keys carry the caller bucket as a hash tag, so every key a script
+touches lives in one Redis Cluster slot. When Redis fails or is slow, the
+configured policy falls back to the in-process limiter (fail-open) or refuses
+(fail-closed) and retries Redis after a pause, with no restart.
+Owned by the edge policy; the Redis client comes from the app's cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as redis
+from redis.exceptions import NoScriptError, RedisError
+
+from .metrics import ProxyMetrics
+from .ratelimits import LimitCheck, LimitResult, MemoryLimiter, result_for
+from .settings import RateLimitSettings
+
+log = logging.getLogger("vocelio.proxy.ratelimit")
+
+# KEYS: per check, current bucket then previous bucket.
+# ARGV: now_ms, then per check: limit, window_ms.
+# Returns: {allowed, prev_1, cur_1, prev_2, cur_2, ...}; cur includes this request when allowed.
+SLIDING_WINDOW_LUA = """
+local now = tonumber(ARGV[1])
+local n = #KEYS / 2
+local counts = {}
+local allowed = 1
+for i = 1, n do
+  local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local limit = tonumber(ARGV[2 * i])
+  local window = tonumber(ARGV[2 * i + 1])
+  local elapsed = now % window
+  local used = prev * (1 - elapsed / window) + cur + 1
+  if used > limit then allowed = 0 end
+  counts[2 * i - 1] = prev
+  counts[2 * i] = cur
+end
+if allowed == 1 then
+  for i = 1, n do
+    counts[2 * i] = redis.call('INCR', KEYS[2 * i - 1])
+    redis.call('PEXPIRE', KEYS[2 * i - 1], 2 * tonumber(ARGV[2 * i + 1]) + 1000)
+  end
+end
+local out = {allowed}
+for i = 1, 2 * n do out[i + 1] = counts[i] end
+return out
+"""
+
+
+class LimiterUnavailable(Exception):
+    """Redis is unreachable and the policy is fail-closed."""
+
+
+@dataclass
+class _Pending:
+    checks: Sequence[LimitCheck]
+    now: float
+    future: asyncio.Future[list[LimitResult]]
+    groups: list[list[int]] = field(default_factory=list)
+
+
+class RedisLimiter:
+    def __init__(self, client: redis.Redis, settings: RateLimitSettings, metrics: ProxyMetrics,
+                 fallback: MemoryLimiter) -> None:
+        self._client = client
+        self._settings = settings
+        self._metrics = metrics
+        self._fallback = fallback
+        self._sha: str | None = None
+        self._pending: list[_Pending] = []
+        self._flushing = False
+        self._down_until = 0.0
+        self.fallback_active = False
+
+    def _key(self, check: LimitCheck, index: int) -> str:
+        return f"{self._settings.key_prefix}:{{{check.bucket}}}:{check.name}:{check.window_s}:{index}"
+
+    async def decide(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
+        if not checks:
+            return []
+        if time.monotonic() < self._down_until:
+            return self._degraded(checks, now)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(checks, now, loop.create_future())
+        self._pending.append(pending)
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+        try:
+            return await pending.future
+        except (RedisError, OSError, TimeoutError):
+            return self._degraded(checks, now)
+
+    def _degraded(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
+        if self._settings.fail_mode == "closed":
+            raise LimiterUnavailable("rate-limit store unavailable")
+        return self._fallback.decide(checks, now)
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._run_batch(batch)
+                    self._recovered()
+                except (RedisError, OSError, TimeoutError) as exc:
+                    self._failed(exc)
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+        finally:
+            self._flushing = False
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        if self._sha is None:
+            async with asyncio.timeout(self._settings.redis_timeout_s):
+                self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
+        started = time.perf_counter()
+        try:
+            replies = await self._execute(batch)
+        except NoScriptError:
+            self._sha = None  # Redis restarted and lost its script cache
+            async with asyncio.timeout(self._settings.redis_timeout_s):
+                self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
+            replies = await self._execute(batch)
+        self._metrics.ratelimit_latency.observe(time.perf_counter() - started)
+        cursor = 0
+        for item in batch:
+            results: list[LimitResult | None] = [None] * len(item.checks)
+            group_replies = replies[cursor:cursor + len(item.groups)]
+            cursor += len(item.groups)
+            allowed_all = all(int(reply[0]) == 1 for reply in group_replies)
+            for group, reply in zip(item.groups, group_replies, strict=True):
+                for position, index in enumerate(group):
+                    check = item.checks[index]
+                    prev, cur = int(reply[1 + 2 * position]), int(reply[2 + 2 * position])
+                    # When limits of different callers' buckets (different slots) disagree, the
+                    # admitting group's increment stands: it cannot be undone atomically.
+                    results[index] = result_for(check, prev, cur, item.now, allowed_all)
+            if not item.future.done():
+                item.future.set_result([r for r in results if r is not None])
+
+    async def _execute(self, batch: list[_Pending]) -> list[list[int]]:
+        assert self._sha is not None
+        pipe = self._client.pipeline(transaction=False)
+        for item in batch:
+            item.groups = []
+            by_bucket: dict[str, list[int]] = {}
+            for index, check in enumerate(item.checks):
+                by_bucket.setdefault(check.bucket, []).append(index)
+            now_ms = int(item.now * 1000)
+            for indexes in by_bucket.values():
+                keys: list[str] = []
+                args: list[int] = [now_ms]
+                for index in indexes:
+                    check = item.checks[index]
+                    window_index = check.window_index(item.now)
+                    keys += [self._key(check, window_index), self._key(check, window_index - 1)]
+                    args += [check.limit, check.window_s * 1000]
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+                item.groups.append(indexes)
+        async with asyncio.timeout(self._settings.redis_timeout_s):
+            replies = await pipe.execute(raise_on_error=True)
+        return [list(r) for r in replies]
+
+    def _failed(self, exc: BaseException) -> None:
+        self._metrics.ratelimit_backend_errors.inc()
+        self._down_until = time.monotonic() + self._settings.retry_redis_after_s
+        if not self.fallback_active:
+            self.fallback_active = True
+            self._metrics.ratelimit_fallback.set(1 if self._settings.fail_mode == "open" else 0)
+            log.error("rate-limit store failed", extra={"fields": {
+                "error": type(exc).__name__, "policy": "fail-" + self._settings.fail_mode}})
+
+    def _recovered(self) -> None:
+        if self.fallback_active:
+            self.fallback_active = False
+            self._metrics.ratelimit_fallback.set(0)
+            log.warning("rate-limit store recovered")
+
