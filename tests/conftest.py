@@ -17,6 +17,8 @@ from tests.harness.kubelet import ensure_node
 from tests.harness.podnet import PodNetwork
 from tests.harness.redis_server import RedisServer
 
+pytest_plugins = ["tests.harness.app_fixtures"]
+
 _failed: list[str] = []
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from vocelio_proxy.config import GatewayConfig
 
-from .conftest import service
+from tests.harness.app_fixtures import service
 
 
 async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory, gateway_factory) -> None:

@@ -17,7 +17,7 @@ from vocelio_proxy.config import GatewayConfig
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.sources import FileSource
 
-from .conftest import poll, service
+from tests.harness.app_fixtures import poll, service
 
 
 async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, gateway_factory,

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from vocelio_proxy.config import Endpoint, GatewayConfig
 
-from .conftest import poll, service
+from tests.harness.app_fixtures import poll, service
 
 
 def closed_port() -> int:

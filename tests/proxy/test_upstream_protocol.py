@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vocelio_proxy.config import Endpoint, GatewayConfig
 
-from .conftest import service
+from tests.harness.app_fixtures import service
 
 
 def gateway_config(port: int) -> GatewayConfig:

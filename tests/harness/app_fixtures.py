@@ -1,4 +1,4 @@
-"""Fixtures for proxy application tests: real upstream HTTP servers on loopback
+"""Fixtures for gateway application tests (loaded as a pytest plugin by tests/conftest.py): real upstream HTTP servers on loopback
 (aiohttp apps, or raw asyncio servers that write exact bytes), and a gateway
 started in-process against them."""
 
@@ -140,7 +140,7 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)
-        session = aiohttp.ClientSession(auto_decompress=False)
+        session = aiohttp.ClientSession()
         sessions.append(session)
         gw = Gateway(f"http://127.0.0.1:{runner.addresses[0][1]}", app, session)
         if wait_ready:

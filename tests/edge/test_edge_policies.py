@@ -1,0 +1,261 @@
+"""Edge policies through the running gateway: authentication and authorization
+answers, identity forwarding, spoofing attempts, rate limits on a real Redis
+(shared between processes, surviving Redis outages), CORS, size limits and
+compression."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from pathlib import Path
+
+import brotli
+import jwt
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.harness.redis_server import RedisServer
+from tests.harness.app_fixtures import poll, service
+from vocelio_proxy.apikeys import mint_key
+from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
+from vocelio_proxy.settings import AuthSettings, JwtIssuer
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PEM = KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+AUTH = AuthSettings(issuers=[JwtIssuer(issuer="https://id.test", audiences=["gw"], public_keys={"k1": PEM})])
+TIERS = [
+    RateTier(name="anonymous", requests=3, window_s=60, key_by="ip", match=TierMatch(kind="anonymous")),
+    RateTier(name="authenticated", requests=5, window_s=60, key_by="user", priority=10,
+             match=TierMatch(kind="authenticated")),
+]
+
+
+def token(**kw: object) -> str:
+    now = int(time.time())
+    payload: dict[str, object] = {"iss": "https://id.test", "aud": "gw", "sub": "u1", "org_id": "acme",
+                                  "roles": ["agent"], "exp": now + 300}
+    payload.update(kw)
+    return jwt.encode(payload, KEY, algorithm="RS256", headers={"kid": "k1"})
+
+
+def bearer(**kw: object) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(**kw)}"}
+
+
+async def test_protected_routes_answer_401_then_403_then_forward_identity(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[
+        service("billing", up.endpoint(), auth={"mode": "jwt", "roles": ["billing-admin"]}),
+        service("agents", up.endpoint(), auth={"mode": "jwt"})]), auth=AUTH)
+    status, headers, body = await gw.get("/api/v1/billing/invoices")
+    assert status == 401 and json.loads(body)["status_code"] == 401 and "WWW-Authenticate" in headers
+    status, _, body = await gw.get("/api/v1/billing/invoices", headers=bearer())
+    assert status == 403 and "billing-admin" in json.loads(body)["message"]
+    status, _, body = await gw.get("/api/v1/agents/x", headers={**bearer(), "X-Vocelio-Roles": "admin",
+                                                                "X-Vocelio-Tenant": "globex"})
+    sent = json.loads(body)["headers"]
+    assert status == 200
+    assert sent["X-Vocelio-User"] == "u1" and sent["X-Vocelio-Tenant"] == "acme"
+    assert sent["X-Vocelio-Roles"] == "agent" and sent["X-Vocelio-Auth-Method"] == "jwt"
+    assert "Authorization" in sent  # the token itself is the upstream's to use too
+
+
+async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("agents", up.endpoint())]), auth=AUTH)
+    expired = token(exp=int(time.time()) - 3600)
+    status, _, body = await gw.get("/api/v1/agents/x", headers={"Authorization": f"Bearer {expired}"})
+    assert status == 401 and "expired" in json.loads(body)["message"]
+    assert expired.encode() not in body and not up.hits  # even a public route refuses bad credentials
+
+
+async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, gateway_factory, tmp_path: Path) -> None:
+    up = await upstream_factory()
+    key, record = mint_key(tenant="acme", tier="premium", roles=["integrator"])
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps([record.model_dump(mode="json")]))
+    gw = await gateway_factory(GatewayConfig(services=[service("dev", up.endpoint(), auth={"mode": "api-key"})]),
+                               api_keys_path=keys_file)
+    status, _, body = await gw.get("/api/v1/dev/x", headers={"X-API-Key": key})
+    assert status == 200 and json.loads(body)["headers"]["X-Vocelio-Tier"] == "premium"
+    assert (await gw.get("/api/v1/dev/x", headers={"X-API-Key": key[:-3] + "AAA"}))[0] == 401
+    keys_file.write_text(json.dumps([record.model_copy(update={"disabled": True}).model_dump(mode="json")]))
+    status, _, body = await gw.get("/api/v1/dev/x", headers={"X-API-Key": key})
+    assert status == 401 and "disabled" in json.loads(body)["message"]
+
+
+async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_prefix(upstream_factory,
+                                                                                     gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[
+        service("public", up.endpoint(), prefixes=["/api/v1/public"]),
+        service("admin", up.endpoint(), prefixes=["/api/v1/admin"], auth={"mode": "jwt"})]), auth=AUTH)
+    for path in ("/api/v1/public/../admin/users", "/api/v1/public/%2e%2e/admin/users",
+                 "//api/v1/public/./../admin/users"):
+        assert (await gw.get(path))[0] == 401, path
+    assert (await gw.get("/api/v1/public%2F..%2Fadmin/users"))[0] == 400
+    assert not up.hits
+
+
+async def test_a_spoofed_forwarded_for_does_not_move_a_caller_into_another_bucket(upstream_factory,
+                                                                                  gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS))
+    statuses = [(await gw.get("/api/v1/svc/x", headers={"X-Forwarded-For": f"10.9.9.{i}"}))[0] for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(upstream_factory,
+                                                                             gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS), auth=AUTH)
+    status, headers, _ = await gw.get("/api/v1/svc/x")
+    assert status == 200
+    assert headers["X-RateLimit-Limit"] == "3" and headers["X-RateLimit-Remaining"] == "2"
+    assert int(headers["X-RateLimit-Reset"]) > time.time()
+    assert headers["RateLimit-Policy"] == '"anonymous";q=3;w=60'
+    assert headers["RateLimit"].startswith('"anonymous";r=2;t=')
+    for _ in range(2):
+        await gw.get("/api/v1/svc/x")
+    status, headers, body = await gw.get("/api/v1/svc/x")
+    data = json.loads(body)
+    assert status == 429 and data["status_code"] == 429 and data["retry_after"] >= 1
+    assert int(headers["Retry-After"]) >= 1 and headers["X-RateLimit-Remaining"] == "0"
+    # An authenticated caller is in another tier and bucket.
+    status, headers, _ = await gw.get("/api/v1/svc/x", headers=bearer())
+    assert status == 200 and headers["X-RateLimit-Limit"] == "5"
+
+
+@pytest.mark.redis
+async def test_two_gateways_sharing_redis_admit_no_more_than_the_limit(upstream_factory, gateway_factory,
+                                                                       redis_server: RedisServer) -> None:
+    up = await upstream_factory()
+    tiers = [RateTier(name="anonymous", requests=50, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
+    config = GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=tiers)
+    a = await gateway_factory(config, redis_url=redis_server.url)
+    b = await gateway_factory(config, redis_url=redis_server.url)
+
+    async def hit(gw) -> int:  # type: ignore[no-untyped-def]
+        return (await gw.get("/api/v1/svc/x"))[0]
+
+    statuses = await asyncio.gather(*(hit(a if i % 2 else b) for i in range(120)))
+    assert statuses.count(200) == 50
+    assert statuses.count(429) == 70
+
+
+@pytest.mark.redis
+async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstream_factory, gateway_factory,
+                                                                         redis_server: RedisServer) -> None:
+    up = await upstream_factory()
+    tiers = [RateTier(name="anonymous", requests=10, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=tiers),
+                               redis_url=redis_server.url,
+                               rate_limit={"retry_redis_after_s": 0.2, "redis_timeout_s": 0.2})
+    assert [(await gw.get("/api/v1/svc/x"))[0] for _ in range(4)] == [200] * 4
+    redis_server.kill()
+    during = [(await gw.get("/api/v1/svc/x"))[0] for _ in range(12)]
+    assert during == [200] * 10 + [429] * 2  # the local limiter enforces the same tier
+    metrics = (await gw.get("/metrics"))[2].decode()
+    assert "vocelio_ratelimit_fallback_active 1.0" in metrics
+    assert "vocelio_ratelimit_backend_errors_total" in metrics
+    redis_server.start()
+
+    async def back() -> bool:
+        status, _, _ = await gw.get("/api/v1/svc/x")
+        return "vocelio_ratelimit_fallback_active 0.0" in (await gw.get("/metrics"))[2].decode()
+
+    deadline = time.monotonic() + 10
+    while not await back():
+        assert time.monotonic() < deadline, "limiter did not return to Redis"
+        await asyncio.sleep(0.1)
+    # Redis restarted empty: its counts start again from the requests made since.
+    status, headers, _ = await gw.get("/api/v1/svc/x")
+    assert status == 200 and int(headers["X-RateLimit-Remaining"]) >= 7
+
+
+@pytest.mark.redis
+async def test_redis_outage_fails_closed_when_configured(upstream_factory, gateway_factory,
+                                                         redis_server: RedisServer) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS),
+                               redis_url=redis_server.url,
+                               rate_limit={"fail_mode": "closed", "retry_redis_after_s": 0.2, "redis_timeout_s": 0.2})
+    assert (await gw.get("/api/v1/svc/x"))[0] == 200
+    redis_server.kill()
+    status, headers, body = await gw.get("/api/v1/svc/x")
+    assert status == 503 and "Retry-After" in headers and json.loads(body)["status_code"] == 503
+    hits = len(up.hits)
+    redis_server.start()
+    await poll(lambda: True, "noop")
+    deadline = time.monotonic() + 10
+    while (await gw.get("/api/v1/svc/x"))[0] != 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert len(up.hits) == hits + 1
+
+
+async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               cors={"allow_origins": ["https://app.vocelio.ai"]})
+    status, headers, _ = await gw.request("OPTIONS", "/api/v1/svc/x", headers={
+        "Origin": "https://app.vocelio.ai", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Content-Type"})
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == "https://app.vocelio.ai"
+    assert not up.hits
+    status, _, _ = await gw.request("OPTIONS", "/api/v1/svc/x", headers={
+        "Origin": "https://evil.test", "Access-Control-Request-Method": "POST"})
+    assert status == 403
+    status, headers, _ = await gw.get("/api/v1/svc/x", headers={"Origin": "https://app.vocelio.ai"})
+    assert headers["Access-Control-Allow-Origin"] == "https://app.vocelio.ai"
+    assert "X-RateLimit-Remaining" in headers["Access-Control-Expose-Headers"]
+
+
+async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), max_body_bytes=1000)]))
+    status, _, body = await gw.request("POST", "/api/v1/svc/x", data=b"x" * 2000)
+    assert status == 413 and json.loads(body)["status_code"] == 413
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield b"y" * 300
+
+    status, _, body = await gw.request("POST", "/api/v1/svc/x", data=chunks())
+    assert status == 413
+
+
+async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               limits={"max_url_bytes": 300, "max_headers": 20})
+    status, _, body = await gw.get("/api/v1/svc/" + "a" * 400)
+    assert status == 414 and json.loads(body)["status_code"] == 414
+    status, _, _ = await gw.get("/api/v1/svc/x", headers={f"X-H{i}": "v" for i in range(30)})
+    assert status == 431
+
+
+async def test_compressible_responses_are_compressed_for_clients_that_ask(upstream_factory, gateway_factory) -> None:
+    payload = {"items": list(range(2000))}
+
+    async def big_json(request: web.Request) -> web.StreamResponse:
+        return web.json_response(payload)
+
+    up = await upstream_factory(big_json)
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
+    import aiohttp
+
+    gw.session = aiohttp.ClientSession(auto_decompress=False)
+    status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "gzip, br"})
+    assert status == 200 and headers["Content-Encoding"] == "br"
+    assert json.loads(brotli.decompress(body)) == payload
+    status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and json.loads(gzip.decompress(body)) == payload
+    status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "identity"})
+    await gw.session.close()
+    assert "Content-Encoding" not in headers and json.loads(body) == payload
