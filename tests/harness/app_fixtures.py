@@ -1,6 +1,7 @@
-"""Fixtures for gateway application tests (loaded as a pytest plugin by tests/conftest.py): real upstream HTTP servers on loopback
-(aiohttp apps, or raw asyncio servers that write exact bytes), and a gateway
-started in-process against them."""
+"""Fixtures for gateway application tests, loaded as a pytest plugin by
+tests/conftest.py: real upstream HTTP servers on loopback (aiohttp apps, or raw
+asyncio servers that write exact bytes), and a gateway started in-process
+against them."""
 
 from __future__ import annotations
 

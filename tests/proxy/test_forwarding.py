@@ -8,9 +8,8 @@ import json
 import aiohttp
 from aiohttp import web
 
-from vocelio_proxy.config import GatewayConfig
-
 from tests.harness.app_fixtures import service
+from vocelio_proxy.config import GatewayConfig
 
 
 async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory, gateway_factory) -> None:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tests.harness.app_fixtures import poll, service
 from tests.harness.mount import write_configmap_volume
 from vocelio_proxy import keys
 from vocelio_proxy.app import create_app, serve
 from vocelio_proxy.config import GatewayConfig
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.sources import FileSource
-
-from tests.harness.app_fixtures import poll, service
 
 
 async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, gateway_factory,

@@ -9,9 +9,8 @@ import socket
 
 from aiohttp import web
 
-from vocelio_proxy.config import Endpoint, GatewayConfig
-
 from tests.harness.app_fixtures import poll, service
+from vocelio_proxy.config import Endpoint, GatewayConfig
 
 
 def closed_port() -> int:

@@ -3,9 +3,8 @@ HEAD, interim 1xx, 204, and malformed responses."""
 
 from __future__ import annotations
 
-from vocelio_proxy.config import Endpoint, GatewayConfig
-
 from tests.harness.app_fixtures import service
+from vocelio_proxy.config import Endpoint, GatewayConfig
 
 
 def gateway_config(port: int) -> GatewayConfig:
