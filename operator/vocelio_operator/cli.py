@@ -33,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--liveness-port", type=int)
     op.add_argument("--priority", type=int)
     op.add_argument("--log-level")
+    mk = sub.add_parser("mint-key", help="mint an API key: prints it once, writes the Secret manifest (hash only)")
+    mk.add_argument("--name", required=True)
+    mk.add_argument("--tenant")
+    mk.add_argument("--tier")
+    mk.add_argument("--roles", default="", help="comma-separated")
+    mk.add_argument("--expires", help="ISO 8601 expiry, e.g. 2027-01-01T00:00:00Z")
+    mk.add_argument("--namespace", default="default")
+    mk.add_argument("--output", type=Path, help="write the Secret manifest here (default: stdout after the key)")
+    mk.add_argument("--keys-file", type=Path, help="standalone mode: append the record to this keys file")
     va = sub.add_parser("validate", help="check resource files offline")
     va.add_argument("paths", type=Path, nargs="+")
     re_ = sub.add_parser("render", help="print the GatewayConfig rendered from a folder")
@@ -41,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "validate":
         return _validate(args.paths)
+    if args.command == "mint-key":
+        return _mint_key(args)
     if args.command == "operator":
         return _operator(args)
     if args.command == "render":
@@ -55,6 +66,32 @@ def main(argv: list[str] | None = None) -> int:
     from .standalone import run
 
     run(settings, args.resources, args.demo_backends)
+    return 0
+
+
+def _mint_key(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+
+    import yaml
+
+    from vocelio_proxy.apikeys import load_records, mint_key, secret_manifest
+
+    expires = dt.datetime.fromisoformat(args.expires.replace("Z", "+00:00")) if args.expires else None
+    key, record = mint_key(name=args.name, tenant=args.tenant, tier=args.tier,
+                           roles=[r for r in args.roles.split(",") if r], expires_at=expires)
+    print(f"API key (shown once, store it now): {key}", file=sys.stderr)
+    manifest = yaml.safe_dump(secret_manifest(record, args.namespace), sort_keys=False)
+    if args.keys_file is not None:
+        records = load_records(args.keys_file.read_bytes()) if args.keys_file.exists() else []
+        records.append(record)
+        args.keys_file.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=1) + "\n")
+        print(f"added key {record.id} to {args.keys_file}", file=sys.stderr)
+    if args.output is not None:
+        args.output.write_text(manifest)
+        print(f"wrote {args.output}", file=sys.stderr)
+    elif args.keys_file is None:
+        sys.stdout.write(manifest)
     return 0
 
 

@@ -5,9 +5,14 @@ event handlers."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from vocelio_proxy.apikeys import ApiKeyRecord, record_from_secret_data
 
 from .rendering import EndpointIndex
 from .resources import DiscoveredEndpoint, RateTierResource, VocelioServiceResource, parse_resource
@@ -51,6 +56,29 @@ class ClusterIndex:
     refs: dict[str, ResourceRef] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     slices: dict[tuple[str, str], dict[str, list[DiscoveredEndpoint]]] = field(default_factory=dict)
+    api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    api_key_problems: dict[str, str] = field(default_factory=dict)
+
+    def upsert_api_key_secret(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+        try:
+            self.api_keys[key] = record_from_secret_data(data)
+            self.api_key_problems.pop(key, None)
+        except (KeyError, ValueError) as exc:
+            self.api_keys.pop(key, None)
+            self.api_key_problems[key] = f"invalid API key Secret: {exc}"
+
+    def remove_api_key_secret(self, namespace: str, name: str) -> None:
+        self.api_keys.pop(f"{namespace}/{name}", None)
+        self.api_key_problems.pop(f"{namespace}/{name}", None)
+
+    def api_keys_document(self) -> tuple[str, str]:
+        """The proxies' keys file (hashes and metadata only) and its digest."""
+        records = sorted((r.model_dump(mode="json") for r in self.api_keys.values()), key=lambda r: r["id"])
+        text = json.dumps(records, sort_keys=True, indent=1) + "\n"
+        return text, hashlib.sha256(text.encode()).hexdigest()
 
     def spec_changed(self, body: Mapping[str, Any]) -> bool:
         """False when only status moved (our own patch echoing back)."""

@@ -95,6 +95,17 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if key is not None and key in reconciler.index.referenced_services():
             reconciler.mark_dirty()
 
+    @kopf.on.event("", "v1", "secrets", labels={settings.api_key_label: "true"}, registry=registry)
+    def api_key_secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        reconciler: Reconciler = memo.reconciler
+        body: dict[str, Any] = dict(event["object"])
+        meta = body["metadata"]
+        if event["type"] == "DELETED":
+            reconciler.index.remove_api_key_secret(meta.get("namespace", "default"), meta["name"])
+        else:
+            reconciler.index.upsert_api_key_secret(body)
+        reconciler.mark_dirty()
+
     return registry
 
 

@@ -37,16 +37,39 @@ class Reconciler:
         self.index = ClusterIndex()
         self._dirty = asyncio.Event()
         self.last_hash: str | None = None
+        self.last_keys_digest: str | None = None
         self._reported: dict[str, dict[str, Any]] = {}
         self.passes = 0
 
     def mark_dirty(self) -> None:
         self._dirty.set()
 
+    async def prime(self) -> None:
+        """Seed the index from one LIST of everything, then render only a complete view."""
+        snapshot = await self.writer.list_snapshot(self.settings.namespaces, self.settings.api_key_label)
+        for body in snapshot["resources"]:
+            self.index.upsert_resource(body)
+        for body in snapshot["slices"]:
+            self.index.upsert_slice(body)
+        for body in snapshot["secrets"]:
+            self.index.upsert_api_key_secret(body)
+
     async def run(self) -> None:
-        self.last_hash = await self.writer.current_config_hash(self.settings.config_namespace,
-                                                               self.settings.config_name)
         failures = 0
+        while True:
+            try:
+                self.last_hash = await self.writer.current_config_hash(self.settings.config_namespace,
+                                                                       self.settings.config_name)
+                await self.prime()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("initial listing failed; retrying")
+                await asyncio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
+                failures += 1
+        failures = 0
+        self._dirty.set()
         while True:
             await self._dirty.wait()
             # Let a burst of events (a rollout, a bulk apply) land before rendering once.
@@ -84,6 +107,11 @@ class Reconciler:
             self.last_hash = config.hash
             log.info("config written", extra={"fields": {"version": config.version, "bytes": len(text),
                                                          "configmaps": len(shards), "services": len(config.services)}})
+        keys_text, keys_digest = self.index.api_keys_document()
+        if keys_digest != self.last_keys_digest:
+            await self.writer.apply_secret(self.settings.config_namespace, self.settings.api_keys_secret,
+                                           {"keys.json": keys_text}, keys_digest)
+            self.last_keys_digest = keys_digest
         await self._report(result.outcomes, config.version)
 
     async def _report(self, outcomes: dict[str, Outcome], version: str) -> None:

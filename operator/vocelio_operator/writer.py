@@ -24,9 +24,32 @@ PLURALS = {"VocelioService": "vocelioservices", "RateTier": "ratetiers"}
 
 class ApiWriter:
     def __init__(self, api: client.ApiClient, component: str = "vocelio-operator") -> None:
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.discovery = client.DiscoveryV1Api(api)
         self.component = component
+
+    async def list_snapshot(self, namespaces: list[str], api_key_label: str) -> dict[str, list[dict[str, Any]]]:
+        """Everything the renderer needs, listed once at start-up so the first render
+        is complete (watch events then keep it current)."""
+        out: dict[str, list[dict[str, Any]]] = {"resources": [], "slices": [], "secrets": []}
+        scopes: list[str | None] = list(namespaces) or [None]
+        for ns in scopes:
+            for plural in PLURALS.values():
+                if ns is None:
+                    listed = await self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+                else:
+                    listed = await self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+                out["resources"].extend(listed["items"])
+            slices = await (self.discovery.list_endpoint_slice_for_all_namespaces() if ns is None
+                            else self.discovery.list_namespaced_endpoint_slice(ns))
+            out["slices"].extend(self.api.sanitize_for_serialization(slices)["items"])
+            selector = f"{api_key_label}=true"
+            secrets = await (self.core.list_secret_for_all_namespaces(label_selector=selector) if ns is None
+                             else self.core.list_namespaced_secret(ns, label_selector=selector))
+            out["secrets"].extend(self.api.sanitize_for_serialization(secrets)["items"])
+        return out
 
     async def current_config_hash(self, namespace: str, name: str) -> str | None:
         try:

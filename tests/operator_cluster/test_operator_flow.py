@@ -262,3 +262,27 @@ def test_a_file_proxy_reads_a_sharded_config(tmp_path: Path) -> None:
             files[f"part-{name.rsplit('-', 1)[1]}"] = data["part"].encode()
     write_configmap_volume(tmp_path, files)
     assert FileSource(tmp_path).load() == config
+
+
+def test_api_key_secrets_reach_the_proxies_as_hashes_only(stack: Stack, tmp_path: Path) -> None:
+    manifest = tmp_path / "key.yaml"
+    import subprocess
+
+    result = subprocess.run([str(BIN / "vocelio-gateway"), "mint-key", "--name", "ci", "--tenant", "acme",
+                             "--tier", "premium", "--namespace", NS, "--output", str(manifest)],
+                            capture_output=True, text=True, check=True)
+    key = result.stderr.split("store it now): ")[1].split()[0]
+    assert key not in manifest.read_text()
+    stack.cp.kubectl("apply", "-f", str(manifest))
+
+    def published() -> str | None:
+        import base64
+
+        secret = stack.kube.get(f"/api/v1/namespaces/{CONFIG_NAMESPACE}/secrets/vocelio-gateway-api-keys")
+        text = base64.b64decode(secret["data"]["keys.json"]).decode()
+        return text if key.split("_")[1] in text else None
+
+    text = poll("API key hash published for the proxies", published)
+    records = json.loads(text)
+    assert records[0]["tenant"] == "acme" and len(records[0]["hash"]) == 64
+    assert key not in text
