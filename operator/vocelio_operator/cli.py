@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--demo-backends", action="store_true", help="start demo backends for loopback endpoints")
     st.add_argument("--log-level")
     st.add_argument("--no-access-log", action="store_true")
+    st.add_argument("--api-keys", type=Path, help="API key records file (see mint-key --keys-file)")
+    st.add_argument("--redis-url", help="share rate limits through Redis (default: per-process limiter)")
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
     op.add_argument("--config-namespace")
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(result.config.to_json())
         return 0
     settings = load_settings(args.settings, host=args.host or "127.0.0.1", port=args.port or 8080,
-                             log_level=args.log_level, access_log=False if args.no_access_log else None)
+                             log_level=args.log_level, access_log=False if args.no_access_log else None,
+                             api_keys_path=args.api_keys, redis_url=args.redis_url)
     setup_logging(settings.log_level)
     from .standalone import run
 

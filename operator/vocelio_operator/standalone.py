@@ -6,9 +6,12 @@ change; optional demo backends for the quickstart. Called by
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import tempfile
 from pathlib import Path
 
+from vocelio_proxy.apikeys import mint_key
 from vocelio_proxy.app import Extension, create_app, serve
 from vocelio_proxy.settings import ProxySettings
 
@@ -18,9 +21,13 @@ from .files import FolderSource, load_folder
 log = logging.getLogger("vocelio.standalone")
 
 
-def banner(port: int, services: list[str]) -> str:
+def banner(port: int, services: list[str], demo_key: str | None = None) -> str:
     base = f"http://127.0.0.1:{port}"
     first = services[0] if services else "ai-agents"
+    key_lines = [
+        f"  curl -s -H 'X-API-Key: {demo_key}' {base}/api/v1/developer-api/keys   # demo API key (this run only)",
+        f"  curl -s {base}/api/v1/developer-api/keys      # 401: the route needs an API key",
+    ] if demo_key else []
     return "\n".join([
         "",
         f"Vocelio Gateway (standalone) is serving {len(services)} services at {base}",
@@ -30,6 +37,7 @@ def banner(port: int, services: list[str]) -> str:
         f"  curl -s {base}/api/v1/{first}/agents",
         f"  curl -s {base}/{first}/v1/agents",
         f"  curl -s {base}/api/v1/unknown        # 404 in the JSON error envelope",
+        *key_lines,
         f"  curl -s {base}/metrics | grep vocelio_requests",
         f"  open {base}/docs",
         "Press Ctrl-C to stop.",
@@ -39,6 +47,9 @@ def banner(port: int, services: list[str]) -> str:
 
 async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_backends: bool,
                          extensions: list[Extension] | None = None) -> None:
+    demo_key = None
+    if demo_backends and settings.api_keys_path is None:
+        demo_key, settings = _with_demo_key(settings)
     source = FolderSource(resources_dir)
     loaded = load_folder(resources_dir)
     for problem in loaded.problems:
@@ -47,7 +58,7 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
     names = sorted(r.metadata.name for r in loaded.services)
 
     def started(port: int) -> None:
-        print(banner(port, names), flush=True)
+        print(banner(port, names, demo_key), flush=True)
 
     if demo_backends:
         async with run_demo_backends(loaded) as backends:
@@ -55,6 +66,16 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
             await serve(app, settings, started)
     else:
         await serve(app, settings, started)
+
+
+def _with_demo_key(settings: ProxySettings) -> tuple[str, ProxySettings]:
+    """Quickstart only: a fresh key (admin role, premium tier) in a private temp file."""
+    folder = Path(tempfile.mkdtemp(prefix="vocelio-standalone-"))
+    key, record = mint_key(name="quickstart", tenant="demo", tier="premium", roles=["admin"])
+    path = folder / "api-keys.json"
+    path.write_text(json.dumps([record.model_dump(mode="json")]))
+    path.chmod(0o600)
+    return key, settings.model_copy(update={"api_keys_path": path})
 
 
 def run(settings: ProxySettings, resources_dir: Path, demo_backends: bool) -> None:
