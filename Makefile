@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 
-.PHONY: run test lint unit typecheck cluster-bins dev-cluster system-deps bench schema images kind-up kind-deploy clean
+.PHONY: run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,9 +52,24 @@ schema: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/proxy_bench.py
 
+## images: build both images (needs a container engine; none runs on the CI machines)
 images:
-	docker build -f Dockerfile.operator -t vocelio/gateway-operator:0.1.0 .
-	docker build -f Dockerfile.proxy -t vocelio/gateway-proxy:0.1.0 .
+	docker build -f Dockerfile.operator -t ghcr.io/vocelio/gateway-operator:0.1.0 .
+	docker build -f Dockerfile.proxy -t ghcr.io/vocelio/gateway-proxy:0.1.0 .
+
+## kind-up: a local kind cluster (needs Docker and kind; cannot run on the CI machines)
+kind-up:
+	kind create cluster --name vocelio
+
+## kind-deploy: load the images into kind and install the chart with development values
+kind-deploy: images
+	kind load docker-image ghcr.io/vocelio/gateway-operator:0.1.0 ghcr.io/vocelio/gateway-proxy:0.1.0 --name vocelio
+	helm upgrade --install vocelio charts/vocelio-gateway -n vocelio-system --create-namespace \
+	  -f charts/vocelio-gateway/values-development.yaml --set image.tag=0.1.0
+
+## bench-operator: reconcile latency and render time (prints figures)
+bench-operator: $(STAMP) cluster-bins
+	$(BIN)/python -m bench.operator_bench
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -67,7 +67,7 @@ def namespace(control_plane: ControlPlane, kube: Kube) -> Iterator[str]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if Path(str(item.fspath)).parent.name in ("cluster", "operator_cluster"):
+        if Path(str(item.fspath)).parent.name in ("cluster", "operator_cluster", "helm"):
             item.add_marker(pytest.mark.cluster)
 
 
