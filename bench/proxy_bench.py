@@ -130,14 +130,29 @@ def main() -> None:
             [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "gateway.json"),
              "--host", "127.0.0.1", "--port", str(gateway)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        # The same gateway with a tier on Redis (limit far above the load, so every request is decided, none refused).
+        redis_port, limited = free_port(), free_port()
+        procs.append(subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port",
+                                       str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                      stdout=subprocess.DEVNULL, start_new_session=True))
+        limited_config = dict(config, rate_tiers=[{"name": "anonymous", "requests": 10**9, "window_s": 3600,
+                                                   "key_by": "ip", "match": {"kind": "anonymous"}}])
+        (work / "limited.json").write_text(json.dumps(limited_config))
+        (work / "limited-settings.yaml").write_text(f"redis_url: redis://127.0.0.1:{redis_port}/0\n")
+        procs.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "limited.json"),
+             "--settings", str(work / "limited-settings.yaml"), "--host", "127.0.0.1", "--port", str(limited)],
+            stdout=(work / "limited.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_http(f"http://127.0.0.1:{nginx_proxy}/x")
         wait_http(f"http://127.0.0.1:{minimal}/x")
         wait_http(f"http://127.0.0.1:{gateway}/readyz")
+        wait_http(f"http://127.0.0.1:{limited}/readyz")
         targets = {
             "backend (nginx static)": f"http://127.0.0.1:{backend}/x",
             "nginx reverse proxy": f"http://127.0.0.1:{nginx_proxy}/x",
             "minimal aiohttp proxy": f"http://127.0.0.1:{minimal}/x",
             "vocelio gateway": f"http://127.0.0.1:{gateway}/api/v1/bench/x",
+            "vocelio gateway + redis limit": f"http://127.0.0.1:{limited}/api/v1/bench/x",
         }
         if args.only:
             targets = {k: v for k, v in targets.items() if any(o in k for o in args.only)}
@@ -146,9 +161,9 @@ def main() -> None:
             for name, url in targets.items():
                 wrk(url, conns, 2)  # warm-up: connection pools, JIT-free but caches
                 results[(name, conns)] = wrk(url, conns, args.seconds)
-        print(f"\n{'target':28} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        print(f"\n{'target':30} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for (name, conns), r in results.items():
-            print(f"{name:28} {conns:>5} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>8.0f}")
+            print(f"{name:30} {conns:>5} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>8.0f}")
         print()
         for conns in args.connections:
             gw = results.get(("vocelio gateway", conns))
@@ -158,6 +173,10 @@ def main() -> None:
                 r = results.get((ref, conns))
                 if r:
                     print(f"gateway / {ref} at {conns} connections: throughput x{gw['rps'] / r['rps']:.2f}")
+            rl = results.get(("vocelio gateway + redis limit", conns))
+            if rl:
+                print(f"rate limiting on Redis costs {100 * (1 - rl['rps'] / gw['rps']):.1f}% of throughput "
+                      f"at {conns} connections")
             direct = results.get(("backend (nginx static)", conns))
             if direct:
                 print(f"gateway adds {gw['p50_ms'] - direct['p50_ms']:.3f} ms to p50 at {conns} connections")

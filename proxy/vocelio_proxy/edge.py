@@ -121,8 +121,9 @@ class EdgeGate:
                 headers["RateLimit"] = ietf_ratelimit(results, now)
                 request[keys.RESPONSE_EXTRA_HEADERS] = headers
                 allowed = all(r.allowed for r in results)
+                outcome = "allowed" if allowed else "limited"
                 for r in results:
-                    self._metrics.ratelimit_decisions.labels(r.check.name, "allowed" if allowed else "limited").inc()
+                    self._metrics.ratelimit_decisions.inc((r.check.name, outcome))
                 if not allowed:
                     retry = max(r.retry_after_s for r in results if not r.allowed)
                     return error_response(request, 429, "Rate limit exceeded", retry_after=retry, headers=headers)

@@ -41,7 +41,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     remote = peer[0] if peer else "0.0.0.0"
     request[keys.CLIENT_IP] = client_address(remote, request.headers.get("X-Forwarded-For"),
                                              settings.trusted_proxies)
-    metrics.in_flight.inc()
+    metrics.in_flight_count += 1
     try:
         rejected = _reject_early(request, settings)
         response: web.StreamResponse = rejected if rejected is not None else await handler(request)
@@ -53,7 +53,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("unhandled error", extra={"fields": {"request_id": request[keys.REQUEST_ID]}})
         response = error_response(request, 500, "The gateway failed to handle the request")
     finally:
-        metrics.in_flight.dec()
+        metrics.in_flight_count -= 1
     service = request.get(keys.SERVICE_LABEL, "gateway")
     method = request.method if request.method in _METHODS else "OTHER"
     status = response.status
