@@ -146,7 +146,8 @@ def test_install_creates_every_object_for_development_and_production(control_pla
         tiers = kube.get(f"/apis/gateway.vocelio.ai/v1alpha1/namespaces/{ns}/ratetiers")["items"]
         assert sorted(t["metadata"]["name"] for t in tiers) == [
             "anonymous", "api-key", "authenticated", "premium", "webhooks"]
-    prod_hpa = kube.get("/apis/autoscaling/v2/namespaces/vg-prod/horizontalpodautoscalers/gw-prod-vocelio-gateway-proxy")
+    prod_hpa = kube.get("/apis/autoscaling/v2/namespaces/vg-prod/horizontalpodautoscalers/"
+                        "gw-prod-vocelio-gateway-proxy")
     pods_metric = [m for m in prod_hpa["spec"]["metrics"] if m["type"] == "Pods"]
     assert pods_metric[0]["pods"]["metric"]["name"] == "vocelio_requests_in_flight"
     kube.get("/apis/policy/v1/namespaces/vg-prod/poddisruptionbudgets/gw-prod-vocelio-gateway-proxy")
