@@ -43,6 +43,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.peering.priority = op.priority
         settings.peering.mandatory = True
         settings.posting.level = logging.WARNING
+        # Our handlers only update an index; the reconciler coalesces, so kopf's own
+        # per-object batching would only add latency.
+        settings.batching.batch_window = 0.01
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         api = await _api_client()
@@ -93,6 +96,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         deleted = event["type"] == "DELETED"
         key = reconciler.index.remove_slice(body) if deleted else reconciler.index.upsert_slice(body)
         if key is not None and key in reconciler.index.referenced_services():
+            log.debug("endpoint slice event", extra={"fields": {"service": "/".join(key)}})
             reconciler.mark_dirty()
 
     @kopf.on.event("", "v1", "secrets", labels={settings.api_key_label: "true"}, registry=registry)

@@ -98,6 +98,7 @@ class Reconciler:
         text = config.to_json()
         self.metrics.config_bytes.set(len(text.encode()))
         self.metrics.endpoints_tracked.set(self.index.endpoints_tracked())
+        rendered_at = time.perf_counter()
         if config.hash != self.last_hash:
             shards = shard_config(text, config.hash, self.settings.config_name, self.settings.shard_bytes)
             written = await self.writer.apply_configmaps(self.settings.config_namespace, shards, config.hash,
@@ -105,16 +106,18 @@ class Reconciler:
             self.metrics.config_writes.inc(written)
             self.metrics.last_write.set(time.time())
             self.last_hash = config.hash
-            log.info("config written", extra={"fields": {"version": config.version, "bytes": len(text),
-                                                         "configmaps": len(shards), "services": len(config.services)}})
+            log.info("config written", extra={"fields": {
+                "version": config.version, "bytes": len(text), "configmaps": len(shards),
+                "services": len(config.services), "render_ms": round((rendered_at - started) * 1000, 1),
+                "write_ms": round((time.perf_counter() - rendered_at) * 1000, 1)}})
         keys_text, keys_digest = self.index.api_keys_document()
         if keys_digest != self.last_keys_digest:
             await self.writer.apply_secret(self.settings.config_namespace, self.settings.api_keys_secret,
                                            {"keys.json": keys_text}, keys_digest)
             self.last_keys_digest = keys_digest
-        await self._report(result.outcomes, config.version)
+        await self._report(result.outcomes)
 
-    async def _report(self, outcomes: dict[str, Outcome], version: str) -> None:
+    async def _report(self, outcomes: dict[str, Outcome]) -> None:
         for key, ref in list(self.index.refs.items()):
             outcome = outcomes.get(key)
             invalid = self.index.invalid.get(key)
@@ -122,10 +125,10 @@ class Reconciler:
                 continue
             if outcome is None:
                 outcome = Outcome(ref.kind, f"{ref.namespace}/{ref.name}", ref.generation)
-            desired = desired_conditions(outcome, True, version, invalid)
+            desired = desired_conditions(outcome, True, invalid)
             previous = self._reported.get(key, {}).get("conditions") or list(ref.conditions)
             conditions = merge_conditions(previous, desired, _now())
-            body = status_body(outcome, conditions, version)
+            body = status_body(outcome, conditions)
             if self._unchanged(key, ref, body):
                 continue
             await self.writer.patch_status(ref, body)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from vocelio_proxy.config import (
     IDEMPOTENT_METHODS,
@@ -32,6 +35,8 @@ from .resources import DiscoveredEndpoint, RateTierResource, ServiceRef, Vocelio
 #: Paths the proxy serves itself; a route there would be unreachable.
 RESERVED_PREFIXES = frozenset({"/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs",
                                "/openapi.json"})
+
+_ENDPOINTS = TypeAdapter(list[Endpoint])
 
 EndpointIndex = Mapping[tuple[str, str], Sequence[DiscoveredEndpoint]]
 
@@ -82,11 +87,11 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex) -> tuple[li
     problems: list[str] = []
     ready = total = 0
     for index, spec in enumerate(res.spec.backends):
-        eps: list[Endpoint] = []
+        eps: list[dict[str, Any]] = []
         if spec.static_endpoints is not None:
             name = spec.name or f"static-{index}"
             for st in spec.static_endpoints:
-                eps.append(Endpoint(address=st.address, port=st.port, weight=st.weight, ready=True))
+                eps.append({"address": st.address, "port": st.port, "weight": st.weight, "ready": True})
         else:
             ref = spec.service_ref
             assert ref is not None
@@ -102,12 +107,13 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex) -> tuple[li
                     if port is None:
                         unresolved += 1
                         continue
-                    eps.append(Endpoint(address=dep.address, port=port, ready=dep.ready, name=dep.pod))
+                    eps.append({"address": dep.address, "port": port, "ready": dep.ready, "name": dep.pod})
                 if unresolved and not eps:
                     problems.append(f"port {ref.port!r} not found on Service {namespace}/{ref.name}")
-        eps.sort(key=lambda e: (e.address, e.port))
+        eps.sort(key=lambda e: (e["address"], e["port"]))
         # Duplicate addresses (an address in two slices) would double its share.
-        unique = list({e.key: e for e in eps}.values())
+        # One bulk validation (in pydantic-core) instead of one model per endpoint.
+        unique = _ENDPOINTS.validate_python(list({(e["address"], e["port"]): e for e in eps}.values()))
         total += len(unique)
         ready += sum(1 for e in unique if e.ready)
         backends.append(Backend(name=name, weight=spec.weight, endpoints=unique))

@@ -18,7 +18,8 @@ class OperatorSettings(BaseSettings):
     config_name: str = Field("vocelio-gateway-config", description="Name of the (first) config ConfigMap.")
     api_keys_secret: str = Field("vocelio-gateway-api-keys", description="Secret with API-key hashes for proxies.")
     api_key_label: str = Field("gateway.vocelio.ai/api-key", description="Label that marks API-key Secrets.")
-    coalesce_s: Annotated[float, Field(ge=0, le=10)] = 0.1
+    coalesce_s: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.05, description="Wait this long after an event so a burst renders once.")
     shard_bytes: Annotated[int, Field(ge=1024, le=1_000_000)] = 900 * 1024
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8082

@@ -16,7 +16,7 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: int) 
             "observedGeneration": generation}
 
 
-def desired_conditions(outcome: Outcome, programmed: bool, config_version: str,
+def desired_conditions(outcome: Outcome, programmed: bool,
                        invalid_message: str | None = None) -> list[dict[str, Any]]:
     g = outcome.generation
     if invalid_message is not None:
@@ -31,8 +31,10 @@ def desired_conditions(outcome: Outcome, programmed: bool, config_version: str,
         conds.append(_condition("Programmed", False, "NotAccepted", "Not part of the gateway config", g))
         conds.append(_condition("Ready", False, outcome.accepted_reason, outcome.accepted_message, g))
         return conds
+    # No config version in status: it changes with every endpoint anywhere, and would
+    # turn each change into a status write on every resource.
     conds.append(_condition("Programmed", programmed, "Programmed" if programmed else "Pending",
-                            f"In gateway config {config_version}" if programmed else "Config not yet written", g))
+                            "Part of the gateway configuration" if programmed else "Config not yet written", g))
     if outcome.kind == "VocelioService":
         if not outcome.resolved:
             ready = _condition("Ready", False, outcome.resolved_reason, outcome.resolved_message, g)
@@ -60,9 +62,8 @@ def merge_conditions(previous: Sequence[dict[str, Any]], desired: list[dict[str,
     return out
 
 
-def status_body(outcome: Outcome, conditions: list[dict[str, Any]], config_version: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"observedGeneration": outcome.generation, "conditions": conditions,
-                            "configVersion": config_version}
+def status_body(outcome: Outcome, conditions: list[dict[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {"observedGeneration": outcome.generation, "conditions": conditions}
     if outcome.kind == "VocelioService":
         body.update(readyEndpoints=outcome.ready_endpoints, totalEndpoints=outcome.total_endpoints,
                     endpoints=f"{outcome.ready_endpoints}/{outcome.total_endpoints}")

@@ -190,16 +190,16 @@ class GatewayConfig(_Model):
         return self.hash[:12] if self.hash else "unsealed"
 
     def content_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude={"hash"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        # Field order is fixed by the models and the renderer sorts every list, so
+        # pydantic's (Rust) serialiser is already canonical.
+        return hashlib.sha256(self.model_dump_json(exclude={"hash"}).encode()).hexdigest()
 
     def seal(self) -> GatewayConfig:
         return self.model_copy(update={"hash": self.content_hash()})
 
     def to_json(self) -> str:
         """Deterministic serialisation: the bytes written to a ConfigMap or file."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=1) + "\n"
+        return self.model_dump_json() + "\n"
 
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
