@@ -121,6 +121,10 @@ def releases(control_plane: ControlPlane, kube: Kube) -> Iterator[dict[str, str]
     yield installed
     for env, ns in installed.items():
         helm("uninstall", f"gw-{env[:4]}", "-n", ns, cp=control_plane, check=False)
+    # Leave no routes behind for other modules sharing the control plane.
+    control_plane.kubectl("delete", "vocelioservices", "--all", "-n", "apps", "--wait=true", check=False)
+    for ns in ("apps", "vg-dev", "vg-prod"):
+        kube.delete(f"/api/v1/namespaces/{ns}")
 
 
 def test_rendered_manifests_are_accepted_by_the_api_server(control_plane: ControlPlane, kube: Kube) -> None:
