@@ -24,13 +24,14 @@ sys.path.insert(0, str(ROOT))
 from tests.harness.controlplane import free_port, start_control_plane  # noqa: E402
 from tests.harness.kube import Kube  # noqa: E402
 from tests.harness.stack import BIN, CONFIG_NAME, CONFIG_NAMESPACE, install_crds, poll, start_operator, start_process  # noqa: E402
+
 from vocelio_operator.rendering import render_config  # noqa: E402
 from vocelio_operator.resources import DiscoveredEndpoint, Metadata, VocelioServiceResource, VocelioServiceSpec  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def bench_render() -> None:

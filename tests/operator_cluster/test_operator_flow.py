@@ -286,3 +286,17 @@ def test_api_key_secrets_reach_the_proxies_as_hashes_only(stack: Stack, tmp_path
     records = json.loads(text)
     assert records[0]["tenant"] == "acme" and len(records[0]["hash"]) == 64
     assert key not in text
+
+
+def test_a_second_replica_with_higher_priority_takes_over_and_the_first_stands_by(stack: Stack) -> None:
+    second, _ = start_operator(stack.cp, "operator-replica-2", ["--priority", "10"])
+    stack.procs.append(second)
+    try:
+        poll("first replica pauses", lambda: "Pausing operations in favour of" in stack.operator.tail(), 60)
+        stack.cp.kubectl("apply", "-f", "-", input=vocelio_service("workflows", "/api/v1/workflows", "voice-lab"))
+        poll("the active replica renders", lambda: any(s["name"] == "workflows" for s in stack.config()["services"]))
+    finally:
+        second.stop()
+    poll("first replica resumes", lambda: "Resuming operations after the pause" in stack.operator.tail(), 90)
+    stack.cp.kubectl("delete", "vocelioservice", "workflows", "-n", NS)
+    poll("the resumed replica renders", lambda: all(s["name"] != "workflows" for s in stack.config()["services"]))
