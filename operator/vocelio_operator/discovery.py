@@ -15,7 +15,7 @@ from typing import Any
 from vocelio_proxy.apikeys import ApiKeyRecord, record_from_secret_data
 
 from .rendering import EndpointIndex
-from .resources import DiscoveredEndpoint, RateTierResource, VocelioServiceResource, parse_resource
+from .resources import DiscoveredEndpoint, RateTierResource, VocelioServiceResource, is_service, parse_resource
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -103,7 +103,7 @@ class ClusterIndex:
         except ValueError as exc:
             self.invalid[key] = str(exc)
             return key
-        if isinstance(res, VocelioServiceResource):
+        if is_service(res):
             self.services[key] = res
         else:
             self.tiers[key] = res

@@ -17,7 +17,7 @@ import yaml
 from vocelio_proxy.config import ConfigError, GatewayConfig
 
 from .rendering import RenderResult, render_config
-from .resources import RateTierResource, VocelioServiceResource, parse_resource
+from .resources import RateTierResource, VocelioServiceResource, is_service, parse_resource
 
 log = logging.getLogger("vocelio.files")
 
@@ -68,7 +68,7 @@ def load_files(paths: list[Path]) -> LoadedResources:
             except ValueError as exc:
                 out.problems.append(f"{path} (document {index}) {doc.get('kind')}/{name}: {exc}")
                 continue
-            if isinstance(res, VocelioServiceResource):
+            if is_service(res):
                 out.services.append(res)
             else:
                 out.tiers.append(res)

@@ -7,9 +7,10 @@ file provider."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import TypeIs
 
 GROUP = "gateway.vocelio.ai"
 VERSION = "v1alpha1"
@@ -172,24 +173,27 @@ class Metadata(BaseModel):
     creation_timestamp: str = Field("", alias="creationTimestamp")
 
 
+SpecT = TypeVar("SpecT", "VocelioServiceSpec", "RateTierSpec")
+
+
 @dataclass(frozen=True)
-class VocelioServiceResource:
+class Resource(Generic[SpecT]):
+    """One parsed custom resource: its metadata and typed spec."""
+
     metadata: Metadata
-    spec: VocelioServiceSpec
+    spec: SpecT
 
     @property
     def id(self) -> str:
         return f"{self.metadata.namespace}/{self.metadata.name}"
 
 
-@dataclass(frozen=True)
-class RateTierResource:
-    metadata: Metadata
-    spec: RateTierSpec
+VocelioServiceResource = Resource[VocelioServiceSpec]
+RateTierResource = Resource[RateTierSpec]
 
-    @property
-    def id(self) -> str:
-        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+def is_service(res: VocelioServiceResource | RateTierResource) -> TypeIs[VocelioServiceResource]:
+    return isinstance(res.spec, VocelioServiceSpec)
 
 
 @dataclass(frozen=True)
@@ -233,9 +237,9 @@ def parse_resource(doc: dict[str, Any]) -> VocelioServiceResource | RateTierReso
         raise ValueError("; ".join(map(str, problems_of(exc, "metadata")))) from exc
     try:
         if kind == "VocelioService":
-            return VocelioServiceResource(metadata, VocelioServiceSpec.model_validate(doc.get("spec") or {}))
+            return Resource(metadata, VocelioServiceSpec.model_validate(doc.get("spec") or {}))
         if kind == "RateTier":
-            return RateTierResource(metadata, RateTierSpec.model_validate(doc.get("spec") or {}))
+            return Resource(metadata, RateTierSpec.model_validate(doc.get("spec") or {}))
     except ValidationError as exc:
         raise ValueError("; ".join(map(str, problems_of(exc)))) from exc
     raise ValueError(f"kind: unsupported kind {kind!r}")

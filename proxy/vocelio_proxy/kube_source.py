@@ -6,13 +6,13 @@ owns its `run` task; the reload loop polls its cheap fingerprint."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from kubernetes_asyncio import client, config, watch
 
 from .config import ConfigError, GatewayConfig, parse_config
+from .sources import join_sharded
 
 log = logging.getLogger("vocelio.proxy.config")
 
@@ -34,15 +34,9 @@ class KubeConfigMapSource:
             raise ConfigError(f"ConfigMap {self.namespace}/{self.name} not found")
         if "gateway.json" in main:
             return parse_config(main["gateway.json"])
-        try:
-            manifest = json.loads(main["manifest.json"])
-            raw = "".join(self._data[f"{self.name}-part-{i}"]["part"] for i in range(int(manifest["parts"])))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(f"incomplete sharded config: {exc}") from exc
-        cfg = parse_config(raw)
-        if cfg.hash != manifest.get("hash"):
-            raise ConfigError("config parts do not match the manifest hash")
-        return cfg
+        if "manifest.json" not in main:
+            raise ConfigError(f"ConfigMap {self.namespace}/{self.name} has neither gateway.json nor manifest.json")
+        return join_sharded(main["manifest.json"], lambda i: self._data[f"{self.name}-part-{i}"]["part"])
 
     def describe(self) -> str:
         return f"configmap:{self.namespace}/{self.name}"

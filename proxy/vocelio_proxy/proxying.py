@@ -257,6 +257,17 @@ async def _respond(request: web.Request, conn: UpstreamConnection, status: int,
     return stream
 
 
+async def _relay(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+                 sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+    """Copy text and binary frames one way until the source closes, then close the sink."""
+    async for msg in source:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+    await sink.close()
+
+
 _WS_SKIP = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
                       "sec-websocket-extensions", "sec-websocket-accept", "content-length"})
 
@@ -287,23 +298,7 @@ async def _proxy_websocket(request: web.Request, svc: ServiceRuntime, match: Rou
     downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
     await downstream.prepare(request)
 
-    async def pump_up() -> None:
-        async for msg in downstream:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await upstream.send_str(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await upstream.send_bytes(msg.data)
-        await upstream.close()
-
-    async def pump_down() -> None:
-        async for msg in upstream:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await downstream.send_str(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await downstream.send_bytes(msg.data)
-        await downstream.close()
-
-    tasks = [asyncio.create_task(pump_up()), asyncio.create_task(pump_down())]
+    tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,21 @@ class ConfigSource(Protocol):
     def load(self) -> GatewayConfig: ...
 
     def describe(self) -> str: ...
+
+
+def join_sharded(manifest_raw: str | bytes, read_part: Callable[[int], str | bytes]) -> GatewayConfig:
+    """Reassemble a config split over ConfigMaps (see the operator's `sharding`)."""
+    try:
+        manifest = json.loads(manifest_raw)
+        parts = [read_part(i) for i in range(int(manifest["parts"]))]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"incomplete sharded config: {exc}") from exc
+    raw = b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+    config = parse_config(raw)
+    if config.hash != manifest.get("hash"):
+        # Parts from two different versions (a swap in progress): wait for the next swap.
+        raise ConfigError("config parts do not match the manifest hash")
+    return config
 
 
 class FileSource:
@@ -57,17 +73,10 @@ class FileSource:
                 return parse_config(self.path.read_bytes())
             if (folder / "gateway.json").exists():
                 return parse_config((folder / "gateway.json").read_bytes())
-            manifest = json.loads((folder / "manifest.json").read_bytes())
-            raw = b"".join((folder / f"part-{i}").read_bytes() for i in range(int(manifest["parts"])))
+            return join_sharded((folder / "manifest.json").read_bytes(),
+                                lambda i: (folder / f"part-{i}").read_bytes())
         except OSError as exc:
             raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"invalid manifest in {folder}: {exc}") from exc
-        config = parse_config(raw)
-        if config.hash != manifest.get("hash"):
-            # Parts from two different versions (a swap in progress): wait for the next swap.
-            raise ConfigError("config parts do not match the manifest hash")
-        return config
 
     def describe(self) -> str:
         return f"file:{self.path}"
