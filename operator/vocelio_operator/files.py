@@ -17,7 +17,8 @@ import yaml
 from vocelio_proxy.config import ConfigError, GatewayConfig
 
 from .rendering import RenderResult, render_config
-from .resources import RateTierResource, VocelioServiceResource, is_service, parse_resource
+from .schemas import schema_problems
+from .resources import RateTierResource, ResourceError, VocelioServiceResource, is_service, parse_resource
 
 log = logging.getLogger("vocelio.files")
 
@@ -63,10 +64,16 @@ def load_files(paths: list[Path]) -> LoadedResources:
                 out.ignored += 1
                 continue
             name = (doc.get("metadata") or {}).get("name", "?")
+            problems = schema_problems(doc)
             try:
                 res = parse_resource(doc)
-            except ValueError as exc:
-                out.problems.append(f"{path} (document {index}) {doc.get('kind')}/{name}: {exc}")
+            except ResourceError as exc:
+                # Schema messages first (as the API server words them), then the
+                # cross-field rules for fields the schema did not already flag.
+                flagged = {p.split(":", 1)[0] for p in problems}
+                problems += [str(p) for p in exc.problems if p.path not in flagged]
+            if problems:
+                out.problems.append(f"{path} (document {index}) {doc.get('kind')}/{name}: " + "; ".join(problems))
                 continue
             if is_service(res):
                 out.services.append(res)

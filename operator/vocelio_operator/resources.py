@@ -61,6 +61,12 @@ class HealthCheckSpec(_Spec):
     expected_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=lambda: [200, 204], alias="expectedStatuses")
 
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> HealthCheckSpec:
+        if self.timeout_seconds > self.interval_seconds:
+            raise ValueError("timeoutSeconds must not exceed intervalSeconds")
+        return self
+
 
 class PassiveHealthSpec(_Spec):
     consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = Field(5, alias="consecutiveFailures")
@@ -128,9 +134,15 @@ class VocelioServiceSpec(_Spec):
     max_body_bytes: Annotated[int, Field(ge=0)] | None = Field(None, alias="maxBodyBytes")
 
     @model_validator(mode="after")
-    def _weights(self) -> VocelioServiceSpec:
+    def _cross_field_rules(self) -> VocelioServiceSpec:
+        # The CRD's CEL rules, with the API server's messages, for offline validation.
         if all(b.weight == 0 for b in self.backends):
             raise ValueError("backend weights must not all be zero")
+        if self.path_prefix in self.aliases:
+            raise ValueError("an alias must differ from pathPrefix")
+        prefix = self.path_prefix
+        if "//" in prefix or "/../" in prefix or prefix.endswith("/..") or "/./" in prefix:
+            raise ValueError("pathPrefix must be a normalised absolute path (no //, . or .. segments)")
         return self
 
 
@@ -226,20 +238,28 @@ def problems_of(exc: ValidationError, root: str = "spec") -> list[FieldProblem]:
     return out
 
 
+class ResourceError(ValueError):
+    """A manifest that does not parse; `problems` names each field."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
 def parse_resource(doc: dict[str, Any]) -> VocelioServiceResource | RateTierResource:
-    """Parse one manifest; raises ValueError listing every field problem."""
+    """Parse one manifest; raises ResourceError listing every field problem."""
     kind = doc.get("kind")
     if doc.get("apiVersion") != API_VERSION:
-        raise ValueError(f"apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
+        raise ResourceError([FieldProblem("apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}")])
     try:
         metadata = Metadata.model_validate(doc.get("metadata") or {})
     except ValidationError as exc:
-        raise ValueError("; ".join(map(str, problems_of(exc, "metadata")))) from exc
+        raise ResourceError(problems_of(exc, "metadata")) from exc
     try:
         if kind == "VocelioService":
             return Resource(metadata, VocelioServiceSpec.model_validate(doc.get("spec") or {}))
         if kind == "RateTier":
             return Resource(metadata, RateTierSpec.model_validate(doc.get("spec") or {}))
     except ValidationError as exc:
-        raise ValueError("; ".join(map(str, problems_of(exc)))) from exc
-    raise ValueError(f"kind: unsupported kind {kind!r}")
+        raise ResourceError(problems_of(exc)) from exc
+    raise ResourceError([FieldProblem("kind", f"unsupported kind {kind!r}")])

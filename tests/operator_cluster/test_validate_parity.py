@@ -1,0 +1,59 @@
+"""`vocelio-gateway validate` rejects what the API server rejects, with the
+API server's messages for the cross-field (CEL) rules."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import Kube
+from tests.harness.stack import BIN, install_crds
+
+SERVICE = """apiVersion: gateway.vocelio.ai/v1alpha1
+kind: VocelioService
+metadata: {{name: parity}}
+spec:
+  pathPrefix: {prefix}
+  backends: [{{weight: {weight}, staticEndpoints: [{{address: 127.0.0.1, port: 9000}}]}}]
+{extra}
+"""
+TIER = """apiVersion: gateway.vocelio.ai/v1alpha1
+kind: RateTier
+metadata: {{name: parity}}
+spec: {{requests: 5, windowSeconds: 60, keyBy: ip, match: {match}}}
+"""
+
+CASES = [
+    ("all-zero-weights", SERVICE.format(prefix="/a", weight=0, extra=""), "backend weights must not all be zero"),
+    ("unnormalised-prefix", SERVICE.format(prefix="/a//b", weight=1, extra=""),
+     "pathPrefix must be a normalised absolute path (no //, . or .. segments)"),
+    ("alias-equals-prefix", SERVICE.format(prefix="/a", weight=1, extra="  aliases: [/a]"),
+     "an alias must differ from pathPrefix"),
+    ("probes-over-threshold", SERVICE.format(prefix="/a", weight=1, extra="  circuitBreaker: "
+                                             "{consecutiveFailures: 1, halfOpenMaxProbes: 2}"),
+     "halfOpenMaxProbes must not exceed consecutiveFailures"),
+    ("timeout-over-interval", SERVICE.format(prefix="/a", weight=1, extra="  healthCheck: "
+                                             "{intervalSeconds: 1, timeoutSeconds: 2}"),
+     "timeoutSeconds must not exceed intervalSeconds"),
+    ("two-match-kinds", TIER.format(match="{anonymous: true, apiKey: true}"),
+     "match needs exactly one of anonymous, authenticated, apiKey, attribute, routeClass"),
+    ("unknown-field", SERVICE.format(prefix="/a", weight=1, extra="  colour: blue"), "colour"),
+]
+
+
+@pytest.mark.parametrize(("case", "manifest", "message"), CASES, ids=[c[0] for c in CASES])
+def test_validate_and_the_api_server_reject_with_the_same_message(control_plane: ControlPlane, kube: Kube,
+                                                                   tmp_path: Path, case: str, manifest: str,
+                                                                   message: str) -> None:
+    install_crds(control_plane, kube)
+    server = control_plane.kubectl("apply", "--dry-run=server", "-n", "default", "-f", "-", input=manifest,
+                                   check=False)
+    assert server.returncode != 0 and message in server.stderr, server.stderr
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(manifest)
+    offline = subprocess.run([str(BIN / "vocelio-gateway"), "validate", str(path)], capture_output=True, text=True)
+    assert offline.returncode == 1
+    assert message in offline.stderr and case in offline.stderr, offline.stderr
