@@ -17,8 +17,8 @@ import yaml
 from vocelio_proxy.config import ConfigError, GatewayConfig
 
 from .rendering import RenderResult, render_config
-from .schemas import schema_problems
 from .resources import RateTierResource, ResourceError, VocelioServiceResource, is_service, parse_resource
+from .schemas import schema_problems
 
 log = logging.getLogger("vocelio.files")
 
