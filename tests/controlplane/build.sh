@@ -10,7 +10,7 @@ out="${VOCELIO_BIN_DIR:-$root/.cache/bin}"
 k8s_version="v1.37.2"
 helm_version="v3.20.2"
 mkdir -p "$out"
-export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
+export GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
 
 stamp="$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" "$here/build.sh" | sha256sum | cut -c1-16)"
 if [[ -x "$out/controlplane" && "$(cat "$out/.controlplane.stamp" 2>/dev/null)" == "$stamp" ]]; then
