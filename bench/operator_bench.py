@@ -40,8 +40,9 @@ def bench_render() -> None:
         spec = VocelioServiceSpec.model_validate({"pathPrefix": f"/api/v1/svc-{i}", "aliases": [f"/svc-{i}/v1"],
                                                   "backends": [{"serviceRef": {"name": f"svc-{i}", "port": "http"}}]})
         services.append(VocelioServiceResource(Metadata(name=f"svc-{i}", namespace="bench"), spec))
+        ports = {"http": 8080}  # one mapping per EndpointSlice, as discovery builds them
         endpoints[("bench", f"svc-{i}")] = [
-            DiscoveredEndpoint(f"198.18.{i // 50}.{(i % 50) * 5 + j}", True, f"svc-{i}-{j}", {"http": 8080})
+            DiscoveredEndpoint(f"198.18.{i // 50}.{(i % 50) * 5 + j}", True, f"svc-{i}-{j}", ports)
             for j in range(20)]
     times = []
     for _ in range(5):

@@ -32,7 +32,8 @@ def slice_endpoints(body: Mapping[str, Any]) -> list[DiscoveredEndpoint]:
         ready = conditions.get("ready") is not False and conditions.get("terminating") is not True
         pod = (ep.get("targetRef") or {}).get("name")
         for address in ep.get("addresses") or []:
-            out.append(DiscoveredEndpoint(address=address, ready=ready, pod=pod, ports=dict(ports)))
+            # One ports mapping per slice, shared (read-only) by its endpoints.
+            out.append(DiscoveredEndpoint(address=address, ready=ready, pod=pod, ports=ports))
     return out
 
 

@@ -10,24 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from vocelio_proxy.config import (
     IDEMPOTENT_METHODS,
-    AuthPolicy,
-    Backend,
-    CircuitBreaker,
-    Endpoint,
     GatewayConfig,
-    HealthCheck,
-    LoadBalancing,
-    PassiveHealth,
     RateTier,
-    Retry,
     Service,
-    ServiceRateLimit,
     TierMatch,
-    Timeouts,
 )
 
 from .resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
@@ -36,7 +26,7 @@ from .resources import DiscoveredEndpoint, RateTierResource, ServiceRef, Vocelio
 RESERVED_PREFIXES = frozenset({"/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs",
                                "/openapi.json"})
 
-_ENDPOINTS = TypeAdapter(list[Endpoint])
+_SERVICES = TypeAdapter(list[Service])
 
 EndpointIndex = Mapping[tuple[str, str], Sequence[DiscoveredEndpoint]]
 
@@ -82,8 +72,9 @@ def _resolve_port(ref: ServiceRef, ep: DiscoveredEndpoint) -> int | None:
     return None
 
 
-def _backends(res: VocelioServiceResource, endpoints: EndpointIndex) -> tuple[list[Backend], list[str], int, int]:
-    backends: list[Backend] = []
+def _backends(res: VocelioServiceResource,
+              endpoints: EndpointIndex) -> tuple[list[dict[str, Any]], list[str], int, int]:
+    backends: list[dict[str, Any]] = []
     problems: list[str] = []
     ready = total = 0
     for index, spec in enumerate(res.spec.backends):
@@ -102,8 +93,11 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex) -> tuple[li
                 problems.append(f"Service {namespace}/{ref.name} has no EndpointSlices")
             else:
                 unresolved = 0
+                resolved: dict[int, int | None] = {}  # endpoints of one slice share their ports mapping
                 for dep in found:
-                    port = _resolve_port(ref, dep)
+                    port = resolved.get(id(dep.ports), -1)
+                    if port == -1:
+                        port = resolved[id(dep.ports)] = _resolve_port(ref, dep)
                     if port is None:
                         unresolved += 1
                         continue
@@ -112,51 +106,69 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex) -> tuple[li
                     problems.append(f"port {ref.port!r} not found on Service {namespace}/{ref.name}")
         eps.sort(key=lambda e: (e["address"], e["port"]))
         # Duplicate addresses (an address in two slices) would double its share.
-        # One bulk validation (in pydantic-core) instead of one model per endpoint.
-        unique = _ENDPOINTS.validate_python(list({(e["address"], e["port"]): e for e in eps}.values()))
+        unique = list({(e["address"], e["port"]): e for e in eps}.values())
         total += len(unique)
-        ready += sum(1 for e in unique if e.ready)
-        backends.append(Backend(name=name, weight=spec.weight, endpoints=unique))
+        ready += sum(1 for e in unique if e["ready"])
+        backends.append({"name": name, "weight": spec.weight, "endpoints": unique})
     return backends, problems, ready, total
 
 
-def _service(res: VocelioServiceResource, backends: list[Backend]) -> Service:
+def _service(res: VocelioServiceResource, backends: list[dict[str, Any]]) -> dict[str, Any]:
+    """The service as plain data; validated in bulk by `_SERVICES` (one pydantic-core pass)."""
     s = res.spec
-    return Service(
-        name=res.metadata.name,
-        namespace=res.metadata.namespace,
-        prefixes=[p.rstrip("/") or "/" for p in [s.path_prefix, *s.aliases]],
-        rewrite=s.rewrite,
-        route_class=s.route_class,
-        backends=backends,
-        load_balancing=LoadBalancing(policy=s.load_balancing.policy,
-                                     panic_threshold_percent=s.load_balancing.panic_threshold_percent),
-        health_check=HealthCheck(
-            enabled=s.health_check.enabled, path=s.health_check.path,
-            interval_s=s.health_check.interval_seconds, timeout_s=s.health_check.timeout_seconds,
-            healthy_threshold=s.health_check.healthy_threshold,
-            unhealthy_threshold=s.health_check.unhealthy_threshold,
-            expected_statuses=sorted(set(s.health_check.expected_statuses))),
-        passive_health=PassiveHealth(
-            consecutive_failures=s.passive_health.consecutive_failures,
-            base_ejection_s=s.passive_health.base_ejection_seconds,
-            max_ejection_s=s.passive_health.max_ejection_seconds),
-        circuit_breaker=CircuitBreaker(
-            enabled=s.circuit_breaker.enabled, consecutive_failures=s.circuit_breaker.consecutive_failures,
-            error_rate_percent=s.circuit_breaker.error_rate_percent, window_s=s.circuit_breaker.window_seconds,
-            min_requests=s.circuit_breaker.min_requests, open_s=s.circuit_breaker.open_seconds,
-            half_open_max_probes=s.circuit_breaker.half_open_max_probes),
-        timeouts=Timeouts(connect_s=s.timeouts.connect_seconds, request_s=s.timeouts.request_seconds,
-                          idle_s=s.timeouts.idle_seconds),
-        retry=Retry(attempts=s.retry.attempts, on_statuses=sorted(set(s.retry.on_statuses)),
-                    methods=sorted({m.upper() for m in s.retry.methods}) if s.retry.methods is not None
-                    else list(IDEMPOTENT_METHODS),
-                    budget_percent=s.retry.budget_percent, min_retries_per_s=s.retry.min_retries_per_second),
-        auth=AuthPolicy(mode=s.auth.mode, roles=sorted(set(s.auth.roles)), tenants=sorted(set(s.auth.tenants))),
-        rate_limit=ServiceRateLimit(requests=s.rate_limit.requests, window_s=s.rate_limit.window_seconds,
-                                    key_by=s.rate_limit.key_by) if s.rate_limit else None,
-        max_body_bytes=s.max_body_bytes,
-    )
+    return {
+        "name": res.metadata.name,
+        "namespace": res.metadata.namespace,
+        "prefixes": [p.rstrip("/") or "/" for p in [s.path_prefix, *s.aliases]],
+        "rewrite": s.rewrite,
+        "route_class": s.route_class,
+        "backends": backends,
+        "load_balancing": {"policy": s.load_balancing.policy,
+                           "panic_threshold_percent": s.load_balancing.panic_threshold_percent},
+        "health_check": {
+            "enabled": s.health_check.enabled, "path": s.health_check.path,
+            "interval_s": s.health_check.interval_seconds, "timeout_s": s.health_check.timeout_seconds,
+            "healthy_threshold": s.health_check.healthy_threshold,
+            "unhealthy_threshold": s.health_check.unhealthy_threshold,
+            "expected_statuses": sorted(set(s.health_check.expected_statuses))},
+        "passive_health": {
+            "consecutive_failures": s.passive_health.consecutive_failures,
+            "base_ejection_s": s.passive_health.base_ejection_seconds,
+            "max_ejection_s": s.passive_health.max_ejection_seconds},
+        "circuit_breaker": {
+            "enabled": s.circuit_breaker.enabled, "consecutive_failures": s.circuit_breaker.consecutive_failures,
+            "error_rate_percent": s.circuit_breaker.error_rate_percent,
+            "window_s": s.circuit_breaker.window_seconds, "min_requests": s.circuit_breaker.min_requests,
+            "open_s": s.circuit_breaker.open_seconds,
+            "half_open_max_probes": s.circuit_breaker.half_open_max_probes},
+        "timeouts": {"connect_s": s.timeouts.connect_seconds, "request_s": s.timeouts.request_seconds,
+                     "idle_s": s.timeouts.idle_seconds},
+        "retry": {"attempts": s.retry.attempts, "on_statuses": sorted(set(s.retry.on_statuses)),
+                  "methods": sorted({m.upper() for m in s.retry.methods}) if s.retry.methods is not None
+                  else list(IDEMPOTENT_METHODS),
+                  "budget_percent": s.retry.budget_percent, "min_retries_per_s": s.retry.min_retries_per_second},
+        "auth": {"mode": s.auth.mode, "roles": sorted(set(s.auth.roles)), "tenants": sorted(set(s.auth.tenants))},
+        "rate_limit": {"requests": s.rate_limit.requests, "window_s": s.rate_limit.window_seconds,
+                       "key_by": s.rate_limit.key_by} if s.rate_limit else None,
+        "max_body_bytes": s.max_body_bytes,
+    }
+
+
+def _validate_services(candidates: list[dict[str, Any]]) -> list[Service | str]:
+    """Each candidate as a Service, or the reason it is invalid."""
+    try:
+        return list(_SERVICES.validate_python(candidates))
+    except ValidationError:
+        pass  # rare: find the bad ones one by one
+    out: list[Service | str] = []
+    for candidate in candidates:
+        try:
+            out.append(Service.model_validate(candidate))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            out.append(f"{where}: {first['msg']}" if where else str(first["msg"]))
+    return out
 
 
 def _tier(res: RateTierResource) -> RateTier:
@@ -180,6 +192,8 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
     outcomes: dict[str, Outcome] = {}
     claimed: dict[str, str] = {}
     rendered: list[Service] = []
+    candidates: list[tuple[VocelioServiceResource, list[str], list[str], int, int]] = []
+    service_data: list[dict[str, Any]] = []
     for res in sorted(services, key=_order_key):
         key = f"VocelioService/{res.id}"
         gen = res.metadata.generation
@@ -189,23 +203,27 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
             outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="ReservedPath",
                                     accepted_message=f"prefix {reserved[0]} is served by the gateway itself")
             continue
-        clashes = [(p, claimed[p]) for p in prefixes if p in claimed]
         if len(set(prefixes)) != len(prefixes):
             outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
                                     accepted_message="pathPrefix and aliases repeat a prefix")
             continue
+        backends, problems, ready, total = _backends(res, endpoints)
+        candidates.append((res, prefixes, problems, ready, total))
+        service_data.append(_service(res, backends))
+    built = _validate_services(service_data) if service_data else []
+    for (res, prefixes, problems, ready, total), svc in zip(candidates, built, strict=True):
+        key = f"VocelioService/{res.id}"
+        gen = res.metadata.generation
+        if isinstance(svc, str):
+            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
+                                    accepted_message=svc[:500])
+            continue
+        clashes = [(p, claimed[p]) for p in prefixes if p in claimed]
         if clashes:
             prefix, owner = clashes[0]
             outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False,
                                     accepted_reason="PrefixConflict",
                                     accepted_message=f"prefix {prefix} is already routed to {owner} (older)")
-            continue
-        backends, problems, ready, total = _backends(res, endpoints)
-        try:
-            svc = _service(res, backends)
-        except ValueError as exc:
-            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
-                                    accepted_message=str(exc).splitlines()[0][:500])
             continue
         for p in prefixes:
             claimed[p] = res.id
