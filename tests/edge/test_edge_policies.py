@@ -132,20 +132,52 @@ async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(ups
 
 
 @pytest.mark.redis
-async def test_two_gateways_sharing_redis_admit_no_more_than_the_limit(upstream_factory, gateway_factory,
-                                                                       redis_server: RedisServer) -> None:
+async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(upstream_factory, tmp_path: Path,
+                                                                               redis_server: RedisServer) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from tests.harness.controlplane import free_port
+
     up = await upstream_factory()
     tiers = [RateTier(name="anonymous", requests=50, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
-    config = GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=tiers)
-    a = await gateway_factory(config, redis_url=redis_server.url)
-    b = await gateway_factory(config, redis_url=redis_server.url)
+    config_file = tmp_path / "gateway.json"
+    config_file.write_text(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=tiers).seal().to_json())
+    (tmp_path / "settings.yaml").write_text(f"redis_url: {redis_server.url}\naccess_log: false\n")
+    ports = [free_port(), free_port()]
+    procs = [subprocess.Popen([str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config",
+                               str(config_file), "--settings", str(tmp_path / "settings.yaml"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True) for port in ports]
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def ready(port: int) -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
 
-    async def hit(gw) -> int:  # type: ignore[no-untyped-def]
-        return (await gw.get("/api/v1/svc/x"))[0]
+            deadline = time.monotonic() + 20
+            while not all([await ready(p) for p in ports]):
+                assert time.monotonic() < deadline, "gateways did not become ready"
+                await asyncio.sleep(0.05)
 
-    statuses = await asyncio.gather(*(hit(a if i % 2 else b) for i in range(120)))
-    assert statuses.count(200) == 50
-    assert statuses.count(429) == 70
+            async def hit(i: int) -> int:
+                async with session.get(f"http://127.0.0.1:{ports[i % 2]}/api/v1/svc/x") as resp:
+                    return resp.status
+
+            statuses = await asyncio.gather(*(hit(i) for i in range(120)))
+        assert statuses.count(200) == 50
+        assert statuses.count(429) == 70
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
 
 
 @pytest.mark.redis
@@ -196,6 +228,16 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory, gatew
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     assert len(up.hits) == hits + 1
+
+
+async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_factory, gateway_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               trusted_hosts=["api.vocelio.test"])
+    status, _, body = await gw.get("/api/v1/svc/x", headers={"Host": "evil.test"})
+    assert status == 421 and json.loads(body)["status_code"] == 421 and not up.hits
+    status, _, _ = await gw.get("/api/v1/svc/x", headers={"Host": "api.vocelio.test:8080"})
+    assert status == 200
 
 
 async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gateway_factory) -> None:
