@@ -149,10 +149,10 @@ async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(
     config_file.write_text(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=tiers).seal().to_json())
     (tmp_path / "settings.yaml").write_text(f"redis_url: {redis_server.url}\naccess_log: false\n")
     ports = [free_port(), free_port()]
-    procs = [subprocess.Popen([str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config",
-                               str(config_file), "--settings", str(tmp_path / "settings.yaml"), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True) for port in ports]
+    procs = [await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(config_file), "--settings",
+        str(tmp_path / "settings.yaml"), "--host", "127.0.0.1", "--port", str(port),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True) for port in ports]
     try:
         async with aiohttp.ClientSession() as session:
             async def ready(port: int) -> bool:
@@ -177,7 +177,7 @@ async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
+            await asyncio.wait_for(proc.wait(), 15)
 
 
 @pytest.mark.redis
