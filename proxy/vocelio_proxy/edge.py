@@ -152,6 +152,8 @@ def install_edge(app: web.Application) -> AsyncIterator[None]:
         app[keys.EDGE_GATE] = policy
         yield
         await session.close()
+        if limiter is not None:
+            await limiter.close()
         if client is not None:
             await client.aclose()
 

@@ -77,6 +77,7 @@ class RedisLimiter:
         self._sha: str | None = None
         self._pending: list[_Pending] = []
         self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
         self._down_until = 0.0
         self.fallback_active = False
 
@@ -92,12 +93,27 @@ class RedisLimiter:
         pending = _Pending(checks, now, loop.create_future())
         self._pending.append(pending)
         if not self._flushing:
+            # Started on the next loop turn, so requests arriving in this turn share the pipeline.
             self._flushing = True
-            loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+            loop.call_soon(self._start_flush)
         try:
             return await pending.future
         except (RedisError, OSError, TimeoutError):
             return self._degraded(checks, now)
+
+    def _start_flush(self) -> None:
+        self._flush_task = asyncio.ensure_future(self._flush())
+
+    async def close(self) -> None:
+        """Cancel an in-flight batch (its callers fall back per policy) before the client closes."""
+        task = self._flush_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(RedisError("rate limiter closed"))
+        self._pending.clear()
 
     def _degraded(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if self._settings.fail_mode == "closed":
@@ -113,11 +129,18 @@ class RedisLimiter:
                     self._recovered()
                 except (RedisError, OSError, TimeoutError) as exc:
                     self._failed(exc)
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
+                    self._fail_all(batch, exc)
+                except asyncio.CancelledError:
+                    self._fail_all(batch, RedisError("rate limiter closed"))
+                    raise
         finally:
             self._flushing = False
+
+    @staticmethod
+    def _fail_all(batch: list[_Pending], exc: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         if self._sha is None:
