@@ -11,6 +11,8 @@ class OperatorMetrics:
         self.registry = r = CollectorRegistry()
         self.reconciles = Counter("vocelio_operator_reconciles", "Reconcile passes by result.", ["result"],
                                   registry=r)
+        for result in ("ok", "error"):
+            self.reconciles.labels(result)  # series exist at 0, so rate() and alerts see them from the start
         self.render_duration = Histogram("vocelio_operator_render_duration_seconds", "Time to render the config.",
                                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                                          registry=r)

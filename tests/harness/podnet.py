@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .controlplane import TEST_RANGE, HarnessError
 
-PREFIX = "vgw-"
+PREFIX = "vgw-"  # network namespaces: vgw-<pid>-<n>
+LINK_PREFIXES = ("vgh", "vgp")  # veth ends: vgh<pid>-<n> (host), vgp<pid>-<n> (pod); <= 15 characters
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,15 +39,39 @@ def require_netns() -> None:
         raise HarnessError(f"ip netns is unavailable: {probe.stderr.strip()}")
 
 
+def _owner_alive(name: str) -> bool:
+    """Names carry the creating process id: another live run keeps its own."""
+    try:
+        pid = int(name[3:].lstrip("-").split("-")[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cleanup_leftovers() -> None:
+    """Remove what crashed runs (or this one) left behind; leave concurrent live runs alone."""
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if name.startswith(PREFIX):
+        if name.startswith(PREFIX) and not _owner_alive(name):
             _ip("netns", "delete", name, check=False)
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
         parts = line.split(":")
-        if len(parts) > 1 and parts[1].strip().split("@")[0].startswith(PREFIX):
-            _ip("link", "delete", parts[1].strip().split("@")[0], check=False)
+        link = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+        if link.startswith(LINK_PREFIXES) and not _owner_alive(link):
+            _ip("link", "delete", link, check=False)
+
+
+def others_running() -> bool:
+    return any(line.split()[0].startswith(PREFIX) and _owner_alive(line.split()[0])
+               for line in _ip("netns", "list", check=False).stdout.splitlines() if line.strip())
 
 
 def fence() -> None:
@@ -120,8 +145,9 @@ class PodNetwork:
         base = block * 4
         gateway = f"198.18.{third}.{base + 1}"
         address = f"198.18.{third}.{base + 2}"
-        netns = f"{PREFIX}{index}"
-        host_if, pod_if = f"{PREFIX}h{index}", f"{PREFIX}p{index}"
+        pid = os.getpid()
+        netns = f"{PREFIX}{pid}-{index}"
+        host_if, pod_if = f"vgh{pid}-{index}", f"vgp{pid}-{index}"
         _ip("netns", "add", netns)
         _ip("link", "add", host_if, "type", "veth", "peer", "name", pod_if)
         _ip("link", "set", pod_if, "netns", netns)
@@ -147,4 +173,5 @@ class PodNetwork:
         for name in list(self.hosts):
             self.remove(name)
         cleanup_leftovers()
-        unfence()
+        if not others_running():
+            unfence()

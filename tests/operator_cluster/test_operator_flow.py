@@ -210,7 +210,10 @@ def test_restarting_the_operator_rewrites_nothing_when_nothing_changed(stack: St
     def reconciled() -> bool:
         with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
             text = resp.read().decode()
-        return 'vocelio_operator_reconciles_total{result="ok"}' in text
+        import re
+
+        found = re.search(r'vocelio_operator_reconciles_total\{result="ok"\} ([0-9.]+)', text)
+        return bool(found and float(found.group(1)) >= 1)
 
     poll("restarted operator reconciled", reconciled)
     after = stack.kube.get(f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps/{CONFIG_NAME}")
