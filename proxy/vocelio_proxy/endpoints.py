@@ -147,6 +147,7 @@ async def handle_status(request: web.Request) -> web.Response:
             "reloads_failed": state.reloads_failed,
             "last_error": state.last_error or None,
             "last_error_at": state.last_error_at or None,
+            "source_problems": state.source_problems,
         },
         "services": services,
     })

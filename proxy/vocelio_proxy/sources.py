@@ -104,8 +104,11 @@ async def reload_once(source: ConfigSource, state: GatewayState, metrics: ProxyM
         config = await asyncio.to_thread(source.load)
     except ConfigError as exc:
         state.reject(exc)
+        state.source_problems = list(getattr(source, "problems", []))
         metrics.config_reloads.labels("invalid").inc()
         return
+    # Sources that load partially (a folder of manifests) report what they skipped.
+    state.source_problems = list(getattr(source, "problems", []))
     if state.apply(config):
         metrics.config_reloads.labels("applied").inc()
         metrics.config_last_success.set(state.loaded_at)

@@ -27,7 +27,7 @@ class GatewayState:
     reloads_failed: int = 0
     draining: bool = False
     health_round_done: bool = False
-    notes: dict[str, str] = field(default_factory=dict)
+    source_problems: list[str] = field(default_factory=list)
 
     def apply(self, config: GatewayConfig) -> bool:
         """Swap in a validated config; returns False when it is the one already applied."""

@@ -142,3 +142,27 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
         resp = await inflight
         assert resp.status == 200 and await resp.text() == "finished"
     await asyncio.wait_for(server, 10)
+
+
+async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory, gateway_factory,
+                                                                                 tmp_path: Path) -> None:
+    from vocelio_operator.files import FolderSource
+
+    up = await upstream_factory()
+    (tmp_path / "good.yaml").write_text(f"""apiVersion: gateway.vocelio.ai/v1alpha1
+kind: VocelioService
+metadata: {{name: good}}
+spec:
+  pathPrefix: /api/v1/good
+  backends: [{{staticEndpoints: [{{address: 127.0.0.1, port: {up.port}}}]}}]
+""")
+    (tmp_path / "bad.yaml").write_text("""apiVersion: gateway.vocelio.ai/v1alpha1
+kind: VocelioService
+metadata: {name: bad}
+spec: {pathPrefix: no-slash, backends: []}
+""")
+    gw = await gateway_factory(source=FolderSource(tmp_path), config_poll_s=0.05)
+    assert (await gw.get("/api/v1/good/x"))[0] == 200
+    problems = json.loads((await gw.get("/status"))[2])["config"]["source_problems"]
+    assert len(problems) == 1 and "bad.yaml" in problems[0] and "VocelioService/bad" in problems[0]
+    assert "spec.pathPrefix" in problems[0]
