@@ -133,3 +133,21 @@ async def test_no_healthy_endpoint_is_a_503_envelope(gateway_factory) -> None:
     status, headers, body = await gw.get("/api/v1/svc/x")
     assert status == 503 and "Retry-After" in headers
     assert "no healthy endpoint" in envelope(body)["message"]  # type: ignore[operator]
+
+
+async def test_the_retry_budget_keeps_retries_from_multiplying_load_during_an_outage(upstream_factory,
+                                                                                   gateway_factory) -> None:
+    async def unavailable(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=503)
+
+    a = await upstream_factory(unavailable)
+    b = await upstream_factory(unavailable)
+    gw = await gateway_factory(GatewayConfig(services=[service(
+        "svc", a.endpoint(), b.endpoint(), retry={"attempts": 3, "budget_percent": 20, "min_retries_per_s": 0.5},
+        circuit_breaker={"enabled": False}, passive_health={"consecutive_failures": 1000},
+        health_check={"enabled": False})]))
+    for _ in range(100):
+        assert (await gw.get("/api/v1/svc/x"))[0] == 503
+    upstream_calls = len(a.hits) + len(b.hits)
+    # Without a budget, 3 attempts each would be 300 calls; the budget allows 20% more than the requests.
+    assert 100 < upstream_calls <= 100 + 20 + 5
