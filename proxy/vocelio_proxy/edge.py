@@ -144,8 +144,8 @@ def install_edge(app: web.Application) -> AsyncIterator[None]:
             client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
                                           health_check_interval=0, max_connections=8)
             limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
-        policy = EdgeGate(app, JwksCache(session, settings.auth.jwks_refresh_min_interval_s), limiter, memory,
-                            ApiKeyFile(settings.api_keys_path))
+        jwks = JwksCache(session, settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
+        policy = EdgeGate(app, jwks, limiter, memory, ApiKeyFile(settings.api_keys_path))
         policy.key_file.refresh()
         gate: keys.EdgePolicy = policy
         app[keys.EDGE_POLICY] = gate

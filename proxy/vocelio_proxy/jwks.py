@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import aiohttp
 
+from .clock import Clock
 from .settings import JwtIssuer
 from .tokens import public_key_from_jwk
 
@@ -19,8 +19,9 @@ log = logging.getLogger("vocelio.proxy.auth")
 
 
 class JwksCache:
-    def __init__(self, session: aiohttp.ClientSession, min_interval_s: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, min_interval_s: float, clock: Clock) -> None:
         self._session = session
+        self._clock = clock
         self._min_interval_s = min_interval_s
         self._keys: dict[str, dict[str | None, Any]] = {}
         self._fetched_at: dict[str, float] = {}
@@ -44,10 +45,11 @@ class JwksCache:
         async with lock:
             if self.lookup(issuer, kid) is not None:
                 return
-            last = self._fetched_at.get(issuer.issuer, 0.0)
-            if time.monotonic() - last < self._min_interval_s:
+            last = self._fetched_at.get(issuer.issuer, float("-inf"))
+            now = self._clock.monotonic()
+            if now - last < self._min_interval_s:
                 return
-            self._fetched_at[issuer.issuer] = time.monotonic()
+            self._fetched_at[issuer.issuer] = now
             try:
                 async with self._session.get(issuer.jwks_url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
                     resp.raise_for_status()

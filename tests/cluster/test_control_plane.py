@@ -5,9 +5,7 @@ traffic reaches pods in their network namespaces."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +13,7 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.kube import Kube, KubeError
 from tests.harness.kubelet import bind_and_run, delete_pod, wait_for_pods
 from tests.harness.podnet import PodNetwork
+from tests.harness.waiting import poll
 
 T = TypeVar("T")
 
@@ -37,16 +36,6 @@ spec:
   selector: {app: echo}
   ports: [{name: http, port: 80, targetPort: http}]
 """
-
-
-def poll(what: str, fn: Callable[[], T | None], deadline_s: float = 30) -> T:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def slice_addresses(kube: Kube, ns: str, service: str) -> set[str]:

@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.harness.app_fixtures import service
 from tests.harness.redis_server import RedisServer
+from tests.harness.waiting import poll_async
 from vocelio_proxy.apikeys import mint_key
+from vocelio_proxy.clock import ManualClock
 from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
 
@@ -162,10 +164,10 @@ async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(
                 except aiohttp.ClientError:
                     return False
 
-            deadline = time.monotonic() + 20
-            while not all([await ready(p) for p in ports]):
-                assert time.monotonic() < deadline, "gateways did not become ready"
-                await asyncio.sleep(0.05)
+            async def both_ready() -> bool:
+                return all([await ready(p) for p in ports])
+
+            await poll_async("both gateways ready", both_ready, 20)
 
             async def hit(i: int) -> int:
                 async with session.get(f"http://127.0.0.1:{ports[i % 2]}/api/v1/svc/x") as resp:
@@ -201,10 +203,7 @@ async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstrea
         await gw.get("/api/v1/svc/x")
         return "vocelio_ratelimit_fallback_active 0.0" in (await gw.get("/metrics"))[2].decode()
 
-    deadline = time.monotonic() + 10
-    while not await back():
-        assert time.monotonic() < deadline, "limiter did not return to Redis"
-        await asyncio.sleep(0.1)
+    assert await poll_async("limiter back on Redis", back, 10)
     # Redis restarted empty: its counts start again from the requests made since.
     status, headers, _ = await gw.get("/api/v1/svc/x")
     assert status == 200 and int(headers["X-RateLimit-Remaining"]) >= 7
@@ -223,10 +222,11 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory, gatew
     assert status == 503 and "Retry-After" in headers and json.loads(body)["status_code"] == 503
     hits = len(up.hits)
     redis_server.start()
-    deadline = time.monotonic() + 10
-    while (await gw.get("/api/v1/svc/x"))[0] != 200:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+
+    async def admitted() -> bool:
+        return (await gw.get("/api/v1/svc/x"))[0] == 200
+
+    assert await poll_async("requests admitted again", admitted, 10)
     assert len(up.hits) == hits + 1
 
 
@@ -318,8 +318,9 @@ async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_fa
     up = await upstream_factory()
     auth = AuthSettings(issuers=[JwtIssuer(issuer="https://idp.test", jwks_url=f"http://127.0.0.1:{idp.port}/jwks")],
                         jwks_refresh_min_interval_s=1)
+    clock = ManualClock()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), auth={"mode": "jwt"})]),
-                               auth=auth)
+                               auth=auth, clock=clock)
 
     def signed(key: rsa.RSAPrivateKey, kid: str) -> dict[str, str]:
         claims = {"iss": "https://idp.test", "sub": "u1", "exp": int(time.time()) + 60}
@@ -329,7 +330,7 @@ async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_fa
     assert len(fetches) == 1
     # The issuer rotates: a token with an unknown kid triggers one refetch.
     published["keys"].append(dict(json.loads(RSAAlgorithm.to_jwk(new_key.public_key())), kid="new"))
-    await asyncio.sleep(1.05)  # the refetch interval (1 s in this test) must pass; this is the rule under test
+    clock.advance(1.1)  # past the refetch interval (1 s here)
     assert (await gw.get("/api/v1/svc/x", headers=signed(new_key, "new")))[0] == 200
     assert len(fetches) == 2
     published["keys"] = published["keys"][1:]  # old key withdrawn from the document, still cached

@@ -16,10 +16,13 @@ from aiohttp import web
 
 from vocelio_proxy import keys
 from vocelio_proxy.app import create_app
+from vocelio_proxy.clock import Clock
 from vocelio_proxy.config import Backend, Endpoint, GatewayConfig, Service
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.sources import ConfigSource, StaticSource
 from vocelio_proxy.state import GatewayState
+
+from .waiting import poll_async
 
 
 @dataclass
@@ -133,10 +136,10 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(config: GatewayConfig | None = None, source: ConfigSource | None = None,
-                   wait_ready: bool = True, **settings: Any) -> Gateway:
+                   wait_ready: bool = True, clock: Clock | None = None, **settings: Any) -> Gateway:
         if source is None and config is not None:
             source = StaticSource(config.seal())
-        app = create_app(ProxySettings(port=0, access_log=False, **settings), source)
+        app = create_app(ProxySettings(port=0, access_log=False, **settings), source, clock=clock)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -156,11 +159,9 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
 
 
 async def poll(check: Callable[[], object], what: str, deadline_s: float = 5.0) -> None:
-    """Wait for a condition with a deadline (never a bare sleep as synchronisation)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while loop.time() < end:
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    """Wait for a synchronous condition with a deadline (see `waiting.poll_async`)."""
+
+    async def checked() -> bool:
+        return bool(check())
+
+    await poll_async(what, checked, deadline_s, interval=0.02)

@@ -5,11 +5,11 @@ work too) and a status patch with phase Running, a Ready condition and a pod IP.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
-from .controlplane import ADVERTISE_ADDRESS, HarnessError
+from .controlplane import ADVERTISE_ADDRESS
 from .kube import Kube, KubeError
+from .waiting import poll
 
 NODE = "harness-node"
 
@@ -58,15 +58,12 @@ def set_ready(kube: Kube, namespace: str, pod: str, ip: str, ready: bool, obj: d
 
 
 def wait_for_pods(kube: Kube, namespace: str, selector: str, count: int, deadline_s: float = 30) -> list[str]:
-    end = time.monotonic() + deadline_s
-    names: list[str] = []
-    while time.monotonic() < end:
+    def names() -> list[str]:
         items = kube.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}")["items"]
-        names = sorted(p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp"))
-        if len(names) == count:
-            return names
-        time.sleep(0.1)
-    raise HarnessError(f"expected {count} pods for {selector}, have {names}")
+        found = sorted(p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp"))
+        return found if len(found) == count else []
+
+    return poll(f"{count} pods for {selector}", names, deadline_s, interval=0.1)
 
 
 def delete_pod(kube: Kube, namespace: str, pod: str) -> None:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from .kube import Kube, KubeError
 from .kubelet import bind_and_run, wait_for_pods
 from .mount import write_configmap_volume
 from .podnet import PodNetwork
+from .waiting import poll as wait_poll
 
 CONFIG_NAMESPACE = "vocelio-system"
 CONFIG_NAME = "vocelio-gateway-config"
@@ -54,18 +54,8 @@ def http_json(url: str, timeout: float = 5) -> tuple[int, Any]:
 
 
 def poll(what: str, fn: Any, deadline_s: float = 30, interval: float = 0.05) -> Any:
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-        except (OSError, KubeError, HarnessError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    """`waiting.poll`, also retrying while the API server is away."""
+    return wait_poll(what, fn, deadline_s, interval, errors=(OSError, KubeError, HarnessError))
 
 
 @dataclass

@@ -225,6 +225,10 @@ def test_uninstall_keeps_crds_and_custom_resources(control_plane: ControlPlane, 
                                                    releases: dict[str, str]) -> None:
     helm("uninstall", "gw-deve", "-n", releases["development"], cp=control_plane)
     releases.pop("development")
-    kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/vocelioservices.gateway.vocelio.ai")
-    kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/ratetiers.gateway.vocelio.ai")
-    kube.get("/apis/gateway.vocelio.ai/v1alpha1/namespaces/apps/vocelioservices/ai-agents")
+    crds = kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")["items"]
+    names = {c["metadata"]["name"] for c in crds}
+    assert {"vocelioservices.gateway.vocelio.ai", "ratetiers.gateway.vocelio.ai"} <= names
+    kept = kube.get("/apis/gateway.vocelio.ai/v1alpha1/namespaces/apps/vocelioservices")["items"]
+    assert len(kept) == 18
+    releases_left = helm("list", "-n", "vg-dev", "-q", cp=control_plane).stdout.split()
+    assert "gw-deve" not in releases_left

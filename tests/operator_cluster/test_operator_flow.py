@@ -181,12 +181,19 @@ def test_deleting_a_pod_takes_it_out_of_rotation(stack: Stack) -> None:
         eps = stack.config()["services"][0]["backends"][0]["endpoints"]
         return all(e["address"] != address for e in eps)
 
-    poll("deleted pod's address leaves the config", gone)
-    poll("proxy stops reaching it", lambda: victim not in pods_reached(f"{stack.api_proxy}/api/v1/voice-lab/x", 30))
+    assert poll("deleted pod's address leaves the config", gone)
+
+    def not_reached() -> set[str]:
+        seen = pods_reached(f"{stack.api_proxy}/api/v1/voice-lab/x", 30)
+        return seen if victim not in seen else set()
+
+    assert victim not in poll("proxy stops reaching it", not_reached)
 
 
 def test_a_prefix_conflict_is_reported_on_the_newer_resource(stack: Stack) -> None:
-    time.sleep(1.1)  # creationTimestamp has one-second resolution; the newer one must be newer
+    # creationTimestamp has one-second resolution: wait until "now" is a later second than the older one's.
+    older = stack.vsvc("voice-lab")["metadata"]["creationTimestamp"]
+    poll("a later creation second", lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > older, 5)
     stack.cp.kubectl("apply", "-f", "-", input=vocelio_service("voice-lab-v2", "/api/v1/voice-lab", "voice-lab"))
 
     def conflicted() -> dict[str, Any] | None:
@@ -239,11 +246,12 @@ def test_proxies_keep_serving_while_the_api_server_is_down_and_the_operator_reco
 def test_deleting_a_vocelio_service_removes_its_route(stack: Stack) -> None:
     stack.cp.kubectl("delete", "vocelioservice", "analytics", "-n", NS)
     for proxy in (stack.file_proxy, stack.api_proxy):
-        def removed(p: str = proxy) -> bool:
+        def removed(p: str = proxy) -> dict[str, Any] | None:
             status, body = http_json(f"{p}/api/v1/analytics/x")
-            return status == 404 and body["status_code"] == 404
+            return body if status == 404 else None
 
-        poll(f"404 from {proxy}", removed)
+        envelope = poll(f"404 from {proxy}", removed)
+        assert envelope["status_code"] == 404 and "/api/v1/analytics/x" in envelope["message"]
 
 
 def test_a_file_proxy_reads_a_sharded_config(tmp_path: Path) -> None:
@@ -295,11 +303,14 @@ def test_a_second_replica_with_higher_priority_takes_over_and_the_first_stands_b
     second, _ = start_operator(stack.cp, "operator-replica-2", ["--priority", "10"])
     stack.procs.append(second)
     try:
-        poll("first replica pauses", lambda: "Pausing operations in favour of" in stack.operator.tail(), 60)
+        assert poll("first replica pauses", lambda: "Pausing operations in favour of" in stack.operator.tail(), 60)
+        assert "Pausing operations" not in second.tail()
         stack.cp.kubectl("apply", "-f", "-", input=vocelio_service("workflows", "/api/v1/workflows", "voice-lab"))
-        poll("the active replica renders", lambda: any(s["name"] == "workflows" for s in stack.config()["services"]))
+        assert poll("the active replica renders",
+                    lambda: any(s["name"] == "workflows" for s in stack.config()["services"]))
     finally:
         second.stop()
-    poll("first replica resumes", lambda: "Resuming operations after the pause" in stack.operator.tail(), 90)
+    assert poll("first replica resumes", lambda: "Resuming operations after the pause" in stack.operator.tail(), 90)
     stack.cp.kubectl("delete", "vocelioservice", "workflows", "-n", NS)
-    poll("the resumed replica renders", lambda: all(s["name"] != "workflows" for s in stack.config()["services"]))
+    assert poll("the resumed replica renders",
+                lambda: all(s["name"] != "workflows" for s in stack.config()["services"]))

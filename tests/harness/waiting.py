@@ -1,0 +1,42 @@
+"""Polling with a deadline: the one way tests and the harness wait for a
+condition (never a bare sleep as synchronisation)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def poll(what: str, fn: Callable[[], T], deadline_s: float = 30, interval: float = 0.05,
+         errors: tuple[type[BaseException], ...] = (OSError,)) -> T:
+    """Call `fn` until it returns something truthy; fail with `what` at the deadline."""
+    end = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+        except errors as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+async def poll_async(what: str, fn: Callable[[], Awaitable[T]], deadline_s: float = 10,
+                     interval: float = 0.05) -> T:
+    """The asyncio form of `poll` for checks that await."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    last: Any = None
+    while loop.time() < end:
+        last = await fn()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
