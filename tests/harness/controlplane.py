@@ -12,13 +12,14 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .pki import Pki, write_pki
+from .waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("VOCELIO_BIN_DIR", ROOT / ".cache" / "bin"))
@@ -90,21 +91,16 @@ class ControlPlane:
         self.procs[name] = subprocess.Popen([str(binary(name)), *args], stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True, cwd=self.workdir)
 
-    def _wait(self, what: str, check: object, deadline_s: float) -> None:
-        end = time.monotonic() + deadline_s
-        last = ""
-        while time.monotonic() < end:
+    def _wait(self, what: str, check: Callable[[], bool], deadline_s: float) -> None:
+        def ready() -> bool:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
                     raise HarnessError(f"{name} exited with {proc.returncode}:\n{tail}")
-            try:
-                if check():  # type: ignore[operator]
-                    return
-            except Exception as exc:  # the component is still starting
-                last = str(exc)
-            time.sleep(0.2)
-        raise HarnessError(f"{what} not ready within {deadline_s}s: {last}")
+            return check()
+
+        # Connection and TLS errors mean the component is still starting.
+        poll(what, ready, deadline_s, interval=0.2, errors=(OSError, ssl.SSLError, urllib.error.URLError))
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .controlplane import TEST_RANGE, HarnessError
+from .waiting import poll
 
 PREFIX = "vgw-"  # network namespaces: vgw-<pid>-<n>
 LINK_PREFIXES = ("vgh", "vgp")  # veth ends: vgh<pid>-<n> (host), vgp<pid>-<n> (pod); <= 15 characters
@@ -104,16 +104,13 @@ class PodHost:
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         self.servers.append(proc)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if proc.poll() is not None:
                 raise HarnessError(f"pod server {label} exited: {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://{self.address}:{port}/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise HarnessError(f"pod server {label} at {self.address}:{port} did not answer")
+            with urllib.request.urlopen(f"http://{self.address}:{port}/health", timeout=1):
+                return True
+
+        poll(f"pod server {label} at {self.address}:{port}", answers, 20, interval=0.1)
 
     def stop_servers(self) -> None:
         for proc in self.servers:
