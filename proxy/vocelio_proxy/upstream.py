@@ -176,6 +176,8 @@ class UpstreamConnection(asyncio.Protocol):
         fut = self._headers_future
         if fut is not None and not fut.done():
             fut.set_exception(error)
+            # Read by whoever awaits it; mark it seen so an abandoned request does not warn.
+            fut.exception()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -192,7 +194,11 @@ class UpstreamConnection(asyncio.Protocol):
                                  response_started=self._got_headers))
 
     def abort(self) -> None:
+        """Drop the connection; its owner has stopped waiting for the response."""
         self.closed = True
+        fut = self._headers_future
+        if fut is not None and not fut.done():
+            fut.cancel()
         if self.transport is not None:
             self.transport.abort()
 
