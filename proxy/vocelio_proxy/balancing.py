@@ -85,19 +85,27 @@ class ServiceBalancer:
         return total > 0 and healthy * 100 < self.service.load_balancing.panic_threshold_percent * total
 
     def pick(self, exclude: frozenset[str] = frozenset()) -> EndpointState | None:
+        # One pass over the endpoints collects both the healthy candidates and the ready
+        # ones, and the counts that decide the panic threshold (this runs per request).
         now = self._clock.monotonic()
-        panic = self.in_panic()
-        choices: list[tuple[BackendState, list[EndpointState]]] = []
+        total = healthy = 0
+        rows: list[tuple[BackendState, list[EndpointState], list[EndpointState]]] = []
         for backend in self.backends:
-            if backend.weight <= 0:
-                continue
-            eps = [
-                ep for ep in backend.endpoints
-                if ep.endpoint.weight > 0 and ep.key not in exclude
-                and (ep.available(now) or (panic and ep.endpoint.ready))
-            ]
-            if eps:
-                choices.append((backend, eps))
+            available: list[EndpointState] = []
+            ready: list[EndpointState] = []
+            for ep in backend.endpoints:
+                if not ep.endpoint.ready or ep.endpoint.weight <= 0:
+                    continue
+                up = ep.available(now)
+                total += 1
+                healthy += up
+                if backend.weight > 0 and ep.key not in exclude:
+                    ready.append(ep)
+                    if up:
+                        available.append(ep)
+            rows.append((backend, available, ready))
+        panic = total > 0 and healthy * 100 < self.service.load_balancing.panic_threshold_percent * total
+        choices = [(b, eps) for b, available, ready in rows if (eps := ready if panic else available)]
         if not choices:
             return None
         if len(choices) == 1:

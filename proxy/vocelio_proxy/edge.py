@@ -84,7 +84,7 @@ class EdgeGate:
             for issuer in settings.issuers:
                 if issuer.issuer == claims.get("iss"):
                     await self._jwks.ensure(issuer, header.get("kid"))
-            identity = verify_token(token, settings, self._jwks.lookup, self._clock.wall())
+            identity = verify_token(token, settings, self._jwks.lookup, self._clock.wall(), (header, claims))
             return dataclasses.replace(identity, ip=ip)
         if api_key is not None:
             self.key_file.refresh()

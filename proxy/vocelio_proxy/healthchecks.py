@@ -60,9 +60,17 @@ async def run_health_checks(state: GatewayState, pool: UpstreamPool) -> None:
                 "service": service_id, "endpoint": ep.key, "healthy": ep.active_healthy, "error": error}})
 
     running: set[asyncio.Task[None]] = set()
+    scheduled_for = None
     try:
         while True:
             rt = state.runtime
+            if rt is not None and rt is not scheduled_for:
+                # A new config: forget endpoints it no longer has, or the schedule grows with pod churn.
+                live = {(sid, ep.backend, ep.key)
+                        for sid, svc in rt.services.items() for ep in svc.balancer.endpoints()}
+                for key in [k for k in due if k not in live]:
+                    del due[key]
+                scheduled_for = rt
             if rt is not None:
                 now = time.monotonic()
                 round_tasks = []

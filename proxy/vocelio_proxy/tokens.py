@@ -49,8 +49,10 @@ def find_issuer(settings: AuthSettings, claims: dict[str, Any]) -> JwtIssuer:
     raise AuthError("issuer", "The token's issuer is not trusted")
 
 
-def verify_token(token: str, settings: AuthSettings, key_for: KeyLookup, now: float) -> Identity:
-    header, unverified = peek(token, settings)
+def verify_token(token: str, settings: AuthSettings, key_for: KeyLookup, now: float,
+                 peeked: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Identity:
+    """`peeked` is `peek(token)` when the caller already decoded it (to fetch keys)."""
+    header, unverified = peeked or peek(token, settings)
     alg = header.get("alg")
     if not isinstance(alg, str) or alg.lower() == "none":
         raise AuthError("algorithm", "Unsigned tokens are not accepted")
