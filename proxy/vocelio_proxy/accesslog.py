@@ -2,7 +2,7 @@
 written in batches (every 250 ms or 256 lines, and on shutdown), the way
 nginx's `access_log ... buffer=` does, because a write and flush per request
 costs the proxy a third of its throughput. Owned by the application; written
-to by the outermost middleware."""
+to by the request pipeline (`handling`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ class AccessLog:
         self._lines: list[str] = []
 
     def write(self, entry: dict[str, Any]) -> None:
-        self._lines.append(json.dumps(entry))
+        self.write_line(json.dumps(entry))
+
+    def write_line(self, line: str) -> None:
+        """One already-serialised JSON object (no newline)."""
+        self._lines.append(line)
         if len(self._lines) >= _MAX_LINES:
             self.flush()
 

@@ -1,8 +1,9 @@
-"""The proxy application factory and its lifecycle: builds the aiohttp app,
-puts settings, state and clients under `AppKey`s, and owns every background
-task (config watch, health checks, pool sweeping) through `cleanup_ctx`, so all
-of them are cancelled on shutdown. Also `serve`, the graceful-shutdown runner
-used by the CLI and the standalone mode."""
+"""The proxy application factory and its lifecycle: builds the aiohttp
+application that holds settings, state and clients under `AppKey`s and owns
+every background task (config watch, health checks, pool sweeping, log
+flushing) through `cleanup_ctx`, so all of them are cancelled on shutdown.
+`start_gateway` starts the application and the HTTP server in front of it;
+`serve` is the graceful-shutdown runner used by the CLI and standalone mode."""
 
 from __future__ import annotations
 
@@ -13,18 +14,16 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
 from . import keys
 from .accesslog import AccessLog
 from .clock import Clock, SystemClock
 from .edge import install_edge
-from .endpoints import add_gateway_routes
+from .handling import GatewayHandler
 from .healthchecks import run_health_checks
 from .metrics import ProxyMetrics
-from .middleware import gateway_middleware, on_response_prepare
-from .proxying import handle_proxy
+from .server import HttpServer
 from .settings import ProxySettings
 from .sources import ConfigSource, FileSource, watch_source
 from .state import GatewayState
@@ -40,7 +39,7 @@ Extension = Callable[[web.Application], AsyncIterator[None]]
 def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
                clock: Clock | None = None, extensions: list[Extension] | None = None) -> web.Application:
     clock = clock or SystemClock()
-    app = web.Application(middlewares=[gateway_middleware], handler_args={"max_field_size": 16384})
+    app = web.Application()
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     state = GatewayState(clock=clock, started_at=clock.monotonic())
@@ -48,24 +47,19 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     app[keys.METRICS] = ProxyMetrics(lambda: state.runtime)
     if source is None and settings.config_path is not None:
         source = FileSource(settings.config_path)
-    app[keys.ACCESS_LOG] = access_log = AccessLog()
-    app.on_response_prepare.append(on_response_prepare)
-    app.cleanup_ctx.append(lambda _app: access_log.run())
+    app[keys.ACCESS_LOG] = AccessLog()
+    app.cleanup_ctx.append(lambda app: app[keys.ACCESS_LOG].run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
     app.cleanup_ctx.append(install_edge)
     for extension in extensions or []:
         app.cleanup_ctx.append(extension)
-    add_gateway_routes(app)
-    app.router.add_route("*", "/{tail:.*}", handle_proxy)
     return app
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
     app[keys.POOL] = UpstreamPool(app[keys.SETTINGS].upstream_idle_timeout_s)
-    app[keys.WS_SESSION] = aiohttp.ClientSession(auto_decompress=False)
     yield
-    await app[keys.WS_SESSION].close()
     app[keys.POOL].close()
 
 
@@ -100,15 +94,48 @@ async def _sweep(pool: UpstreamPool) -> None:
         pool.sweep()
 
 
+class RunningGateway:
+    """A started application with its HTTP server; `stop` drains and cleans up."""
+
+    def __init__(self, app: web.Application, server: HttpServer, port: int) -> None:
+        self.app = app
+        self.server = server
+        self.port = port
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self.app[keys.STATE].draining = True
+        try:
+            await self.server.shutdown(drain_timeout_s)
+        finally:
+            await self.app.cleanup()
+
+
+async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:
+    """Run the application's startup (clients, background tasks) and listen."""
+    app.on_startup.freeze()
+    await app.startup()
+    app.freeze()
+    settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    server = HttpServer(
+        GatewayHandler(app), settings.limits, header_timeout_s=settings.client_header_timeout_s,
+        idle_timeout_s=settings.client_idle_timeout_s,
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", f"{status // 100}xx", 0.0))
+    try:
+        bound = await server.listen(host, port)
+    except BaseException:
+        await app.cleanup()
+        raise
+    return RunningGateway(app, server, bound)
+
+
 async def serve(app: web.Application, settings: ProxySettings,
                 started: Callable[[int], Awaitable[None] | None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`), then drain: readiness goes false,
     after `shutdown_delay_s` the listener closes, in-flight requests get
     `drain_timeout_s` to finish."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.drain_timeout_s)
-    await runner.setup()
+    gateway = await start_gateway(app, settings.host, settings.port)
     # Startup objects never die: keep them out of every later GC pass. A proxy allocates
     # many short-lived containers per request; collecting every 700 allocations cost
     # 10-15% of CPU per request in `bench/cpu_per_request.py`. Reference counting still
@@ -116,12 +143,9 @@ async def serve(app: web.Application, settings: ProxySettings,
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else settings.port
-    log.info("listening", extra={"fields": {"host": settings.host, "port": port}})
+    log.info("listening", extra={"fields": {"host": settings.host, "port": gateway.port}})
     if started is not None:
-        result = started(port)
+        result = started(gateway.port)
         if result is not None:
             await result
     stop = stop or asyncio.Event()
@@ -136,5 +160,5 @@ async def serve(app: web.Application, settings: ProxySettings,
     if settings.shutdown_delay_s:
         # Give load balancers time to observe /readyz failing before the listener closes.
         await asyncio.sleep(settings.shutdown_delay_s)
-    await runner.cleanup()
+    await gateway.stop(settings.drain_timeout_s)
     log.info("stopped")

@@ -1,7 +1,7 @@
 """The edge policy run before forwarding: authenticate (JWT or API key, else
 anonymous by client IP), authorize against the route's policy, apply the
 caller's rate tier and the service's own limit, and return the identity
-headers for the upstream, or the error response. Installed by `install_edge`
+headers for the upstream, or the refusal to answer. Installed by `install_edge`
 as the app's `EDGE_POLICY`; its clients (Redis, JWKS fetcher) live in the
 app's cleanup context."""
 
@@ -19,11 +19,12 @@ from aiohttp import web
 
 from . import keys
 from .apikeys import ApiKeyStore, load_store
+from .errors import Refusal
+from .exchange import Exchange
 from .identity import AuthError, Identity, authorize
 from .jwks import JwksCache
 from .ratelimits import MemoryLimiter, checks_for, headers_for, ietf_ratelimit
 from .redis_limiter import LimiterUnavailable, RedisLimiter
-from .responses import error_response
 from .routing import RouteMatch
 from .tokens import peek, verify_token
 
@@ -65,15 +66,16 @@ class EdgeGate:
         self._settings = app[keys.SETTINGS]
         self._clock = app[keys.CLOCK]
         self._metrics = app[keys.METRICS]
+        self._state = app[keys.STATE]
         self._jwks = jwks
         self._limiter = limiter
         self._memory = memory
         self.key_file = key_file
 
-    async def authenticate(self, request: web.Request) -> Identity:
-        ip = request[keys.CLIENT_IP]
-        auth = request.headers.get("Authorization")
-        api_key = request.headers.get("X-API-Key")
+    async def authenticate(self, ex: Exchange) -> Identity:
+        ip = ex.client_ip
+        auth = ex.lookup.get("authorization")
+        api_key = ex.lookup.get("x-api-key")
         if auth is not None:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -92,18 +94,18 @@ class EdgeGate:
             return self.key_file.store.authenticate(api_key.strip(), ip, now)
         return Identity(method="anonymous", ip=ip)
 
-    async def __call__(self, request: web.Request, match: RouteMatch) -> web.StreamResponse | dict[str, str]:
+    async def __call__(self, ex: Exchange, match: RouteMatch) -> Refusal | dict[str, str]:
         try:
-            identity = await self.authenticate(request)
+            identity = await self.authenticate(ex)
         except AuthError as exc:
             self._metrics.auth_failures.labels(exc.reason).inc()
-            return error_response(request, 401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="vocelio"'})
+            return Refusal(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="vocelio"'})
         decision = authorize(match.service.auth, identity)
         if not decision.allowed:
             self._metrics.auth_failures.labels("forbidden" if decision.status == 403 else "missing").inc()
             extra = {"WWW-Authenticate": 'Bearer realm="vocelio"'} if decision.status == 401 else None
-            return error_response(request, decision.status, decision.message, headers=extra)
-        rt = request.app[keys.STATE].runtime
+            return Refusal(decision.status, decision.message, headers=extra)
+        rt = self._state.runtime
         settings = self._settings.rate_limit
         if settings.enabled and rt is not None:
             checks = checks_for(rt.config.rate_tiers, match.service, identity)
@@ -114,19 +116,19 @@ class EdgeGate:
                 else:
                     results = self._memory.decide(checks, now)
             except LimiterUnavailable:
-                return error_response(request, 503, "Rate limiting is unavailable; try again shortly",
-                                      retry_after=settings.retry_redis_after_s)
+                return Refusal(503, "Rate limiting is unavailable; try again shortly",
+                               retry_after=settings.retry_redis_after_s)
             if results:
                 headers = headers_for(results)
                 headers["RateLimit"] = ietf_ratelimit(results, now)
-                request[keys.RESPONSE_EXTRA_HEADERS] = headers
+                ex.extra_headers = headers
                 allowed = all(r.allowed for r in results)
                 outcome = "allowed" if allowed else "limited"
                 for r in results:
                     self._metrics.ratelimit_decisions.inc((r.check.name, outcome))
                 if not allowed:
                     retry = max(r.retry_after_s for r in results if not r.allowed)
-                    return error_response(request, 429, "Rate limit exceeded", retry_after=retry, headers=headers)
+                    return Refusal(429, "Rate limit exceeded", retry_after=retry, headers=headers)
         return identity.upstream_headers()
 
 

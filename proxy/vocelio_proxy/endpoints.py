@@ -1,12 +1,16 @@
 """The gateway's own HTTP endpoints: `/`, `/health`, `/livez`, `/readyz`,
-`/status`, `/metrics`, `/openapi.json` and `/docs`. Registered by
-`app.create_app` ahead of the catch-all proxy route, so no VocelioService can
-shadow them (the renderer also rejects those prefixes)."""
+`/status`, `/metrics`, `/openapi.json` and `/docs`, each a function from the
+application's state to a `Reply`. The request pipeline (`handling`) answers
+these paths before routing, so no VocelioService can shadow them (the
+renderer also rejects those prefixes)."""
 
 from __future__ import annotations
 
 import html
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -18,12 +22,25 @@ from .sysinfo import human_duration, resource_checks
 
 RESERVED_PATHS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs", "/openapi.json")
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
+_JSON = "application/json; charset=utf-8"
 
 
-async def handle_root(request: web.Request) -> web.Response:
-    state = request.app[keys.STATE]
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = _JSON
+    headers: dict[str, str] | None = None
+
+
+def _json(data: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(data).encode())
+
+
+def handle_root(app: web.Application) -> Reply:
+    state = app[keys.STATE]
     rt = state.runtime
-    return web.json_response({
+    return _json({
         "name": "Vocelio Gateway",
         "version": __version__,
         "config_version": rt.config.version if rt else None,
@@ -32,8 +49,8 @@ async def handle_root(request: web.Request) -> web.Response:
     })
 
 
-async def handle_livez(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+def handle_livez(app: web.Application) -> Reply:
+    return _json({"status": "alive"})
 
 
 def readiness_of(app: web.Application) -> tuple[bool, str]:
@@ -51,13 +68,13 @@ def readiness_of(app: web.Application) -> tuple[bool, str]:
     return readiness(app[keys.SETTINGS].readiness, facts)
 
 
-async def handle_readyz(request: web.Request) -> web.Response:
-    ready, reason = readiness_of(request.app)
-    return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+def handle_readyz(app: web.Application) -> Reply:
+    ready, reason = readiness_of(app)
+    return _json({"ready": ready, "reason": reason}, 200 if ready else 503)
 
 
-def _services_summary(request: web.Request) -> dict[str, Any]:
-    rt = request.app[keys.STATE].runtime
+def _services_summary(app: web.Application) -> dict[str, Any]:
+    rt = app[keys.STATE].runtime
     services = list(rt.services.values()) if rt else []
     healthy_total = 0
     instance_total = 0
@@ -82,11 +99,11 @@ def _services_summary(request: web.Request) -> dict[str, Any]:
     }
 
 
-async def handle_health(request: web.Request) -> web.Response:
-    state = request.app[keys.STATE]
-    clock = request.app[keys.CLOCK]
+def handle_health(app: web.Application) -> Reply:
+    state = app[keys.STATE]
+    clock = app[keys.CLOCK]
     uptime = clock.monotonic() - state.started_at
-    services = _services_summary(request)
+    services = _services_summary(app)
     latency = services.pop("_latency")
     checks = resource_checks()
     checks["network"] = {"status": "healthy" if latency < 1000 else "degraded", "response_time_ms": latency}
@@ -105,11 +122,11 @@ async def handle_health(request: web.Request) -> web.Response:
         },
         "services": services,
     }
-    return web.json_response(body, status=503 if gateway_status == "unhealthy" else 200)
+    return _json(body, 503 if gateway_status == "unhealthy" else 200)
 
 
-async def handle_status(request: web.Request) -> web.Response:
-    state = request.app[keys.STATE]
+def handle_status(app: web.Application) -> Reply:
+    state = app[keys.STATE]
     rt = state.runtime
     now = time.monotonic()
     services = []
@@ -134,8 +151,8 @@ async def handle_status(request: web.Request) -> web.Response:
                     for ep in svc.balancer.endpoints()
                 ],
             })
-    ready, reason = readiness_of(request.app)
-    return web.json_response({
+    ready, reason = readiness_of(app)
+    return _json({
         "ready": ready,
         "readiness_reason": reason,
         "draining": state.draining,
@@ -153,9 +170,9 @@ async def handle_status(request: web.Request) -> web.Response:
     })
 
 
-async def handle_metrics(request: web.Request) -> web.Response:
-    registry = request.app[keys.METRICS].registry
-    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def handle_metrics(app: web.Application) -> Reply:
+    registry = app[keys.METRICS].registry
+    return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -178,12 +195,12 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-async def handle_openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+def handle_openapi(app: web.Application) -> Reply:
+    return _json(openapi_document())
 
 
-async def handle_docs(request: web.Request) -> web.Response:
-    rt = request.app[keys.STATE].runtime
+def handle_docs(app: web.Application) -> Reply:
+    rt = app[keys.STATE].runtime
     rows = []
     if rt is not None:
         for svc in sorted(rt.config.services, key=lambda s: s.prefixes[0]):
@@ -203,15 +220,17 @@ OpenAPI: <a href="/openapi.json">/openapi.json</a></p>
 <h2>Gateway endpoints</h2><table>{own}</table>
 <h2>Routes</h2><table><tr><th>Service</th><th>Prefixes</th><th>Auth</th><th>Rewrite</th></tr>{''.join(rows)}</table>
 </body></html>"""
-    return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": _CSP})
+    return Reply(200, page.encode(), "text/html; charset=utf-8", {"Content-Security-Policy": _CSP})
 
 
-def add_gateway_routes(app: web.Application) -> None:
-    app.router.add_get("/", handle_root)
-    app.router.add_get("/health", handle_health)
-    app.router.add_get("/livez", handle_livez)
-    app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/status", handle_status)
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/openapi.json", handle_openapi)
-    app.router.add_get("/docs", handle_docs)
+#: Path -> endpoint; GET and HEAD only.
+ENDPOINTS: dict[str, Callable[[web.Application], Reply]] = {
+    "/": handle_root,
+    "/health": handle_health,
+    "/livez": handle_livez,
+    "/readyz": handle_readyz,
+    "/status": handle_status,
+    "/metrics": handle_metrics,
+    "/openapi.json": handle_openapi,
+    "/docs": handle_docs,
+}

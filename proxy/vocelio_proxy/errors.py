@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 REASONS = {
@@ -40,3 +41,13 @@ def error_body(status: int, message: str, request_id: str, wall_time: float,
         body["retry_after"] = max(1, int(retry_after + 0.999))
     body.update(extra)
     return json.dumps(body).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A decision to answer with the error envelope instead of forwarding."""
+
+    status: int
+    message: str
+    retry_after: float | None = None
+    headers: dict[str, str] | None = None

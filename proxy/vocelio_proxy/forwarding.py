@@ -122,13 +122,55 @@ def upstream_request_headers(
     return out
 
 
+#: Upstream response headers never passed on: framing is re-done by the server
+#: and the request id is the gateway's own.
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length", "x-request-id"}
+
+
+class ResponseHead:
+    """An upstream response's headers as passed to the client, with the facts the
+    proxy needs from them (found in the same pass)."""
+
+    __slots__ = ("content_encoding", "content_type", "declared_length", "headers", "present")
+
+    def __init__(self, headers: list[tuple[str, str]], present: set[str], content_type: str | None,
+                 content_encoding: str | None, declared_length: int | None) -> None:
+        self.headers = headers
+        #: Lower-case names in `headers`.
+        self.present = present
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.declared_length = declared_length
+
+
+def response_head(upstream: Iterable[tuple[str, str]]) -> ResponseHead:
+    """Filter an upstream response's headers for the client: hop-by-hop headers,
+    headers the upstream's Connection lists, Content-Length and X-Request-ID go."""
+    out: list[tuple[str, str]] = []
+    present: set[str] = set()
+    ctype = cenc = None
+    declared: int | None = None
+    listed: set[str] | None = None
+    for name, value in upstream:
+        lower = name.lower()
+        if lower in _DROP_DOWNSTREAM:
+            if lower == "content-length":
+                declared = int(value) if value.isdigit() else None
+            elif lower == "connection":
+                listed = {t.strip().lower() for t in value.split(",")}
+            continue
+        if lower == "content-type":
+            ctype = value
+        elif lower == "content-encoding":
+            cenc = value
+        out.append((name, value))
+        present.add(lower)
+    if listed:
+        out = [(k, v) for k, v in out if k.lower() not in listed]
+        present -= listed
+    return ResponseHead(out, present, ctype, cenc, declared)
+
+
 def downstream_response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Response headers passed to the client (framing is re-done by the server)."""
-    items = list(upstream)
-    listed = frozenset(
-        t.strip().lower() for k, v in items if k.lower() == "connection" for t in v.split(",")
-    )
-    return [
-        (k, v) for k, v in items
-        if (lower := k.lower()) not in HOP_BY_HOP and lower not in listed and lower != "content-length"
-    ]
+    return response_head(upstream).headers

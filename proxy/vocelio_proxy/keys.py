@@ -1,15 +1,17 @@
-"""Typed keys for everything the proxy application and its requests carry:
-settings, state, clients and per-request facts travel here, never in globals."""
+"""Typed keys for everything the proxy application carries: settings, state
+and clients travel here, never in globals. Per-request facts live on the
+`Exchange`."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
 from .accesslog import AccessLog
 from .clock import Clock
+from .errors import Refusal
+from .exchange import Exchange
 from .metrics import ProxyMetrics
 from .routing import RouteMatch
 from .settings import ProxySettings
@@ -17,8 +19,8 @@ from .state import GatewayState
 from .upstream import UpstreamPool
 
 #: An edge policy (auth + rate limiting) run before forwarding. It returns a
-#: response to send instead, or the identity headers to add upstream.
-EdgePolicy = Callable[[web.Request, RouteMatch], Awaitable[web.StreamResponse | dict[str, str]]]
+#: refusal to answer instead, or the identity headers to add upstream.
+EdgePolicy = Callable[[Exchange, RouteMatch], Awaitable[Refusal | dict[str, str]]]
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 CLOCK = web.AppKey("clock", Clock)
@@ -26,15 +28,5 @@ STATE = web.AppKey("state", GatewayState)
 POOL = web.AppKey("pool", UpstreamPool)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
-WS_SESSION = web.AppKey("ws_session", aiohttp.ClientSession)
 EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
 EDGE_GATE: web.AppKey[object] = web.AppKey("edge_gate")
-
-# Per-request values.
-REQUEST_ID = web.RequestKey("request_id", str)
-CLIENT_IP = web.RequestKey("client_ip", str)
-SERVICE_LABEL = web.RequestKey("service", str)
-UPSTREAM = web.RequestKey("upstream", str)
-ATTEMPTS = web.RequestKey("attempts", int)
-RESPONSE_EXTRA_HEADERS = web.RequestKey("extra_headers", dict)
-CORS_HEADERS = web.RequestKey("cors_headers", dict)

@@ -1,182 +1,273 @@
-"""The proxy handler: the aiohttp edge that routes a client request, asks the
+"""The proxy handler: routes a client request, runs the edge policy, asks the
 breaker, picks an endpoint, forwards through the upstream pool with retries,
-and streams the answer back. Policy decisions are delegated to the pure
-modules (routing, balancing, breakers, retries, forwarding); this module only
-moves bytes and records outcomes. Registered by `app.create_app`."""
+and streams the answer back through the client's connection; upgrade requests
+become tunnels. Policy decisions are delegated to the pure modules (routing,
+balancing, breakers, retries, forwarding); this module moves bytes and records
+outcomes. Built once per application by `handling.GatewayHandler`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+import zlib
+from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from . import keys
 from .compression import choose_encoding, compress
-from .forwarding import child_traceparent, downstream_response_headers, upstream_request_headers
+from .errors import Refusal
+from .exchange import BodySource, Exchange
+from .forwarding import child_traceparent, response_head, upstream_request_headers
 from .health import EndpointState, record_passive_result
-from .paths import PathError, normalize_path
-from .responses import error_response
+from .responses import add_gateway_headers, send_error
 from .retries import is_retryable_status, may_retry_method
 from .routing import RouteMatch
-from .settings import CompressionSettings
+from .runtime import ServiceRuntime
+from .server import HttpConnection, status_line
+from .tunnel import open_upgrade
 from .upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chunk, request_head
-
-if TYPE_CHECKING:
-    from .runtime import ServiceRuntime
 
 log = logging.getLogger("vocelio.proxy")
 
 _SMALL_BODY = 64 * 1024
+_NO_TRIES: frozenset[str] = frozenset()
 
 
-async def handle_proxy(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    state = app[keys.STATE]
-    rt = state.runtime
-    if rt is None:
-        return error_response(request, 503, "The gateway has not loaded a configuration yet", retry_after=5)
-    raw_path = request.raw_path
-    qpos = raw_path.find("?")
-    path_only = raw_path if qpos < 0 else raw_path[:qpos]
-    try:
-        path = normalize_path(path_only)
-    except PathError as exc:
-        return error_response(request, 400, f"Invalid request path: {exc}")
-    match = rt.router.match(path)
-    if match is None:
-        return error_response(request, 404, f"No service is routed at {path}")
-    svc = rt.services[match.service.id]
-    request[keys.SERVICE_LABEL] = match.service.name
-    gate = app.get(keys.EDGE_POLICY)
-    extra_headers: dict[str, str] = {}
-    if gate is not None:
-        outcome = await gate(request, match)
-        if isinstance(outcome, web.StreamResponse):
-            return outcome
-        extra_headers = outcome
-    elif match.service.auth.mode != "public":
-        # Fail closed: a protected route is never served without the auth layer.
-        return error_response(request, 401, "Authentication is required and not configured on this gateway")
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await _proxy_websocket(request, svc, match, extra_headers)
-    response = await _forward(request, svc, match, qpos, raw_path, extra_headers)
-    return response
+class _BodyTooLarge(Exception):
+    pass
 
 
-def _target(match: RouteMatch, raw_path: str, qpos: int) -> str:
-    return match.upstream_path if qpos < 0 else match.upstream_path + raw_path[qpos:]
+class Proxy:
+    def __init__(self, app: web.Application) -> None:
+        settings = app[keys.SETTINGS]
+        self._state = app[keys.STATE]
+        self._pool = app[keys.POOL]
+        self._metrics = app[keys.METRICS]
+        self._clock = app[keys.CLOCK]
+        self._gate = app.get(keys.EDGE_POLICY)
+        self._trusted_hops = settings.trusted_proxies
+        self._max_body = settings.limits.max_body_bytes
+        self._compression = settings.compression
 
+    def _refuse(self, out: HttpConnection, ex: Exchange, status: int, message: str,
+                retry_after: float | None = None) -> None:
+        send_error(out, ex, self._clock.wall(), Refusal(status, message, retry_after))
 
-async def _forward(request: web.Request, svc: ServiceRuntime, match: RouteMatch, qpos: int,
-                   raw_path: str, identity: dict[str, str]) -> web.StreamResponse:
-    app = request.app
-    pool = app[keys.POOL]
-    metrics = app[keys.METRICS]
-    clock = app[keys.CLOCK]
-    settings = app[keys.SETTINGS]
-    service = svc.service
-    admission = svc.breaker.allow()
-    if not admission.allowed:
-        return error_response(request, 503, f"The {service.name} service is temporarily unavailable "
-                              "(circuit breaker open)", retry_after=admission.retry_after_s)
-    method = request.method
-    has_body = request.body_exists
-    length = request.content_length
-    replayable = may_retry_method(service.retry, method, has_body)
-    rid = request[keys.REQUEST_ID]
-    headers = upstream_request_headers(
-        request.headers.items(), remote=request[keys.CLIENT_IP], scheme=request.scheme,
-        host=request.host, trusted_hops=settings.trusted_proxies, request_id=rid,
-        traceparent=child_traceparent(request.headers.get("traceparent")), identity=identity)
-    target = _target(match, raw_path, qpos)
-    body_limit = settings.limits.max_body_bytes
-    if service.max_body_bytes is not None:
-        body_limit = min(body_limit, service.max_body_bytes)
-    svc.budget.record_request()
-    tried: set[str] = set()
-    attempts = service.retry.attempts
-    attempt = 0
-    last_error = "no healthy endpoint"
-    last_status = 503
-    probe = admission.probe
-    while True:
-        attempt += 1
-        ep = svc.balancer.pick(frozenset(tried))
-        if ep is None and tried:
-            ep = svc.balancer.pick()
-        if ep is None:
-            svc.breaker.record(False, probe)
-            return error_response(request, 503, f"The {service.name} service has no healthy endpoint",
-                                  retry_after=5)
-        tried.add(ep.key)
-        request[keys.UPSTREAM] = ep.key
-        request[keys.ATTEMPTS] = attempt
-        ep.in_flight += 1
-        started = time.perf_counter()
-        conn: UpstreamConnection | None = None
-        try:
-            conn = await pool.acquire(ep.endpoint.address, ep.endpoint.port, service.timeouts.connect_s)
-            head = request_head(method, target, request.host, headers, length if has_body else 0)
-            fut = conn.start_request(head, method, service.timeouts.request_s)
-            if has_body:
-                try:
-                    await _send_body(request, conn, fut, length, body_limit)
-                except UpstreamError:
-                    # An upstream may answer (413, 401...) and close before reading the body.
-                    if not (fut.done() and fut.exception() is None):
-                        raise
-                    conn.keep_alive = False
-            upstream = await fut
-        except UpstreamError as exc:
-            ep.in_flight -= 1
-            if conn is not None:
+    async def handle(self, ex: Exchange, out: HttpConnection, path: str) -> None:
+        """Serve `ex`, whose normalised path is `path`, from the routed service."""
+        rt = self._state.runtime
+        if rt is None:
+            self._refuse(out, ex, 503, "The gateway has not loaded a configuration yet", 5)
+            return
+        match = rt.router.match(path)
+        if match is None:
+            self._refuse(out, ex, 404, f"No service is routed at {path}")
+            return
+        svc = rt.services[match.service.id]
+        ex.service_label = match.service.name
+        gate = self._gate
+        identity: dict[str, str] = {}
+        if gate is not None:
+            outcome = await gate(ex, match)
+            if isinstance(outcome, Refusal):
+                send_error(out, ex, self._clock.wall(), outcome)
+                return
+            identity = outcome
+        elif match.service.auth.mode != "public":
+            # Fail closed: a protected route is never served without the auth layer.
+            self._refuse(out, ex, 401, "Authentication is required and not configured on this gateway")
+            return
+        if ex.upgrade:
+            await self._tunnel(ex, out, svc, match, identity)
+        else:
+            await self._forward(ex, out, svc, match, identity)
+
+    def _upstream_headers(self, ex: Exchange, identity: dict[str, str]) -> list[tuple[str, str]]:
+        lookup = ex.lookup
+        return upstream_request_headers(
+            ex.headers, remote=ex.client_ip, scheme="http", host=lookup.get("host", ""),
+            trusted_hops=self._trusted_hops, request_id=ex.request_id,
+            traceparent=child_traceparent(lookup.get("traceparent")), identity=identity)
+
+    async def _forward(self, ex: Exchange, out: HttpConnection, svc: ServiceRuntime, match: RouteMatch,
+                       identity: dict[str, str]) -> None:
+        service = svc.service
+        admission = svc.breaker.allow()
+        if not admission.allowed:
+            self._refuse(out, ex, 503, f"The {service.name} service is temporarily unavailable "
+                         "(circuit breaker open)", admission.retry_after_s)
+            return
+        method = ex.method
+        body = ex.body
+        length = ex.content_length if body is not None else 0
+        replayable = may_retry_method(service.retry, method, body is not None)
+        headers = self._upstream_headers(ex, identity)
+        query = ex.target.find("?")
+        target = match.upstream_path if query < 0 else match.upstream_path + ex.target[query:]
+        body_limit = self._max_body if service.max_body_bytes is None else min(self._max_body,
+                                                                                service.max_body_bytes)
+        timeouts = service.timeouts
+        pool = self._pool
+        metrics = self._metrics
+        svc.budget.record_request()
+        tried: set[str] = set()
+        attempts = service.retry.attempts
+        attempt = 0
+        probe = admission.probe
+        while True:
+            attempt += 1
+            ep = svc.balancer.pick(frozenset(tried) if tried else _NO_TRIES)
+            if ep is None and tried:
+                ep = svc.balancer.pick()
+            if ep is None:
+                svc.breaker.record(False, probe)
+                self._refuse(out, ex, 503, f"The {service.name} service has no healthy endpoint", 5)
+                return
+            key = ep.key
+            tried.add(key)
+            ex.upstream = key
+            ex.attempts = attempt
+            ep.in_flight += 1
+            started = time.perf_counter()
+            conn: UpstreamConnection | None = None
+            try:
+                conn = await pool.acquire(ep.endpoint.address, ep.endpoint.port, timeouts.connect_s)
+                fut = conn.start_request(request_head(method, target, ex.host, headers, length), method,
+                                         timeouts.request_s)
+                if body is not None:
+                    try:
+                        await _send_body(body, conn, fut, length, body_limit)
+                    except UpstreamError:
+                        # An upstream may answer (413, 401...) and close before reading the body.
+                        if not (fut.done() and fut.exception() is None):
+                            raise
+                        conn.keep_alive = False
+                upstream = await fut
+            except UpstreamError as exc:
+                ep.in_flight -= 1
+                if conn is not None:
+                    conn.abort()
+                _record_outcome(svc, ep, False, self._clock.monotonic())
+                metrics.upstream_errors.labels(service.name, exc.kind).inc()
+                stale = exc.reused and exc.kind == "reset" and not exc.response_started
+                retry_ok = (exc.kind == "connect" or replayable) and attempt < attempts + (1 if stale else 0)
+                if retry_ok and (stale or svc.budget.try_acquire()):
+                    metrics.retries.labels(service.name, "stale" if stale else exc.kind).inc()
+                    continue
+                svc.breaker.record(False, probe)
+                if exc.kind == "timeout":
+                    self._refuse(out, ex, 504, f"The {service.name} service did not answer in time")
+                else:
+                    self._refuse(out, ex, 502, f"The {service.name} service failed: {exc}")
+                return
+            except _BodyTooLarge as exc:
+                ep.in_flight -= 1
+                if conn is not None:
+                    conn.abort()
+                self._refuse(out, ex, 413, str(exc))
+                return
+            except (asyncio.CancelledError, ConnectionResetError):
+                ep.in_flight -= 1
+                if conn is not None:
+                    conn.abort()
+                raise
+            metrics.observe_upstream(service.name, time.perf_counter() - started)
+            status = upstream.status
+            server_error = status >= 500
+            if (is_retryable_status(service.retry, status) and replayable
+                    and attempt < attempts and svc.budget.try_acquire()):
+                ep.in_flight -= 1
                 conn.abort()
-            _record_outcome(svc, ep, False, clock.monotonic())
-            metrics.upstream_errors.labels(service.name, exc.kind).inc()
-            last_error, last_status = str(exc), 504 if exc.kind == "timeout" else 502
-            stale = exc.reused and exc.kind == "reset" and not exc.response_started
-            retry_ok = (exc.kind == "connect" or replayable) and attempt < attempts + (1 if stale else 0)
-            if retry_ok and (stale or svc.budget.try_acquire()):
-                metrics.retries.labels(service.name, "stale" if stale else exc.kind).inc()
+                _record_outcome(svc, ep, False, self._clock.monotonic())
+                metrics.retries.labels(service.name, str(status)).inc()
                 continue
-            svc.breaker.record(False, probe)
-            if last_status == 504:
-                return error_response(request, 504, f"The {service.name} service did not answer in time")
-            return error_response(request, 502, f"The {service.name} service failed: {last_error}")
-        except _BodyTooLarge as exc:
-            ep.in_flight -= 1
-            if conn is not None:
-                conn.abort()
-            return error_response(request, 413, str(exc))
-        except (asyncio.CancelledError, ConnectionResetError, aiohttp.ClientPayloadError):
-            ep.in_flight -= 1
-            if conn is not None:
-                conn.abort()
-            raise
-        metrics.observe_upstream(service.name, time.perf_counter() - started)
-        status = upstream.status
-        server_error = status >= 500
-        if (is_retryable_status(service.retry, status) and replayable and attempt < attempts
-                and svc.budget.try_acquire()):
-            ep.in_flight -= 1
-            conn.abort()
-            _record_outcome(svc, ep, False, clock.monotonic())
-            metrics.retries.labels(service.name, str(status)).inc()
-            continue
+            try:
+                await self._respond(ex, out, conn, status, upstream.headers, timeouts.idle_s)
+            finally:
+                ep.in_flight -= 1
+                pool.release(conn)
+                _record_outcome(svc, ep, not server_error, self._clock.monotonic())
+                svc.breaker.record(not server_error, probe)
+            return
+
+    async def _respond(self, ex: Exchange, out: HttpConnection, conn: UpstreamConnection, status: int,
+                       upstream_headers: list[tuple[str, str]], idle_s: float) -> None:
+        head = response_head(upstream_headers)
+        headers = head.headers
+        add_gateway_headers(ex, headers, head.present)
+        body = conn.body_complete_buffered()
+        accept = ex.lookup.get("accept-encoding")
+        encoding = None
+        if accept is not None and status == 200 and ex.method != "HEAD":
+            size = len(body) if body is not None else head.declared_length
+            encoding = choose_encoding(self._compression, accept, head.content_type, head.content_encoding, size)
+        if body is not None and len(body) <= _SMALL_BODY:
+            if encoding is not None:
+                body = compress(body, encoding)
+                headers.append(("Content-Encoding", encoding))
+                headers.append(("Vary", "Accept-Encoding"))
+            out.send(ex, status, headers, body, head.declared_length if ex.method == "HEAD" else None)
+            return
+        compressor = None
+        if encoding is not None and "gzip" in (accept or ""):
+            # Streamed bodies are gzipped incrementally: no whole-body buffering.
+            compressor = zlib.compressobj(5, zlib.DEFLATED, 31)
+            headers.append(("Content-Encoding", "gzip"))
+            headers.append(("Vary", "Accept-Encoding"))
+            out.start(ex, status, headers, None)
+        else:
+            out.start(ex, status, headers, head.declared_length)
+        if body:
+            out.write(compressor.compress(body) if compressor else body)
+        else:
+            async for chunk in conn.iter_body(idle_s):
+                out.write(compressor.compress(chunk) if compressor else chunk)
+                await out.drain()
+        if compressor is not None:
+            out.write(compressor.flush())
+        out.finish()
+
+    async def _tunnel(self, ex: Exchange, out: HttpConnection, svc: ServiceRuntime, match: RouteMatch,
+                      identity: dict[str, str]) -> None:
+        """Forward an upgrade request; after a 101, relay bytes both ways until either side closes."""
+        service = svc.service
+        ep = svc.balancer.pick()
+        if ep is None:
+            self._refuse(out, ex, 503, f"The {service.name} service has no healthy endpoint", 5)
+            return
+        headers = self._upstream_headers(ex, identity)
+        headers.append(("Connection", "Upgrade"))
+        headers.append(("Upgrade", ex.lookup.get("upgrade", "")))
+        query = ex.target.find("?")
+        target = match.upstream_path if query < 0 else match.upstream_path + ex.target[query:]
+        ex.upstream = ep.key
+        ex.attempts = 1
         try:
-            return await _respond(request, conn, upstream.status, upstream.headers, service.timeouts.idle_s,
-                                  settings.compression)
+            transport, upstream, answer = await open_upgrade(
+                ep.endpoint.address, ep.endpoint.port, request_head(ex.method, target, ex.host, headers, 0),
+                service.timeouts.connect_s, service.timeouts.request_s)
+        except UpstreamError as exc:
+            _record_outcome(svc, ep, False, self._clock.monotonic())
+            if exc.kind == "timeout":
+                self._refuse(out, ex, 504, f"The {service.name} service did not answer the upgrade in time")
+            else:
+                self._refuse(out, ex, 502, f"Upgrade to {service.name} failed: {exc}")
+            return
+        try:
+            if answer.status != 101:
+                refused = response_head(answer.headers)
+                add_gateway_headers(ex, refused.headers, refused.present)
+                out.send(ex, answer.status, refused.headers, answer.body)
+                return
+            lines = [f"{k}: {v}\r\n" for k, v in answer.headers if k.lower() != "x-request-id"]
+            head = status_line(101) + "".join(lines) + f"X-Request-ID: {ex.request_id}\r\n\r\n"
+            closed = out.start_tunnel(ex, head.encode("latin-1"), transport)
+            upstream.attach(out)
+            await closed
         finally:
-            ep.in_flight -= 1
-            pool.release(conn)
-            _record_outcome(svc, ep, not server_error, clock.monotonic())
-            svc.breaker.record(not server_error, probe)
-    # Unreachable: the loop returns or continues.
-    raise AssertionError(last_error, last_status)
+            transport.close()
 
 
 def _record_outcome(svc: ServiceRuntime, ep: EndpointState, ok: bool, now: float) -> None:
@@ -185,17 +276,13 @@ def _record_outcome(svc: ServiceRuntime, ep: EndpointState, ok: bool, now: float
             "service": svc.service.id, "endpoint": ep.key, "ejections": ep.ejections}})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _send_body(request: web.Request, conn: UpstreamConnection, answered: asyncio.Future[Any],
+async def _send_body(body: BodySource, conn: UpstreamConnection, answered: asyncio.Future[Any],
                      length: int | None, limit: int | None) -> None:
     sent = 0
     chunked = length is None
     if limit is not None and length is not None and length > limit:
         raise _BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
-    async for chunk in request.content.iter_any():
+    async for chunk in body.chunks():
         sent += len(chunk)
         if limit is not None and sent > limit:
             raise _BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
@@ -206,105 +293,3 @@ async def _send_body(request: web.Request, conn: UpstreamConnection, answered: a
         await conn.drain_ready()
     if chunked:
         conn.write(LAST_CHUNK)
-
-
-async def _respond(request: web.Request, conn: UpstreamConnection, status: int,
-                   upstream_headers: list[tuple[str, str]], idle_s: float,
-                   compression: CompressionSettings) -> web.StreamResponse:
-    headers = downstream_response_headers(upstream_headers)
-    ctype = cenc = None
-    declared: int | None = None
-    for k, v in upstream_headers:
-        lower = k.lower()
-        if lower == "content-type":
-            ctype = v
-        elif lower == "content-encoding":
-            cenc = v
-        elif lower == "content-length":
-            declared = int(v) if v.isdigit() else None
-    body = conn.body_complete_buffered()
-    accept = request.headers.get("Accept-Encoding")
-    if body is not None and len(body) <= _SMALL_BODY:
-        resp = web.Response(status=status, body=body)
-        resp.headers.extend(headers)
-        if request.method == "HEAD":
-            if declared is not None:
-                resp.headers["Content-Length"] = str(declared)
-            return resp
-        encoding = choose_encoding(compression, accept, ctype, cenc, len(body)) if status == 200 else None
-        if encoding is not None:
-            resp.body = compress(body, encoding)
-            resp.headers["Content-Encoding"] = encoding
-            resp.headers.add("Vary", "Accept-Encoding")
-        return resp
-    stream = web.StreamResponse(status=status)
-    stream.headers.extend(headers)
-    encoding = choose_encoding(compression, accept, ctype, cenc, declared) if status == 200 else None
-    if encoding is not None and request.method != "HEAD":
-        # Streamed bodies use aiohttp's incremental gzip (no whole-body buffering).
-        if "gzip" in (accept or ""):
-            stream.enable_compression(web.ContentCoding.gzip)
-            stream.headers.add("Vary", "Accept-Encoding")
-    elif declared is not None and request.method != "HEAD":
-        stream.content_length = declared
-    await stream.prepare(request)
-    if body:
-        await stream.write(body)
-    else:
-        async for chunk in conn.iter_body(idle_s):
-            await stream.write(chunk)
-    await stream.write_eof()
-    return stream
-
-
-async def _relay(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                 sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
-    """Copy text and binary frames one way until the source closes, then close the sink."""
-    async for msg in source:
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            await sink.send_str(msg.data)
-        elif msg.type == aiohttp.WSMsgType.BINARY:
-            await sink.send_bytes(msg.data)
-    await sink.close()
-
-
-_WS_SKIP = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-                      "sec-websocket-extensions", "sec-websocket-accept", "content-length"})
-
-
-async def _proxy_websocket(request: web.Request, svc: ServiceRuntime, match: RouteMatch,
-                           identity: dict[str, str]) -> web.StreamResponse:
-    """Relay a WebSocket session frame by frame (aiohttp client on the upstream side)."""
-    session = request.app[keys.WS_SESSION]
-    ep = svc.balancer.pick()
-    if ep is None:
-        return error_response(request, 503, f"The {svc.service.name} service has no healthy endpoint",
-                              retry_after=5)
-    raw = request.raw_path
-    qpos = raw.find("?")
-    url = f"http://{ep.endpoint.address}:{ep.endpoint.port}{_target(match, raw, qpos)}"
-    fwd = {k: v for k, v in request.headers.items()
-           if k.lower() not in _WS_SKIP and not k.lower().startswith("x-vocelio-")}
-    fwd.update(identity)
-    fwd["X-Request-ID"] = request[keys.REQUEST_ID]
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    fwd.pop("Sec-WebSocket-Protocol", None)
-    try:
-        upstream = await session.ws_connect(url, headers=fwd, protocols=protocols,
-                                            timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return error_response(request, 502, f"WebSocket upgrade to {svc.service.name} failed: {exc}")
-    request[keys.UPSTREAM] = ep.key
-    downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
-    await downstream.prepare(request)
-
-    tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await upstream.close()
-        await downstream.close()
-    return downstream

@@ -113,6 +113,10 @@ class ProxySettings(BaseSettings):
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 20.0
     shutdown_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
     upstream_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    client_header_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0, description="A client must send a whole request head within this time (else 408).")
+    client_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        75.0, description="Idle keep-alive client connections are closed after this time.")
     redis_url: str | None = Field(None, description="Redis for global rate limits; unset: per-process limiter.")
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from vocelio_proxy import keys
-from vocelio_proxy.app import create_app
+from vocelio_proxy.app import RunningGateway, create_app, start_gateway
 from vocelio_proxy.clock import Clock
 from vocelio_proxy.config import Backend, Endpoint, GatewayConfig, Service
 from vocelio_proxy.settings import ProxySettings
@@ -132,7 +132,7 @@ class Gateway:
 
 @pytest.fixture
 async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
-    runners: list[web.AppRunner] = []
+    running: list[RunningGateway] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(config: GatewayConfig | None = None, source: ConfigSource | None = None,
@@ -140,13 +140,11 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
         if source is None and config is not None:
             source = StaticSource(config.seal())
         app = create_app(ProxySettings(port=0, access_log=False, **settings), source, clock=clock)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
+        started = await start_gateway(app, "127.0.0.1", 0)
+        running.append(started)
         session = aiohttp.ClientSession()
         sessions.append(session)
-        gw = Gateway(f"http://127.0.0.1:{runner.addresses[0][1]}", app, session)
+        gw = Gateway(f"http://127.0.0.1:{started.port}", app, session)
         if wait_ready:
             await poll(lambda: gw.state.runtime is not None and gw.state.health_round_done, "gateway ready")
         return gw
@@ -154,8 +152,8 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
     yield make
     for session in sessions:
         await session.close()
-    for runner in runners:
-        await runner.cleanup()
+    for gateway in running:
+        await gateway.stop(2.0)
 
 
 async def poll(check: Callable[[], object], what: str, deadline_s: float = 5.0) -> None:

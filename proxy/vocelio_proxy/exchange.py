@@ -1,0 +1,68 @@
+"""One client request as the gateway's pipeline sees it, independent of the
+server that parsed it: method, target, headers (as sent, and by lower-case
+name), the peer, the body source, and the facts the pipeline records on the
+way (request id, client address, service, upstream, attempts, status).
+Created by `server.HttpConnection`; read and annotated by `handling`,
+`edge` and `proxying`. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class BodySource(Protocol):
+    """The request body as it arrives (the server applies back-pressure)."""
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole body has arrived from the client."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class Exchange:
+    __slots__ = (
+        "attempts", "body", "client_ip", "content_length", "cors_headers", "extra_headers", "headers", "keep_alive",
+        "lookup", "method", "peer", "request_id", "service_label", "status", "target", "upgrade", "upstream",
+        "version",
+    )
+
+    def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]],
+                 lookup: dict[str, str], peer: str, keep_alive: bool, body: BodySource | None,
+                 content_length: int | None, upgrade: bool) -> None:
+        self.method = method
+        #: The request target as sent: path and query, still percent-encoded.
+        self.target = target
+        self.version = version
+        #: Headers in arrival order, names as sent.
+        self.headers = headers
+        #: Headers by lower-case name; repeated headers joined with ", ".
+        self.lookup = lookup
+        self.peer = peer
+        self.keep_alive = keep_alive
+        #: None when the request has no body.
+        self.body = body
+        #: Declared Content-Length; None for chunked bodies (and for no body).
+        self.content_length = content_length
+        self.upgrade = upgrade
+        self.request_id = ""
+        self.client_ip = peer
+        self.service_label = "gateway"
+        self.upstream: str | None = None
+        self.attempts = 0
+        #: The status sent to the client (0 until the response head is written).
+        self.status = 0
+        #: Headers the edge policy adds to the response (rate-limit fields).
+        self.extra_headers: dict[str, str] | None = None
+        self.cors_headers: dict[str, str] | None = None
+
+    @property
+    def host(self) -> str:
+        return self.lookup.get("host", "")
+
+    @property
+    def path(self) -> str:
+        """The target without its query string (still percent-encoded)."""
+        return self.target.partition("?")[0]
