@@ -1,5 +1,9 @@
 """Measures CPU time per request of one proxy process under a fixed wrk load
-(user+system from /proc), to compare hot-path changes. A script, not a test."""
+(user+system from /proc), to compare hot-path changes. A script, not a test.
+
+Usage: cpu_per_request.py [--tier] [--redis] [vocelio-proxy serve flags...]
+`--tier` adds an anonymous rate tier (decided in process); `--redis` adds it
+decided on a local redis-server."""
 
 from __future__ import annotations
 
@@ -30,13 +34,28 @@ def main() -> None:
       location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }}""")]
     try:
         wait_http(f"http://127.0.0.1:{backend}/")
-        (work / "gw.json").write_text(json.dumps({"services": [{"name": "b", "prefixes": ["/b"], "rewrite": "/",
-            "backends": [{"name": "n", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}))
+        config: dict[str, object] = {"services": [{"name": "b", "prefixes": ["/b"], "rewrite": "/",
+            "backends": [{"name": "n", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}
         extra = sys.argv[1:]
+        env = dict(os.environ)
+        if "--tier" in extra:
+            extra.remove("--tier")
+            config["rate_tiers"] = [{"name": "anonymous", "requests": 10**9, "window_s": 3600,
+                                     "key_by": "ip", "match": {"kind": "anonymous"}}]
+        if "--redis" in extra:
+            extra.remove("--redis")
+            redis_port = free_port()
+            procs.append(subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port",
+                                           str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                           "--appendonly", "no"], stdout=subprocess.DEVNULL, start_new_session=True))
+            config["rate_tiers"] = [{"name": "anonymous", "requests": 10**9, "window_s": 3600,
+                                     "key_by": "ip", "match": {"kind": "anonymous"}}]
+            env["VOCELIO_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        (work / "gw.json").write_text(json.dumps(config))
         cmd = [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "gw.json"),
                "--host", "127.0.0.1", "--port", str(gw), *extra]
         proc = subprocess.Popen(cmd, stdout=(work / "log").open("wb"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         procs.append(proc)
         wait_http(f"http://127.0.0.1:{gw}/readyz")
         wrk(f"http://127.0.0.1:{gw}/b/x", 64, 2)

@@ -24,47 +24,66 @@ from .settings import RateLimitSettings
 
 log = logging.getLogger("vocelio.proxy.ratelimit")
 
-# KEYS: per check, current bucket then previous bucket.
-# ARGV: now_ms, then per check: limit, window_ms.
-# Returns: {allowed, prev_1, cur_1, prev_2, cur_2, ...}; cur includes this request when allowed.
+# One call decides a run of requests of one caller bucket, in order, each atomically.
+# KEYS: per check of each request, its current bucket key then its previous one.
+# ARGV: per request: now_ms, n (its number of checks), then per check: limit, window_ms.
+# Returns, per request: allowed, then prev, cur per check; cur includes the request when allowed.
 SLIDING_WINDOW_LUA = """
-local now = tonumber(ARGV[1])
-local n = #KEYS / 2
-local counts = {}
-local allowed = 1
-for i = 1, n do
-  local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-  local limit = tonumber(ARGV[2 * i])
-  local window = tonumber(ARGV[2 * i + 1])
-  local elapsed = now % window
-  local used = prev * (1 - elapsed / window) + cur + 1
-  if used > limit then allowed = 0 end
-  counts[2 * i - 1] = prev
-  counts[2 * i] = cur
-end
-if allowed == 1 then
+local out = {}
+local a = 1
+local k = 0
+while a <= #ARGV do
+  local now = tonumber(ARGV[a])
+  a = a + 1
+  local n = tonumber(ARGV[a])
+  local allowed = 1
+  local counts = {}
   for i = 1, n do
-    counts[2 * i] = redis.call('INCR', KEYS[2 * i - 1])
-    redis.call('PEXPIRE', KEYS[2 * i - 1], 2 * tonumber(ARGV[2 * i + 1]) + 1000)
+    local cur = tonumber(redis.call('GET', KEYS[k + 2 * i - 1]) or '0')
+    local prev = tonumber(redis.call('GET', KEYS[k + 2 * i]) or '0')
+    local limit = tonumber(ARGV[a + 2 * i - 1])
+    local window = tonumber(ARGV[a + 2 * i])
+    local elapsed = now % window
+    if prev * (1 - elapsed / window) + cur + 1 > limit then allowed = 0 end
+    counts[2 * i - 1] = prev
+    counts[2 * i] = cur
   end
+  if allowed == 1 then
+    for i = 1, n do
+      counts[2 * i] = redis.call('INCR', KEYS[k + 2 * i - 1])
+      redis.call('PEXPIRE', KEYS[k + 2 * i - 1], 2 * tonumber(ARGV[a + 2 * i]) + 1000)
+    end
+  end
+  out[#out + 1] = allowed
+  for i = 1, 2 * n do out[#out + 1] = counts[i] end
+  k = k + 2 * n
+  a = a + 1 + 2 * n
 end
-local out = {allowed}
-for i = 1, 2 * n do out[i + 1] = counts[i] end
 return out
 """
+
+#: Requests decided by one script call at most (bounds the time Redis spends in one script).
+_MAX_RUN = 128
 
 
 class LimiterUnavailable(Exception):
     """Redis is unreachable and the policy is fail-closed."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     checks: Sequence[LimitCheck]
     now: float
     future: asyncio.Future[list[LimitResult]]
-    groups: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One script call: the requests (batch position, check indexes) it decides, in order."""
+
+    keys: list[str] = field(default_factory=list)
+    args: list[int] = field(default_factory=list)
+    runs: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
 class RedisLimiter:
@@ -147,49 +166,68 @@ class RedisLimiter:
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
         started = time.perf_counter()
+        calls = self._plan(batch)
         try:
-            replies = await self._execute(batch)
+            replies = await self._execute(calls)
         except NoScriptError:
             self._sha = None  # Redis restarted and lost its script cache
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
-            replies = await self._execute(batch)
+            replies = await self._execute(calls)
         self._metrics.ratelimit_latency.observe(time.perf_counter() - started)
-        cursor = 0
-        for item in batch:
+        # Per request: one reply segment per bucket its checks use.
+        segments: dict[int, list[tuple[list[int], list[int]]]] = {}
+        for call, reply in zip(calls, replies, strict=True):
+            cursor = 0
+            for item_id, indexes in call.runs:
+                width = 1 + 2 * len(indexes)
+                segments.setdefault(item_id, []).append((indexes, reply[cursor:cursor + width]))
+                cursor += width
+        for item_id, item in enumerate(batch):
+            parts = segments.get(item_id, [])
+            allowed_all = all(int(part[0]) == 1 for _, part in parts)
             results: list[LimitResult | None] = [None] * len(item.checks)
-            group_replies = replies[cursor:cursor + len(item.groups)]
-            cursor += len(item.groups)
-            allowed_all = all(int(reply[0]) == 1 for reply in group_replies)
-            for group, reply in zip(item.groups, group_replies, strict=True):
-                for position, index in enumerate(group):
-                    check = item.checks[index]
-                    prev, cur = int(reply[1 + 2 * position]), int(reply[2 + 2 * position])
+            for indexes, part in parts:
+                for position, index in enumerate(indexes):
                     # When limits of different callers' buckets (different slots) disagree, the
-                    # admitting group's increment stands: it cannot be undone atomically.
-                    results[index] = result_for(check, prev, cur, item.now, allowed_all)
+                    # admitting bucket's increment stands: it cannot be undone atomically.
+                    results[index] = result_for(item.checks[index], int(part[1 + 2 * position]),
+                                                int(part[2 + 2 * position]), item.now, allowed_all)
             if not item.future.done():
                 item.future.set_result([r for r in results if r is not None])
 
-    async def _execute(self, batch: list[_Pending]) -> list[list[int]]:
-        assert self._sha is not None
-        pipe = self._client.pipeline(transaction=False)
-        for item in batch:
-            item.groups = []
+    def _plan(self, batch: list[_Pending]) -> list[_Call]:
+        """Group the batch's checks into script calls: one per caller bucket (one hash
+        slot), each deciding that bucket's requests in arrival order."""
+        calls: dict[str, _Call] = {}
+        planned: list[_Call] = []
+        for item_id, item in enumerate(batch):
             by_bucket: dict[str, list[int]] = {}
             for index, check in enumerate(item.checks):
                 by_bucket.setdefault(check.bucket, []).append(index)
             now_ms = int(item.now * 1000)
-            for indexes in by_bucket.values():
-                keys: list[str] = []
-                args: list[int] = [now_ms]
+            for bucket, indexes in by_bucket.items():
+                call = calls.get(bucket)
+                if call is None or len(call.runs) >= _MAX_RUN:
+                    call = calls[bucket] = _Call()
+                    planned.append(call)
+                call.args.append(now_ms)
+                call.args.append(len(indexes))
                 for index in indexes:
                     check = item.checks[index]
                     window_index = check.window_index(item.now)
-                    keys += [self._key(check, window_index), self._key(check, window_index - 1)]
-                    args += [check.limit, check.window_s * 1000]
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-                item.groups.append(indexes)
+                    call.keys.append(self._key(check, window_index))
+                    call.keys.append(self._key(check, window_index - 1))
+                    call.args.append(check.limit)
+                    call.args.append(check.window_s * 1000)
+                call.runs.append((item_id, indexes))
+        return planned
+
+    async def _execute(self, calls: list[_Call]) -> list[list[int]]:
+        assert self._sha is not None
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._sha, len(call.keys), *call.keys, *call.args)
         async with asyncio.timeout(self._settings.redis_timeout_s):
             replies = await pipe.execute(raise_on_error=True)
         return [list(r) for r in replies]

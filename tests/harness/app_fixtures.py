@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from vocelio_proxy import keys
+from vocelio_proxy.accesslog import AccessLog
 from vocelio_proxy.app import RunningGateway, create_app, start_gateway
 from vocelio_proxy.clock import Clock
 from vocelio_proxy.config import Backend, Endpoint, GatewayConfig, Service
@@ -136,10 +137,14 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(config: GatewayConfig | None = None, source: ConfigSource | None = None,
-                   wait_ready: bool = True, clock: Clock | None = None, **settings: Any) -> Gateway:
+                   wait_ready: bool = True, clock: Clock | None = None, access_log_sink: IO[bytes] | None = None,
+                   **settings: Any) -> Gateway:
         if source is None and config is not None:
             source = StaticSource(config.seal())
-        app = create_app(ProxySettings(port=0, access_log=False, **settings), source, clock=clock)
+        settings.setdefault("access_log", False)
+        app = create_app(ProxySettings(port=0, **settings), source, clock=clock)
+        if access_log_sink is not None:
+            app[keys.ACCESS_LOG] = AccessLog(access_log_sink)
         started = await start_gateway(app, "127.0.0.1", 0)
         running.append(started)
         session = aiohttp.ClientSession()

@@ -1,0 +1,240 @@
+"""The gateway's HTTP/1.1 server as clients see it on the wire: pipelining,
+HTTP/1.0, chunked uploads, 100-continue, HEAD, malformed and slow requests,
+idle keep-alive, upgrades the upstream refuses, client disconnects, drain,
+and the access-log line. Raw sockets on loopback, real upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from aiohttp import web
+
+from tests.harness.app_fixtures import service
+from tests.harness.waiting import poll_async
+from vocelio_proxy import keys
+from vocelio_proxy.config import Endpoint, GatewayConfig
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+async def read_response(reader: asyncio.StreamReader, head_request: bool = False) -> Response:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if head_request or status in (100, 101, 204, 304):
+        return status, headers, b""
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                return status, headers, body
+            body += chunk[:-2]
+    if "content-length" in headers:
+        return status, headers, await reader.readexactly(int(headers["content-length"]))
+    return status, headers, await asyncio.wait_for(reader.read(), 5)
+
+
+@pytest.fixture
+async def wire(gateway_factory, upstream_factory):  # type: ignore[no-untyped-def]
+    """A gateway with one echoing service, and a function that opens raw connections to it."""
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
+    port = int(gw.url.rsplit(":", 1)[1])
+    opened: list[asyncio.StreamWriter] = []
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        opened.append(writer)
+        return reader, writer
+
+    yield gw, connect
+    for writer in opened:
+        writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"".join(
+        f"GET /api/v1/svc/{i} HTTP/1.1\r\nHost: t\r\nX-Request-ID: r{i}\r\n\r\n".encode() for i in range(5)))
+    for i in range(5):
+        status, headers, body = await read_response(reader)
+        assert status == 200
+        assert headers["x-request-id"] == f"r{i}"
+        assert json.loads(body)["path"] == f"/{i}"
+
+
+async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"GET /api/v1/svc/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers["connection"] == "keep-alive"
+    writer.write(b"GET /api/v1/svc/b HTTP/1.0\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_chunked_uploads_reach_the_upstream_whole(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"POST /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 200
+    assert json.loads(body)["body"] == 11
+
+
+async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sent(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"PUT /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+    status, _, _ = await read_response(reader)
+    assert status == 100
+    writer.write(b"data")
+    status, _, body = await read_response(reader)
+    assert status == 200 and json.loads(body)["body"] == 4
+
+
+async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"HEAD /livez HTTP/1.1\r\nHost: t\r\n\r\nGET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, headers, _ = await read_response(reader, head_request=True)
+    assert status == 200 and int(headers["content-length"]) > 0
+    status, _, body = await read_response(reader)
+    assert status == 200 and json.loads(body) == {"status": "alive"}
+
+
+async def test_gateway_endpoints_refuse_other_methods_with_405(wire) -> None:
+    gw, _ = wire
+    status, headers, body = await gw.request("POST", "/health")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert json.loads(body)["status_code"] == 405
+
+
+async def test_connect_is_refused(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 405 and json.loads(body)["error"] == "Method not allowed"
+
+
+async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n\r\nNONSENSE\x01 / HTTP/9\r\n\r\n")
+    status, _, _ = await read_response(reader)
+    assert status == 200
+    status, headers, body = await read_response(reader)
+    assert status == 400 and headers["connection"] == "close"
+    assert json.loads(body)["status_code"] == 400
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gateway_factory,
+                                                                             upstream_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               client_header_timeout_s=0.5, client_idle_timeout_s=0.5)
+    port = int(gw.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n")  # the head never ends
+    status, _, body = await read_response(reader)
+    assert status == 408 and json.loads(body)["status_code"] == 408
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (await read_response(reader))[0] == 200
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the idle timeout
+    writer.close()
+
+
+async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_factory, upstream_factory) -> None:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"refused": True}, status=403)
+
+    up = await upstream_factory(refuse)
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    writer.write(b"GET /api/v1/svc/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    status, headers, body = await read_response(reader)
+    assert status == 403 and json.loads(body) == {"refused": True}
+    assert headers["connection"] == "close" and "x-request-id" in headers
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_factory) -> None:
+    upstream_closed = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /health"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await reader.read()
+        elif await reader.read() == b"":  # never answers; waits for the gateway to hang up
+            upstream_closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", Endpoint(address="127.0.0.1", port=port))]))
+    _, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    writer.write(b"GET /api/v1/svc/slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    await poll_async("request in flight", _in_flight(gw, 1), 5)
+    writer.close()
+    await asyncio.wait_for(upstream_closed.wait(), 5)
+    await poll_async("request finished", _in_flight(gw, 0), 5)
+    server.close()
+
+
+def _in_flight(gw, count: int):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return bool(gw.app[keys.METRICS].in_flight_count == count)
+
+    return check
+
+
+async def test_server_level_refusals_are_counted(wire) -> None:
+    gw, connect = wire
+    reader, writer = await connect()
+    writer.write(b"BROKEN\r\n\r\n")
+    assert (await read_response(reader))[0] == 400
+    assert gw.app[keys.METRICS].requests.values[("gateway", "OTHER", "4xx")] == 1
+
+
+async def test_each_request_writes_one_json_access_log_line(gateway_factory, upstream_factory) -> None:
+    up = await upstream_factory()
+    sink = io.BytesIO()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
+                               access_log_sink=sink)
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    writer.write(b'GET /api/v1/svc/a"b?token=secret HTTP/1.1\r\nX-Request-ID: log-1\r\n\r\n')
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+    status, _, _ = await gw.get("/nowhere")
+    assert status == 404
+    gw.app[keys.ACCESS_LOG].flush()
+    lines = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert len(lines) == 2
+    first = lines[0]
+    assert first["request_id"] == "log-1" and first["status"] == 200 and first["service"] == "svc"
+    assert first["path"] == '/api/v1/svc/a"b'
+    assert "secret" not in sink.getvalue().decode()
+    assert first["upstream"] == f"127.0.0.1:{up.port}" and first["attempts"] == 1
+    assert lines[1]["status"] == 404 and lines[1]["upstream"] is None
+
