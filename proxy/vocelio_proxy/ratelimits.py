@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .config import RateTier, Service
 from .identity import Identity
 
 
-@dataclass(frozen=True)
-class LimitCheck:
+class LimitCheck(NamedTuple):
+    """One limit applied to one caller (a tuple: cheap to build and hash per request)."""
+
     name: str  # tier name, or "service:<id>"
     bucket: str  # caller key, e.g. "ip:1.2.3.4"
     limit: int
@@ -31,8 +32,7 @@ class LimitCheck:
         return int(now // self.window_s)
 
 
-@dataclass(frozen=True)
-class LimitResult:
+class LimitResult(NamedTuple):
     check: LimitCheck
     allowed: bool
     remaining: int

@@ -24,46 +24,52 @@ from .settings import RateLimitSettings
 
 log = logging.getLogger("vocelio.proxy.ratelimit")
 
-# One call decides a run of requests of one caller bucket, in order, each atomically.
-# KEYS: per check of each request, its current bucket key then its previous one.
-# ARGV: per request: now_ms, n (its number of checks), then per check: limit, window_ms.
-# Returns, per request: allowed, then prev, cur per check; cur includes the request when allowed.
+# One call decides, in order and atomically, a run of requests of one caller bucket
+# (so all its keys share one hash slot). Each distinct limit of the run appears once.
+# KEYS: per distinct check i: its current bucket key, then its previous one.
+# ARGV: now_ms, n, then per check i: limit, window_ms; then per request: a bitmask of
+#       the checks it is subject to (bit i-1 for check i).
+# Returns: prev per check, then per request: allowed, then cur of each of its checks
+# (in check order; cur includes the request when allowed).
 SLIDING_WINDOW_LUA = """
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local cur, limit, window, decayed, touched = {}, {}, {}, {}, {}
 local out = {}
-local a = 1
-local k = 0
-while a <= #ARGV do
-  local now = tonumber(ARGV[a])
-  a = a + 1
-  local n = tonumber(ARGV[a])
+for i = 1, n do
+  cur[i] = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  limit[i] = tonumber(ARGV[1 + 2 * i])
+  window[i] = tonumber(ARGV[2 + 2 * i])
+  decayed[i] = prev * (1 - (now % window[i]) / window[i])
+  out[i] = prev
+end
+for r = 3 + 2 * n, #ARGV do
+  local mask = tonumber(ARGV[r])
   local allowed = 1
-  local counts = {}
   for i = 1, n do
-    local cur = tonumber(redis.call('GET', KEYS[k + 2 * i - 1]) or '0')
-    local prev = tonumber(redis.call('GET', KEYS[k + 2 * i]) or '0')
-    local limit = tonumber(ARGV[a + 2 * i - 1])
-    local window = tonumber(ARGV[a + 2 * i])
-    local elapsed = now % window
-    if prev * (1 - elapsed / window) + cur + 1 > limit then allowed = 0 end
-    counts[2 * i - 1] = prev
-    counts[2 * i] = cur
-  end
-  if allowed == 1 then
-    for i = 1, n do
-      counts[2 * i] = redis.call('INCR', KEYS[k + 2 * i - 1])
-      redis.call('PEXPIRE', KEYS[k + 2 * i - 1], 2 * tonumber(ARGV[a + 2 * i]) + 1000)
-    end
+    if math.floor(mask / 2 ^ (i - 1)) % 2 == 1 and decayed[i] + cur[i] + 1 > limit[i] then allowed = 0 end
   end
   out[#out + 1] = allowed
-  for i = 1, 2 * n do out[#out + 1] = counts[i] end
-  k = k + 2 * n
-  a = a + 1 + 2 * n
+  for i = 1, n do
+    if math.floor(mask / 2 ^ (i - 1)) % 2 == 1 then
+      if allowed == 1 then
+        cur[i] = cur[i] + 1
+        touched[i] = true
+      end
+      out[#out + 1] = cur[i]
+    end
+  end
+end
+for i = 1, n do
+  if touched[i] then redis.call('SET', KEYS[2 * i - 1], cur[i], 'PX', 2 * window[i] + 1000) end
 end
 return out
 """
 
-#: Requests decided by one script call at most (bounds the time Redis spends in one script).
-_MAX_RUN = 128
+#: Requests and distinct checks per script call at most (bounds one call's time in Redis).
+_MAX_RUN = 256
+_MAX_CHECKS = 30
 
 
 class LimiterUnavailable(Exception):
@@ -79,11 +85,14 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Call:
-    """One script call: the requests (batch position, check indexes) it decides, in order."""
+    """One script call: its distinct checks and the requests it decides, in order
+    (batch position, then (check position in the call, check index) per check)."""
 
+    now_ms: int
+    checks: dict[LimitCheck, int] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
-    args: list[int] = field(default_factory=list)
-    runs: list[tuple[int, list[int]]] = field(default_factory=list)
+    limits: list[int] = field(default_factory=list)
+    runs: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
 
 
 class RedisLimiter:
@@ -175,59 +184,65 @@ class RedisLimiter:
                 self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
             replies = await self._execute(calls)
         self._metrics.ratelimit_latency.observe(time.perf_counter() - started)
-        # Per request: one reply segment per bucket its checks use.
-        segments: dict[int, list[tuple[list[int], list[int]]]] = {}
+        # Per request: (check index, prev, cur) for each of its checks, and whether every call admitted it.
+        found: list[list[tuple[int, int, int]]] = [[] for _ in batch]
+        admitted = [True] * len(batch)
         for call, reply in zip(calls, replies, strict=True):
-            cursor = 0
-            for item_id, indexes in call.runs:
-                width = 1 + 2 * len(indexes)
-                segments.setdefault(item_id, []).append((indexes, reply[cursor:cursor + width]))
-                cursor += width
+            cursor = len(call.checks)
+            for item_id, positions in call.runs:
+                if int(reply[cursor]) != 1:
+                    admitted[item_id] = False
+                cursor += 1
+                rows = found[item_id]
+                for distinct, index in positions:
+                    rows.append((index, int(reply[distinct]), int(reply[cursor])))
+                    cursor += 1
         for item_id, item in enumerate(batch):
-            parts = segments.get(item_id, [])
-            allowed_all = all(int(part[0]) == 1 for _, part in parts)
-            results: list[LimitResult | None] = [None] * len(item.checks)
-            for indexes, part in parts:
-                for position, index in enumerate(indexes):
-                    # When limits of different callers' buckets (different slots) disagree, the
-                    # admitting bucket's increment stands: it cannot be undone atomically.
-                    results[index] = result_for(item.checks[index], int(part[1 + 2 * position]),
-                                                int(part[2 + 2 * position]), item.now, allowed_all)
+            # When limits of different callers' buckets (different slots) disagree, the
+            # admitting bucket's increment stands: it cannot be undone atomically.
+            results = sorted(found[item_id])
             if not item.future.done():
-                item.future.set_result([r for r in results if r is not None])
+                item.future.set_result([result_for(item.checks[index], prev, cur, item.now, admitted[item_id])
+                                        for index, prev, cur in results])
 
     def _plan(self, batch: list[_Pending]) -> list[_Call]:
-        """Group the batch's checks into script calls: one per caller bucket (one hash
-        slot), each deciding that bucket's requests in arrival order."""
+        """Group the batch into script calls: per caller bucket, its requests in arrival
+        order, each distinct limit once. The batch's first arrival time stands for all
+        of it (they arrived within one Redis round trip)."""
+        now = batch[0].now
         calls: dict[str, _Call] = {}
         planned: list[_Call] = []
         for item_id, item in enumerate(batch):
             by_bucket: dict[str, list[int]] = {}
             for index, check in enumerate(item.checks):
                 by_bucket.setdefault(check.bucket, []).append(index)
-            now_ms = int(item.now * 1000)
             for bucket, indexes in by_bucket.items():
                 call = calls.get(bucket)
-                if call is None or len(call.runs) >= _MAX_RUN:
-                    call = calls[bucket] = _Call()
+                if call is None or len(call.runs) >= _MAX_RUN or len(call.checks) + len(indexes) > _MAX_CHECKS:
+                    call = calls[bucket] = _Call(int(now * 1000))
                     planned.append(call)
-                call.args.append(now_ms)
-                call.args.append(len(indexes))
+                positions = []
                 for index in indexes:
                     check = item.checks[index]
-                    window_index = check.window_index(item.now)
-                    call.keys.append(self._key(check, window_index))
-                    call.keys.append(self._key(check, window_index - 1))
-                    call.args.append(check.limit)
-                    call.args.append(check.window_s * 1000)
-                call.runs.append((item_id, indexes))
+                    distinct = call.checks.get(check)
+                    if distinct is None:
+                        distinct = call.checks[check] = len(call.checks)
+                        window_index = check.window_index(now)
+                        call.keys.append(self._key(check, window_index))
+                        call.keys.append(self._key(check, window_index - 1))
+                        call.limits.append(check.limit)
+                        call.limits.append(check.window_s * 1000)
+                    positions.append((distinct, index))
+                positions.sort()
+                call.runs.append((item_id, positions))
         return planned
 
     async def _execute(self, calls: list[_Call]) -> list[list[int]]:
         assert self._sha is not None
         pipe = self._client.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(self._sha, len(call.keys), *call.keys, *call.args)
+            masks = [sum(1 << distinct for distinct, _ in positions) for _, positions in call.runs]
+            pipe.evalsha(self._sha, len(call.keys), *call.keys, call.now_ms, len(call.checks), *call.limits, *masks)
         async with asyncio.timeout(self._settings.redis_timeout_s):
             replies = await pipe.execute(raise_on_error=True)
         return [list(r) for r in replies]

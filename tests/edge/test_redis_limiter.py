@@ -1,0 +1,53 @@
+"""The Redis limiter decides batches exactly as the in-process limiter decides
+the same requests one by one: same admissions, same counts, same headers
+arithmetic, across several callers and several limits per request. Real
+redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as redis
+
+from tests.harness.redis_server import RedisServer
+from vocelio_proxy.metrics import ProxyMetrics
+from vocelio_proxy.ratelimits import LimitCheck, MemoryLimiter
+from vocelio_proxy.redis_limiter import RedisLimiter
+from vocelio_proxy.settings import RateLimitSettings
+
+NOW = 1_800_000_000.25
+
+
+def _requests() -> list[list[LimitCheck]]:
+    """Three callers interleaved; each request under its tier and, for some, a tight service limit."""
+    out = []
+    for i in range(90):
+        caller = f"ip:10.0.0.{i % 3}"
+        checks = [LimitCheck("standard", caller, 20, 60)]
+        if i % 2 == 0:
+            checks.append(LimitCheck("service:billing", caller, 9, 10))
+        out.append(checks)
+    return out
+
+
+async def test_a_concurrent_batch_matches_the_in_process_limiter_request_by_request(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0), ProxyMetrics(lambda: None),
+                           MemoryLimiter())
+    try:
+        requests = _requests()
+        # All issued in one loop turn: they share batches (several callers, several limits each).
+        decided = await asyncio.gather(*(limiter.decide(checks, NOW) for checks in requests))
+        reference = MemoryLimiter()
+        expected = [reference.decide(checks, NOW) for checks in requests]
+        assert [[(r.allowed, r.remaining) for r in rs] for rs in decided] == \
+            [[(r.allowed, r.remaining) for r in rs] for rs in expected]
+        admitted = sum(all(r.allowed for r in rs) for rs in decided)
+        assert 0 < admitted < len(requests)  # the service limit bit for some callers
+        assert not limiter.fallback_active
+        # A later batch continues from the counts Redis kept.
+        again = await limiter.decide([LimitCheck("standard", "ip:10.0.0.1", 20, 60)], NOW + 1)
+        assert again == reference.decide([LimitCheck("standard", "ip:10.0.0.1", 20, 60)], NOW + 1)
+    finally:
+        await limiter.close()
+        await client.aclose()
