@@ -6,7 +6,7 @@ Pure; the proxy handler asks `allow` before forwarding and `record` after."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .clock import Clock
 from .config import CircuitBreaker as BreakerSettings
@@ -25,11 +25,14 @@ class BreakerState(enum.Enum):
         return {"closed": 0, "half_open": 1, "open": 2}[self.value]
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     allowed: bool
     probe: bool = False
     retry_after_s: float = 0.0
+
+
+#: The answer of a closed breaker (per request: allocated once).
+_ADMIT = Admission(True)
 
 
 class Breaker:
@@ -67,8 +70,8 @@ class Breaker:
             self._window.reset()
 
     def allow(self) -> Admission:
-        if not self._settings.enabled:
-            return Admission(True)
+        if self._state is BreakerState.CLOSED or not self._settings.enabled:
+            return _ADMIT
         if self._state is BreakerState.OPEN:
             remaining = self._settings.open_s - self._open_elapsed()
             if remaining > 0:
@@ -79,7 +82,7 @@ class Breaker:
                 return Admission(False, retry_after_s=1.0)
             self._probes_started += 1
             return Admission(True, probe=True)
-        return Admission(True)
+        return _ADMIT
 
     def record(self, success: bool, probe: bool = False) -> None:
         if not self._settings.enabled:

@@ -57,6 +57,9 @@ class GatewayHandler:
             await self._dispatch(ex, out)
         except asyncio.CancelledError:
             raise
+        except ConnectionError:
+            # The client went away while its answer was being written.
+            out.abort()
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": ex.request_id}})
             if ex.status == 0:

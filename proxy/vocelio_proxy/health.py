@@ -4,7 +4,7 @@ health-check task and the proxy handler feed it results with a timestamp."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Endpoint, HealthCheck, PassiveHealth
 
@@ -23,10 +23,11 @@ class EndpointState:
     current_weight: int = 0
     last_check_error: str = ""
     last_check_ms: float = 0.0
+    #: `address:port`, computed once (read per request).
+    key: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        return self.endpoint.key
+    def __post_init__(self) -> None:
+        self.key = self.endpoint.key
 
     def available(self, now: float) -> bool:
         return self.endpoint.ready and self.active_healthy and now >= self.ejected_until

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from .config import AuthPolicy
 
+_NOT_IN_HEADERS = str.maketrans("", "", "\r\n\x00")
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -34,15 +36,17 @@ class Identity:
         return f"ip:{self.ip}"
 
     def upstream_headers(self) -> dict[str, str]:
+        """Identity headers for the upstream. Claim values are the issuer's text: line
+        breaks and NULs are removed so a claim can never add a header of its own."""
         headers = {"X-Vocelio-Auth-Method": self.method}
         if self.user:
-            headers["X-Vocelio-User"] = self.user
+            headers["X-Vocelio-User"] = self.user.translate(_NOT_IN_HEADERS)
         if self.tenant:
-            headers["X-Vocelio-Tenant"] = self.tenant
+            headers["X-Vocelio-Tenant"] = self.tenant.translate(_NOT_IN_HEADERS)
         if self.roles:
-            headers["X-Vocelio-Roles"] = ",".join(sorted(self.roles))
+            headers["X-Vocelio-Roles"] = ",".join(sorted(self.roles)).translate(_NOT_IN_HEADERS)
         if self.tier:
-            headers["X-Vocelio-Tier"] = self.tier
+            headers["X-Vocelio-Tier"] = self.tier.translate(_NOT_IN_HEADERS)
         return headers
 
 

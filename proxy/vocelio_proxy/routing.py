@@ -8,13 +8,12 @@ A prefix matches on segment boundaries: `/api/v1/billing` matches
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .config import Service
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
+class RouteMatch(NamedTuple):
     service: Service
     prefix: str
     upstream_path: str

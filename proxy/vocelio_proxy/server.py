@@ -148,7 +148,8 @@ class HttpConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._fatal: tuple[int, str] | None = None
         self._closing = False
-        self._reading_paused = 0  # a bit per reason: 1 body back-pressure, 2 pipeline, 4 tunnel setup
+        # A bit per reason: 1 body back-pressure, 2 pipeline depth, 4 tunnel setup, 8 closing, 16 slow reader.
+        self._reading_paused = 0
         self._writable = True
         self._drain_waiter: asyncio.Future[None] | None = None
         # The response being written.
@@ -218,11 +219,16 @@ class HttpConnection(asyncio.Protocol):
         self._writable = False
         if self._tunnel is not None:
             self._tunnel.pause_reading()
+        else:
+            # A client that does not read its answers gets no new ones (pipelined floods).
+            self._pause(16)
 
     def resume_writing(self) -> None:
         self._writable = True
         if self._tunnel is not None:
             self._tunnel.resume_reading()
+        else:
+            self._resume(16)
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

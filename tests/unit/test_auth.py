@@ -160,3 +160,12 @@ def test_authorization_separates_401_from_403() -> None:
     assert authorize(AuthPolicy(mode="jwt", roles=["admin"]), agent).status == 403
     assert authorize(AuthPolicy(mode="jwt", tenants=["globex"]), agent).status == 403
     assert authorize(AuthPolicy(mode="jwt", roles=["admin", "agent"], tenants=["acme"]), agent).allowed
+
+
+def test_claims_with_line_breaks_cannot_add_upstream_headers() -> None:
+    identity = Identity(method="jwt", ip="1.2.3.4", user="alice\r\nX-Vocelio-Roles: admin", tenant="acme\n",
+                        roles=frozenset({"ops\r\nX-Evil: 1"}), tier="gold\x00")
+    headers = identity.upstream_headers()
+    assert headers["X-Vocelio-User"] == "aliceX-Vocelio-Roles: admin"
+    assert headers["X-Vocelio-Roles"] == "opsX-Evil: 1"
+    assert all("\r" not in v and "\n" not in v and "\x00" not in v for v in headers.values())
