@@ -122,9 +122,10 @@ def upstream_request_headers(
     return out
 
 
-#: Upstream response headers never passed on: framing is re-done by the server
-#: and the request id is the gateway's own.
-_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length", "x-request-id"}
+#: Upstream response headers never passed on: framing is re-done by the server,
+#: the request id is the gateway's own, and backends' software banners stay inside
+#: (as Envoy, Kong and nginx do by default).
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length", "x-request-id", "server", "x-powered-by"}
 
 
 class ResponseHead:

@@ -7,6 +7,7 @@ from vocelio_proxy.forwarding import (
     child_traceparent,
     client_address,
     downstream_response_headers,
+    response_head,
     upstream_request_headers,
 )
 
@@ -69,3 +70,12 @@ def test_response_framing_headers_are_left_to_the_server() -> None:
     out = dict(downstream_response_headers([("Content-Length", "3"), ("Transfer-Encoding", "chunked"),
                                             ("X-App", "1"), ("Set-Cookie", "a=b")]))
     assert out == {"X-App": "1", "Set-Cookie": "a=b"}
+
+
+def test_backend_banners_and_request_ids_do_not_reach_clients() -> None:
+    head = response_head([("Server", "gunicorn/21"), ("X-Powered-By", "Express"), ("X-Request-ID", "theirs"),
+                          ("Connection", "close, X-Internal"), ("X-Internal", "1"), ("Content-Type", "text/plain"),
+                          ("Content-Length", "12")])
+    assert head.headers == [("Content-Type", "text/plain")]
+    assert head.present == {"content-type"}
+    assert head.content_type == "text/plain" and head.declared_length == 12
