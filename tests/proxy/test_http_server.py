@@ -198,7 +198,10 @@ async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_f
     await poll_async("request in flight", _in_flight(gw, 1), 5)
     writer.close()
     await asyncio.wait_for(upstream_closed.wait(), 5)
+    assert upstream_closed.is_set()  # the gateway hung up on the upstream without an answer
     await poll_async("request finished", _in_flight(gw, 0), 5)
+    assert gw.app[keys.METRICS].in_flight_count == 0
+    assert gw.app[keys.POOL].idle_count() == 0  # the abandoned connection was not pooled
     server.close()
 
 
