@@ -101,6 +101,15 @@ def headers_for(results: Sequence[LimitResult]) -> dict[str, str]:
     """X-RateLimit-* for the most restrictive limit, and the IETF RateLimit fields for all."""
     if not results:
         return {}
+    if len(results) == 1:  # the common case, per request: no sorting or joining
+        only = results[0]
+        check = only.check
+        return {
+            "X-RateLimit-Limit": str(check.limit),
+            "X-RateLimit-Remaining": str(only.remaining),
+            "X-RateLimit-Reset": str(only.reset_at),
+            "RateLimit-Policy": f'"{check.name}";q={check.limit};w={check.window_s}',
+        }
     tightest = min(results, key=lambda r: (r.allowed, r.remaining))
     now_reset = tightest.reset_at
     headers = {

@@ -91,3 +91,14 @@ def test_headers_report_the_tightest_limit_and_every_policy() -> None:
     assert headers["X-RateLimit-Remaining"] == "2"
     assert headers["X-RateLimit-Reset"] == "7260"
     assert headers["RateLimit-Policy"] == '"tier";q=100;w=3600, "svc";q=3;w=60'
+
+
+def test_a_single_limit_reports_the_same_headers_as_the_general_path() -> None:
+    limiter = MemoryLimiter()
+    check = LimitCheck("standard", "ip:1", 10, 60)
+    single = limiter.decide([check], 120.5)
+    twice = headers_for([*single, *single])  # the general path, same limit listed twice
+    headers = headers_for(single)
+    assert headers["X-RateLimit-Remaining"] == twice["X-RateLimit-Remaining"] == "9"
+    assert headers["X-RateLimit-Limit"] == "10" and headers["X-RateLimit-Reset"] == "180"
+    assert headers["RateLimit-Policy"] == '"standard";q=10;w=60'
