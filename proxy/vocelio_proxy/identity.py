@@ -58,17 +58,20 @@ class AuthError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     status: int = 200
     message: str = ""
 
 
+_ALLOWED = Decision(True)
+
+
 def authorize(policy: AuthPolicy, identity: Identity) -> Decision:
     mode = policy.mode
     if mode == "public":
-        return Decision(True)
+        return _ALLOWED
     if not identity.authenticated:
         return Decision(False, 401, "Authentication required")
     if mode == "jwt" and identity.method != "jwt":
@@ -79,4 +82,4 @@ def authorize(policy: AuthPolicy, identity: Identity) -> Decision:
         return Decision(False, 403, "Your organisation may not use this service")
     if policy.roles and not identity.roles.intersection(policy.roles):
         return Decision(False, 403, "Missing a required role: " + ", ".join(policy.roles))
-    return Decision(True)
+    return _ALLOWED

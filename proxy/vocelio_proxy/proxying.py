@@ -133,7 +133,8 @@ class Proxy:
             started = time.perf_counter()
             conn: UpstreamConnection | None = None
             try:
-                conn = await pool.acquire(ep.endpoint.address, ep.endpoint.port, timeouts.connect_s)
+                conn = pool.acquire_idle(key) or await pool.acquire(ep.endpoint.address, ep.endpoint.port,
+                                                                    timeouts.connect_s)
                 fut = conn.start_request(request_head(method, target, ex.host, headers, length), method,
                                          timeouts.request_s)
                 if body is not None:

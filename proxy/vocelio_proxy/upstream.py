@@ -276,9 +276,11 @@ class UpstreamPool:
         self._idle_timeout_s = idle_timeout_s
         self.created = 0
 
-    async def acquire(self, host: str, port: int, connect_timeout_s: float) -> UpstreamConnection:
-        key = f"{host}:{port}"
+    def acquire_idle(self, key: str) -> UpstreamConnection | None:
+        """A pooled keep-alive connection to `key` (`address:port`), if one is fresh."""
         idle = self._idle.get(key)
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             conn = idle.pop()
@@ -286,6 +288,13 @@ class UpstreamPool:
                 conn.reused = True
                 return conn
             conn.abort()
+        return None
+
+    async def acquire(self, host: str, port: int, connect_timeout_s: float) -> UpstreamConnection:
+        key = f"{host}:{port}"
+        conn = self.acquire_idle(key)
+        if conn is not None:
+            return conn
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout_s):
