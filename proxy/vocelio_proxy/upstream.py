@@ -67,7 +67,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._close_delimited = False
         self._error: UpstreamError | None = None
         self._paused = False
+        # One lazily re-armed timer per connection: a request sets `_deadline`; the timer
+        # only moves when it fires early (so keep-alive requests rarely touch the timer heap).
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._deadline_what = ""
         self.keep_alive = False
         self._writable = asyncio.Event()
         self._writable.set()
@@ -96,7 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._writable.set()
-        self._cancel_timer()
+        self._drop_timer()
         if self._parser is None or self._done:
             return
         if self._got_headers and self._close_delimited:
@@ -184,18 +189,44 @@ class UpstreamConnection(asyncio.Protocol):
         self.abort()
 
     def _cancel_timer(self) -> None:
+        self._deadline = 0.0
+
+    def _set_deadline(self, timeout_s: float, what: str) -> None:
+        deadline = self._loop.time() + timeout_s
+        self._deadline = deadline
+        self._deadline_what = what
+        if self._timer is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if not deadline:
+            return
+        if self._loop.time() >= deadline:
+            self._on_timeout(self._deadline_what)
+        else:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+    def _drop_timer(self) -> None:
+        self._deadline = 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _on_timeout(self, what: str) -> None:
-        self._timer = None
         self._fail(UpstreamError("timeout", f"upstream did not answer within the {what} timeout",
                                  response_started=self._got_headers))
 
     def abort(self) -> None:
         """Drop the connection; its owner has stopped waiting for the response."""
         self.closed = True
+        self._drop_timer()
         fut = self._headers_future
         if fut is not None and not fut.done():
             fut.cancel()
@@ -215,7 +246,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._error = None
         self._informational = False
         self._headers_future = self._loop.create_future()
-        self._timer = self._loop.call_later(timeout_s, self._on_timeout, "request")
+        self._set_deadline(timeout_s, "request")
         assert self.transport is not None
         self.transport.write(head)
         return self._headers_future
@@ -255,7 +286,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self._done:
                 return
             self._waiter = self._loop.create_future()
-            self._timer = self._loop.call_later(idle_timeout_s, self._on_timeout, "idle")
+            self._set_deadline(idle_timeout_s, "idle")
             try:
                 await self._waiter
             finally:

@@ -3,8 +3,14 @@ HEAD, interim 1xx, 204, and malformed responses."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
+
 from tests.harness.app_fixtures import service
 from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_proxy.upstream import UpstreamError, UpstreamPool, request_head
 
 
 def gateway_config(port: int) -> GatewayConfig:
@@ -58,3 +64,25 @@ async def test_a_malformed_response_is_a_502_envelope(raw_upstream, gateway_fact
     status, _, body = await gw.request("POST", "/api/v1/raw/x", data=b"1")
     assert status == 502
     assert b"invalid upstream response" in body
+
+
+async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_upstream) -> None:
+    # The first request answers at once; the second never does. The connection's timer
+    # was armed for the first request's long deadline and must not delay the second's.
+    answers = iter([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None])
+    port = await raw_upstream(lambda head: next(answers, None) or b"")
+    pool = UpstreamPool()
+    try:
+        conn = await pool.acquire("127.0.0.1", port, 1.0)
+        first = await conn.start_request(request_head("GET", "/a", "t", [], 0), "GET", 60.0)
+        assert first.status == 200 and conn.body_complete_buffered() == b"ok"
+        pool.release(conn)
+        again = await pool.acquire("127.0.0.1", port, 1.0)
+        assert again is conn and again.reused
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as failure:
+            await asyncio.wait_for(again.start_request(request_head("GET", "/b", "t", [], 0), "GET", 0.3), 5)
+        assert failure.value.kind == "timeout"
+        assert 0.25 <= time.monotonic() - started < 2.0
+    finally:
+        pool.close()
