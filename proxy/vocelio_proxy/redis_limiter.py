@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as redis
@@ -106,6 +106,8 @@ class _Call:
     keys: list[str] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
     runs: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
+    #: Per run: the bitmask of the call's checks that request is subject to.
+    masks: list[int] = field(default_factory=list)
 
 
 class RedisLimiter:
@@ -128,7 +130,7 @@ class RedisLimiter:
     async def decide(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if not checks:
             return []
-        if time.monotonic() < self._down_until:
+        if self._down_until and time.monotonic() < self._down_until:
             return self._degraded(checks, now)
         loop = asyncio.get_running_loop()
         pending = _Pending(checks, now, loop.create_future())
@@ -221,7 +223,9 @@ class RedisLimiter:
         for item_id, item in enumerate(batch):
             # When limits of different callers' buckets (different slots) disagree, the
             # admitting bucket's increment stands: it cannot be undone atomically.
-            results = sorted(found[item_id])
+            results = found[item_id]
+            if len(results) > 1:
+                results.sort()
             if not item.future.done():
                 item.future.set_result([result_for(item.checks[index], prev, cur, item.now, admitted[item_id])
                                         for index, prev, cur in results])
@@ -234,17 +238,25 @@ class RedisLimiter:
         calls: dict[str, _Call] = {}
         planned: list[_Call] = []
         for item_id, item in enumerate(batch):
-            by_bucket: dict[str, list[int]] = {}
-            for index, check in enumerate(item.checks):
-                by_bucket.setdefault(check.bucket, []).append(index)
-            for bucket, indexes in by_bucket.items():
-                call = calls.get(bucket)
+            checks = item.checks
+            bucket = checks[0].bucket
+            groups: Iterable[tuple[str, Sequence[int]]]
+            if len(checks) == 1 or all(c.bucket == bucket for c in checks):
+                groups = ((bucket, range(len(checks))),)  # the common case: one caller key
+            else:
+                by_bucket: dict[str, list[int]] = {}
+                for index, check in enumerate(checks):
+                    by_bucket.setdefault(check.bucket, []).append(index)
+                groups = by_bucket.items()
+            for group_bucket, indexes in groups:
+                call = calls.get(group_bucket)
                 if call is None or len(call.runs) >= _MAX_RUN or len(call.checks) + len(indexes) > _MAX_CHECKS:
-                    call = calls[bucket] = _Call(int(now * 1000))
+                    call = calls[group_bucket] = _Call(int(now * 1000))
                     planned.append(call)
                 positions = []
+                mask = 0
                 for index in indexes:
-                    check = item.checks[index]
+                    check = checks[index]
                     distinct = call.checks.get(check)
                     if distinct is None:
                         distinct = call.checks[check] = len(call.checks)
@@ -254,8 +266,11 @@ class RedisLimiter:
                         call.limits.append(check.limit)
                         call.limits.append(check.window_s * 1000)
                     positions.append((distinct, index))
-                positions.sort()
+                    mask |= 1 << distinct
+                if len(positions) > 1:
+                    positions.sort()
                 call.runs.append((item_id, positions))
+                call.masks.append(mask)
         return planned
 
     async def _execute(self, calls: list[_Call]) -> list[list[int]]:
@@ -264,7 +279,7 @@ class RedisLimiter:
         assert self._sha is not None
         sha = self._sha.encode()
         packed = b"".join(_pack(b"EVALSHA", sha, len(call.keys), *call.keys, call.now_ms, len(call.checks),
-                                *call.limits, *(sum(1 << d for d, _ in positions) for _, positions in call.runs))
+                                *call.limits, *call.masks)
                           for call in calls)
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
@@ -290,6 +305,7 @@ class RedisLimiter:
                 "error": type(exc).__name__, "policy": "fail-" + self._settings.fail_mode}})
 
     def _recovered(self) -> None:
+        self._down_until = 0.0
         if self.fallback_active:
             self.fallback_active = False
             self._metrics.ratelimit_fallback.set(0)
