@@ -186,6 +186,14 @@ class Proxy:
                 continue
             try:
                 await self._respond(ex, out, conn, status, upstream.headers, timeouts.idle_s)
+            except UpstreamError as exc:
+                # The head is already with the client: all that is left is to cut the
+                # stream, so the client sees a truncated response, never a complete one.
+                server_error = True
+                metrics.upstream_errors.labels(service.name, exc.kind).inc()
+                log.warning("upstream failed mid-response", extra={"fields": {
+                    "service": service.id, "endpoint": key, "error": str(exc), "request_id": ex.request_id}})
+                out.abort()
             finally:
                 ep.in_flight -= 1
                 pool.release(conn)

@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -241,3 +242,50 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
     assert first["upstream"] == f"127.0.0.1:{up.port}" and first["attempts"] == 1
     assert lines[1]["status"] == 404 and lines[1]["upstream"] is None
 
+
+
+async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_response(gateway_factory, raw_upstream,
+                                                                                      caplog) -> None:
+    part = b"x" * 100_000
+
+    def respond(head: bytes) -> bytes | None:
+        if head.startswith(b"GET /health"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        # A chunked body that stops without its last chunk, then stalls: the idle timeout ends it.
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(part), part)
+
+    port = await raw_upstream(respond)
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", Endpoint(address="127.0.0.1", port=port),
+                                                               timeouts={"idle_s": 0.5})]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    writer.write(b"GET /api/v1/svc/big HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    rest = await asyncio.wait_for(reader.read(), 5)  # until the gateway cuts the stream
+    assert part[:1000] in rest
+    assert not rest.endswith(b"0\r\n\r\n")  # never the terminating chunk of a complete body
+    writer.close()
+    registry = gw.app[keys.METRICS].registry
+    assert registry.get_sample_value("vocelio_upstream_errors_total", {"service": "svc", "kind": "timeout"}) == 1
+    assert "unhandled error" not in caplog.text and "mid-response" in caplog.text
+
+
+async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, upstream_factory) -> None:
+    seen: dict[str, str] = {}
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        seen.update(request.headers)
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        await sock.close()  # the upstream ends the session: the client must see the close
+        return sock
+
+    up = await upstream_factory(ws)
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
+    async with gw.session.ws_connect(gw.url + "/api/v1/svc/socket", headers={
+            "X-Vocelio-User": "admin", "X-Forwarded-For": "6.6.6.6", "X-Request-ID": "ws-1"}) as sock:
+        msg = await sock.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert "X-Vocelio-User" not in seen
+    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Request-ID"] == "ws-1"
+    assert seen["X-Vocelio-Auth-Method"] == "anonymous"

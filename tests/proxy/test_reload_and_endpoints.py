@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from tests.harness.app_fixtures import poll, service
@@ -133,15 +134,25 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
     await poll(lambda: port_box and app[keys.STATE].health_round_done, "gateway up")
     import aiohttp
 
+    # An idle keep-alive connection: drain closes it rather than waiting for it.
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port_box[0])
+    idle_writer.write(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await asyncio.wait_for(idle_reader.readuntil(b"\r\n\r\n"), 5)
+    await idle_reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
     async with aiohttp.ClientSession() as session:
         inflight = asyncio.create_task(session.get(f"http://127.0.0.1:{port_box[0]}/api/v1/svc/slow"))
         await asyncio.wait_for(arrived.wait(), 5)
         stop.set()
         await poll(lambda: app[keys.STATE].draining, "draining")
+        assert await asyncio.wait_for(idle_reader.read(), 5) == b""
         release.set()
         resp = await inflight
         assert resp.status == 200 and await resp.text() == "finished"
+        assert resp.headers["Connection"] == "close"
     await asyncio.wait_for(server, 10)
+    idle_writer.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port_box[0])
 
 
 async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory, gateway_factory,
