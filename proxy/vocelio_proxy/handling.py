@@ -55,11 +55,11 @@ class GatewayHandler:
         metrics.in_flight_count += 1
         try:
             await self._dispatch(ex, out)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the server cancels the request of a client that left
+            _client_gone(ex, out)
             raise
         except ConnectionError:
-            # The client went away while its answer was being written.
-            out.abort()
+            _client_gone(ex, out)
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": ex.request_id}})
             if ex.status == 0:
@@ -68,7 +68,7 @@ class GatewayHandler:
                 out.abort()
         finally:
             metrics.in_flight_count -= 1
-        self._record(ex, time.perf_counter() - started)
+            self._record(ex, time.perf_counter() - started)
 
     def _refuse(self, out: HttpConnection, ex: Exchange, status: int, message: str,
                 headers: dict[str, str] | None = None) -> None:
@@ -135,3 +135,11 @@ class GatewayHandler:
                 f'"path": {encode_basestring_ascii(ex.path)}, "service": {encode_basestring_ascii(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
                 f'"attempts": {ex.attempts}, "client": "{ex.client_ip}"}}')
+
+
+def _client_gone(ex: Exchange, out: HttpConnection) -> None:
+    """Before any answer, a client that left is recorded as nginx's 499 (client closed
+    request): a 4xx, so disconnects never read as gateway errors."""
+    out.abort()
+    if ex.status == 0:
+        ex.status = 499

@@ -309,8 +309,9 @@ class HttpConnection(asyncio.Protocol):
             except Exception:
                 log.exception("unhandled error in the request pipeline")
                 if ex.status == 0:
-                    self.send(ex, 500, [], error_body(500, "The gateway failed to handle the request",
-                                                      ex.request_id or new_request_id(), time.time()))
+                    body = error_body(500, "The gateway failed to handle the request",
+                                      ex.request_id or new_request_id(), time.time())
+                    self.send(ex, 500, [("Content-Type", "application/json")], body)
                 else:
                     self.abort()
             if ex.status == 0 or self._response_open:

@@ -202,6 +202,7 @@ async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_f
     assert upstream_closed.is_set()  # the gateway hung up on the upstream without an answer
     await poll_async("request finished", _in_flight(gw, 0), 5)
     assert gw.app[keys.METRICS].in_flight_count == 0
+    assert gw.app[keys.METRICS].requests.values[("svc", "GET", "4xx")] == 1  # recorded as 499
     assert gw.app[keys.POOL].idle_count() == 0  # the abandoned connection was not pooled
     server.close()
 
