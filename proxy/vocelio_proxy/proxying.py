@@ -104,8 +104,7 @@ class Proxy:
         length = ex.content_length if body is not None else 0
         replayable = may_retry_method(service.retry, method, body is not None)
         headers = self._upstream_headers(ex, identity)
-        query = ex.target.find("?")
-        target = match.upstream_path if query < 0 else match.upstream_path + ex.target[query:]
+        target = _upstream_target(ex, match)
         body_limit = self._max_body if service.max_body_bytes is None else min(self._max_body,
                                                                                 service.max_body_bytes)
         timeouts = service.timeouts
@@ -249,8 +248,7 @@ class Proxy:
         headers = self._upstream_headers(ex, identity)
         headers.append(("Connection", "Upgrade"))
         headers.append(("Upgrade", ex.lookup.get("upgrade", "")))
-        query = ex.target.find("?")
-        target = match.upstream_path if query < 0 else match.upstream_path + ex.target[query:]
+        target = _upstream_target(ex, match)
         ex.upstream = ep.key
         ex.attempts = 1
         try:
@@ -277,6 +275,12 @@ class Proxy:
             await closed
         finally:
             transport.close()
+
+
+def _upstream_target(ex: Exchange, match: RouteMatch) -> str:
+    """The rewritten path plus the client's query string, as sent."""
+    query = ex.target.find("?")
+    return match.upstream_path if query < 0 else match.upstream_path + ex.target[query:]
 
 
 def _record_outcome(svc: ServiceRuntime, ep: EndpointState, ok: bool, now: float) -> None:

@@ -120,6 +120,10 @@ class Gateway:
     session: aiohttp.ClientSession
 
     @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
     def state(self) -> GatewayState:
         return self.app[keys.STATE]
 

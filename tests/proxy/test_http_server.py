@@ -50,7 +50,7 @@ async def wire(gateway_factory, upstream_factory):  # type: ignore[no-untyped-de
     """A gateway with one echoing service, and a function that opens raw connections to it."""
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
-    port = int(gw.url.rsplit(":", 1)[1])
+    port = gw.port
     opened: list[asyncio.StreamWriter] = []
 
     async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -150,7 +150,7 @@ async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gat
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                client_header_timeout_s=0.5, client_idle_timeout_s=0.5)
-    port = int(gw.url.rsplit(":", 1)[1])
+    port = gw.port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n")  # the head never ends
     status, _, body = await read_response(reader)
@@ -169,7 +169,7 @@ async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_fa
 
     up = await upstream_factory(refuse)
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /api/v1/svc/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     status, headers, body = await read_response(reader)
@@ -194,7 +194,7 @@ async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_f
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     gw = await gateway_factory(GatewayConfig(services=[service("svc", Endpoint(address="127.0.0.1", port=port))]))
-    _, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /api/v1/svc/slow HTTP/1.1\r\nHost: t\r\n\r\n")
     await poll_async("request in flight", _in_flight(gw, 1), 5)
     writer.close()
@@ -227,7 +227,7 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
     sink = io.BytesIO()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
                                access_log_sink=sink)
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b'GET /api/v1/svc/a"b?token=secret HTTP/1.1\r\nX-Request-ID: log-1\r\n\r\n')
     assert (await read_response(reader))[0] == 200
     writer.close()
@@ -258,7 +258,7 @@ async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_resp
     port = await raw_upstream(respond)
     gw = await gateway_factory(GatewayConfig(services=[service("svc", Endpoint(address="127.0.0.1", port=port),
                                                                timeouts={"idle_s": 0.5})]))
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /api/v1/svc/big HTTP/1.1\r\nHost: t\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
