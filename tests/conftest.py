@@ -17,7 +17,7 @@ from tests.harness.kubelet import ensure_node
 from tests.harness.podnet import PodNetwork
 from tests.harness.redis_server import RedisServer
 
-pytest_plugins = ["tests.harness.app_fixtures"]
+pytest_plugins = ["tests.harness.app_fixtures", "tests.harness.hostile"]
 
 _failed: list[str] = []
 
