@@ -11,6 +11,19 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 
+class BodyError(Exception):
+    """The client's request body cannot be completed (malformed framing, a stalled
+    or incomplete body): raised by `BodySource.chunks`. The pipeline answers
+    `status` (400 or 408) with the envelope when no response has started, closes
+    the connection, and releases what the request held (upstream connection,
+    in-flight counts, breaker slot). Never an upstream failure."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class BodySource(Protocol):
     """The request body as it arrives (the server applies back-pressure)."""
 

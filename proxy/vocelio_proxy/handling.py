@@ -18,7 +18,7 @@ from . import keys
 from .cors import preflight_headers, response_headers
 from .endpoints import ENDPOINTS
 from .errors import Refusal
-from .exchange import Exchange
+from .exchange import BodyError, Exchange
 from .forwarding import accept_request_id, client_address
 from .paths import PathError, normalize_path
 from .proxying import Proxy
@@ -60,6 +60,11 @@ class GatewayHandler:
             raise
         except ConnectionError:
             _client_gone(ex, out)
+        except BodyError as exc:
+            # The client's body broke (framing, stall): answer if nothing was sent, then close.
+            if ex.status == 0:
+                self._refuse(out, ex, exc.status, exc.message)
+            out.close()
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": ex.request_id}})
             if ex.status == 0:
