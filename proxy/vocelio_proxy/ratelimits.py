@@ -1,6 +1,7 @@
 """Rate-limit arithmetic: tier selection, the sliding-window estimate, the
 response headers, and an in-process limiter with the same arithmetic (the
-standalone default and the fail-open fallback). Pure; time comes from the caller.
+standalone default and the fail-open fallback) with a bounded caller table.
+Pure; time comes from the caller.
 
 The sliding window keeps two fixed buckets per key (this window and the
 previous one) and estimates the requests in the last `window` seconds as
@@ -13,6 +14,7 @@ at most that share of the previous window's count, for one window.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -125,35 +127,119 @@ def ietf_ratelimit(results: Sequence[LimitResult], now: float) -> str:
     return ", ".join(f'"{r.check.name}";r={r.remaining};t={max(0, int(r.reset_at - now))}' for r in results)
 
 
-class MemoryLimiter:
-    """Per-process sliding windows with the same arithmetic as the Redis script."""
+class _Window:
+    """One (limit, caller)'s two buckets: the window index of `current`, and when it was last used."""
 
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str, int, int], int] = {}
+    __slots__ = ("current", "index", "previous", "used_at")
+
+    def __init__(self, index: int, previous: int, current: int, used_at: float) -> None:
+        self.index = index
+        self.previous = previous
+        self.current = current
+        self.used_at = used_at
+
+
+#: Housekeeping cadence: every `_SWEEP_EVERY` decisions, drop up to `_SWEEP_MAX`
+#: expired windows per window length (amortised: at most 4 per decision, no scan).
+_SWEEP_EVERY = 256
+_SWEEP_MAX = 1024
+DEFAULT_MAX_TRACKED = 100_000
+
+
+class MemoryLimiter:
+    """Per-process sliding windows with the same arithmetic as the Redis script,
+    for at most `max_tracked` (limit, caller) pairs.
+
+    Windows are kept per window length in least-recently-used order (an
+    `OrderedDict` per length: a window used later also expires later, so the
+    expired ones of a length are always at its front). When the table is full, a
+    new caller first displaces expired windows (they count as zero anyway: nothing
+    changes), then the least recently used window of any length. An evicted
+    caller starts again from zero, so eviction can only over-admit, never refuse:
+    a caller is evicted only after `max_tracked` other (limit, caller) pairs were
+    used since its own last request (every decision, admitted or refused, counts as
+    use), so a caller that keeps sending is never evicted while a colder one
+    exists, and each extra budget it gets (at most `limit` plus the decayed share
+    of its previous window) costs requests from `max_tracked` distinct other
+    callers in between. Each decision is O(1) amortised: dict operations, one
+    comparison per window length when evicting, and bounded sweeps.
+    """
+
+    def __init__(self, max_tracked: int = DEFAULT_MAX_TRACKED) -> None:
+        if max_tracked < 1:
+            raise ValueError("max_tracked must be at least 1")
+        self._max = max_tracked
+        self._windows: dict[int, OrderedDict[tuple[str, str], _Window]] = {}
+        self._size = 0
         self._decisions = 0
+        #: Windows dropped to respect `max_tracked` while still live (not expired).
+        self.evicted_live = 0
 
     def decide(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         rows = []
         for check in checks:
-            idx = check.window_index(now)
-            prev = self._counts.get((check.name, check.bucket, check.window_s, idx - 1), 0)
-            cur = self._counts.get((check.name, check.bucket, check.window_s, idx), 0)
-            rows.append((check, prev, cur, idx))
-        allowed = all(estimate(p, c + 1, now, ch.window_s) <= ch.limit for ch, p, c, _ in rows)
+            window_s = check.window_s
+            table = self._windows.get(window_s)
+            if table is None:
+                table = self._windows[window_s] = OrderedDict()
+            idx = int(now // window_s)
+            key = (check.name, check.bucket)
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = _Window(idx, 0, 0, now)
+                self._size += 1
+            else:
+                table.move_to_end(key)
+                entry.used_at = now
+                if entry.index < idx:
+                    # Roll the buckets forward: the previous window is the one just before now.
+                    entry.previous = entry.current if entry.index == idx - 1 else 0
+                    entry.current = 0
+                    entry.index = idx
+            rows.append((check, entry))
+        allowed = all(estimate(e.previous, e.current + 1, now, ch.window_s) <= ch.limit for ch, e in rows)
         out = []
-        for check, prev, cur, idx in rows:
+        for check, entry in rows:
             if allowed:
-                cur += 1
-                self._counts[(check.name, check.bucket, check.window_s, idx)] = cur
-            out.append(result_for(check, prev, cur, now, allowed))
+                entry.current += 1
+            out.append(result_for(check, entry.previous, entry.current, now, allowed))
         self._decisions += 1
-        if self._decisions % 4096 == 0:
-            self._prune(now)
+        if self._size > self._max:
+            self._evict(now)
+        elif self._decisions % _SWEEP_EVERY == 0:
+            self._sweep(now, _SWEEP_MAX)
         return out
 
-    def _prune(self, now: float) -> None:
-        """Drop buckets older than the previous window."""
-        self._counts = {k: v for k, v in self._counts.items() if k[3] >= int(now // k[2]) - 1}
+    def _sweep(self, now: float, budget: int) -> None:
+        """Drop expired windows (both buckets older than the previous window) from the
+        front of each length's LRU order, at most `budget` per length."""
+        for window_s, table in self._windows.items():
+            oldest_live = int(now // window_s) - 1
+            dropped = 0
+            while table and dropped < budget:
+                key, entry = next(iter(table.items()))
+                if entry.index >= oldest_live:
+                    break
+                del table[key]
+                dropped += 1
+            self._size -= dropped
+
+    def _evict(self, now: float) -> None:
+        self._sweep(now, _SWEEP_MAX)
+        while self._size > self._max:
+            # The least recently used window of any length: the oldest of the fronts.
+            victim: OrderedDict[tuple[str, str], _Window] | None = None
+            oldest = math.inf
+            for table in self._windows.values():
+                if table:
+                    used = next(iter(table.values())).used_at
+                    if used < oldest:
+                        oldest, victim = used, table
+            if victim is None:
+                return
+            victim.popitem(last=False)
+            self._size -= 1
+            self.evicted_live += 1
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return self._size

@@ -66,6 +66,10 @@ class RateLimitSettings(BaseModel):
         "open", description="open: fall back to a per-process limiter; closed: answer 503.")
     retry_redis_after_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     key_prefix: str = "vrl"
+    max_tracked_callers: Annotated[int, Field(ge=1000, le=100_000_000)] = Field(
+        100_000, description="Most (limit, caller) windows the in-process limiter keeps (standalone default and "
+                             "Redis fallback). Beyond it, windows that have expired go first, then the least "
+                             "recently used; an evicted caller starts again from zero.")
 
 
 class LimitSettings(BaseModel):
@@ -95,6 +99,35 @@ class ReadinessPolicy(BaseModel):
     )
 
 
+class PathSettings(BaseModel):
+    """How request paths are canonicalised before routing (docs/security/paths.md).
+    Every default refuses a spelling that backends could read as another route."""
+
+    model_config = ConfigDict(extra="forbid")
+    case: Literal["reject-mismatch", "insensitive", "sensitive"] = Field(
+        "reject-mismatch",
+        description="reject-mismatch: refuse a path whose route differs when letter case is ignored "
+                    "(/api/x/ADMIN with routes /api/x and /api/x/admin); insensitive: route ignoring case, "
+                    "forward as sent; sensitive: exact-case routing (only when every backend is case-sensitive).")
+    path_parameters: Literal["reject", "strip", "allow"] = Field(
+        "reject",
+        description="';' in a segment (servlet path parameters such as ;jsessionid=1): reject; strip them "
+                    "(routing and the upstream see the stripped path); allow them as literal characters.")
+    trailing_dots_and_spaces: Literal["reject", "allow"] = Field(
+        "reject", description="A segment ending in '.' or a space (Windows and IIS trim them): reject, or allow "
+                              "them as literal characters.")
+    encoded_delimiters: Literal["reject", "allow"] = Field(
+        "reject", description="%23 ('#') and %3F ('?') in a path, which a decoding hop turns into a fragment "
+                              "or a query: reject, or keep encoded.")
+    double_encoding: Literal["reject", "allow"] = Field(
+        "reject", description="'%25' followed by an escape (%252e): reject, or keep as is.")
+    non_ascii: Literal["unambiguous", "reject", "allow"] = Field(
+        "unambiguous",
+        description="Percent-encoded UTF-8 (always valid UTF-8): unambiguous refuses characters that case "
+                    "mapping or compatibility normalisation turns into ASCII, and invisible or space "
+                    "characters; reject refuses all non-ASCII; allow accepts any valid UTF-8.")
+
+
 class ProxySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_", env_nested_delimiter="__", extra="forbid")
 
@@ -111,7 +144,9 @@ class ProxySettings(BaseSettings):
     cors: CorsSettings = CorsSettings()
     readiness: ReadinessPolicy = ReadinessPolicy()
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 20.0
-    shutdown_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
+    shutdown_delay_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        5.0, description="After SIGTERM, seconds /readyz answers 503 while the listener still serves, so load "
+                         "balancers stop sending before it closes.")
     upstream_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     client_header_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         10.0, description="A client must send a whole request head within this time (else 408).")
@@ -123,6 +158,7 @@ class ProxySettings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     compression: CompressionSettings = CompressionSettings()
     environment: str = "development"
+    paths: PathSettings = PathSettings()
 
 
 def load_settings(settings_file: Path | None = None, **overrides: Any) -> ProxySettings:

@@ -1,6 +1,10 @@
-"""Longest-prefix routing on segment boundaries, with prefix rewrite."""
+"""Longest-prefix routing on segment boundaries, with prefix rewrite; letter
+case and canonical prefixes (docs/security/paths.md)."""
+
+import pytest
 
 from vocelio_proxy.config import Service
+from vocelio_proxy.paths import PathError, PathPolicy
 from vocelio_proxy.routing import Router, rewrite_path
 
 
@@ -46,3 +50,91 @@ def test_a_root_prefix_catches_everything_else() -> None:
     router = Router.build([svc("root", "/"), svc("a", "/a")])
     assert router.match("/a/b").service.name == "a"  # type: ignore[union-attr]
     assert router.match("/zzz").service.name == "root"  # type: ignore[union-attr]
+
+
+# -- letter case, canonical prefixes, refusals ---------------------------------------------
+
+
+def nested() -> list[Service]:
+    return [svc("public", "/api/v1/x"), svc("admin", "/api/v1/x/admin")]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/x/ADMIN", "/api/v1/x/Admin/keys", "/api/v1/X/admin", "/API/v1/x",
+                                  "/Api/V1/X/items"])
+def test_a_path_whose_route_changes_when_case_is_ignored_is_refused_by_default(path: str) -> None:
+    router = Router.build(nested())
+    with pytest.raises(PathError):
+        router.resolve(path)
+    assert router.match(path) is None
+
+
+def test_exact_case_paths_route_normally_under_the_default() -> None:
+    router = Router.build(nested())
+    assert router.resolve("/api/v1/x/admin/keys").service.name == "admin"  # type: ignore[union-attr]
+    assert router.resolve("/api/v1/x/Other").service.name == "public"  # type: ignore[union-attr]
+    assert router.resolve("/api/v1/x/administrator").service.name == "public"  # type: ignore[union-attr]
+    assert router.resolve("/nowhere") is None
+
+
+def test_insensitive_case_routes_to_the_most_specific_route_and_forwards_the_path_as_sent() -> None:
+    router = Router.build([svc("public", "/api/v1/x"), svc("admin", "/api/v1/x/admin", rewrite="/v2")],
+                          PathPolicy(case="insensitive"))
+    match = router.resolve("/API/v1/x/ADMIN/Keys")
+    assert match is not None and match.service.name == "admin"
+    assert match.prefix == "/api/v1/x/admin"
+    assert match.upstream_path == "/v2/Keys"
+    assert router.resolve("/api/v1/X/Other").service.name == "public"  # type: ignore[union-attr]
+
+
+def test_sensitive_case_routes_on_the_exact_spelling_only() -> None:
+    router = Router.build(nested(), PathPolicy(case="sensitive"))
+    assert router.resolve("/api/v1/x/ADMIN").service.name == "public"  # type: ignore[union-attr]
+    assert router.resolve("/API/v1/x") is None
+
+
+def test_prefixes_that_differ_only_by_case_are_refused_unless_case_is_sensitive() -> None:
+    services = [svc("upper", "/api/Admin"), svc("lower", "/api/admin")]
+    router = Router.build(services)
+    assert router.ambiguous_prefixes == ["/api/Admin", "/api/admin"]
+    with pytest.raises(PathError):
+        router.resolve("/api/admin/x")
+    sensitive = Router.build(services, PathPolicy(case="sensitive"))
+    assert sensitive.resolve("/api/Admin/x").service.name == "upper"  # type: ignore[union-attr]
+    assert sensitive.ambiguous_prefixes == []
+
+
+def test_case_variants_of_one_services_prefixes_are_not_ambiguous() -> None:
+    router = Router.build([svc("a", "/Docs", "/docs")])
+    assert router.ambiguous_prefixes == []
+    assert router.resolve("/Docs/x").prefix == "/Docs"  # type: ignore[union-attr]
+    assert router.resolve("/docs/x").prefix == "/docs"  # type: ignore[union-attr]
+    with pytest.raises(PathError):
+        router.resolve("/DOCS/x")
+
+
+def test_prefixes_are_compared_in_canonical_form() -> None:
+    router = Router.build([svc("tilde", "/%7euser/api"), svc("at", "/u/a%40b")])
+    assert router.prefixes == ["/u/a@b", "/~user/api"]
+    assert router.resolve("/~user/api/x").service.name == "tilde"  # type: ignore[union-attr]
+    assert router.resolve("/u/a@b/x").service.name == "at"  # type: ignore[union-attr]
+
+
+def test_prefixes_the_path_policy_refuses_are_reported_and_unreachable() -> None:
+    router = Router.build([svc("params", "/a;b"), svc("dot", "/files."), svc("ok", "/ok")])
+    assert router.refused_prefixes == ["/a;b", "/files."]
+    assert router.prefixes == ["/ok"]
+
+
+def test_two_prefixes_that_canonicalise_alike_for_different_services_are_refused() -> None:
+    router = Router.build([svc("a", "/~x"), svc("b", "/%7Ex")], PathPolicy(case="sensitive"))
+    with pytest.raises(PathError):
+        router.resolve("/~x/y")
+
+
+@pytest.mark.parametrize("path", ["/CAF%C3%89/admin", "/caf%C3%A9/ADMIN"])
+def test_non_ascii_prefixes_are_compared_with_unicode_case_folding(path: str) -> None:
+    router = Router.build([svc("root", "/"), svc("cafe", "/caf%C3%A9/admin")])
+    with pytest.raises(PathError):
+        router.resolve(path)
+    assert router.resolve("/caf%C3%A9/admin/x").service.name == "cafe"  # type: ignore[union-attr]
+    assert router.resolve("/caf%C3%A9/other").service.name == "root"  # type: ignore[union-attr]

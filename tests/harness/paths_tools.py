@@ -1,0 +1,121 @@
+"""Backend readings of a request path, for the path-canonicalisation tests
+(tests/unit/test_paths.py, tests/adversarial/test_paths_*.py): how common
+frameworks and servers turn the path they receive into the path they route.
+
+Each `Reading` is one combination of quirks seen in real backends: decoding
+once or twice (chains of proxies, IIS), IIS `%uXXXX` escapes, lenient UTF-8
+that accepts overlong forms (`%C0%AE` as '.'), servlet `;` path parameters
+stripped before or after decoding (Tomcat, Spring), backslash as a separator
+(IIS, Windows), Unicode compatibility folding (NFKC), Windows trimming of
+trailing dots and spaces, and case-insensitive matching with Java/.NET-style
+Unicode case mapping. `route_of` is the longest-prefix choice such a backend
+makes with the gateway's own route table."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_IIS_ESCAPE = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
+
+
+def _lenient_utf8(data: bytes) -> str:
+    """UTF-8 as old lenient decoders read it: overlong forms decode to their code point."""
+    out: list[str] = []
+    i = 0
+    while i < len(data):
+        b0 = data[i]
+        if b0 >= 0xC0 and b0 < 0xE0 and i + 1 < len(data) and data[i + 1] & 0xC0 == 0x80:
+            out.append(chr(((b0 & 0x1F) << 6) | (data[i + 1] & 0x3F)))
+            i += 2
+        elif b0 >= 0xE0 and b0 < 0xF0 and i + 2 < len(data) and data[i + 1] & 0xC0 == 0x80 \
+                and data[i + 2] & 0xC0 == 0x80:
+            code = ((b0 & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
+            out.append(chr(code) if not 0xD800 <= code <= 0xDFFF else "\ufffd")
+            i += 3
+        else:
+            out.append(data[i:i + 1].decode("utf-8", errors="replace") if b0 < 0x80 else chr(b0))
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Reading:
+    decodes: int = 1
+    iis_unicode: bool = False
+    lenient_utf8: bool = False
+    params: Literal["keep", "strip-raw", "strip-decoded"] = "keep"
+    backslash: bool = False
+    nfkc: bool = False
+    trim: bool = False
+    case_insensitive: bool = False
+
+    def _decode(self, text: str) -> str:
+        if self.iis_unicode:
+            text = _IIS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+        data = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8", "surrogateescape"))
+        if self.lenient_utf8:
+            return _lenient_utf8(data)
+        return data.decode("utf-8", errors="replace")
+
+    def read(self, path: str) -> str:
+        """The path this backend routes, for a request path it received."""
+        if self.params == "strip-raw":
+            path = "/".join(seg.partition(";")[0] for seg in path.split("/"))
+        for _ in range(self.decodes):
+            path = self._decode(path)
+        if self.params == "strip-decoded":
+            path = "/".join(seg.partition(";")[0] for seg in path.split("/"))
+        if self.backslash:
+            path = path.replace("\\", "/")
+        if self.nfkc:
+            path = unicodedata.normalize("NFKC", path)
+        segments: list[str] = []
+        for seg in path.split("/"):
+            if self.trim and seg not in (".", ".."):
+                seg = seg.rstrip(". ")
+            if seg in ("", "."):
+                continue
+            if seg == "..":
+                if segments:
+                    segments.pop()
+                continue
+            segments.append(seg)
+        out = "/" + "/".join(segments)
+        return fold(out) if self.case_insensitive else out
+
+
+def fold(text: str) -> str:
+    """Java `equalsIgnoreCase` / .NET `OrdinalIgnoreCase`-style folding (dotless i U+0131 -> 'i',
+    the Kelvin sign U+212A -> 'k')."""
+    return text.upper().lower()
+
+
+def all_readings() -> list[Reading]:
+    combos: Iterable[tuple[int, bool, bool, str, bool, bool, bool, bool]] = itertools.product(
+        (1, 2), (False, True), (False, True), ("keep", "strip-raw", "strip-decoded"), (False, True),
+        (False, True), (False, True), (False, True))
+    return [Reading(d, u, lu, p, b, n, t, c) for d, u, lu, p, b, n, t, c in combos]  # type: ignore[arg-type]
+
+
+def route_of(path: str, prefixes: Iterable[str], case_insensitive: bool) -> str | None:
+    """The longest prefix (on segment boundaries) a backend reading `path` routes it under."""
+    best: str | None = None
+    for prefix in prefixes:
+        p = fold(prefix) if case_insensitive else prefix
+        base = p.rstrip("/")
+        under = path in (p, base) or base == "" or path.startswith(base + "/")
+        if under and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return best
+
+
+def readings_that_reach(path: str, prefixes: list[str], target: str,
+                        readings: list[Reading] | None = None) -> list[Reading]:
+    """The backend readings of a received `path` that route it under `target`."""
+    return [r for r in readings or all_readings() if route_of(r.read(path), prefixes, r.case_insensitive) == target]
