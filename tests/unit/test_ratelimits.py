@@ -1,14 +1,22 @@
 """Rate-limit arithmetic with an injected clock: tier selection, the sliding
-window at its boundaries, headers."""
+window at its boundaries, headers; the in-process limiter's bounded caller
+table (eviction order, what an evicted caller's count becomes)."""
+
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vocelio_proxy.config import RateTier, Service, ServiceRateLimit, TierMatch
 from vocelio_proxy.identity import Identity
 from vocelio_proxy.ratelimits import (
     LimitCheck,
     MemoryLimiter,
+    LimitResult,
     checks_for,
     estimate,
     headers_for,
+    result_for,
     select_tier,
 )
 
@@ -102,3 +110,116 @@ def test_a_single_limit_reports_the_same_headers_as_the_general_path() -> None:
     assert headers["X-RateLimit-Remaining"] == twice["X-RateLimit-Remaining"] == "9"
     assert headers["X-RateLimit-Limit"] == "10" and headers["X-RateLimit-Reset"] == "180"
     assert headers["RateLimit-Policy"] == '"standard";q=10;w=60'
+
+
+# -- the bounded caller table ------------------------------------------------------------
+
+
+class UnboundedReference:
+    """The limiter before the caller table was bounded: one dict entry per bucket."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int, int], int] = {}
+
+    def decide(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
+        rows = []
+        for check in checks:
+            idx = check.window_index(now)
+            prev = self.counts.get((check.name, check.bucket, check.window_s, idx - 1), 0)
+            cur = self.counts.get((check.name, check.bucket, check.window_s, idx), 0)
+            rows.append((check, prev, cur, idx))
+        allowed = all(estimate(p, c + 1, now, ch.window_s) <= ch.limit for ch, p, c, _ in rows)
+        out = []
+        for check, prev, cur, idx in rows:
+            if allowed:
+                cur += 1
+                self.counts[(check.name, check.bucket, check.window_s, idx)] = cur
+            out.append(result_for(check, prev, cur, now, allowed))
+        return out
+
+
+CHECKS = [LimitCheck("tier", f"ip:{i}", limit, window) for i in range(4) for limit, window in ((3, 10), (5, 60))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(CHECKS), min_size=1, max_size=3, unique=True),
+                          st.floats(0, 30)), max_size=60))
+def test_below_its_cap_the_limiter_decides_exactly_as_the_unbounded_one(steps) -> None:  # type: ignore[no-untyped-def]
+    limiter, reference = MemoryLimiter(1000), UnboundedReference()
+    now = 1000.0
+    for checks, step in steps:
+        now += step
+        assert limiter.decide(checks, now) == reference.decide(checks, now)
+
+
+def test_the_caller_table_never_holds_more_than_its_cap() -> None:
+    limiter = MemoryLimiter(max_tracked=100)
+    sizes = []
+    for i in range(5000):
+        limiter.decide([LimitCheck("tier", f"ip:{i}", 10, 60), LimitCheck("svc", f"ip:{i}", 5, 3600)],
+                       1000.0 + i * 0.001)
+        sizes.append(len(limiter))
+    assert max(sizes) <= 100
+    assert sizes[-1] == 100
+    assert limiter.evicted_live == 2 * 5000 - 100
+
+
+def test_a_caller_that_stays_hot_is_never_evicted_while_colder_ones_exist() -> None:
+    limiter = MemoryLimiter(max_tracked=50)
+    hot = LimitCheck("tier", "ip:hot", 30, 3600)
+    admitted = 0
+    for i in range(2000):
+        limiter.decide([LimitCheck("tier", f"ip:cold-{i}", 30, 3600)], 7200.0 + i * 0.01)
+        if i % 10 == 0:
+            admitted += limiter.decide([hot], 7200.0 + i * 0.01)[0].allowed
+    # 200 requests from the hot caller over 200 windows' worth of cold churn: its count
+    # was kept throughout, so exactly its limit was admitted.
+    assert admitted == 30
+
+
+def test_refused_requests_keep_a_caller_hot() -> None:
+    limiter = MemoryLimiter(max_tracked=20)
+    hot = LimitCheck("tier", "ip:hot", 1, 3600)
+    assert limiter.decide([hot], 7200.0)[0].allowed
+    for i in range(500):
+        limiter.decide([LimitCheck("tier", f"ip:{i}", 5, 3600)], 7200.0 + i)
+        if i % 5 == 0:  # a refused caller that keeps trying stays tracked, and refused
+            assert not limiter.decide([hot], 7200.0 + i)[0].allowed
+
+
+def test_expired_windows_are_evicted_before_live_ones() -> None:
+    limiter = MemoryLimiter(max_tracked=100)
+    live = [LimitCheck("day", f"ip:live-{i}", 1, 86_400) for i in range(50)]
+    for check in live:
+        assert limiter.decide([check], 86_400.0)[0].allowed
+    # Used later than the live ones, but their one-second windows have long expired.
+    for i in range(50):
+        limiter.decide([LimitCheck("second", f"ip:short-{i}", 1, 1)], 86_410.0)
+    for i in range(50):
+        limiter.decide([LimitCheck("second", f"ip:new-{i}", 1, 1)], 86_420.0)
+    assert len(limiter) == 100
+    assert limiter.evicted_live == 0
+    assert not any(limiter.decide([check], 86_421.0)[0].allowed for check in live)
+
+
+def test_an_evicted_caller_starts_again_from_zero_only_after_cap_others_were_used() -> None:
+    cap = 100
+    limiter = MemoryLimiter(max_tracked=cap)
+    caller = LimitCheck("tier", "ip:a", 3, 3600)
+    assert all(limiter.decide([caller], 7200.0)[0].allowed for _ in range(3))
+    for i in range(cap - 1):  # cap - 1 others: the caller is still tracked
+        limiter.decide([LimitCheck("tier", f"ip:{i}", 3, 3600)], 7201.0)
+    assert not limiter.decide([caller], 7202.0)[0].allowed
+    for i in range(cap):  # cap others since its last request: it is the least recently used
+        limiter.decide([LimitCheck("tier", f"ip:other-{i}", 3, 3600)], 7203.0)
+    assert limiter.decide([caller], 7204.0)[0].remaining == 2  # evicted: counted from zero
+
+
+def test_expired_windows_are_swept_without_waiting_for_the_cap() -> None:
+    limiter = MemoryLimiter(max_tracked=100_000)
+    for i in range(3000):
+        limiter.decide([LimitCheck("second", f"ip:{i}", 5, 1)], 100.0)
+    assert len(limiter) == 3000
+    for i in range(2048):  # amortised sweeps: a bounded number per decision
+        limiter.decide([LimitCheck("second", "ip:steady", 10_000, 1)], 200.0)
+    assert len(limiter) == 1
