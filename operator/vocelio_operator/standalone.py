@@ -50,6 +50,9 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
     demo_key = None
     if demo_backends and settings.api_keys_path is None:
         demo_key, settings = _with_demo_key(settings)
+    if demo_backends and "shutdown_delay_s" not in settings.model_fields_set:
+        # The interactive quickstart has no load balancer to wait for: Ctrl-C stops at once.
+        settings = settings.model_copy(update={"shutdown_delay_s": 0.0})
     source = FolderSource(resources_dir)
     loaded = load_folder(resources_dir)
     for problem in loaded.problems:

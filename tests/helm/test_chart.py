@@ -91,9 +91,22 @@ def test_rendered_workloads_pass_the_policy_check(env: str) -> None:
     pod = proxy["spec"]["template"]["spec"]
     settings = yaml.safe_load(next(d for d in docs if d["metadata"]["name"].endswith("proxy-settings"))
                               ["data"]["settings.yaml"])
-    assert pod["terminationGracePeriodSeconds"] > settings["drain_timeout_s"] + settings["shutdown_delay_s"]
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert settings["shutdown_delay_s"] > 0  # /readyz turns 503 before the listener closes
+    assert pod["terminationGracePeriodSeconds"] > (
+        pre_stop + settings["shutdown_delay_s"] + settings["drain_timeout_s"])
     assert pod["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+@pytest.mark.parametrize(("delay", "drain"), [(0, 0), (5, 20), (30, 60), (60, 600)])
+def test_the_grace_period_outlasts_the_pre_stop_sleep_the_shutdown_delay_and_the_drain(delay: int, drain: int) -> None:
+    docs = render("production", "--set", f"proxy.shutdownDelaySeconds={delay}",
+                  "--set", f"proxy.drainTimeoutSeconds={drain}")
+    proxy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-proxy"))
+    pod = proxy["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == delay
+    assert pod["terminationGracePeriodSeconds"] > delay + delay + drain
 
 
 def test_environments_differ_where_real_environments_differ() -> None:

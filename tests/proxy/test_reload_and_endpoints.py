@@ -124,7 +124,7 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
         return web.Response(text="finished")
 
     up = await upstream_factory(slow)
-    settings = ProxySettings(host="127.0.0.1", port=0, access_log=False, drain_timeout_s=5)
+    settings = ProxySettings(host="127.0.0.1", port=0, access_log=False, drain_timeout_s=5, shutdown_delay_s=0)
     from vocelio_proxy.sources import StaticSource
 
     app = create_app(settings, StaticSource(GatewayConfig(services=[service("svc", up.endpoint())]).seal()))

@@ -11,8 +11,8 @@ from vocelio_proxy.config import RateTier, Service, ServiceRateLimit, TierMatch
 from vocelio_proxy.identity import Identity
 from vocelio_proxy.ratelimits import (
     LimitCheck,
-    MemoryLimiter,
     LimitResult,
+    MemoryLimiter,
     checks_for,
     estimate,
     headers_for,
@@ -220,6 +220,6 @@ def test_expired_windows_are_swept_without_waiting_for_the_cap() -> None:
     for i in range(3000):
         limiter.decide([LimitCheck("second", f"ip:{i}", 5, 1)], 100.0)
     assert len(limiter) == 3000
-    for i in range(2048):  # amortised sweeps: a bounded number per decision
+    for _ in range(2048):  # amortised sweeps: a bounded number per decision
         limiter.decide([LimitCheck("second", "ip:steady", 10_000, 1)], 200.0)
     assert len(limiter) == 1
