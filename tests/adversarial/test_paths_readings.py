@@ -2,7 +2,7 @@
 whose policy the gateway applied. Paths are generated from pieces attackers use
 (dot segments, `;` parameters, encoded separators, fragments, double and
 overlong encodings, fullwidth and case-mapped Unicode, trailing dots and
-spaces, letter case); for every path the gateway accepts, each of 384 backend
+spaces, letter case); for every path the gateway accepts, each of 768 backend
 readings (tests/harness/paths_tools.py) of the path sent upstream must choose
 the same route with the same table."""
 

@@ -8,7 +8,8 @@ that accepts overlong forms (`%C0%AE` as '.'), servlet `;` path parameters
 stripped before or after decoding (Tomcat, Spring), backslash as a separator
 (IIS, Windows), Unicode compatibility folding (NFKC), Windows trimming of
 trailing dots and spaces, and case-insensitive matching with Java/.NET-style
-Unicode case mapping. `route_of` is the longest-prefix choice such a backend
+Unicode case mapping, and a hop that decodes the path and passes it on raw,
+so the next parser cuts it at a decoded '#' or '?'. `route_of` is the longest-prefix choice such a backend
 makes with the gateway's own route table."""
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Reading:
     nfkc: bool = False
     trim: bool = False
     case_insensitive: bool = False
+    reparse: bool = False
 
     def _decode(self, text: str) -> str:
         if self.iis_unicode:
@@ -69,6 +71,8 @@ class Reading:
             path = "/".join(seg.partition(";")[0] for seg in path.split("/"))
         for _ in range(self.decodes):
             path = self._decode(path)
+            if self.reparse:
+                path = re.split("[#?]", path, maxsplit=1)[0]
         if self.params == "strip-decoded":
             path = "/".join(seg.partition(";")[0] for seg in path.split("/"))
         if self.backslash:
@@ -97,10 +101,11 @@ def fold(text: str) -> str:
 
 
 def all_readings() -> list[Reading]:
-    combos: Iterable[tuple[int, bool, bool, str, bool, bool, bool, bool]] = itertools.product(
+    combos: Iterable[tuple[int, bool, bool, str, bool, bool, bool, bool, bool]] = itertools.product(
         (1, 2), (False, True), (False, True), ("keep", "strip-raw", "strip-decoded"), (False, True),
-        (False, True), (False, True), (False, True))
-    return [Reading(d, u, lu, p, b, n, t, c) for d, u, lu, p, b, n, t, c in combos]  # type: ignore[arg-type]
+        (False, True), (False, True), (False, True), (False, True))
+    return [Reading(d, u, lu, p, b, n, t, c, r)  # type: ignore[arg-type]
+            for d, u, lu, p, b, n, t, c, r in combos]
 
 
 def route_of(path: str, prefixes: Iterable[str], case_insensitive: bool) -> str | None:
