@@ -56,6 +56,7 @@ _ESCAPE_SPLIT = re.compile(r"(%[0-9A-Fa-f]{2})")
 # backend (or a chain of proxies) that decodes twice reads something else.
 _DOUBLE_ENCODED = re.compile(r"%25(?:[0-9A-Fa-f]{2}|[uU])")
 _SAFE_BASE = r"\-A-Za-z0-9_~!$&'()*+,=:@"
+_ASCII = re.compile("[\x00-\x7f]")
 _NON_ASCII_CATEGORIES_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
@@ -211,9 +212,8 @@ def _folds_to_ascii(ch: str) -> bool:
     """Whether a case mapping or compatibility normalisation of `ch` yields ASCII
     (fullwidth full stop and solidus U+FF0E/U+FF0F, the Kelvin sign U+212A, dotless
     i U+0131 upper-cased to 'I', sharp s U+00DF upper-cased to 'SS')."""
-    for form in (ch, unicodedata.normalize("NFKC", ch)):
-        for variant in (form, form.upper(), form.lower(), form.casefold(), form.upper().lower()):
-            if any(c.isascii() for c in variant) or any(
-                    c.isascii() for c in unicodedata.normalize("NFKC", variant)):
-                return True
-    return False
+    nfkc = unicodedata.normalize("NFKC", ch)
+    # U+FFFF separates the variants: a noncharacter nothing composes with.
+    variants = "\uffff".join((ch, nfkc, ch.upper(), ch.lower(), ch.casefold(), ch.upper().lower(),
+                              nfkc.upper(), nfkc.lower(), nfkc.casefold(), nfkc.upper().lower()))
+    return _ASCII.search(variants) is not None or _ASCII.search(unicodedata.normalize("NFKC", variants)) is not None
