@@ -105,7 +105,7 @@ def _canonical(raw_path: str, policy: PathPolicy) -> str:
     segments: list[str] = []
     last = ""
     for raw in raw_path[1:].split("/"):
-        text, spelled = _segment(raw, policy)
+        text, spelled = (raw, raw) if raw in ("", ".", "..") else _segment(raw, policy)
         last = text
         if text in ("", "."):
             continue
