@@ -29,7 +29,8 @@ from vocelio_proxy.config import Endpoint
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: What an envelope must never show of an upstream failure.
-LEAK_MARKERS = ("127.0.0.1", "Error", "Errno", "Exception", "Traceback", "errno", "refused", "connect to")
+LEAK_MARKERS = ("127.0.0.1", "Error", "Errno", "Exception", "Traceback", "errno", "refused", "connect to",
+                "upstream", "Invalid", "Sec-WebSocket", "101", "timed out", "within the")
 
 
 def ws_accept(key: str) -> str:
