@@ -10,86 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.harness.app_fixtures import service
-from tests.harness.breakers_tools import (
-    LEAK_MARKERS,
-    hanging_endpoint,
-    raw_upgrade_upstream,
-    switching,
-    ws_request,
-)
+from tests.harness.breakers_tools import FAILURE_CORPUS, GET, LEAK_MARKERS, FailureCase
 from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import Endpoint, GatewayConfig
-
-GET = b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-POST = b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc"
-
-Case = Callable[[Any, contextlib.AsyncExitStack], Awaitable[tuple[Endpoint, bytes, int | None]]]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def refused(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
-    return Endpoint(address="127.0.0.1", port=closed_port()), POST, 502
-
-
-def answering(data: bytes | None, request: bytes = GET, status: int | None = 502) -> Case:
-    async def case(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
-        port = await raw_upstream(lambda head: data)
-        return Endpoint(address="127.0.0.1", port=port), request, status
-    return case
-
-
-async def hanging_connect(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
-    return stack.enter_context(_sync(hanging_endpoint())), GET, 504
-
-
-@contextlib.contextmanager
-def _sync(cm: Any) -> Iterator[Any]:
-    with cm as value:
-        yield value
-
-
-def upgrade_answer(make: Callable[[bytes], bytes], status: int) -> Case:
-    async def case(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
-        up = await stack.enter_async_context(raw_upgrade_upstream(make))
-        return up.endpoint(), ws_request("/api/v1/svc/socket"), status
-    return case
-
-
-async def upgrade_refused(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
-    return Endpoint(address="127.0.0.1", port=closed_port()), ws_request("/api/v1/svc/socket"), 502
-
-
-CORPUS: dict[str, Case] = {
-    "connect refused": refused,
-    "closed before answering": answering(None),
-    "malformed status line": answering(b"NOT HTTP AT ALL\r\n\r\n"),
-    "bad header syntax": answering(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"),
-    "oversized headers": answering(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n"),
-    "bad content length": answering(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n"),
-    "partial head then close": answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Le"),
-    "101 to a plain request": answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                        b"Connection: Upgrade\r\n\r\n"),
-    "timeout": answering(b"", status=504),
-    "hanging connect": hanging_connect,
-    "truncated body": answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly ten b",
-                                status=None),
-    "upgrade connect refused": upgrade_refused,
-    "upgrade answered with a wrong accept": upgrade_answer(lambda head: switching(head, accept="bm9wZQ=="), 502),
-    "upgrade answered with h2c": upgrade_answer(lambda head: switching(head, upgrade="h2c", accept=None), 502),
-    "upgrade answered with garbage": upgrade_answer(lambda head: b"SSH-2.0-OpenSSH\r\n\r\n", 502),
-}
+from vocelio_proxy.config import GatewayConfig
 
 
 @pytest.fixture
@@ -98,9 +26,9 @@ async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
         yield s
 
 
-@pytest.mark.parametrize("case", CORPUS.values(), ids=CORPUS.keys())
+@pytest.mark.parametrize("case", FAILURE_CORPUS.values(), ids=FAILURE_CORPUS.keys())
 async def test_failing_upstreams_never_show_their_address_and_are_logged_with_the_request_id(
-        raw_upstream, gateway_factory, stack, caplog, case: Case) -> None:
+        raw_upstream, gateway_factory, stack, caplog, case: FailureCase) -> None:
     endpoint, request, expected = await case(raw_upstream, stack)
     gw = await gateway_factory(GatewayConfig(services=[service(
         "svc", endpoint, health_check={"enabled": False}, retry={"attempts": 1},

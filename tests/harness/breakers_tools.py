@@ -15,8 +15,9 @@ import base64
 import contextlib
 import hashlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -236,3 +237,126 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> t
         if not chunk:
             return bytes(out), True
         out.extend(chunk)
+
+
+# -- a corpus of failing upstreams ----------------------------------------------------
+
+GET = b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+POST = b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc"
+
+FailureCase = Callable[[Any, contextlib.AsyncExitStack], Awaitable[tuple[Endpoint, bytes, int | None]]]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def refused(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
+    return Endpoint(address="127.0.0.1", port=closed_port()), POST, 502
+
+
+def answering(data: bytes | None, request: bytes = GET, status: int | None = 502) -> FailureCase:
+    async def case(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
+        port = await raw_upstream(lambda head: data)
+        return Endpoint(address="127.0.0.1", port=port), request, status
+    return case
+
+
+async def hanging_connect(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
+    return stack.enter_context(hanging_endpoint()), GET, 504
+
+
+def upgrade_answer(make: Callable[[bytes], bytes], status: int) -> FailureCase:
+    async def case(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
+        up = await stack.enter_async_context(raw_upgrade_upstream(make))
+        return up.endpoint(), ws_request("/api/v1/svc/socket"), status
+    return case
+
+
+async def upgrade_refused(raw_upstream: Any, stack: contextlib.AsyncExitStack) -> tuple[Endpoint, bytes, int | None]:
+    return Endpoint(address="127.0.0.1", port=closed_port()), ws_request("/api/v1/svc/socket"), 502
+
+
+#: Upstreams failing in every way the proxy must turn into an envelope (or a cut stream):
+#: each builds (endpoint, request bytes, the status the client must get or None for a cut stream).
+FAILURE_CORPUS: dict[str, FailureCase] = {
+    "connect refused": refused,
+    "closed before answering": answering(None),
+    "malformed status line": answering(b"NOT HTTP AT ALL\r\n\r\n"),
+    "bad header syntax": answering(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"),
+    "oversized headers": answering(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n"),
+    "bad content length": answering(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n"),
+    "partial head then close": answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Le"),
+    "101 to a plain request": answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                        b"Connection: Upgrade\r\n\r\n"),
+    "timeout": answering(b"", status=504),
+    "hanging connect": hanging_connect,
+    "truncated body": answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly ten b",
+                                status=None),
+    "upgrade connect refused": upgrade_refused,
+    "upgrade answered with a wrong accept": upgrade_answer(lambda head: switching(head, accept="bm9wZQ=="), 502),
+    "upgrade answered with h2c": upgrade_answer(lambda head: switching(head, upgrade="h2c", accept=None), 502),
+    "upgrade answered with garbage": upgrade_answer(lambda head: b"SSH-2.0-OpenSSH\r\n\r\n", 502),
+}
+
+
+# -- driving the pipeline without a client socket ------------------------------------------
+
+
+class BrokenBody:
+    """A request body that delivers `chunks`, then breaks the way a malformed or stalled
+    client body does in the server (`exchange.BodyError`)."""
+
+    def __init__(self, chunks: list[bytes], error: Exception) -> None:
+        self._chunks = chunks
+        self._error = error
+
+    @property
+    def complete(self) -> bool:
+        return False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+            await asyncio.sleep(0)
+        raise self._error
+
+
+@dataclass
+class CapturingWriter:
+    """Stands in for `server.HttpConnection` as the response writer: records what the
+    pipeline answered and whether it closed the connection."""
+
+    status: int = 0
+    body: bytes = b""
+    closed: bool = False
+    aborted: bool = False
+    date: str = "Thu, 01 Jan 2026 00:00:00 GMT"
+
+    def send(self, ex: Any, status: int, headers: list[tuple[str, str]], body: bytes,
+             length: int | None = None) -> None:
+        ex.status = self.status = status
+        self.body = body
+
+    def start(self, ex: Any, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
+        ex.status = self.status = status
+
+    def write(self, data: bytes) -> None:
+        self.body += data
+
+    def write_raw(self, data: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
