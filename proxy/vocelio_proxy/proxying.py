@@ -2,8 +2,15 @@
 breaker, picks an endpoint, forwards through the upstream pool with retries,
 and streams the answer back through the client's connection; upgrade requests
 become tunnels. Policy decisions are delegated to the pure modules (routing,
-balancing, breakers, retries, forwarding); this module moves bytes and records
-outcomes. Built once per application by `handling.GatewayHandler`."""
+balancing, breakers, retries, forwarding, upgrades); this module moves bytes
+and records outcomes.
+
+Three rules hold on every path here: each breaker admission is settled in one
+`finally` (a verdict about the upstream, or a release when there is none);
+a request's attempts share one deadline (`timeouts.request_s` from routing to
+the response head); and client envelopes say what failed, never where (the
+address and the error text go to the log with the request id). Built once per
+application by `handling.GatewayHandler`."""
 
 from __future__ import annotations
 
