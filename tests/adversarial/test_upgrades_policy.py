@@ -243,7 +243,7 @@ async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory) -> None:
 
 async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head), echo=False) as up:
-        gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.3})
+        gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.5})
         reader, writer = await handshake(gw)
         for i in range(10):
             writer.write(b"%d" % i)
@@ -256,7 +256,7 @@ async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
 
 async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head), echo=False) as up:
-        gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.3})
+        gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.5})
         reader, writer = await handshake(gw)
         for _ in range(10):
             up.writers[0].write(b"t")
