@@ -140,9 +140,12 @@ def _service(res: VocelioServiceResource, backends: list[dict[str, Any]]) -> dic
             "error_rate_percent": s.circuit_breaker.error_rate_percent,
             "window_s": s.circuit_breaker.window_seconds, "min_requests": s.circuit_breaker.min_requests,
             "open_s": s.circuit_breaker.open_seconds,
-            "half_open_max_probes": s.circuit_breaker.half_open_max_probes},
+            "half_open_max_probes": s.circuit_breaker.half_open_max_probes,
+            "probe_timeout_s": s.circuit_breaker.probe_timeout_seconds},
         "timeouts": {"connect_s": s.timeouts.connect_seconds, "request_s": s.timeouts.request_seconds,
-                     "idle_s": s.timeouts.idle_seconds},
+                     "idle_s": s.timeouts.idle_seconds, "per_try_s": s.timeouts.per_try_seconds,
+                     "retry_floor_s": s.timeouts.retry_floor_seconds,
+                     "tunnel_idle_s": s.timeouts.tunnel_idle_seconds},
         "retry": {"attempts": s.retry.attempts, "on_statuses": sorted(set(s.retry.on_statuses)),
                   "methods": sorted({m.upper() for m in s.retry.methods}) if s.retry.methods is not None
                   else list(IDEMPOTENT_METHODS),
@@ -151,6 +154,7 @@ def _service(res: VocelioServiceResource, backends: list[dict[str, Any]]) -> dic
         "rate_limit": {"requests": s.rate_limit.requests, "window_s": s.rate_limit.window_seconds,
                        "key_by": s.rate_limit.key_by} if s.rate_limit else None,
         "max_body_bytes": s.max_body_bytes,
+        "upgrades": s.upgrades,
     }
 
 

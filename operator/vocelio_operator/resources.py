@@ -82,6 +82,7 @@ class CircuitBreakerSpec(_Spec):
     min_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(20, alias="minRequests")
     open_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(30.0, alias="openSeconds")
     half_open_max_probes: Annotated[int, Field(ge=1, le=1000)] = Field(3, alias="halfOpenMaxProbes")
+    probe_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] | None = Field(None, alias="probeTimeoutSeconds")
 
     @model_validator(mode="after")
     def _probes_within_threshold(self) -> CircuitBreakerSpec:
@@ -94,6 +95,9 @@ class TimeoutsSpec(_Spec):
     connect_seconds: Annotated[float, Field(gt=0, le=300)] = Field(2.0, alias="connectSeconds")
     request_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(30.0, alias="requestSeconds")
     idle_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(60.0, alias="idleSeconds")
+    per_try_seconds: Annotated[float, Field(gt=0, le=3600)] | None = Field(None, alias="perTrySeconds")
+    retry_floor_seconds: Annotated[float, Field(ge=0, le=60)] = Field(0.1, alias="retryFloorSeconds")
+    tunnel_idle_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(300.0, alias="tunnelIdleSeconds")
 
 
 class RetrySpec(_Spec):
@@ -132,6 +136,7 @@ class VocelioServiceSpec(_Spec):
     auth: AuthSpec = AuthSpec()
     rate_limit: RateLimitSpec | None = Field(None, alias="rateLimit")
     max_body_bytes: Annotated[int, Field(ge=0)] | None = Field(None, alias="maxBodyBytes")
+    upgrades: list[str] = Field(default_factory=lambda: ["websocket"], max_length=16)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VocelioServiceSpec:

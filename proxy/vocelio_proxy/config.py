@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SCHEMA_VERSION: Literal[1] = 1
 
 IDEMPOTENT_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PUT", "TRACE")
+
+#: An RFC 9110 token, optionally with a `/version` (the `Upgrade` protocol grammar).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+(/[!#$%&'*+.^_`|~0-9a-z-]+)?")
 
 
 class _Model(BaseModel):
@@ -83,12 +87,31 @@ class CircuitBreaker(_Model):
     min_requests: Annotated[int, Field(ge=1, le=100_000)] = 20
     open_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     half_open_max_probes: Annotated[int, Field(ge=1, le=1000)] = 3
+    probe_timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        None,
+        description="A half-open probe that has not finished after this long no longer holds a probe slot "
+                    "(its late verdict still counts). Default: the service's request deadline "
+                    "(timeouts.request_s) plus its connect timeout.",
+    )
 
 
 class Timeouts(_Model):
-    connect_s: Annotated[float, Field(gt=0, le=300)] = 2.0
-    request_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    idle_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Upstream time limits. `request_s` is the overall deadline to the response head,
+    across every attempt (connects, body upload, retries); `per_try_s` bounds one attempt."""
+
+    connect_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        2.0, description="One TCP connect (counted inside the attempt and the deadline).")
+    request_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Overall deadline from routing to the upstream's response head, across all attempts.")
+    idle_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="Longest pause while streaming a response body.")
+    per_try_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        None, description="Time limit of one attempt (connect, upload, response head); unset: the remaining "
+                          "deadline. Each attempt gets min(per_try_s, time left).")
+    retry_floor_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        0.1, description="A retry starts only when at least this much of the deadline is left.")
+    tunnel_idle_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        300.0, description="An upgraded connection (WebSocket) with no bytes either way for this long is closed.")
 
 
 class Retry(_Model):
@@ -138,10 +161,30 @@ class Service(_Model):
     auth: AuthPolicy = AuthPolicy()
     rate_limit: ServiceRateLimit | None = None
     max_body_bytes: Annotated[int, Field(ge=0)] | None = None
+    upgrades: list[str] = Field(
+        default_factory=lambda: ["websocket"],
+        description="Upgrade protocols (RFC 9110 `Upgrade` tokens, case-insensitive) forwarded to this service; "
+                    "any other upgrade request is served as a plain request. `h2c` is never forwarded.",
+    )
 
     @property
     def id(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @field_validator("upgrades")
+    @classmethod
+    def _upgrade_tokens(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for token in value:
+            name = token.strip().lower()
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"upgrade {token!r} is not a protocol token")
+            if name.split("/", 1)[0] == "h2c":
+                raise ValueError("h2c upgrades are never forwarded (HTTP/2 over cleartext is not an upgrade "
+                                 "this gateway relays)")
+            if name not in out:
+                out.append(name)
+        return out
 
     @field_validator("prefixes")
     @classmethod

@@ -91,6 +91,16 @@ class ProxyMetrics:
                                            buckets=LATENCY_BUCKETS, registry=r)
         self.auth_failures = Counter("vocelio_auth_failures", "Rejected authentications by reason.",
                                      ["reason"], registry=r)
+        self.tunnels = Counter("vocelio_tunnels", "Upgraded connections (WebSocket) opened, by service.",
+                               ["service"], registry=r)
+        self.tunnels_open = Gauge("vocelio_tunnels_open", "Upgraded connections open now, by service.",
+                                  ["service"], registry=r)
+        self.tunnel_idle_closes = Counter("vocelio_tunnel_idle_closes",
+                                          "Upgraded connections closed by the tunnel idle timeout.", ["service"],
+                                          registry=r)
+        self.upgrades_refused = Counter("vocelio_upgrades_refused",
+                                        "Upgrade answers refused (an invalid or unexpected 101), by service.",
+                                        ["service"], registry=r)
         r.register(_StateCollector(runtime))
         r.register(_HotPathCollector(self))
 
@@ -137,18 +147,22 @@ class _StateCollector(Collector):
         rt = self._runtime()
         breaker = GaugeMetricFamily("vocelio_circuit_breaker_state",
                                     "Breaker state per service: 0 closed, 1 half-open, 2 open.", labels=["service"])
+        probes = GaugeMetricFamily("vocelio_circuit_breaker_probes_in_flight",
+                                   "Half-open probes holding a slot, per service.", labels=["service"])
         healthy = GaugeMetricFamily("vocelio_endpoints_healthy", "Endpoints eligible for traffic.", labels=["service"])
         total = GaugeMetricFamily("vocelio_endpoints", "Endpoints known from config.", labels=["service"])
         info = InfoMetricFamily("vocelio_config", "The applied config.")
         if rt is not None:
             for sid, svc in sorted(rt.services.items()):
                 breaker.add_metric([sid], svc.breaker.state.gauge)
+                probes.add_metric([sid], svc.breaker.probes_in_flight)
                 h, t = svc.balancer.counts()
                 healthy.add_metric([sid], h)
                 total.add_metric([sid], t)
             info.add_metric([], {"version": rt.config.version, "hash": rt.config.hash,
                                  "schema_version": str(rt.config.schema_version)})
         yield breaker
+        yield probes
         yield healthy
         yield total
         yield info

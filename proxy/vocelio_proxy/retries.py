@@ -1,10 +1,20 @@
-"""Retry decisions and the retry budget that keeps retries from multiplying
-load during an outage. Pure; used by the proxy handler."""
+"""Retry decisions, the retry budget that keeps retries from multiplying load
+during an outage, and the deadline arithmetic that keeps retries from
+multiplying the time a client waits.
+
+The deadline model (Envoy's route `timeout` and `per_try_timeout`): a request
+has one deadline, `timeouts.request_s` after it was routed, for its response
+head. Each attempt gets min(`per_try_s`, time left) for connect, upload and
+response head; a connect gets at most min(`connect_s`, the attempt's time); no
+retry starts with less than `retry_floor_s` left. So the time to a response
+head (or the 504) is at most `request_s`, whatever `attempts` says.
+
+Pure; used by the proxy handler."""
 
 from __future__ import annotations
 
 from .clock import Clock
-from .config import Retry
+from .config import Retry, Timeouts
 from .windows import RollingCounter
 
 _REQUESTS, _RETRIES = 0, 1
@@ -40,3 +50,19 @@ def may_retry_method(policy: Retry, method: str, has_body: bool) -> bool:
 
 def is_retryable_status(policy: Retry, status: int) -> bool:
     return status in policy.on_statuses
+
+
+def attempt_budget(timeouts: Timeouts, left_s: float) -> float:
+    """Seconds one attempt may take when `left_s` of the deadline remain."""
+    per_try = timeouts.per_try_s
+    return left_s if per_try is None or per_try > left_s else per_try
+
+
+def connect_budget(timeouts: Timeouts, attempt_s: float) -> float:
+    """Seconds a new connection may take within an attempt of `attempt_s`."""
+    return timeouts.connect_s if timeouts.connect_s < attempt_s else attempt_s
+
+
+def may_start_retry(timeouts: Timeouts, left_s: float) -> bool:
+    """A retry starts only while enough of the deadline is left to be worth it."""
+    return left_s > 0 and left_s >= timeouts.retry_floor_s

@@ -35,16 +35,24 @@ class GatewayRuntime:
         return self.services[service_id]
 
 
+def default_probe_timeout(service: Service) -> float:
+    """How long a half-open probe may hold its slot unless configured: the longest a
+    request may wait for its answer head (the deadline) plus one connect as slack."""
+    return service.timeouts.request_s + service.timeouts.connect_s
+
+
 def build_runtime(config: GatewayConfig, clock: Clock, previous: GatewayRuntime | None = None,
                   rng: random.Random | None = None) -> GatewayRuntime:
     services: dict[str, ServiceRuntime] = {}
     for svc in config.services:
         old = previous.services.get(svc.id) if previous else None
         balancer = ServiceBalancer(svc, clock, rng, previous=old.balancer if old else None)
+        probe_timeout_s = default_probe_timeout(svc)
         if old and old.service.circuit_breaker == svc.circuit_breaker:
             breaker = old.breaker
+            breaker.probe_timeout_s = svc.circuit_breaker.probe_timeout_s or probe_timeout_s
         else:
-            breaker = Breaker(svc.circuit_breaker, clock)
+            breaker = Breaker(svc.circuit_breaker, clock, probe_timeout_s)
         budget = old.budget if old and old.service.retry == svc.retry else RetryBudget(svc.retry, clock)
         services[svc.id] = ServiceRuntime(svc, balancer, breaker, budget)
     return GatewayRuntime(config, Router.build(config.services), services)

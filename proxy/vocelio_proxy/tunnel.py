@@ -3,12 +3,17 @@ sends the upgrade request on a fresh connection, reads the answer, and after a
 101 relays raw bytes to the client's connection with back-pressure both ways.
 The gateway does not parse frames: like Envoy and nginx it joins two byte
 streams once both sides agreed to switch. Used by `proxying` for upgrade
-requests; the client side is `server.HttpConnection.start_tunnel`."""
+requests; the client side is `server.HttpConnection.start_tunnel`.
+
+A tunnel obeys an idle timeout: bytes either way are activity (upstream to
+client are seen here in `data_received`; client to upstream through
+`ActivityTransport`, the upstream transport as the client side is handed it);
+with no activity for `idle_timeout_s` both sides are closed."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -43,6 +48,13 @@ class UpgradeUpstream(asyncio.Protocol):
         self._switched = False
         self._pending: list[bytes] = []
         self._client: HttpConnection | None = None
+        # The idle timer: one lazily re-armed handle per tunnel, moved only when it fires.
+        self._loop = asyncio.get_running_loop()
+        self._last_activity = 0.0
+        self._idle_timeout_s = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        #: True once the tunnel was closed for being idle.
+        self.idle_closed = False
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,6 +62,7 @@ class UpgradeUpstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._client is not None:
+            self._last_activity = self._loop.time()
             self._client.tunnel_write(data)
             return
         if self._switched:
@@ -65,6 +78,7 @@ class UpgradeUpstream(asyncio.Protocol):
             self._fail(UpstreamError("protocol", f"invalid upstream answer to an upgrade: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_idle_timer()
         if self._client is not None:
             self._client.close()
             return
@@ -120,6 +134,75 @@ class UpgradeUpstream(asyncio.Protocol):
         for chunk in self._pending:
             client.tunnel_write(chunk)
         self._pending.clear()
+
+    def client_side(self, idle_timeout_s: float) -> ActivityTransport:
+        """The upstream transport to hand to the client side of the tunnel (its writes
+        count as activity), with the idle timer started."""
+        assert self.transport is not None
+        self._idle_timeout_s = idle_timeout_s
+        self.mark_activity()
+        self._idle_timer = self._loop.call_at(self._last_activity + idle_timeout_s, self._check_idle)
+        return ActivityTransport(self.transport, self)
+
+    def mark_activity(self) -> None:
+        self._last_activity = self._loop.time()
+
+    def stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        due = self._last_activity + self._idle_timeout_s
+        if self._loop.time() < due:
+            self._idle_timer = self._loop.call_at(due, self._check_idle)
+            return
+        self.idle_closed = True
+        # Abort both sides: a graceful close would wait on a peer that has stopped reading.
+        client = self._client
+        if client is not None:
+            client.abort()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ActivityTransport(asyncio.Transport):
+    """The upstream transport of a tunnel as the client side sees it: every write is
+    tunnel activity (resets the idle timer); everything else is passed through."""
+
+    def __init__(self, inner: asyncio.Transport, tunnel: UpgradeUpstream) -> None:
+        super().__init__()
+        self._inner = inner
+        self._tunnel = tunnel
+
+    def write(self, data: bytes | bytearray | memoryview[Any]) -> None:
+        self._tunnel.mark_activity()
+        self._inner.write(data)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size()
 
 
 async def open_upgrade(host: str, port: int, head: bytes, connect_timeout_s: float,

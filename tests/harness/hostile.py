@@ -195,6 +195,8 @@ class Resources:
     endpoint_in_flight: int
     breakers: dict[str, str]
     client_connections: int
+    #: Half-open probe slots held across services (a leaked admission would hold one).
+    probe_slots: int = 0
 
     def leaks_against(self, before: Resources, *, fd_slack: int = 4) -> list[str]:
         problems = []
@@ -204,6 +206,8 @@ class Resources:
             problems.append(f"in_flight {before.in_flight} -> {self.in_flight}")
         if self.endpoint_in_flight != before.endpoint_in_flight:
             problems.append(f"endpoint in_flight {before.endpoint_in_flight} -> {self.endpoint_in_flight}")
+        if self.probe_slots > before.probe_slots:
+            problems.append(f"breaker probe slots {before.probe_slots} -> {self.probe_slots}")
         return problems
 
 
@@ -213,10 +217,12 @@ def resources(app: web.Application, server: object | None = None) -> Resources:
     rt = state.runtime
     ep_in_flight = 0
     breakers: dict[str, str] = {}
+    probes = 0
     if rt is not None:
         for sid, svc in rt.services.items():
             ep_in_flight += sum(ep.in_flight for ep in svc.balancer.endpoints())
             breakers[sid] = svc.breaker.state.value
+            probes += svc.breaker.probes_in_flight
     conns = len(getattr(server, "connections", ())) if server is not None else -1
     return Resources(
         fds=len(os.listdir("/proc/self/fd")),
@@ -225,6 +231,7 @@ def resources(app: web.Application, server: object | None = None) -> Resources:
         endpoint_in_flight=ep_in_flight,
         breakers=breakers,
         client_connections=conns,
+        probe_slots=probes,
     )
 
 

@@ -1,15 +1,44 @@
-"""Circuit breaker transitions with an injected clock."""
+"""Circuit breaker transitions with an injected clock, and the guarantee that it
+cannot wedge: every admission is settled (record or release), an unsettled
+probe frees its slot after the probe timeout, and a generated sequence of
+operations never leaves half-open without a free slot for good."""
 
-from vocelio_proxy.breakers import Breaker, BreakerState
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from vocelio_proxy.breakers import Admission, Breaker, BreakerState
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import CircuitBreaker
+from vocelio_proxy.config import CircuitBreaker, Service, Timeouts
+from vocelio_proxy.runtime import default_probe_timeout
 
 
-def breaker(**kw: object) -> tuple[Breaker, ManualClock]:
+def breaker(probe_timeout_s: float = 5.0, **kw: Any) -> tuple[Breaker, ManualClock]:
     clock = ManualClock()
     settings = CircuitBreaker(**{"consecutive_failures": 3, "open_s": 10, "half_open_max_probes": 2,
-                                 "min_requests": 10, "error_rate_percent": 50, "window_s": 10, **kw})  # type: ignore[arg-type]
-    return Breaker(settings, clock), clock
+                                 "min_requests": 10, "error_rate_percent": 50, "window_s": 10, **kw})
+    return Breaker(settings, clock, probe_timeout_s), clock
+
+
+def tripped(**kw: Any) -> tuple[Breaker, ManualClock]:
+    """A breaker that has just opened."""
+    b, clock = breaker(**kw)
+    for _ in range(3):
+        b.record(False)
+    assert b.state is BreakerState.OPEN
+    return b, clock
+
+
+def half_open(**kw: Any) -> tuple[Breaker, ManualClock]:
+    b, clock = tripped(**kw)
+    clock.advance(10)
+    assert b.state is BreakerState.HALF_OPEN
+    return b, clock
 
 
 def test_consecutive_failures_open_the_breaker() -> None:
@@ -22,9 +51,7 @@ def test_consecutive_failures_open_the_breaker() -> None:
 
 
 def test_an_open_breaker_refuses_with_the_remaining_open_time() -> None:
-    b, clock = breaker()
-    for _ in range(3):
-        b.record(False)
+    b, clock = tripped()
     clock.advance(4)
     admission = b.allow()
     assert not admission.allowed
@@ -63,31 +90,111 @@ def test_old_outcomes_leave_the_window() -> None:
     assert b.state is BreakerState.CLOSED
 
 
+def test_a_closed_breaker_admits_without_a_probe_ticket() -> None:
+    b, _ = breaker()
+    admission = b.allow()
+    assert admission.allowed and admission.probe == 0
+
+
+def test_the_open_time_passing_makes_the_breaker_half_open() -> None:
+    b, clock = tripped()
+    clock.advance(9.9)
+    assert b.state is BreakerState.OPEN
+    clock.advance(0.1)
+    assert b.state is BreakerState.HALF_OPEN
+
+
 def test_half_open_admits_a_bounded_number_of_probes_then_closes_on_success() -> None:
-    b, clock = breaker()
-    for _ in range(3):
-        b.record(False)
-    clock.advance(10)
-    assert b.state is BreakerState.HALF_OPEN
+    b, _ = half_open()
     first, second, third = b.allow(), b.allow(), b.allow()
-    assert first.allowed and first.probe and second.allowed
-    assert not third.allowed
-    b.record(True, probe=True)
+    assert first.allowed and first.probe and second.allowed and second.probe != first.probe
+    assert not third.allowed and 0 < third.retry_after_s <= 1
+    b.record(True, first.probe)
     assert b.state is BreakerState.HALF_OPEN
-    b.record(True, probe=True)
+    b.record(True, second.probe)
     assert b.state is BreakerState.CLOSED
-    assert b.allow().allowed
+    assert b.allow() == Admission(True)
 
 
 def test_a_failed_probe_reopens_the_breaker() -> None:
-    b, clock = breaker()
-    for _ in range(3):
-        b.record(False)
-    clock.advance(10)
-    assert b.allow().probe
-    b.record(False, probe=True)
+    b, _ = half_open()
+    probe = b.allow()
+    assert probe.probe
+    b.record(False, probe.probe)
     assert b.state is BreakerState.OPEN
     assert not b.allow().allowed
+
+
+def test_a_released_probe_frees_its_slot_without_a_verdict() -> None:
+    b, _ = half_open()
+    first, second = b.allow(), b.allow()
+    assert not b.allow().allowed
+    b.release(first.probe)
+    assert b.state is BreakerState.HALF_OPEN  # no verdict: neither closed nor reopened
+    third = b.allow()
+    assert third.allowed and third.probe
+    b.record(True, second.probe)
+    b.record(True, third.probe)
+    assert b.state is BreakerState.CLOSED
+
+
+def test_settle_without_a_verdict_is_a_release_and_with_one_is_a_record() -> None:
+    b, _ = half_open()
+    first, second = b.allow(), b.allow()
+    b.settle(first, None)
+    assert b.probes_in_flight == 1 and b.state is BreakerState.HALF_OPEN
+    b.settle(second, False)
+    assert b.state is BreakerState.OPEN
+
+
+def test_a_probe_that_never_finishes_frees_its_slot_after_the_probe_timeout() -> None:
+    b, clock = half_open(probe_timeout_s=5)
+    b.allow()
+    b.allow()
+    clock.advance(4.9)
+    assert not b.allow().allowed
+    assert b.probes_in_flight == 2
+    clock.advance(0.1)
+    assert b.probes_in_flight == 0
+    assert b.allow().allowed
+
+
+def test_the_retry_after_of_a_full_half_open_breaker_never_exceeds_the_probe_timeout() -> None:
+    b, clock = half_open(probe_timeout_s=0.5)
+    b.allow()
+    b.allow()
+    clock.advance(0.2)
+    refused = b.allow()
+    assert not refused.allowed and abs(refused.retry_after_s - 0.3) < 1e-9
+
+
+def test_a_late_verdict_from_an_expired_probe_still_counts() -> None:
+    b, clock = half_open(probe_timeout_s=5)
+    slow = b.allow()
+    clock.advance(6)
+    assert b.probes_in_flight == 0
+    b.record(False, slow.probe)
+    assert b.state is BreakerState.OPEN
+
+
+def test_a_probe_of_an_earlier_half_open_episode_gives_no_verdict() -> None:
+    b, clock = half_open()
+    old = b.allow()
+    failed = b.allow()
+    b.record(False, failed.probe)  # reopens; `old` is still out there
+    clock.advance(10)
+    assert b.state is BreakerState.HALF_OPEN
+    b.record(False, old.probe)
+    assert b.state is BreakerState.HALF_OPEN
+    b.release(old.probe)
+    assert b.probes_in_flight == 0
+
+
+def test_requests_admitted_while_closed_give_no_verdict_in_half_open() -> None:
+    b, _ = half_open()
+    b.record(False)
+    b.record(True)
+    assert b.state is BreakerState.HALF_OPEN
 
 
 def test_a_disabled_breaker_always_admits() -> None:
@@ -95,3 +202,74 @@ def test_a_disabled_breaker_always_admits() -> None:
     for _ in range(10):
         b.record(False)
     assert b.allow().allowed
+
+
+def test_the_probe_timeout_defaults_to_the_services_deadline_plus_a_connect() -> None:
+    svc = Service(name="s", prefixes=["/s"], timeouts=Timeouts(request_s=7, connect_s=1))
+    assert default_probe_timeout(svc) == 8
+    b = Breaker(svc.circuit_breaker, ManualClock(), default_probe_timeout(svc))
+    assert b.probe_timeout_s == 8
+    configured = Breaker(CircuitBreaker(probe_timeout_s=2), ManualClock(), 8)
+    assert configured.probe_timeout_s == 2
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Random admissions, verdicts, releases, forgotten probes and clock moves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock()
+        self.settings = CircuitBreaker(consecutive_failures=2, open_s=3, half_open_max_probes=2, min_requests=4,
+                                       window_s=5)
+        self.breaker = Breaker(self.settings, self.clock, probe_timeout_s=2)
+        self.open: list[tuple[Admission, float]] = []
+
+    @rule()
+    def allow(self) -> None:
+        admission = self.breaker.allow()
+        if admission.allowed:
+            self.open.append((admission, self.clock.now))
+
+    @precondition(lambda self: self.open)
+    @rule(index=st.integers(min_value=0), ok=st.booleans())
+    def record(self, index: int, ok: bool) -> None:
+        admission, _ = self.open.pop(index % len(self.open))
+        self.breaker.settle(admission, ok)
+
+    @precondition(lambda self: self.open)
+    @rule(index=st.integers(min_value=0))
+    def release(self, index: int) -> None:
+        admission, _ = self.open.pop(index % len(self.open))
+        self.breaker.settle(admission, None)
+
+    @precondition(lambda self: self.open)
+    @rule(index=st.integers(min_value=0))
+    def forget(self, index: int) -> None:
+        # A request whose owner never settles it (the bug the probe timeout exists for).
+        self.open.pop(index % len(self.open))
+
+    @rule(seconds=st.floats(min_value=0, max_value=4, allow_nan=False))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def probe_slots_are_bounded(self) -> None:
+        assert self.breaker.probes_in_flight <= self.settings.half_open_max_probes
+
+    @invariant()
+    def a_healthy_upstream_is_always_reachable_again(self) -> None:
+        # Whatever happened, after the open time plus the probe timeout with no other
+        # traffic, a request is admitted, and successful probes close the breaker.
+        future = copy.deepcopy(self.breaker)
+        clock = future._clock
+        assert isinstance(clock, ManualClock)
+        clock.advance(self.settings.open_s + future.probe_timeout_s + 0.001)
+        for _ in range(self.settings.half_open_max_probes):
+            admission = future.allow()
+            assert admission.allowed, future.state
+            future.settle(admission, True)
+        assert future.state is BreakerState.CLOSED
+
+
+TestBreakerNeverWedges = BreakerMachine.TestCase
+TestBreakerNeverWedges.settings = hyp_settings(max_examples=150, stateful_step_count=40, deadline=None)
