@@ -29,6 +29,7 @@ from .errors import Refusal
 from .exchange import BodySource, Exchange
 from .forwarding import child_traceparent, response_head, upstream_request_headers
 from .health import EndpointState, record_passive_result
+from .paths import PathError
 from .responses import add_gateway_headers, send_error
 from .retries import attempt_budget, connect_budget, is_retryable_status, may_retry_method, may_start_retry
 from .routing import RouteMatch
@@ -82,7 +83,11 @@ class Proxy:
         if rt is None:
             self._refuse(out, ex, 503, "The gateway has not loaded a configuration yet", 5)
             return
-        match = rt.router.match(path)
+        try:
+            match = rt.router.resolve(path)
+        except PathError as exc:
+            self._refuse(out, ex, 400, f"Invalid request path: {exc}")
+            return
         if match is None:
             self._refuse(out, ex, 404, f"No service is routed at {path}")
             return

@@ -13,6 +13,7 @@ from .breakers import Breaker
 from .clock import Clock
 from .config import GatewayConfig, Service
 from .retries import RetryBudget
+from .paths import DEFAULT_POLICY, PathPolicy
 from .routing import Router
 
 
@@ -42,7 +43,7 @@ def default_probe_timeout(service: Service) -> float:
 
 
 def build_runtime(config: GatewayConfig, clock: Clock, previous: GatewayRuntime | None = None,
-                  rng: random.Random | None = None) -> GatewayRuntime:
+                  rng: random.Random | None = None, path_policy: PathPolicy = DEFAULT_POLICY) -> GatewayRuntime:
     services: dict[str, ServiceRuntime] = {}
     for svc in config.services:
         old = previous.services.get(svc.id) if previous else None
@@ -55,4 +56,4 @@ def build_runtime(config: GatewayConfig, clock: Clock, previous: GatewayRuntime 
             breaker = Breaker(svc.circuit_breaker, clock, probe_timeout_s)
         budget = old.budget if old and old.service.retry == svc.retry else RetryBudget(svc.retry, clock)
         services[svc.id] = ServiceRuntime(svc, balancer, breaker, budget)
-    return GatewayRuntime(config, Router.build(config.services), services)
+    return GatewayRuntime(config, Router.build(config.services, path_policy), services)
