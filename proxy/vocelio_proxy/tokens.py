@@ -17,7 +17,8 @@ another exception. The rules, in order:
   an RSA key, ES256 a P-256 key, ES384 a P-384 key, and the JWK's own `alg` when
   it has one): no key confusion on an issuer with mixed key types;
 * claims: `exp` and `iss` required, `nbf`/`aud` checked, with leeway (PyJWT);
-  the identity claims are strings (or integers, written in decimal), roles a
+  the identity claims are strings (tenant and tier may also be integers,
+  written in decimal; PyJWT requires `sub` and `jti` to be strings), roles a
   list of strings or a space-separated string, scope a string; a claim of any
   other JSON type is refused.
 """
@@ -210,6 +211,8 @@ def verify_token(token: str, settings: AuthSettings, key_for: KeyLookup, now: fl
         raise AuthError("signature", "The token's signature is invalid") from exc
     except jwt.MissingRequiredClaimError as exc:
         raise AuthError("claims", f"The token lacks the {exc.claim} claim") from exc
+    except (jwt.exceptions.InvalidSubjectError, jwt.exceptions.InvalidJTIError) as exc:  # `sub` and `jti` must be strings
+        raise AuthError("claims", "The token's sub or jti claim is not a string") from exc
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError, KeyError, RecursionError) as exc:
         # A claim PyJWT cannot read (an `exp` of 1e400 is a float it cannot make an int, ...).
         raise AuthError("malformed", "The bearer token is invalid") from exc
