@@ -40,7 +40,7 @@ def test_authorities_parse_to_one_normalised_host_and_port(text: str, parsed: Au
 @pytest.mark.parametrize("text", [
     "", ":80", "host:@evil", "host:@evil.com", "evil@host", "user:pass@host", "host:80:81", "host:http",
     "host:-1", "host:65536", "host:123456", "host:8 0", " host", "host ", "host/path", "host?q", "host#f",
-    "ho%73t", "host\x00", "h\u00f4st", "[::1", "::1", "[::1]:", "[::1]x", "[:::1]", "[fe80::1%25eth0]", "[::1]:x",
+    "ho%73t", "host\x00", "h\u00f4st", "[::1", "::1", "[::1]x", "[:::1]", "[fe80::1%25eth0]", "[::1]:x",
     "[v1.fe]", "[1.2.3.4]", "..", ".", "host..", "[::1]:80:81", "host\r\nX: y", "host\\evil",
 ])
 def test_text_that_is_not_one_authority_is_refused(text: str) -> None:
