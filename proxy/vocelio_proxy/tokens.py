@@ -211,7 +211,7 @@ def verify_token(token: str, settings: AuthSettings, key_for: KeyLookup, now: fl
         raise AuthError("signature", "The token's signature is invalid") from exc
     except jwt.MissingRequiredClaimError as exc:
         raise AuthError("claims", f"The token lacks the {exc.claim} claim") from exc
-    except (jwt.exceptions.InvalidSubjectError, jwt.exceptions.InvalidJTIError) as exc:  # `sub` and `jti` must be strings
+    except (jwt.exceptions.InvalidSubjectError, jwt.exceptions.InvalidJTIError) as exc:  # not strings
         raise AuthError("claims", "The token's sub or jti claim is not a string") from exc
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError, KeyError, RecursionError) as exc:
         # A claim PyJWT cannot read (an `exp` of 1e400 is a float it cannot make an int, ...).

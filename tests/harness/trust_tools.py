@@ -44,7 +44,7 @@ def head_of(answer: bytes) -> dict[str, list[str]]:
 
 def envelope_of(answer: bytes) -> dict[str, Any]:
     """The JSON error envelope of the first response (its body, Content-Length framed)."""
-    head, _, rest = answer.partition(b"\r\n\r\n")
+    rest = answer.partition(b"\r\n\r\n")[2]
     length = int(head_of(answer)["content-length"][0])
     body: dict[str, Any] = json.loads(rest[:length])
     return body

@@ -323,7 +323,8 @@ def test_generated_headers_and_claims_give_an_auth_error_or_a_clean_identity(
     if exp is not None:
         body["exp"] = exp
     header_text, claims_text = json.dumps(header), json.dumps(body)
-    token = hs_token(header_text, claims_text) if signed else f"{b64(header_text.encode())}.{b64(claims_text.encode())}.{b64(garbage)}"
+    unsigned = f"{b64(header_text.encode())}.{b64(claims_text.encode())}.{b64(garbage)}"
+    token = hs_token(header_text, claims_text) if signed else unsigned
     try:
         identity = verify(token)
     except AuthError:

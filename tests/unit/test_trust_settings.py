@@ -80,7 +80,7 @@ def test_whatever_parses_has_no_userinfo_path_or_whitespace_and_one_reading(text
 @given(host=HOST, junk=st.text(st.characters(codec="latin-1"), min_size=1, max_size=8))
 def test_a_trusted_host_followed_by_anything_but_a_port_is_not_that_host(host: str, junk: str) -> None:
     parsed = parse_authority(f"{host}:{junk}")
-    assert parsed is None or (parsed.host == host and junk.isdigit() or junk == "")
+    assert parsed is None or (parsed.host == host and (junk == "" or junk.isdigit()))
     parsed = parse_authority(f"{junk}@{host}")
     assert parsed is None
 
@@ -96,7 +96,7 @@ def test_trusted_proxy_cidrs_are_validated_at_load_with_a_clear_error() -> None:
     ok = ProxySettings(trusted_proxies=2, trusted_proxy_cidrs=["10.0.0.0/8", "fd00::/8", "192.0.2.7"])
     assert ok.trusted_proxy_cidrs == ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
     for bad in ("10.0.0.1/8", "10.0.0.0/33", "ten", "10.0.0.0/8 ", "::1/129"):
-        with pytest.raises(ValidationError, match="trusted_proxy_cidrs: .* is not a network address"):
+        with pytest.raises(ValidationError, match=r"trusted_proxy_cidrs: .* is not a network address"):
             ProxySettings(trusted_proxies=1, trusted_proxy_cidrs=[bad])
     with pytest.raises(ValidationError, match="needs trusted_proxies >= 1"):
         ProxySettings(trusted_proxy_cidrs=["10.0.0.0/8"])
