@@ -128,11 +128,9 @@ class ForwardedTrust:
     def __init__(self, hops: int, cidrs: Sequence[str] = ()) -> None:
         self.hops = hops
         self.networks: tuple[_Network, ...] = tuple(ipaddress.ip_network(c) for c in cidrs)
+        #: Whether anyone may tell the client address (a plain attribute: read per request).
+        self.enabled = hops > 0
         self._peers: dict[str, bool] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return self.hops > 0
 
     def _inside(self, addr: _Address) -> bool:
         return any(addr in net for net in self.networks)

@@ -213,6 +213,17 @@ def test_integer_and_null_identity_claims_have_one_reading() -> None:
     assert (ident.tenant, ident.tier) == (None, "7")
 
 
+@pytest.mark.parametrize("error", [OverflowError("int too large"), TypeError("odd"), ValueError("odd"),
+                                   KeyError("exp"), RecursionError("deep")])
+def test_whatever_the_jwt_library_raises_on_a_token_is_a_401(monkeypatch: pytest.MonkeyPatch,
+                                                             error: Exception) -> None:
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(jwt, "decode", decode)
+    assert reason(jwt.encode(good_claims(), SECRET, algorithm="HS256")) == "malformed"
+
+
 def test_oversize_tokens_are_refused_before_decoding() -> None:
     token = jwt.encode(good_claims(pad="x" * 9000), SECRET, algorithm="HS256")
     assert reason(token) == "oversize"
@@ -226,7 +237,7 @@ def jwk(key: Any, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("document", [
-    None, [], "keys", 7, {"keys": "abc"}, {"keys": {"kid": "a"}}, {"keys": None}, {"nokeys": []},
+    None, [], "keys", 7, {"keys": "abc"}, {"keys": {"kid": "a"}}, {"keys": None}, {"keys": 7}, {"nokeys": []},
 ])
 def test_a_jwks_document_of_the_wrong_shape_keeps_the_previous_keys(document: Any) -> None:
     previous = {"old": KEYS["rsa"]}
