@@ -178,3 +178,14 @@ async def test_credentials_spelled_with_underscores_never_authenticate(recording
     assert status_of(answer) == 200
     assert key not in str(up.requests[-1].headers)
     assert status_of(await raw_request(gw.port, request_bytes("/api/v1/keyed/x", [("X-API-Key", key)]))) == 200
+
+
+@pytest.mark.parametrize("raw_name", [b"X-Vocelio-User ", b"X-Vocelio-User\t", b" X-Vocelio-User", b"X-Vocelio User"])
+async def test_header_names_with_whitespace_are_refused_not_normalised(recording_upstream, gateway_factory,
+                                                                       raw_name: bytes) -> None:
+    gw, up = await gateway(recording_upstream, gateway_factory, headers_with_underscores="allow")
+    request = (b"GET /api/v1/svc/x HTTP/1.1\r\nHost: gw.test\r\nX-Pad: 1\r\n" + raw_name
+               + b": smuggled\r\nConnection: close\r\n\r\n")
+    answer = await raw_request(gw.port, request)
+    assert status_of(answer) == 400, answer[:200]
+    assert up.requests == []
