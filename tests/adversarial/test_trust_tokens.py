@@ -193,6 +193,9 @@ async def test_credentials_are_read_in_one_meaning(recording_upstream, gateway_f
                                                                                    f"Bearer {good}")]))) == 200
     assert status_of(await raw_request(gw.port, request_bytes("/api/v1/open/x", [("X-API-Key", key)]))) == 200
     assert len(up.requests) == 2
+    identity = {k: v for k, v in up.requests[-1].headers if k.lower().startswith("x-vocelio")}
+    assert identity == {"X-Vocelio-Auth-Method": "api-key", "X-Vocelio-User": f"apikey:{record.id}",
+                        "X-Vocelio-Tenant": "acme"}
     await settled(gw.app, before)
 
 
