@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .authority import parse_authority
@@ -265,12 +265,30 @@ class ProxySettings(BaseSettings):
         return self
 
 
+class SettingsError(ValueError):
+    """Settings that do not load, as one line per problem (`field: why`)."""
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """A ValidationError as one line per problem, without pydantic's type codes and URLs."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
 def load_settings(settings_file: Path | None = None, **overrides: Any) -> ProxySettings:
-    """Settings from env, then the file, then explicit overrides (CLI flags)."""
+    """Settings from env, then the file, then explicit overrides (CLI flags).
+    Raises `SettingsError` with a one-line message when they do not load."""
     data: dict[str, Any] = {}
     if settings_file is not None:
         data = yaml.safe_load(settings_file.read_text()) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{settings_file}: settings must be a mapping")
+            raise SettingsError(f"{settings_file}: settings must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return ProxySettings(**data)
+    try:
+        return ProxySettings(**data)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {settings_problems(exc)}") from None

@@ -150,3 +150,21 @@ def test_the_auth_failure_limit_and_claim_encoding_have_safe_defaults() -> None:
     assert (auth.failure_limit.requests, auth.failure_limit.window_s) == (30, 60)
     assert auth.claim_encoding == "refuse"
     assert ProxySettings().headers_with_underscores == "drop"
+
+
+def test_settings_that_do_not_load_give_one_line_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from vocelio_proxy.settings import SettingsError, load_settings
+
+    path = tmp_path / "settings.yaml"
+    path.write_text("cors: {allow_origins: ['*'], allow_credentials: true}\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert str(info.value) == ("invalid settings: cors: cors.allow_origins '*' cannot be combined with "
+                               "cors.allow_credentials: list the exact origins that may send credentials")
+    result = subprocess.run([sys.executable, "-m", "vocelio_proxy.cli", "serve", "--settings", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [str(info.value)]
