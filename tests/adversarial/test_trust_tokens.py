@@ -158,7 +158,8 @@ async def test_every_odd_token_is_a_401_envelope_and_never_reaches_the_upstream(
         answer = await raw_request(gw.port, request_bytes("/api/v1/open/x", [("Authorization", value)]))
         assert_refused(answer, value, name)
     assert up.requests == [] and up.connections == 0
-    await settled(gw.app, before)
+    after = await settled(gw.app, before)
+    assert after.breakers == before.breakers == {s.id: "closed" for s in cfg.services}
 
 
 async def test_credentials_are_read_in_one_meaning(recording_upstream, gateway_factory, tmp_path: Path) -> None:
