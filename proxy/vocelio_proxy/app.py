@@ -2,7 +2,8 @@
 application that holds settings, state and clients under `AppKey`s and owns
 every background task (config watch, health checks, pool sweeping, log
 flushing) through `cleanup_ctx`, so all of them are cancelled on shutdown.
-`start_gateway` starts the application and the HTTP server in front of it;
+`start_gateway` starts the application and the HTTP server in front of it (and,
+when `admin.port` is set, the admin listener for the gateway's own endpoints);
 `serve` is the graceful-shutdown runner used by the CLI and standalone mode."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from . import keys
 from .accesslog import AccessLog
 from .clock import Clock, SystemClock
 from .edge import install_edge
-from .handling import GatewayHandler
+from .handling import AdminHandler, GatewayHandler
 from .healthchecks import run_health_checks
 from .metrics import ProxyMetrics
 from .server import HttpServer
@@ -95,19 +96,37 @@ async def _sweep(pool: UpstreamPool) -> None:
 
 
 class RunningGateway:
-    """A started application with its HTTP server; `stop` drains and cleans up."""
+    """A started application with its HTTP server (and admin listener, if any);
+    `stop` drains and cleans up."""
 
-    def __init__(self, app: web.Application, server: HttpServer, port: int) -> None:
+    def __init__(self, app: web.Application, server: HttpServer, port: int,
+                 admin_server: HttpServer | None = None, admin_port: int | None = None) -> None:
         self.app = app
         self.server = server
         self.port = port
+        self.admin_server = admin_server
+        #: The admin listener's port (None when it is off).
+        self.admin_port = admin_port
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.app[keys.STATE].draining = True
         try:
-            await self.server.shutdown(drain_timeout_s)
+            if self.admin_server is not None:
+                await asyncio.gather(self.server.shutdown(drain_timeout_s),
+                                     self.admin_server.shutdown(drain_timeout_s))
+            else:
+                await self.server.shutdown(drain_timeout_s)
         finally:
             await self.app.cleanup()
+
+
+def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
+    settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    return HttpServer(
+        handler, settings.limits, header_timeout_s=settings.client_header_timeout_s,
+        idle_timeout_s=settings.client_idle_timeout_s,
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", f"{status // 100}xx", 0.0))
 
 
 async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:
@@ -116,17 +135,19 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
     await app.startup()
     app.freeze()
     settings = app[keys.SETTINGS]
-    metrics = app[keys.METRICS]
-    server = HttpServer(
-        GatewayHandler(app), settings.limits, header_timeout_s=settings.client_header_timeout_s,
-        idle_timeout_s=settings.client_idle_timeout_s,
-        on_reject=lambda status: metrics.count_request("gateway", "OTHER", f"{status // 100}xx", 0.0))
+    server = _http_server(app, GatewayHandler(app))
+    admin: HttpServer | None = None
+    admin_port: int | None = None
     try:
         bound = await server.listen(host, port)
+        if settings.admin.port is not None:
+            admin = _http_server(app, AdminHandler(app))
+            admin_port = await admin.listen(settings.admin.host, settings.admin.port)
     except BaseException:
+        await server.shutdown(0)
         await app.cleanup()
         raise
-    return RunningGateway(app, server, bound)
+    return RunningGateway(app, server, bound, admin, admin_port)
 
 
 async def serve(app: web.Application, settings: ProxySettings,
@@ -144,6 +165,8 @@ async def serve(app: web.Application, settings: ProxySettings,
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     log.info("listening", extra={"fields": {"host": settings.host, "port": gateway.port}})
+    if gateway.admin_port is not None:
+        log.info("admin listening", extra={"fields": {"host": settings.admin.host, "port": gateway.admin_port}})
     if started is not None:
         result = started(gateway.port)
         if result is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from .app import create_app, serve
 from .config import ConfigError, json_schema, parse_config
 from .logs import setup_logging
-from .settings import load_settings
+from .settings import SettingsError, load_settings
 
 
 def _run(coro: object) -> None:
@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.file}: ok, version {cfg.version}, {len(cfg.services)} services")
         return 0
-    settings = load_settings(args.settings, config_path=args.config, host=args.host, port=args.port,
-                             log_level=args.log_level, access_log=False if args.no_access_log else None)
+    try:
+        settings = load_settings(args.settings, config_path=args.config, host=args.host, port=args.port,
+                                 log_level=args.log_level, access_log=False if args.no_access_log else None)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
 
     source = None

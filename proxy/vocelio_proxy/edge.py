@@ -3,7 +3,17 @@ anonymous by client IP), authorize against the route's policy, apply the
 caller's rate tier and the service's own limit, and return the identity
 headers for the upstream, or the refusal to answer. Installed by `install_edge`
 as the app's `EDGE_POLICY`; its clients (Redis, JWKS fetcher) live in the
-app's cleanup context."""
+app's cleanup context.
+
+Credentials are read in one meaning: `Authorization` (Bearer only) or
+`X-API-Key`, each at most once, never both (401 otherwise); header names with
+`_` never authenticate (the server keeps `X_API_Key` as its own name, and the
+pipeline drops it by default). Every 401 for presented credentials costs the
+client address one failure in `auth.failure_limit` (the rate limiter's store:
+Redis when configured, else in-process); once the address has used its
+failures, requests from it that carry credentials get 429 with Retry-After
+before any verification, until the limit would admit another failure.
+Identity headers follow `auth.claim_encoding` (see `identity`)."""
 
 from __future__ import annotations
 
@@ -21,14 +31,47 @@ from . import keys
 from .apikeys import ApiKeyStore, load_store
 from .errors import Refusal
 from .exchange import Exchange
-from .identity import AuthError, Identity, authorize
+from .identity import AuthError, Identity, authorize, identity_headers
 from .jwks import JwksCache
-from .ratelimits import MemoryLimiter, checks_for, headers_for, ietf_ratelimit
+from .ratelimits import LimitCheck, LimitResult, MemoryLimiter, checks_for, headers_for, ietf_ratelimit
 from .redis_limiter import LimiterUnavailable, RedisLimiter
 from .routing import RouteMatch
 from .tokens import peek, verify_token
 
 log = logging.getLogger("vocelio.proxy.auth")
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vocelio"'}
+_INVALID = {"WWW-Authenticate": 'Bearer realm="vocelio", error="invalid_token"'}
+_FAILURE_TIER = "auth-failures"
+
+
+class FailureBlocks:
+    """Client addresses refused for failed authentications, each until a wall time.
+    Bounded: past `max_entries`, expired entries go, then the oldest."""
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self._until: dict[str, float] = {}
+        self._max = max_entries
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def remaining(self, ip: str, now: float) -> float:
+        """Seconds `ip` stays refused (0: not refused)."""
+        until = self._until.get(ip)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._until[ip]
+            return 0.0
+        return until - now
+
+    def block(self, ip: str, until: float, now: float) -> None:
+        if ip not in self._until and len(self._until) >= self._max:
+            self._until = {k: v for k, v in self._until.items() if v > now}
+            while len(self._until) >= self._max:
+                del self._until[next(iter(self._until))]
+        self._until[ip] = max(until, self._until.get(ip, 0.0))
 
 
 class ApiKeyFile:
@@ -71,22 +114,24 @@ class EdgeGate:
         self._limiter = limiter
         self._memory = memory
         self.key_file = key_file
+        self._encoding = self._settings.auth.claim_encoding
+        self._blocks = FailureBlocks()
 
     async def authenticate(self, ex: Exchange) -> Identity:
         ip = ex.client_ip
-        auth = ex.lookup.get("authorization")
-        api_key = ex.lookup.get("x-api-key")
+        auth = _single(ex, "authorization")
+        api_key = _single(ex, "x-api-key")
+        if auth is not None and api_key is not None:
+            raise AuthError("ambiguous", "Send one credential: a bearer token or an API key, not both")
         if auth is not None:
             scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise AuthError("malformed", "Authorization must be 'Bearer <token>'")
             token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise AuthError("malformed", "Authorization must be 'Bearer <token>'")
             settings = self._settings.auth
-            header, claims = peek(token, settings)
-            for issuer in settings.issuers:
-                if issuer.issuer == claims.get("iss"):
-                    await self._jwks.ensure(issuer, header.get("kid"))
-            identity = verify_token(token, settings, self._jwks.lookup, self._clock.wall(), (header, claims))
+            peeked = peek(token, settings)
+            await self._jwks.ensure(peeked.issuer, peeked.kid)
+            identity = verify_token(token, settings, self._jwks.lookup, self._clock.wall(), peeked)
             return dataclasses.replace(identity, ip=ip)
         if api_key is not None:
             self.key_file.refresh()
@@ -94,21 +139,50 @@ class EdgeGate:
             return self.key_file.store.authenticate(api_key.strip(), ip, now)
         return Identity(method="anonymous", ip=ip)
 
-    async def __call__(self, ex: Exchange, match: RouteMatch) -> Refusal | dict[str, str]:
+    async def _count_failure(self, ip: str) -> None:
+        """One failed authentication for `ip` in the failure limit; block it when used up."""
+        limit = self._settings.auth.failure_limit
+        if not limit.requests:
+            return
+        now = self._clock.wall()
+        checks = [LimitCheck(_FAILURE_TIER, f"ip:{ip}", limit.requests, limit.window_s)]
+        results: list[LimitResult]
         try:
-            lookup = ex.lookup
-            if "authorization" in lookup or "x-api-key" in lookup:
+            results = await self._limiter.decide(checks, now) if self._limiter is not None else []
+        except LimiterUnavailable:
+            results = []
+        if not results:
+            results = self._memory.decide(checks, now)
+        result = results[0]
+        if not result.allowed:
+            self._blocks.block(ip, now + result.retry_after_s, now)
+        elif result.remaining == 0:
+            self._blocks.block(ip, max(float(result.reset_at), now + 1.0), now)
+
+    async def __call__(self, ex: Exchange, match: RouteMatch) -> Refusal | dict[str, str]:
+        lookup = ex.lookup
+        if "authorization" in lookup or "x-api-key" in lookup:
+            ip = ex.client_ip
+            if self._settings.auth.failure_limit.requests:
+                left = self._blocks.remaining(ip, self._clock.wall())
+                if left > 0:
+                    self._metrics.ratelimit_decisions.inc((_FAILURE_TIER, "limited"))
+                    return Refusal(429, "Too many failed authentications from your address; try again later",
+                                   retry_after=left)
+            try:
                 identity = await self.authenticate(ex)
-            else:  # anonymous: no coroutine on the most common path
-                identity = Identity(method="anonymous", ip=ex.client_ip)
-        except AuthError as exc:
-            self._metrics.auth_failures.labels(exc.reason).inc()
-            return Refusal(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="vocelio"'})
+                upstream = identity_headers(identity, self._encoding)
+            except AuthError as exc:
+                self._metrics.auth_failures.labels(exc.reason).inc()
+                await self._count_failure(ip)
+                return Refusal(401, str(exc), headers=_INVALID)
+        else:  # anonymous: no coroutine on the most common path
+            identity = Identity(method="anonymous", ip=ex.client_ip)
+            upstream = identity_headers(identity, self._encoding)
         decision = authorize(match.service.auth, identity)
         if not decision.allowed:
             self._metrics.auth_failures.labels("forbidden" if decision.status == 403 else "missing").inc()
-            extra = {"WWW-Authenticate": 'Bearer realm="vocelio"'} if decision.status == 401 else None
-            return Refusal(decision.status, decision.message, headers=extra)
+            return Refusal(decision.status, decision.message, headers=_CHALLENGE if decision.status == 401 else None)
         rt = self._state.runtime
         settings = self._settings.rate_limit
         if settings.enabled and rt is not None:
@@ -133,7 +207,17 @@ class EdgeGate:
                 if not allowed:
                     retry = max(r.retry_after_s for r in results if not r.allowed)
                     return Refusal(429, "Rate limit exceeded", retry_after=retry, headers=headers)
-        return identity.upstream_headers()
+        return upstream
+
+
+def _single(ex: Exchange, name: str) -> str | None:
+    """The one value of header `name` (lower-case), None when absent; a header sent
+    more than once is refused (the server joins repeats with ", ", and neither a
+    bearer token nor an API key holds a comma)."""
+    value = ex.lookup.get(name)
+    if value is not None and "," in value and sum(1 for k, _ in ex.headers if k.lower() == name) > 1:
+        raise AuthError("duplicate", f"The {name} header is sent more than once")
+    return value
 
 
 def install_edge(app: web.Application) -> AsyncIterator[None]:

@@ -1,14 +1,33 @@
 """Header policy for forwarded requests and returned responses: hop-by-hop
-stripping, X-Forwarded-* through trusted proxies, request ids, W3C trace
-context, and removal of client-sent identity headers. Pure; called by the proxy
-handler and by the auth layer (client address)."""
+stripping, the client address through trusted proxies (hop count or CIDRs),
+X-Forwarded-*, request ids, W3C trace context, and removal of client-sent
+copies of the headers the gateway owns, in every spelling. Pure; called by the
+request pipeline (client address, underscore policy) and the proxy handler.
+
+What an upstream receives, whatever the client sent:
+
+* `X-Forwarded-For`: exactly one address, the client as the gateway determined
+  it (`ForwardedTrust.client`); backends reading either end of the list get it;
+* `X-Forwarded-Proto` / `X-Forwarded-Host`: a trusted proxy's value when the
+  request came through one (`trusted_hops > 0`; with CIDRs the pipeline removes
+  the values of untrusted peers first) and the value is one `http`/`https` or
+  one valid authority; else the gateway's own scheme and the `Host`;
+* `X-Request-ID`, `traceparent`: the gateway's;
+* `X-Vocelio-*`: only the gateway's identity headers (`identity.IDENTITY_HEADERS`);
+* no client header whose name, lower-cased with `_` read as `-`, is one of the
+  above, a hop-by-hop or framing header, or a credential header the gateway
+  verifies (`Authorization`, `X-API-Key`): `X_Vocelio_User` and `X-Forwarded_For`
+  are dropped whatever `headers_with_underscores` says.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+
+from .authority import parse_authority
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
@@ -19,10 +38,14 @@ HOP_BY_HOP = frozenset({
 IDENTITY_PREFIX = "x-vocelio-"
 GATEWAY_OWNED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
                            "forwarded", "traceparent", "x-request-id"})
+#: Names whose underscore spellings are always dropped: a backend that reads `_` as `-`
+#: (CGI/WSGI environ, many frameworks) must never see a second copy of these.
+NEVER_RESPELLED = GATEWAY_OWNED | HOP_BY_HOP | {"content-length", "authorization", "x-api-key", "host"}
 
 _DROP_UPSTREAM = HOP_BY_HOP | {"content-length"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_PROTOS = frozenset({"http", "https"})
 
 
 # Ids come from the process PRNG, not os.urandom: they label requests and
@@ -57,21 +80,94 @@ def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in listed.split(",") if t.strip())
 
 
-def client_address(remote: str, forwarded_for: str | None, trusted_hops: int) -> str:
-    """The caller's address: `remote` unless it is one of `trusted_hops` proxies,
-    in which case walk X-Forwarded-For from the right, one trusted hop at a time.
-    A client cannot move itself into another address's bucket without a trusted
-    proxy vouching for the header."""
-    if trusted_hops <= 0 or not forwarded_for:
-        return remote
-    chain = [a.strip() for a in forwarded_for.split(",") if a.strip()]
-    hops = [*chain, remote]
-    index = max(0, len(hops) - 1 - trusted_hops)
-    candidate = hops[index]
+def is_respelled_owned(lower: str) -> bool:
+    """True for a lower-case header name with `_` that reads, with `_` as `-`, as
+    a name the gateway owns (see `NEVER_RESPELLED`) or an identity header."""
+    if "_" not in lower:
+        return False
+    name = lower.replace("_", "-")
+    return name in NEVER_RESPELLED or name.startswith(IDENTITY_PREFIX)
+
+
+def without_underscored(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` without any whose name contains `_` (`headers_with_underscores: drop`)."""
+    return [(k, v) for k, v in headers if "_" not in k]
+
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_PEER_MEMO = 1024
+
+
+def _address(text: str) -> _Address | None:
     try:
-        return str(ipaddress.ip_address(candidate))
+        addr = ipaddress.ip_address(text)
     except ValueError:
-        return remote
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+class ForwardedTrust:
+    """Who may tell the gateway the client's address (nginx realip style), built once
+    from `trusted_proxies` (hops) and `trusted_proxy_cidrs`:
+
+    * no hops: nobody; the client is the peer;
+    * hops only: the peer and the next `hops - 1` addresses to its left in
+      X-Forwarded-For are trusted proxies, whoever they are;
+    * hops and CIDRs: a hop is trusted only when its address is inside one of
+      the networks, and at most `hops` hops are walked.
+
+    Walking X-Forwarded-For from the right, the first address that is not a
+    trusted proxy is the client; when every address is trusted, the leftmost one
+    is; an entry that is not an IP address ends the walk and the nearest
+    address to its right is the client (a caller never picks an arbitrary one).
+    """
+
+    def __init__(self, hops: int, cidrs: Sequence[str] = ()) -> None:
+        self.hops = hops
+        self.networks: tuple[_Network, ...] = tuple(ipaddress.ip_network(c) for c in cidrs)
+        #: Whether anyone may tell the client address (a plain attribute: read per request).
+        self.enabled = hops > 0
+        self._peers: dict[str, bool] = {}
+
+    def _inside(self, addr: _Address) -> bool:
+        return any(addr in net for net in self.networks)
+
+    def peer_trusted(self, peer: str) -> bool:
+        """Whether the direct peer is a trusted proxy (its X-Forwarded-* count)."""
+        if self.hops <= 0:
+            return False
+        if not self.networks:
+            return True
+        known = self._peers.get(peer)
+        if known is None:
+            addr = _address(peer)
+            known = addr is not None and self._inside(addr)
+            if len(self._peers) >= _PEER_MEMO:
+                self._peers.clear()
+            self._peers[peer] = known
+        return known
+
+    def client(self, peer: str, forwarded_for: str | None) -> str:
+        """The client address for a request from `peer` with this X-Forwarded-For."""
+        if not forwarded_for or not self.peer_trusted(peer):
+            return peer
+        current = peer
+        for walked, entry in enumerate(reversed(forwarded_for.split(",")), start=1):
+            addr = _address(entry.strip())
+            if addr is None:
+                return current
+            if walked >= self.hops or (self.networks and not self._inside(addr)):
+                return str(addr)
+            current = str(addr)
+        return current
+
+
+def client_address(remote: str, forwarded_for: str | None, trusted_hops: int) -> str:
+    """The caller's address with a hop count only (see `ForwardedTrust`)."""
+    return ForwardedTrust(trusted_hops).client(remote, forwarded_for)
 
 
 def upstream_request_headers(
@@ -86,10 +182,11 @@ def upstream_request_headers(
     identity: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """Build the header list sent upstream (without Content-Length/Transfer-Encoding,
-    which the forwarder sets from the body it streams)."""
+    which the forwarder sets from the body it streams). `remote` is the client
+    address; see the module doc for what the upstream receives."""
     out: list[tuple[str, str]] = []
-    prior_xff: list[str] = []
-    prior_proto = None
+    protos: list[str] = []
+    hosts: list[str] = []
     listed: frozenset[str] = frozenset()
     for name, value in client_headers:
         lower = name.lower()
@@ -99,22 +196,30 @@ def upstream_request_headers(
             continue
         if lower.startswith(IDENTITY_PREFIX):
             continue
-        if lower == "x-forwarded-for":
-            prior_xff.append(value)
-            continue
-        if lower == "x-forwarded-proto":
-            prior_proto = value
-            continue
         if lower in GATEWAY_OWNED:
+            if lower == "x-forwarded-proto":
+                protos.append(value)
+            elif lower == "x-forwarded-host":
+                hosts.append(value)
+            continue
+        if "_" in lower and is_respelled_owned(lower):
             continue
         out.append((name, value))
     if listed:
         out = [(k, v) for k, v in out if k.lower() not in listed]
-    trusted_chain = ", ".join(prior_xff) if trusted_hops > 0 and prior_xff else ""
-    out.append(("X-Forwarded-For", f"{trusted_chain}, {remote}" if trusted_chain else remote))
-    proto = prior_proto if (trusted_hops > 0 and prior_proto in ("http", "https")) else scheme
-    out.append(("X-Forwarded-Proto", proto or scheme))
-    out.append(("X-Forwarded-Host", host))
+    proto = scheme
+    forwarded_host = host
+    if trusted_hops > 0:
+        # One field with one value from the trusted proxy; anything else is not one meaning.
+        if len(protos) == 1 and protos[0].strip().lower() in _PROTOS:
+            proto = protos[0].strip().lower()
+        if len(hosts) == 1:
+            parsed = parse_authority(hosts[0].strip())
+            if parsed is not None:
+                forwarded_host = str(parsed)
+    out.append(("X-Forwarded-For", remote))
+    out.append(("X-Forwarded-Proto", proto))
+    out.append(("X-Forwarded-Host", forwarded_host))
     out.append(("X-Request-ID", request_id))
     out.append(("traceparent", traceparent))
     if identity:

@@ -1,35 +1,69 @@
 """The request pipeline every client request goes through, in order: request
-id and client address, early refusals (method, host, CORS preflight, declared
-body size), path normalisation, the gateway's own endpoints or the proxy, a
-catch-all error envelope, then the request metrics and one JSON access-log
-line. Built once per application by `app.start_gateway` and called by the
-server for each `Exchange`."""
+id and client address (through trusted proxies), early refusals (method,
+header names with underscores, host, CORS preflight, declared body size), path
+normalisation, the gateway's own endpoints or the proxy, a catch-all error
+envelope, then the request metrics and one JSON access-log line. Built once
+per listener by `app.start_gateway` and called by the server for each
+`Exchange`: `GatewayHandler` for the public listener, `AdminHandler` for the
+admin listener (gateway endpoints only).
+
+What the pipeline decides once, so nothing after it reads a second meaning:
+
+* the client address (`forwarding.ForwardedTrust`); with trusted-proxy CIDRs,
+  the X-Forwarded-Proto/Host of a peer that is not a trusted proxy are removed
+  from the request here (the forwarded-header policy then trusts what is left);
+* header names with `_` (`headers_with_underscores`): dropped from the request
+  (default), refused with 400, or kept (their gateway-owned spellings are
+  dropped by the forwarded-header policy anyway);
+* the `Host` against `trusted_hosts` with the one authority parser: not an
+  authority is 400, another host is 421.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
 from aiohttp import web
 
 from . import keys
+from .authority import parse_authority
 from .cors import preflight_headers, response_headers
-from .endpoints import ENDPOINTS
+from .endpoints import ENDPOINTS, Reply
 from .errors import Refusal
 from .exchange import BodyError, Exchange
-from .forwarding import accept_request_id, client_address
+from .forwarding import ForwardedTrust, accept_request_id, without_underscored
 from .paths import PathError, normalize_path
 from .proxying import Proxy
 from .responses import send_error, send_reply
 from .server import HttpConnection
+from .settings import ProxySettings
 
 log = logging.getLogger("vocelio.proxy")
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
+_HOST_MEMO = 256
+_FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
+Endpoint = Callable[[web.Application], Reply]
+
+
+def admin_only(app: web.Application) -> Reply:
+    """Marks, in the public listener's table, an endpoint served only on the admin
+    listener: its path is answered 404 like an unrouted path (never proxied)."""
+    return Reply(404, b"")
+
+
+def public_endpoints(settings: ProxySettings) -> dict[str, Endpoint]:
+    """The public listener's table of gateway endpoints (see `admin_only`)."""
+    if settings.admin.port is None:
+        return dict(ENDPOINTS)
+    public = set(settings.admin.public_endpoints)
+    return {path: (handler if path in public else admin_only) for path, handler in ENDPOINTS.items()}
 
 
 class GatewayHandler:
@@ -40,17 +74,25 @@ class GatewayHandler:
         self._metrics = app[keys.METRICS]
         self._clock = app[keys.CLOCK]
         self._access_log = app[keys.ACCESS_LOG] if settings.access_log else None
-        self._trusted_hops = settings.trusted_proxies
+        self._trust = ForwardedTrust(settings.trusted_proxies, settings.trusted_proxy_cidrs)
+        self._check_peers = bool(self._trust.networks)
         self._trusted_hosts = frozenset(settings.trusted_hosts)
+        self._hosts: dict[str, int] = {}
+        self._underscores = settings.headers_with_underscores
         self._max_body = settings.limits.max_body_bytes
+        self._endpoints = public_endpoints(settings)
         self._proxy = Proxy(app)
 
     async def __call__(self, ex: Exchange, out: HttpConnection) -> None:
         started = time.perf_counter()
         lookup = ex.lookup
         ex.request_id = accept_request_id(lookup.get("x-request-id"))
-        if self._trusted_hops:
-            ex.client_ip = client_address(ex.peer, lookup.get("x-forwarded-for"), self._trusted_hops)
+        trust = self._trust
+        if trust.enabled:
+            ex.client_ip = trust.client(ex.peer, lookup.get("x-forwarded-for"))
+            if (self._check_peers and ("x-forwarded-proto" in lookup or "x-forwarded-host" in lookup)
+                    and not trust.peer_trusted(ex.peer)):
+                ex.headers = [(k, v) for k, v in ex.headers if k.lower() not in _FORWARDED_CLAIMS]
         metrics = self._metrics
         metrics.in_flight_count += 1
         try:
@@ -87,9 +129,12 @@ class GatewayHandler:
         except PathError as exc:
             self._refuse(out, ex, 400, f"Invalid request path: {exc}")
             return
-        endpoint = ENDPOINTS.get(path)
+        endpoint = self._endpoints.get(path)
         if endpoint is None:
             await self._proxy.handle(ex, out, path)
+            return
+        if endpoint is admin_only:
+            self._refuse(out, ex, 404, f"No service is routed at {path}")
             return
         if ex.method not in _ENDPOINT_METHODS:
             self._refuse(out, ex, 405, f"{path} answers GET and HEAD only", {"Allow": "GET, HEAD"})
@@ -104,9 +149,13 @@ class GatewayHandler:
             self._refuse(out, ex, 405, "CONNECT is not supported: this is a reverse proxy")
             return True
         lookup = ex.lookup
-        if self._trusted_hosts and lookup.get("host", "").split(":")[0].lower() not in self._trusted_hosts:
-            self._refuse(out, ex, 421, "Unknown host")
+        if "_" in "".join(lookup) and self._underscored(ex, out):
             return True
+        if self._trusted_hosts:
+            verdict = self._host_verdict(lookup.get("host", ""))
+            if verdict:
+                self._refuse(out, ex, verdict, "Invalid Host header" if verdict == 400 else "Unknown host")
+                return True
         origin = lookup.get("origin")
         if origin is not None:
             cors = self._settings.cors
@@ -125,6 +174,30 @@ class GatewayHandler:
             return True
         return False
 
+    def _underscored(self, ex: Exchange, out: HttpConnection) -> bool:
+        """Apply `headers_with_underscores` to a request with such a header name;
+        True when it was refused."""
+        mode = self._underscores
+        if mode == "reject":
+            self._refuse(out, ex, 400, "Header names with underscores are not accepted")
+            return True
+        if mode == "drop":
+            ex.headers = without_underscored(ex.headers)
+            for name in [k for k in ex.lookup if "_" in k]:
+                del ex.lookup[name]
+        return False
+
+    def _host_verdict(self, host: str) -> int:
+        """0 when `host` names a trusted host, 400 when it is not an authority, else 421."""
+        verdict = self._hosts.get(host)
+        if verdict is None:
+            parsed = parse_authority(host)
+            verdict = 400 if parsed is None else 0 if parsed.host in self._trusted_hosts else 421
+            if len(self._hosts) >= _HOST_MEMO:
+                self._hosts.clear()
+            self._hosts[host] = verdict
+        return verdict
+
     def _record(self, ex: Exchange, elapsed: float) -> None:
         status = ex.status
         method = ex.method if ex.method in _METHODS else "OTHER"
@@ -140,6 +213,31 @@ class GatewayHandler:
                 f'"path": {encode_basestring_ascii(ex.path)}, "service": {encode_basestring_ascii(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
                 f'"attempts": {ex.attempts}, "client": "{ex.client_ip}"}}')
+
+
+class AdminHandler(GatewayHandler):
+    """The admin listener's pipeline: the gateway's own endpoints, all of them, and
+    a 404 envelope for any other path (nothing is proxied). No host or CORS checks:
+    it is reached by scrapers and operators on a private address."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(app)
+        self._endpoints = dict(ENDPOINTS)
+
+    def _refused_early(self, ex: Exchange, out: HttpConnection) -> bool:
+        return False
+
+    async def _dispatch(self, ex: Exchange, out: HttpConnection) -> None:
+        path = ex.path
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            self._refuse(out, ex, 404, "Not a gateway endpoint")
+            return
+        if ex.method not in _ENDPOINT_METHODS:
+            self._refuse(out, ex, 405, f"{path} answers GET and HEAD only", {"Allow": "GET, HEAD"})
+            return
+        reply = endpoint(self._app)
+        send_reply(out, ex, reply.status, reply.body, reply.content_type, reply.headers)
 
 
 def _client_gone(ex: Exchange, out: HttpConnection) -> None:

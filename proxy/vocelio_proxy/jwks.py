@@ -1,7 +1,10 @@
-"""JWKS key cache per issuer: fetched with the app's HTTP client, refreshed
-when a token names an unknown `kid` (at most once per configured interval, so a
-flood of forged kids cannot hammer the issuer), keeping previous keys through a
-rotation. Owned by the edge policy."""
+"""Verification keys per issuer: the static PEM keys of the settings (parsed
+once, on first use) and a JWKS cache fetched with the app's HTTP client,
+refreshed when a token names an unknown `kid` (at most once per configured
+interval, so a flood of forged kids cannot hammer the issuer), keeping previous
+keys through a rotation. A JWKS document is hostile input too: entries that are
+not RSA/EC signature keys with a string `kid` (or none) are skipped, a document
+of the wrong shape changes nothing. Owned by the edge policy."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import aiohttp
 
 from .clock import Clock
 from .settings import JwtIssuer
-from .tokens import public_key_from_jwk
+from .tokens import PublicKey, public_key_from_jwk, public_key_from_pem
 
 log = logging.getLogger("vocelio.proxy.auth")
 
@@ -23,15 +26,26 @@ class JwksCache:
         self._session = session
         self._clock = clock
         self._min_interval_s = min_interval_s
-        self._keys: dict[str, dict[str | None, Any]] = {}
+        self._keys: dict[str, dict[str | None, PublicKey]] = {}
+        self._static: dict[str, dict[str, PublicKey]] = {}
         self._fetched_at: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def lookup(self, issuer: JwtIssuer, kid: str | None) -> Any:
-        if kid is not None and kid in issuer.public_keys:
-            return issuer.public_keys[kid]
-        if kid is None and len(issuer.public_keys) == 1:
-            return next(iter(issuer.public_keys.values()))
+    def _static_keys(self, issuer: JwtIssuer) -> dict[str, PublicKey]:
+        keys = self._static.get(issuer.issuer)
+        if keys is None:
+            # The settings validated every PEM; one that still fails to load is left out.
+            keys = {kid: key for kid, pem in issuer.public_keys.items()
+                    if (key := public_key_from_pem(pem)) is not None}
+            self._static[issuer.issuer] = keys
+        return keys
+
+    def lookup(self, issuer: JwtIssuer, kid: str | None) -> PublicKey | None:
+        static = self._static_keys(issuer)
+        if kid is not None and kid in static:
+            return static[kid]
+        if kid is None and len(static) == 1:
+            return next(iter(static.values()))
         keys = self._keys.get(issuer.issuer, {})
         if kid is None and len(keys) == 1:
             return next(iter(keys.values()))
@@ -57,12 +71,24 @@ class JwksCache:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("JWKS fetch failed", extra={"fields": {"issuer": issuer.issuer, "error": str(exc)}})
                 return
-            keys = dict(self._keys.get(issuer.issuer, {}))  # previous keys survive a rotation
-            for jwk in document.get("keys", []) if isinstance(document, dict) else []:
-                try:
-                    key = public_key_from_jwk(jwk)
-                except (ValueError, TypeError, KeyError):
-                    continue
-                if key is not None:
-                    keys[jwk.get("kid")] = key
-            self._keys[issuer.issuer] = keys
+            self._keys[issuer.issuer] = merge_jwks(self._keys.get(issuer.issuer, {}), document)
+
+
+def merge_jwks(previous: dict[str | None, PublicKey], document: Any) -> dict[str | None, PublicKey]:
+    """The keys after a fetch: the previous ones (they survive a rotation) plus the
+    document's usable entries."""
+    keys = dict(previous)
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        log.warning("JWKS document has no list of keys; keeping the previous keys")
+        return keys
+    for jwk in entries:
+        if not isinstance(jwk, dict):
+            continue
+        kid = jwk.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            continue
+        key = public_key_from_jwk(jwk)
+        if key is not None:
+            keys[kid] = key
+    return keys

@@ -5,12 +5,16 @@ renders these as env."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .authority import parse_authority
 
 
 class CorsSettings(BaseModel):
@@ -23,6 +27,22 @@ class CorsSettings(BaseModel):
         "X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"])
     allow_credentials: bool = False
     max_age_s: int = 600
+
+    @model_validator(mode="after")
+    def _credentials_need_exact_origins(self) -> CorsSettings:
+        # Browsers refuse `*` with credentials; the only way to "make it work" is to reflect
+        # every origin, which lets any site read users' data. Refused here, once, at load.
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("cors.allow_origins '*' cannot be combined with cors.allow_credentials: "
+                             "list the exact origins that may send credentials")
+        for origin in self.allow_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"cors.allow_origins: {origin!r} is not an origin "
+                                 "(scheme://host[:port], no path, no trailing slash; 'null' is never allowed)")
+        return self
+
+
+_ORIGIN = re.compile(r"https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?")
 
 
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
@@ -39,6 +59,33 @@ class JwtIssuer(BaseModel):
     public_keys: dict[str, str] = Field(default_factory=dict, description="kid -> PEM public key.", repr=False)
     jwks_url: str | None = Field(None, description="JWKS document with the issuer's public keys.")
 
+    @model_validator(mode="after")
+    def _keys_fit_the_algorithms(self) -> JwtIssuer:
+        hmac = sorted(a for a in self.algorithms if a.startswith("HS"))
+        if hmac and not self.secret:
+            raise ValueError(f"issuer {self.issuer!r} accepts {', '.join(hmac)} but has no secret")
+        for kid, pem in self.public_keys.items():
+            if _public_key_kind(pem) is None:
+                raise ValueError(f"issuer {self.issuer!r}: public key {kid!r} is not a PEM RSA, P-256 or P-384 "
+                                 "public key")
+        return self
+
+
+def _public_key_kind(pem: str) -> str | None:
+    """"RSA", "P-256" or "P-384" for a PEM public key the gateway can verify with, else None."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        return None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "P-256", "secp384r1": "P-384"}.get(key.curve.name)
+    return None
+
 
 class ClaimNames(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +96,17 @@ class ClaimNames(BaseModel):
     tier: str = "tier"
 
 
+class AuthFailureLimit(BaseModel):
+    """No free brute force: every failed authentication (401 for presented credentials)
+    costs the client address one request in this limit; past it, requests carrying
+    credentials get 429 before any verification until the window has passed."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        30, description="Failed authentications per window and client address; 0 turns the limit off.")
+    window_s: Annotated[int, Field(ge=1, le=86400)] = Field(60, description="Window of the limit (seconds).")
+
+
 class AuthSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     issuers: list[JwtIssuer] = Field(default_factory=list)
@@ -56,6 +114,14 @@ class AuthSettings(BaseModel):
     leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
     max_token_bytes: Annotated[int, Field(ge=256, le=65536)] = 8192
     jwks_refresh_min_interval_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    claim_encoding: Literal["refuse", "percent"] = Field(
+        "refuse", description="Identity values (user, tenant, roles, tier) that cannot be written into a "
+        "header as they are: 'refuse' answers 401 'claim not representable'; 'percent' percent-encodes "
+        "their UTF-8 (see docs/security/trust.md).")
+    failure_limit: AuthFailureLimit = Field(
+        default_factory=lambda: AuthFailureLimit(),
+        description="Failed authentications allowed per client address before it is refused (429) "
+                    "without verifying its credentials.")
 
 
 class RateLimitSettings(BaseModel):
@@ -128,6 +194,39 @@ class PathSettings(BaseModel):
                     "characters; reject refuses all non-ASCII; allow accepts any valid UTF-8.")
 
 
+#: The gateway endpoints (see `endpoints.ENDPOINTS`) a listener can serve.
+GATEWAY_ENDPOINTS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/openapi.json", "/docs")
+#: Always served on the public listener: the seed's health endpoint and the probes.
+ALWAYS_PUBLIC = ("/health", "/livez", "/readyz")
+
+
+class AdminListener(BaseModel):
+    """A second listener for the operator's endpoints, off by default. When it is on,
+    the public listener serves only `public_endpoints` of the gateway's own endpoints
+    and answers the others 404, as an unrouted path."""
+
+    model_config = ConfigDict(extra="forbid")
+    port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        None, description="Port of the admin listener (None: off, every endpoint is public; 0: any free port).")
+    host: str = Field("127.0.0.1", description="Address of the admin listener (the chart uses 0.0.0.0 so "
+                                               "Prometheus can scrape the pod).")
+    public_endpoints: list[str] = Field(
+        default_factory=lambda: list(ALWAYS_PUBLIC),
+        description="Gateway endpoints the public listener still serves while the admin listener is on.")
+
+    @field_validator("public_endpoints")
+    @classmethod
+    def _known_endpoints(cls, paths: list[str]) -> list[str]:
+        unknown = [p for p in paths if p not in GATEWAY_ENDPOINTS]
+        if unknown:
+            raise ValueError(f"admin.public_endpoints: {', '.join(unknown)} is not a gateway endpoint "
+                             f"({', '.join(GATEWAY_ENDPOINTS)})")
+        missing = [p for p in ALWAYS_PUBLIC if p not in paths]
+        if missing:
+            raise ValueError(f"admin.public_endpoints must include {', '.join(missing)} (always public)")
+        return paths
+
+
 class ProxySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_", env_nested_delimiter="__", extra="forbid")
 
@@ -159,14 +258,73 @@ class ProxySettings(BaseSettings):
     compression: CompressionSettings = CompressionSettings()
     environment: str = "development"
     paths: PathSettings = PathSettings()
+    trusted_proxy_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Addresses of trusted proxies (nginx set_real_ip_from style, e.g. 10.0.0.0/8). When set, "
+                    "X-Forwarded-For is walked from the right skipping these addresses, at most "
+                    "`trusted_proxies` hops, and X-Forwarded-Proto/Host are honoured only from them.")
+    headers_with_underscores: Literal["allow", "drop", "reject"] = Field(
+        "drop", description="Client header names with '_': drop them, reject the request (400) or forward them. "
+                            "Underscore spellings of gateway-owned names are dropped whatever this says.")
+    admin: AdminListener = Field(default_factory=lambda: AdminListener(),
+                                 description="A separate listener for /status, /metrics and /docs.")
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _hosts_are_host_names(cls, hosts: list[str]) -> list[str]:
+        normalised = []
+        for host in hosts:
+            parsed = parse_authority(host)
+            if parsed is None or parsed.port is not None:
+                raise ValueError(f"trusted_hosts: {host!r} is not a host name (no port, no user, no path)")
+            normalised.append(parsed.host)
+        return normalised
+
+    @field_validator("trusted_proxy_cidrs")
+    @classmethod
+    def _cidrs_are_networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"trusted_proxy_cidrs: {cidr!r} is not a network address ({exc})") from None
+        return cidrs
+
+    @model_validator(mode="after")
+    def _trust_settings_agree(self) -> ProxySettings:
+        if self.trusted_proxy_cidrs and self.trusted_proxies == 0:
+            raise ValueError("trusted_proxy_cidrs needs trusted_proxies >= 1: the most proxy hops to walk "
+                             "in X-Forwarded-For")
+        admin = self.admin
+        if admin.port is not None and admin.port != 0 and admin.port == self.port:
+            raise ValueError(f"admin.port {admin.port} is the public port: the admin listener needs its own")
+        return self
+
+
+class SettingsError(ValueError):
+    """Settings that do not load, as one line per problem (`field: why`)."""
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """A ValidationError as one line per problem, without pydantic's type codes and URLs."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
 
 
 def load_settings(settings_file: Path | None = None, **overrides: Any) -> ProxySettings:
-    """Settings from env, then the file, then explicit overrides (CLI flags)."""
+    """Settings from env, then the file, then explicit overrides (CLI flags).
+    Raises `SettingsError` with a one-line message when they do not load."""
     data: dict[str, Any] = {}
     if settings_file is not None:
         data = yaml.safe_load(settings_file.read_text()) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{settings_file}: settings must be a mapping")
+            raise SettingsError(f"{settings_file}: settings must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return ProxySettings(**data)
+    try:
+        return ProxySettings(**data)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {settings_problems(exc)}") from None

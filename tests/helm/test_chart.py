@@ -247,3 +247,40 @@ def test_uninstall_keeps_crds_and_custom_resources(control_plane: ControlPlane, 
     assert len(kept) == 18
     releases_left = helm("list", "-n", "vg-dev", "-q", cp=control_plane).stdout.split()
     assert "gw-deve" not in releases_left
+
+
+def test_the_admin_port_is_scraped_on_the_pods_and_never_exposed_by_the_service() -> None:
+    from vocelio_proxy.settings import ProxySettings
+
+    docs = render("production", "--set", "monitoring.serviceMonitor=true")
+    proxy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-proxy"))
+    pod = proxy["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert ports == {"http": 8080, "admin": 9090}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-proxy"))
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor"))
+    assert monitor["kind"] == "PodMonitor" and monitor["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert [r["ports"] for r in policy["spec"]["ingress"]] == [[{"port": "http"}], [{"port": "admin"}]]
+    settings = yaml.safe_load(next(d for d in docs if d["metadata"]["name"].endswith("proxy-settings"))
+                              ["data"]["settings.yaml"])
+    loaded = ProxySettings(**settings)
+    assert (loaded.admin.port, loaded.admin.host) == (9090, "0.0.0.0")
+    assert loaded.headers_with_underscores == "drop" and loaded.auth.claim_encoding == "refuse"
+    # Without the admin listener the Service port is scraped, as before.
+    docs = render("production", "--set", "monitoring.serviceMonitor=true", "--set", "proxy.admin.enabled=false")
+    monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor"))
+    assert monitor["kind"] == "ServiceMonitor" and monitor["spec"]["endpoints"][0]["port"] == "http"
+
+
+@pytest.mark.parametrize("setting", [
+    "proxy.headersWithUnderscores=sometimes", "proxy.admin.publicEndpoints={/livez,/readyz}",
+    "proxy.admin.publicEndpoints={/health,/livez,/readyz,/secret}", "proxy.auth.claimEncoding=base64",
+    "proxy.trustedProxyCidrs={10.0.0.0/8 ; evil}",
+])
+def test_trust_values_are_checked_by_the_schema(setting: str) -> None:
+    result = helm("template", "vg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "image.tag=0.1.0",
+                  "--set", setting, check=False)
+    assert result.returncode != 0, setting

@@ -18,7 +18,7 @@ from vocelio_proxy.apikeys import ApiKeyStore, key_hint, mint_key
 from vocelio_proxy.config import AuthPolicy
 from vocelio_proxy.identity import AuthError, Identity, authorize
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
-from vocelio_proxy.tokens import verify_token
+from vocelio_proxy.tokens import PublicKey, public_key_from_pem, verify_token
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
@@ -42,8 +42,9 @@ def rs(payload: dict[str, object], kid: str = "k1") -> str:
     return jwt.encode(payload, RSA_KEY, algorithm="RS256", headers={"kid": kid})
 
 
-def lookup(issuer: JwtIssuer, kid: str | None) -> object:
-    return issuer.public_keys.get(kid or "")
+def lookup(issuer: JwtIssuer, kid: str | None) -> PublicKey | None:
+    pem = issuer.public_keys.get(kid or "")
+    return public_key_from_pem(pem) if pem else None
 
 
 def verify(token: str) -> Identity:
@@ -165,7 +166,11 @@ def test_authorization_separates_401_from_403() -> None:
 def test_claims_with_line_breaks_cannot_add_upstream_headers() -> None:
     identity = Identity(method="jwt", ip="1.2.3.4", user="alice\r\nX-Vocelio-Roles: admin", tenant="acme\n",
                         roles=frozenset({"ops\r\nX-Evil: 1"}), tier="gold\x00")
-    headers = identity.upstream_headers()
-    assert headers["X-Vocelio-User"] == "aliceX-Vocelio-Roles: admin"
-    assert headers["X-Vocelio-Roles"] == "opsX-Evil: 1"
+    with pytest.raises(AuthError) as info:
+        identity.upstream_headers()
+    assert info.value.reason == "claim_unrepresentable"
+    headers = identity.upstream_headers("percent")
+    assert headers["X-Vocelio-User"] == "alice%0D%0AX-Vocelio-Roles:%20admin"
+    assert headers["X-Vocelio-Roles"] == "ops%0D%0AX-Evil:%201"
+    assert headers["X-Vocelio-Tier"] == "gold%00"
     assert all("\r" not in v and "\n" not in v and "\x00" not in v for v in headers.values())
