@@ -23,8 +23,11 @@ here raises to its caller.
   replaced by its last good version, if it had one;
 * a resource disappears only by intent: its file is deleted, or the file reads
   cleanly without it.
-Resources without a `creationTimestamp` get the time this source first saw
-them, so an established route wins a prefix conflict against a newcomer."""
+A prefix routed to a resource stays with it while the resource still claims
+it: in a prefix conflict, resources that claim nothing new (no prefix they were
+not already routed) come first, then by `creationTimestamp` (or the time this
+source first saw them), then by namespace and name. So an edit or a newcomer
+that collides with an established route is the one rejected."""
 
 from __future__ import annotations
 
@@ -504,14 +507,19 @@ def render_loaded(loaded: LoadedResources) -> tuple[RenderResult, LoadedResource
     return render_config(loaded.services, loaded.tiers, {}), loaded
 
 
-def rejected_outcomes(result: RenderResult) -> list[str]:
+def _outcome_lines(result: RenderResult) -> list[tuple[str, str]]:
     lines = []
     for key, outcome in result.outcomes.items():
         if not outcome.accepted:
-            lines.append(f"{key}: {outcome.accepted_reason}: {outcome.accepted_message}")
+            lines.append((key, f"{key}: {outcome.accepted_reason}: {outcome.accepted_message}"))
         elif not outcome.resolved:
-            lines.append(f"{key}: {outcome.resolved_reason}: {outcome.resolved_message}")
+            lines.append((key, f"{key}: {outcome.resolved_reason}: {outcome.resolved_message}"))
     return lines
+
+
+def rejected_outcomes(result: RenderResult) -> list[str]:
+    """The renderer's rejections and unresolved references, one line each."""
+    return [line for _, line in _outcome_lines(result)]
 
 
 # --- last good ----------------------------------------------------------------------------------
@@ -574,6 +582,10 @@ def select(results: list[FileResult], good: dict[str, Held], unlisted: list[Path
     return Selection(resources, kept, problems)
 
 
+def _prefixes(res: VocelioServiceResource) -> frozenset[str]:
+    return frozenset(p.rstrip("/") or "/" for p in [res.spec.path_prefix, *res.spec.aliases])
+
+
 class FolderSource:
     """A proxy `ConfigSource` over a folder of manifests, keeping the last good version of
     each resource. `load` runs in a worker thread, one call at a time (the reload loop)."""
@@ -588,6 +600,7 @@ class FolderSource:
         #: What the last successful load served (the banner and demo backends read it).
         self.loaded = LoadedResources()
         self._good: dict[str, Held] = {}
+        self._routed: dict[str, frozenset[str]] = {}  # service key -> prefixes it was routed last
         self._first_seen: dict[str, str] = {}
         self._wall = wall or (lambda: dt.datetime.now(dt.UTC).timestamp())
 
@@ -606,14 +619,17 @@ class FolderSource:
             stats.append((str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
         return tuple(stats)
 
-    def _stamp(self, held: Held, key: str, now: str) -> Held:
-        # An established resource is older than a newcomer: it keeps a contested prefix.
-        res = held.resource
-        if res.metadata.creation_timestamp:
-            return held
-        stamp = self._first_seen.setdefault(key, now)
-        metadata = res.metadata.model_copy(update={"creation_timestamp": stamp})
-        return Held(dataclasses.replace(res, metadata=metadata), held.path)
+    def _ordered(self, key: str, res: AnyResource) -> AnyResource:
+        """`res` with the renderer's conflict order in `creationTimestamp` (see the module doc)."""
+        if not is_service(res):
+            return res
+        incumbent = _prefixes(res) <= self._routed.get(key, frozenset())
+        stamp = f"{0 if incumbent else 1}-{res.metadata.creation_timestamp or self._first_seen[key]}"
+        return dataclasses.replace(res, metadata=res.metadata.model_copy(update={"creation_timestamp": stamp}))
+
+    def _render(self, resources: dict[str, Held]) -> RenderResult:
+        services, tiers = _split(self._ordered(key, held.resource) for key, held in resources.items())
+        return render_config(services, tiers, {})
 
     def _report(self, problems: list[str], kept: list[str]) -> None:
         new = [p for p in problems if p not in self.problems]
@@ -638,22 +654,25 @@ class FolderSource:
         self.retry_wanted = any(fr.transient for fr in results) or bool(listing.unlisted)
         chosen = select(results, self._good, listing.unlisted)
         problems = listing.problems + chosen.problems
-        now = dt.datetime.fromtimestamp(self._wall(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        resources = {key: self._stamp(held, key, now) for key, held in chosen.resources.items()}
+        resources = dict(chosen.resources)
         kept = dict(chosen.kept)
+        now = dt.datetime.fromtimestamp(self._wall(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for key in resources:
+            self._first_seen.setdefault(key, now)
         result = self._render(resources)
-        # A new version the renderer rejects gives way to its accepted last good version.
+        # A new version the renderer rejects gives way to its last good version, if it had one.
         swapped = False
         for key, outcome in result.outcomes.items():
             good = self._good.get(key)
             if not outcome.accepted and good is not None and good.resource != resources[key].resource:
-                problems.append(f"{key}: {outcome.accepted_reason}: {outcome.accepted_message}")
+                problems.append(f"{resources[key].path}: {key}: {outcome.accepted_reason}: "
+                                f"{outcome.accepted_message}")
                 resources[key] = good
                 kept[key] = f"its new version was rejected ({outcome.accepted_reason})"
                 swapped = True
         if swapped:
             result = self._render(resources)
-        problems += rejected_outcomes(result)
+        problems += [f"{resources[key].path}: {line}" for key, line in _outcome_lines(result)]
         kept_lines = [f"{key} (from {self._good[key].path}): {why}" for key, why in sorted(kept.items())]
         self._report(problems, kept_lines)
         services, tiers = _split(h.resource for h in resources.values())
@@ -663,14 +682,11 @@ class FolderSource:
         accepted = {key for key, outcome in result.outcomes.items() if outcome.accepted}
         self._good = {key: held if key in accepted else self._good.get(key, held)
                       for key, held in resources.items() if key in accepted or key in self._good}
+        self._routed = {key: _prefixes(held.resource) for key, held in resources.items()
+                        if key in accepted and is_service(held.resource)}
         self._first_seen = {key: stamp for key, stamp in self._first_seen.items() if key in resources}
         self.loaded = LoadedResources(services, tiers, problems)
         return result.config
-
-    @staticmethod
-    def _render(resources: dict[str, Held]) -> RenderResult:
-        services, tiers = _split(h.resource for h in resources.values())
-        return render_config(services, tiers, {})
 
     def describe(self) -> str:
         return f"folder:{self.folder}"
