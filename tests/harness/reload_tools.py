@@ -61,6 +61,12 @@ class LoadStats:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     max_latency_s: float = 0.0
+    max_requests: int = 0
+
+    @property
+    def capped(self) -> bool:
+        """True when the load stopped at its request bound rather than with the scenario."""
+        return self.sent >= self.max_requests
 
     def line(self) -> str:
         return (f"sent={self.sent} ok={self.ok} lost={self.lost} failed={self.failed} "
@@ -69,13 +75,13 @@ class LoadStats:
 
 
 async def run_load(base_url: str, paths: list[str], *, stop: asyncio.Event, workers: int = 4,
-                   max_requests: int = 20_000, slow_s: float = 1.0, timeout_s: float = 5.0,
+                   max_requests: int = 200_000, slow_s: float = 1.0, timeout_s: float = 5.0,
                    ok_statuses: tuple[int, ...] = (200,),
                    check: Callable[[str, int, bytes], None] | None = None) -> LoadStats:
     """`workers` clients each sending GETs in turn over `paths` (keep-alive) until `stop` is
     set or `max_requests` were sent in all: a bounded loop. `check(path, status, body)` may
     assert on each answer."""
-    stats = LoadStats()
+    stats = LoadStats(max_requests=max_requests)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def worker(offset: int) -> None:
