@@ -18,16 +18,8 @@ from vocelio_proxy.logs import setup_logging
 from vocelio_proxy.settings import load_settings
 from vocelio_proxy.supervision import describe_error
 
-from .files import (
-    ManifestError,
-    ManifestLimits,
-    load_files,
-    one_line,
-    rejected_outcomes,
-    render_folder,
-    render_loaded,
-    scan_folder,
-)
+from .files import load_files, rejected_outcomes, render_folder, render_loaded, scan_folder
+from .manifests import ManifestError, ManifestLimits, one_line
 
 
 def main(argv: list[str] | None = None) -> int:

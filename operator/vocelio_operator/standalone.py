@@ -28,7 +28,8 @@ from vocelio_proxy.config import ConfigError
 from vocelio_proxy.settings import ProxySettings
 
 from .demo import run_demo_backends
-from .files import FolderSource, ManifestLimits
+from .files import FolderSource
+from .manifests import ManifestLimits
 
 log = logging.getLogger("vocelio.standalone")
 

@@ -13,15 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vocelio_operator import files
-from vocelio_operator.files import (
-    ManifestLimits,
-    load_file,
-    load_files,
-    load_folder,
-    parse_stream,
-    scan_folder,
-)
+from vocelio_operator import manifests
+from vocelio_operator.files import load_file, load_files, load_folder, scan_folder
+from vocelio_operator.manifests import ManifestLimits, parse_stream
 
 GOOD = b"""apiVersion: gateway.vocelio.ai/v1alpha1
 kind: VocelioService
@@ -188,6 +182,13 @@ def test_hidden_entries_and_a_mounted_configmaps_timestamped_folders_are_not_rea
     assert [r.metadata.name for r in loaded.services] == ["mounted"]
 
 
+def test_a_file_of_many_bad_documents_reports_a_bounded_number_of_lines(tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_bytes(b"---\n{}\n" * 5000)
+    lines = load_file(path).problem_lines()
+    assert len(lines) == 21 and lines[-1] == f"{path}: 4980 more invalid documents"
+
+
 def test_another_apis_manifests_are_ignored_and_empty_documents_skipped() -> None:
     documents, problem = parse_stream(b"---\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n" + GOOD)
     assert problem is None
@@ -198,7 +199,7 @@ def test_an_unexpected_validator_failure_is_still_a_problem_of_that_document(mon
     def explode(doc: object) -> list[str]:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(files, "schema_problems", explode)
+    monkeypatch.setattr(manifests, "schema_problems", explode)
     documents, problem = parse_stream(GOOD)
     assert problem is None
     assert documents[0].problem == "cannot validate: KeyError: 'surprise'"
