@@ -5,6 +5,7 @@ without a gateway."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -152,4 +153,24 @@ def test_a_folder_that_disappears_is_an_error_not_an_empty_config(tmp_path: Path
     folder.rmdir()
     with pytest.raises(ConfigError, match="cannot list the folder"):
         source.load()
+    assert source.retry_wanted
+
+
+def test_a_subfolder_that_cannot_be_listed_keeps_the_resources_last_seen_under_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "team").mkdir()
+    write(tmp_path / "team" / "a.yaml", svc("a"))
+    write(tmp_path / "b.yaml", svc("b"))
+    source = FolderSource(tmp_path)
+    source.load()
+    real_scandir = os.scandir
+
+    def refusing(path: object) -> object:
+        if str(path) == str(tmp_path / "team"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert set(routes(source.load())) == {"a", "b"}
+    assert any("team: cannot list: Permission denied" in p for p in source.problems)
     assert source.retry_wanted
