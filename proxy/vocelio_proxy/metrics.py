@@ -177,7 +177,7 @@ class _WatcherCollector(Collector):
                                        "Crashes of a supervised config loop, each followed by a restart.",
                                        labels=["watcher"])
         up = GaugeMetricFamily("vocelio_config_watcher_up",
-                               "1 while a supervised config loop runs, 0 while it waits to restart.",
+                               "1 while a supervised config loop runs, 0 while it waits to restart or reconnect.",
                                labels=["watcher"])
         for status in sorted(self._watchers(), key=lambda s: s.name):
             restarts.add_metric([status.name], status.restarts)

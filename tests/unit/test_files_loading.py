@@ -223,3 +223,24 @@ def test_random_yamlish_bytes_never_raise_and_every_problem_is_one_line(data: by
     for doc in documents:
         assert (doc.resource is None) == (doc.problem is not None)
         assert doc.problem is None or is_one_line(doc.problem)
+
+
+KEYS = st.sampled_from(["apiVersion", "kind", "metadata", "name", "namespace", "spec", "pathPrefix", "backends",
+                        "staticEndpoints", "address", "port", "match", "requests", "windowSeconds", "keyBy", "x"])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
+                    st.sampled_from(["gateway.vocelio.ai/v1alpha1", "VocelioService", "RateTier", "/a", "ip"]))
+DOCS = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                     st.dictionaries(st.one_of(KEYS, st.integers()), inner,
+                                                                     max_size=6)), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(DOCS, st.sampled_from(["VocelioService", "RateTier"]))
+def test_any_document_shape_is_validated_without_raising(doc: object, kind: str) -> None:
+    from vocelio_operator.manifests import check_document
+
+    for candidate in (doc, {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": kind, "metadata": doc,
+                            "spec": doc}):
+        result = check_document(1, candidate)
+        assert result is None or (result.resource is None) == (result.problem is not None)
+        assert result is None or result.problem is None or is_one_line(result.problem)
