@@ -107,6 +107,8 @@ class FileSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: The last load could not read a file (EMFILE, a permission flip): retry it.
+        self.retry_wanted = False
 
     def _folder(self) -> Path | None:
         return self.path if self.path.is_dir() else None
@@ -130,10 +132,14 @@ class FileSource:
     def _read(self, path: Path) -> bytes:
         try:
             return read_regular_file(path, MAX_CONFIG_FILE_BYTES)
+        except UnreadableFile as exc:
+            self.retry_wanted = True
+            raise UnreadableFile(f"{path}: {exc}") from exc
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
     def load(self) -> GatewayConfig:
+        self.retry_wanted = False
         folder = self._folder()
         if folder is None:
             return parse_config(self._read(self.path))
