@@ -1,6 +1,10 @@
 """`vocelio-gateway`: the control-plane CLI. `standalone` runs the quickstart
 gateway from a folder of manifests, `validate` checks manifests offline with the
-renderer's rules, `render` prints the GatewayConfig a folder produces."""
+renderer's rules, `render` prints the GatewayConfig a folder produces.
+
+Errors are one line each on stderr, never a traceback: `validate` prints one
+line per problem (file, document, resource, field) and exits 1 when there is
+any; a bad settings file or an unexpected failure is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -8,10 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from vocelio_proxy.logs import setup_logging
 from vocelio_proxy.settings import load_settings
+from vocelio_proxy.supervision import describe_error
 
-from .files import load_files, manifest_files, rejected_outcomes, render_folder, render_loaded
+from .files import load_files, rejected_outcomes, render_folder, render_loaded, scan_folder
+from .manifests import ManifestError, ManifestLimits, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,16 +54,30 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--keys-file", type=Path, help="standalone mode: append the record to this keys file")
     va = sub.add_parser("validate", help="check resource files offline")
     va.add_argument("paths", type=Path, nargs="+")
+    va.add_argument("--settings", type=Path, help="settings file (YAML): the resource_files limits")
     re_ = sub.add_parser("render", help="print the GatewayConfig rendered from a folder")
     re_.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
 
-    if args.command == "validate":
-        return _validate(args.paths)
     if args.command == "mint-key":
         return _mint_key(args)
     if args.command == "operator":
         return _operator(args)
+    try:
+        return _files_command(args)
+    except (OSError, ValueError, ValidationError) as exc:  # settings file missing or invalid
+        print(f"vocelio-gateway {args.command}: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line for the operator, the type says where to look
+        print(f"vocelio-gateway {args.command}: internal error: {describe_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _files_command(args: argparse.Namespace) -> int:
+    """The commands that read resource files: validate, render, standalone."""
+    if args.command == "validate":
+        limits = ManifestLimits.from_settings(load_settings(args.settings).resource_files)
+        return _validate(args.paths, limits)
     if args.command == "render":
         result, loaded = render_folder(args.folder)
         for line in loaded.problems + rejected_outcomes(result):
@@ -68,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     from .standalone import run
 
-    run(settings, args.resources, args.demo_backends)
-    return 0
+    return run(settings, args.resources, args.demo_backends)
 
 
 def _mint_key(args: argparse.Namespace) -> int:
@@ -113,10 +134,23 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(paths: list[Path]) -> int:
-    files = [f for p in paths for f in (manifest_files(p) if p.is_dir() else [p])]
-    result, loaded = render_loaded(load_files(files))
-    problems = loaded.problems + rejected_outcomes(result)
+def _validate(paths: list[Path], limits: ManifestLimits) -> int:
+    files: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            try:
+                listing = scan_folder(path)
+            except ManifestError as exc:
+                problems.append(f"{path}: {exc}")
+                continue
+            files += listing.files
+            problems += listing.problems
+        else:
+            files.append(path)  # a missing path is reported by the loader, one line
+    loaded = load_files(files, limits)
+    result, loaded = render_loaded(loaded)
+    problems += loaded.problems + rejected_outcomes(result)
     for line in problems:
         print(line, file=sys.stderr)
     print(f"{len(files)} files, {len(loaded.services) + len(loaded.tiers)} resources, {len(problems)} problems")

@@ -1,22 +1,35 @@
 """Standalone mode: the same resource YAML, the same renderer and the same
 proxy on one machine without Kubernetes. Watches the folder and re-renders on
 change; optional demo backends for the quickstart. Called by
-`vocelio-gateway standalone` (and `make run`)."""
+`vocelio-gateway standalone` (and `make run`).
+
+Start-up: every problem in the folder is printed to stderr, one line each
+(file, document, resource, field). The gateway starts when at least one
+VocelioService is valid (the broken files are reported in `/status` and fixed
+by editing them: hot reload picks them up); it refuses to start, with exit
+status 1, when the folder cannot be read or nothing in it is valid while
+something is broken (an empty folder starts, serving nothing, and waits for
+files)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import sys
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from vocelio_proxy.apikeys import mint_key
 from vocelio_proxy.app import Extension, create_app, serve
+from vocelio_proxy.config import ConfigError
 from vocelio_proxy.settings import ProxySettings
 
 from .demo import run_demo_backends
-from .files import FolderSource, load_folder
+from .files import FolderSource
+from .manifests import ManifestLimits
 
 log = logging.getLogger("vocelio.standalone")
 
@@ -45,6 +58,25 @@ def banner(port: int, services: list[str], demo_key: str | None = None) -> str:
     ])
 
 
+class StartupRefused(Exception):
+    """Nothing to serve: the message is the one line printed before exiting."""
+
+
+def prime(resources_dir: Path, settings: ProxySettings) -> FolderSource:
+    """The first load, before listening: prints each problem on one stderr line; raises
+    StartupRefused when the folder is unreadable or nothing in it is valid."""
+    source = FolderSource(resources_dir, ManifestLimits.from_settings(settings.resource_files))
+    try:
+        source.load()
+    except ConfigError as exc:
+        for problem in source.problems:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+        raise StartupRefused(f"refusing to start: {exc}") from exc
+    for problem in source.problems:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+    return source
+
+
 async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_backends: bool,
                          extensions: list[Extension] | None = None) -> None:
     demo_key = None
@@ -53,10 +85,8 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
     if demo_backends and "shutdown_delay_s" not in settings.model_fields_set:
         # The interactive quickstart has no load balancer to wait for: Ctrl-C stops at once.
         settings = settings.model_copy(update={"shutdown_delay_s": 0.0})
-    source = FolderSource(resources_dir)
-    loaded = load_folder(resources_dir)
-    for problem in loaded.problems:
-        log.error("resource problem", extra={"fields": {"problem": problem}})
+    source = prime(resources_dir, settings)
+    loaded = source.loaded
     app = create_app(settings, source, extensions=extensions)
     names = sorted(r.metadata.name for r in loaded.services)
 
@@ -81,10 +111,18 @@ def _with_demo_key(settings: ProxySettings) -> tuple[str, ProxySettings]:
     return key, settings.model_copy(update={"api_keys_path": path})
 
 
-def run(settings: ProxySettings, resources_dir: Path, demo_backends: bool) -> None:
+def run(settings: ProxySettings, resources_dir: Path, demo_backends: bool) -> int:
+    """Serve until stopped; the exit status (1 when start-up is refused)."""
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 
-        uvloop.run(run_standalone(settings, resources_dir, demo_backends))
-    except ImportError:  # pragma: no cover
-        asyncio.run(run_standalone(settings, resources_dir, demo_backends))
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    try:
+        runner(run_standalone(settings, resources_dir, demo_backends))
+    except StartupRefused as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return 1
+    return 0

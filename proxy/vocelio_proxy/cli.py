@@ -12,6 +12,7 @@ from .app import create_app, serve
 from .config import ConfigError, json_schema, parse_config
 from .logs import setup_logging
 from .settings import SettingsError, load_settings
+from .sources import MAX_CONFIG_FILE_BYTES, read_regular_file
 
 
 def _run(coro: object) -> None:
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check-config":
         try:
-            cfg = parse_config(args.file.read_bytes())
-        except (OSError, ConfigError) as exc:
-            print(f"{args.file}: invalid: {exc}", file=sys.stderr)
+            cfg = parse_config(read_regular_file(args.file, MAX_CONFIG_FILE_BYTES))
+        except ConfigError as exc:
+            print(f"{args.file}: invalid: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
         print(f"{args.file}: ok, version {cfg.version}, {len(cfg.services)} services")
         return 0

@@ -165,6 +165,10 @@ def handle_status(app: web.Application) -> Reply:
             "last_error": state.last_error or None,
             "last_error_at": state.last_error_at or None,
             "source_problems": state.source_problems,
+            "kept_last_good": state.kept_last_good,
+            # The reload loop's supervision; `watchers` adds the source's own loops (API watch).
+            "watcher": watcher.as_dict() if (watcher := state.watchers.get("config-watch")) else None,
+            "watchers": {name: w.as_dict() for name, w in sorted(state.watchers.items())},
         },
         "services": services,
     })

@@ -1,7 +1,11 @@
 """Config from the Kubernetes API instead of a mounted volume: watches the
 gateway's config ConfigMap(s) (label `gateway.vocelio.ai/config=<name>`) for
 sub-second propagation, reassembling sharded configs. An edge module: the app
-owns its `run` task; the reload loop polls its cheap fingerprint."""
+owns its `run` task; the reload loop polls its cheap fingerprint. `run` is
+supervised: an API outage or an expired watch is retried inside the loop with
+backoff (shown as `reconnecting`), and anything that escapes the loop (client
+set-up failing, a bug) is a logged, counted crash followed by a restart,
+visible in `/status` under `config.watchers["config-source"]`."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from kubernetes_asyncio import client, config, watch
 
 from .config import ConfigError, GatewayConfig, parse_config
 from .sources import join_sharded
+from .supervision import WatcherStatus, describe_error, supervise
 
 log = logging.getLogger("vocelio.proxy.config")
 
@@ -24,6 +29,8 @@ class KubeConfigMapSource:
         self._data: dict[str, dict[str, str]] = {}
         self._versions: dict[str, str] = {}
         self.connected = False
+        self.status = WatcherStatus("config-source")
+        self.watchers = [self.status]
 
     def fingerprint(self) -> object:
         return tuple(sorted(self._versions.items())) or None
@@ -42,7 +49,11 @@ class KubeConfigMapSource:
         return f"configmap:{self.namespace}/{self.name}"
 
     async def run(self) -> None:
-        """List, then watch, reconnecting with back-off; runs until cancelled."""
+        """The API watch under supervision; runs until cancelled."""
+        await supervise(self.status, self._run)
+
+    async def _run(self) -> None:
+        """List, then watch, reconnecting with back-off."""
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
@@ -56,16 +67,21 @@ class KubeConfigMapSource:
                     listed = await core.list_namespaced_config_map(self.namespace, label_selector=selector)
                     self._replace({cm.metadata.name: cm for cm in listed.items})
                     self.connected = True
+                    self.status.state = "running"
                     delay = 0.5
                     async with watch.Watch() as w:
                         stream = w.stream(core.list_namespaced_config_map, self.namespace, label_selector=selector,
                                           resource_version=listed.metadata.resource_version, timeout_seconds=300)
                         async for event in stream:
+                            if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                                raise ConfigError(f"watch error: {str(event.get('raw_object'))[:200]}")
                             self._apply(event["type"], event["object"])
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # API down or watch expired: keep the last config, retry
                     self.connected = False
+                    self.status.state = "reconnecting"
+                    self.status.last_error = describe_error(exc)
                     log.warning("config watch interrupted", extra={"fields": {"error": str(exc)[:300]}})
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)

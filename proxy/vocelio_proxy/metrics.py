@@ -6,7 +6,7 @@ state gauges (breakers, endpoints) are read at scrape time by a collector."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -19,6 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .runtime import GatewayRuntime
+from .supervision import WatcherStatus
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -103,6 +104,17 @@ class ProxyMetrics:
                                         ["service"], registry=r)
         r.register(_StateCollector(runtime))
         r.register(_HotPathCollector(self))
+        self._watchers_tracked = False
+
+    def track_config_watchers(self, watchers: Callable[[], Collection[WatcherStatus]],
+                              problems: Callable[[], tuple[int, int]]) -> None:
+        """Expose the supervised config loops (restarts, up) and the source's problem counts
+        (problems, resources kept at their last good version). Called once by the watcher;
+        later calls are ignored."""
+        if self._watchers_tracked:
+            return
+        self._watchers_tracked = True
+        self.registry.register(_WatcherCollector(watchers, problems))
 
     def count_request(self, service: str, method: str, code_class: str, seconds: float) -> None:
         self.requests.inc((service, method, code_class))
@@ -166,3 +178,32 @@ class _StateCollector(Collector):
         yield healthy
         yield total
         yield info
+
+
+class _WatcherCollector(Collector):
+    def __init__(self, watchers: Callable[[], Collection[WatcherStatus]],
+                 problems: Callable[[], tuple[int, int]]) -> None:
+        self._watchers = watchers
+        self._problems = problems
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily("vocelio_config_watcher_restarts",
+                                       "Crashes of a supervised config loop, each followed by a restart.",
+                                       labels=["watcher"])
+        up = GaugeMetricFamily("vocelio_config_watcher_up",
+                               "1 while a supervised config loop runs, 0 while it waits to restart or reconnect.",
+                               labels=["watcher"])
+        for status in sorted(self._watchers(), key=lambda s: s.name):
+            restarts.add_metric([status.name], status.restarts)
+            up.add_metric([status.name], 1 if status.state == "running" else 0)
+        problem_count, kept_count = self._problems()
+        problems = GaugeMetricFamily("vocelio_config_source_problems",
+                                     "Problems the config source reports now (bad files, documents, resources).")
+        problems.add_metric([], problem_count)
+        kept = GaugeMetricFamily("vocelio_config_resources_kept_last_good",
+                                 "Resources served from their last good version because their file is broken.")
+        kept.add_metric([], kept_count)
+        yield restarts
+        yield up
+        yield problems
+        yield kept

@@ -12,8 +12,8 @@ from .balancing import ServiceBalancer
 from .breakers import Breaker
 from .clock import Clock
 from .config import GatewayConfig, Service
-from .retries import RetryBudget
 from .paths import DEFAULT_POLICY, PathPolicy
+from .retries import RetryBudget
 from .routing import Router
 
 

@@ -227,6 +227,19 @@ class AdminListener(BaseModel):
         return paths
 
 
+class ResourceFileSettings(BaseModel):
+    """Bounds for reading resource YAML files (standalone mode, `validate`): a file past a
+    bound is a reported problem for that file, never a crash or a hang."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_file_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = Field(
+        1 << 20, description="Largest resource file read, in bytes (a ConfigMap holds at most 1 MiB).")
+    max_yaml_nodes: Annotated[int, Field(ge=100, le=10_000_000)] = Field(
+        100_000, description="Most YAML nodes in one file after alias expansion (bounds 'billion laughs').")
+    max_yaml_depth: Annotated[int, Field(ge=8, le=500)] = Field(
+        64, description="Deepest nesting of YAML collections in one document.")
+
+
 class ProxySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_", env_nested_delimiter="__", extra="forbid")
 
@@ -268,6 +281,8 @@ class ProxySettings(BaseSettings):
                             "Underscore spellings of gateway-owned names are dropped whatever this says.")
     admin: AdminListener = Field(default_factory=lambda: AdminListener(),
                                  description="A separate listener for /status, /metrics and /docs.")
+    resource_files: ResourceFileSettings = Field(
+        ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
 
     @field_validator("trusted_hosts")
     @classmethod

@@ -1,7 +1,8 @@
 """The mutable state of one proxy process, held by the application under an
 `AppKey` (never a module global): the current runtime, the last config error,
-drain and health-round flags. Written by the config watcher, the health
-checker and the shutdown path; read by handlers."""
+drain and health-round flags, the problems the config source reports and the
+status of each supervised config loop. Written by the config watcher, the
+health checker and the shutdown path; read by handlers and `/status`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from .clock import Clock
 from .config import ConfigError, GatewayConfig
 from .runtime import GatewayRuntime, build_runtime
+from .supervision import WatcherStatus
 
 log = logging.getLogger("vocelio.proxy.config")
 
@@ -28,6 +30,17 @@ class GatewayState:
     draining: bool = False
     health_round_done: bool = False
     source_problems: list[str] = field(default_factory=list)
+    #: Resources served from their last good version while their file or document is broken.
+    kept_last_good: list[str] = field(default_factory=list)
+    #: Supervised config loops by name ("config-watch", and "config-source" for the API watch).
+    watchers: dict[str, WatcherStatus] = field(default_factory=dict)
+
+    def watcher(self, name: str) -> WatcherStatus:
+        """The status record of one supervised loop, created on first use."""
+        status = self.watchers.get(name)
+        if status is None:
+            status = self.watchers[name] = WatcherStatus(name)
+        return status
 
     def apply(self, config: GatewayConfig) -> bool:
         """Swap in a validated config; returns False when it is the one already applied."""

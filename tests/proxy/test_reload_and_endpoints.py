@@ -177,3 +177,21 @@ spec: {pathPrefix: no-slash, backends: []}
     problems = json.loads((await gw.get("/status"))[2])["config"]["source_problems"]
     assert len(problems) == 1 and "bad.yaml" in problems[0] and "VocelioService/bad" in problems[0]
     assert "spec.pathPrefix" in problems[0]
+
+
+async def test_a_config_path_that_is_a_fifo_is_a_rejected_reload_not_a_hang(upstream_factory, gateway_factory,
+                                                                           tmp_path: Path) -> None:
+    import os
+
+    up = await upstream_factory()
+    path = tmp_path / "gateway.json"
+    os.mkfifo(path)  # a blocking open would stall the watcher thread forever
+    gw = await gateway_factory(source=FileSource(path), wait_ready=False, config_poll_s=0.05)
+    await poll(lambda: gw.state.reloads_failed >= 1, "rejected reload")
+    status_doc = json.loads((await gw.get("/status"))[2])
+    assert status_doc["config"]["last_error"] == f"{path}: not a regular file"
+    assert status_doc["config"]["watcher"]["state"] == "running"
+    path.unlink()
+    path.write_text(GatewayConfig(services=[service("one", up.endpoint())]).seal().to_json())
+    await poll(lambda: gw.state.runtime is not None, "config applied once the file is a file")
+    assert (await gw.get("/api/v1/one/x"))[0] == 200
