@@ -24,6 +24,7 @@ from .edge import install_edge
 from .handling import AdminHandler, GatewayHandler
 from .healthchecks import run_health_checks
 from .metrics import ProxyMetrics
+from .paths import PathPolicy
 from .server import HttpServer
 from .settings import ProxySettings
 from .sources import ConfigSource, FileSource, watch_source
@@ -43,7 +44,8 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     app = web.Application()
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
-    state = GatewayState(clock=clock, started_at=clock.monotonic())
+    state = GatewayState(clock=clock, started_at=clock.monotonic(),
+                         path_policy=PathPolicy.from_settings(settings.paths))
     app[keys.STATE] = state
     app[keys.METRICS] = ProxyMetrics(lambda: state.runtime)
     if source is None and settings.config_path is not None:

@@ -228,7 +228,7 @@ def install_edge(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession()
         client = None
         limiter = None
-        memory = MemoryLimiter()
+        memory = MemoryLimiter(settings.rate_limit.max_tracked_callers)
         if settings.redis_url:
             timeout = settings.rate_limit.redis_timeout_s
             client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,

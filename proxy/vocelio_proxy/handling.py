@@ -71,6 +71,7 @@ class GatewayHandler:
         settings = app[keys.SETTINGS]
         self._app = app
         self._settings = settings
+        self._path_policy = app[keys.STATE].path_policy
         self._metrics = app[keys.METRICS]
         self._clock = app[keys.CLOCK]
         self._access_log = app[keys.ACCESS_LOG] if settings.access_log else None
@@ -125,7 +126,7 @@ class GatewayHandler:
         if self._refused_early(ex, out):
             return
         try:
-            path = normalize_path(ex.path)
+            path = normalize_path(ex.path, self._path_policy)
         except PathError as exc:
             self._refuse(out, ex, 400, f"Invalid request path: {exc}")
             return

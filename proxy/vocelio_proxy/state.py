@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .clock import Clock
 from .config import ConfigError, GatewayConfig
+from .paths import DEFAULT_POLICY, PathPolicy
 from .runtime import GatewayRuntime, build_runtime
 from .supervision import WatcherStatus
 
@@ -34,6 +35,8 @@ class GatewayState:
     kept_last_good: list[str] = field(default_factory=list)
     #: Supervised config loops by name ("config-watch", and "config-source" for the API watch).
     watchers: dict[str, WatcherStatus] = field(default_factory=dict)
+    #: How paths and route prefixes are canonicalised (from settings; routers are built with it).
+    path_policy: PathPolicy = DEFAULT_POLICY
 
     def watcher(self, name: str) -> WatcherStatus:
         """The status record of one supervised loop, created on first use."""
@@ -46,7 +49,7 @@ class GatewayState:
         """Swap in a validated config; returns False when it is the one already applied."""
         if self.runtime is not None and self.runtime.config.hash == config.hash and config.hash:
             return False
-        self.runtime = build_runtime(config, self.clock, self.runtime)
+        self.runtime = build_runtime(config, self.clock, self.runtime, path_policy=self.path_policy)
         self.loaded_at = self.clock.wall()
         self.last_error = ""
         self.reloads_ok += 1

@@ -55,12 +55,12 @@ def test_the_limiters_memory_stops_growing_at_its_cap() -> None:
 
 @pytest.fixture
 def capped_limiters(monkeypatch: pytest.MonkeyPatch) -> list[MemoryLimiter]:
-    """The gateway's in-process limiter with a cap of 1000 (the setting's minimum),
-    whatever arguments the edge passes."""
+    """Records the in-process limiters the edge builds, with the arguments it passes
+    (so the test proves the setting reaches the limiter)."""
     created: list[MemoryLimiter] = []
 
     def capped(*args: Any, **kwargs: Any) -> MemoryLimiter:
-        limiter = MemoryLimiter(max_tracked=1000)
+        limiter = MemoryLimiter(*args, **kwargs)
         created.append(limiter)
         return limiter
 
