@@ -1,0 +1,67 @@
+"""Attack findings (helper "attack") on the route table as the operator renders it:
+the renderer decides prefix conflicts on the raw prefix text while the proxy
+routes on the canonical, case-folded prefix. Each test asserts the correct
+behaviour and is marked xfail(strict) while the defect stands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vocelio_operator.files import load_folder
+from vocelio_operator.rendering import RenderResult, render_config
+from vocelio_proxy.paths import PathError
+from vocelio_proxy.routing import Router
+
+DOC = """apiVersion: gateway.vocelio.ai/v1alpha1
+kind: VocelioService
+metadata:
+  name: {name}
+  namespace: {namespace}
+  creationTimestamp: "{created}"
+spec:
+  pathPrefix: {prefix}
+  auth: {{mode: {mode}}}
+  backends:
+    - name: primary
+      staticEndpoints:
+        - address: 127.0.0.1
+          port: 18001
+"""
+
+
+def render(folder: Path, newcomer_prefix: str) -> RenderResult:
+    (folder / "admin.yaml").write_text(DOC.format(name="admin", namespace="team-a", created="2024-01-01T00:00:00Z",
+                                                  prefix="/api/v1/x/admin", mode="jwt"))
+    (folder / "sneaky.yaml").write_text(DOC.format(name="sneaky", namespace="team-b",
+                                                   created="2025-01-01T00:00:00Z", prefix=newcomer_prefix,
+                                                   mode="public"))
+    loaded = load_folder(folder)
+    assert loaded.problems == []
+    return render_config(loaded.services, loaded.tiers, {})
+
+
+@pytest.mark.xfail(strict=True, reason="attack: rendering.render_config compares raw prefixes (p.rstrip('/')); "
+                   "a newer service whose prefix differs only by case or escapes is Accepted, and the proxy "
+                   "router then refuses every request under the established route as ambiguous")
+@pytest.mark.parametrize("newcomer", ["/api/v1/x/ADMIN", "/API/V1/X/Admin", "/api/v1/x/%61dmin"])
+def test_a_newer_service_whose_prefix_differs_only_by_case_or_escapes_is_the_one_rejected(
+        tmp_path: Path, newcomer: str) -> None:
+    result = render(tmp_path, newcomer)
+    assert result.outcomes["VocelioService/team-b/sneaky"].accepted_reason == "PrefixConflict"
+    router = Router.build(result.config.services)
+    try:
+        match = router.resolve("/api/v1/x/admin/keys")
+    except PathError as exc:  # the established route must keep serving
+        raise AssertionError(f"the established route was switched off: {exc}") from exc
+    assert match is not None and match.service.name == "admin"
+
+
+@pytest.mark.xfail(strict=True, reason="attack: a prefix that canonicalises onto a gateway endpoint, or that the "
+                   "path policy refuses, is reported Accepted while no request can ever reach it "
+                   "(rendering.render_config checks RESERVED_PREFIXES and validity on the raw text)")
+@pytest.mark.parametrize("newcomer", ["/%73tatus", "/api/v1/y/admin%2e", "/api/v1/y/a;b"])
+def test_a_prefix_no_request_can_reach_is_not_reported_accepted(tmp_path: Path, newcomer: str) -> None:
+    result = render(tmp_path, newcomer)
+    assert result.outcomes["VocelioService/team-b/sneaky"].accepted_reason != "Accepted"
