@@ -228,7 +228,7 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
                                access_log_sink=sink)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(b'GET /api/v1/svc/a"b?token=secret HTTP/1.1\r\nX-Request-ID: log-1\r\n\r\n')
+    writer.write(b'GET /api/v1/svc/a"b?token=secret HTTP/1.1\r\nHost: t\r\nX-Request-ID: log-1\r\n\r\n')
     assert (await read_response(reader))[0] == 200
     writer.close()
     status, _, _ = await gw.get("/nowhere")
