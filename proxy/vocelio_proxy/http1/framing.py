@@ -84,12 +84,12 @@ def request_target(method: str, url: str) -> tuple[str, str | None]:
         raise WireError(400, "The request target contains a fragment ('#')")
     if not url.isascii() or not url.isprintable() or " " in url:
         raise WireError(400, "The request target contains a forbidden character")
+    if method == "CONNECT":
+        if not url or not valid_authority(url) or ":" not in url:
+            raise WireError(400, "CONNECT needs an authority-form request target (host:port)")
+        return url, url
     if url[:1] == "/":
         return url, None
-    if method == "CONNECT":
-        if not url or not valid_authority(url):
-            raise WireError(400, "Invalid authority-form request target")
-        return url, url
     if url == "*":
         if method != "OPTIONS":
             raise WireError(400, "The asterisk-form request target is only valid for OPTIONS")

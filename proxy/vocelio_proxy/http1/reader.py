@@ -98,7 +98,9 @@ class RequestReader:
     # -- bytes in ----------------------------------------------------------------
     def feed(self, data: bytes | memoryview) -> int:
         """Parse `data`; raises `WireError` for a request the gateway refuses."""
-        if self.failed or self.upgraded:
+        if self.failed:
+            return len(data)  # dropped: the connection is being closed
+        if self.upgraded:
             return 0
         n = len(data)
         if n <= PARSE_SLICE:

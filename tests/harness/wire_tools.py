@@ -1,0 +1,186 @@
+"""Tools for the wire tests (tests/unit/test_http1_*, tests/adversarial/test_wire_*):
+a recording sink for the sans-I/O request reader, the same request stream
+read by h11 (the strict reference) into the same shape, and raw-socket
+helpers for clients that misbehave on purpose (pipelining without reading,
+stalling mid-body, holding connections open)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import contextlib
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import h11
+
+from vocelio_proxy.exchange import Exchange
+from vocelio_proxy.http1.framing import WireError
+from vocelio_proxy.http1.limits import WireLimits
+from vocelio_proxy.http1.reader import RequestReader
+
+
+@dataclass
+class Parsed:
+    """One request as a reader understood it."""
+
+    method: str
+    target: str
+    host: str | None
+    headers: list[tuple[str, str]]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    upgrade: bool = False
+    expect_continue: bool = False
+    body: bytes = b""
+    complete: bool = False
+
+
+@dataclass
+class Outcome:
+    """What a reader made of a byte stream: the requests it read whole, then how
+    the stream ended: "ok" (nothing pending), "incomplete" (a message started and
+    needs more bytes), "rejected" (with a status for ours), "upgrade", or "closed"
+    (h11: the connection must close after the last request)."""
+
+    requests: list[Parsed] = field(default_factory=list)
+    end: str = "ok"
+    status: int = 0
+    reason: str = ""
+
+
+class Recorder:
+    """A `RequestEvents` sink that records what the reader reported."""
+
+    def __init__(self) -> None:
+        self.requests: list[Parsed] = []
+        self.started = 0
+        self.exchanges: list[Exchange] = []
+
+    def head_started(self) -> None:
+        self.started += 1
+
+    def head_received(self, ex: Exchange, has_body: bool, expect_continue: bool) -> None:
+        self.exchanges.append(ex)
+        self.requests.append(Parsed(
+            ex.method, ex.target, ex.lookup.get("host"), list(ex.headers), ex.content_length,
+            has_body and ex.content_length is None, ex.keep_alive, ex.upgrade, expect_continue))
+
+    def body_data(self, data: bytes) -> None:
+        self.requests[-1].body += data
+
+    def message_complete(self) -> None:
+        self.requests[-1].complete = True
+
+
+def read_with_gateway(data: bytes, pieces: list[int] | None = None, limits: WireLimits | None = None) -> Outcome:
+    """Feed `data` to the gateway's reader (split at `pieces` offsets when given)."""
+    sink = Recorder()
+    reader = RequestReader(sink, limits or WireLimits())
+    cuts = sorted({0, *(p for p in (pieces or []) if 0 < p < len(data)), len(data)})
+    outcome = Outcome()
+    try:
+        for start, end in itertools.pairwise(cuts):
+            piece = data[start:end]
+            used = reader.feed(piece)
+            if reader.upgraded:
+                outcome.end = "upgrade"
+                break
+            assert used == len(piece), "an unpaused reader consumes everything"
+    except WireError as exc:
+        outcome.end, outcome.status, outcome.reason = "rejected", exc.status, exc.message
+    outcome.requests = [r for r in sink.requests if r.complete]
+    if outcome.end == "ok" and (sink.started > len(outcome.requests) or reader.in_body):
+        outcome.end = "incomplete"
+    return outcome
+
+
+def read_with_h11(data: bytes) -> Outcome:
+    """The same stream read by an h11 server connection; each complete request
+    gets a minimal answer so the next one can be read (h11 reads one at a time)."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    outcome = Outcome()
+    current: Parsed | None = None
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                outcome.end = "incomplete" if (current is not None or conn.trailing_data[0]) else "ok"
+                return outcome
+            if event is h11.PAUSED:
+                outcome.end = "upgrade" if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL else "closed"
+                return outcome
+            if isinstance(event, h11.Request):
+                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
+                lookup = {k.lower(): v for k, v in headers}
+                target = event.target.decode("latin-1")
+                host = lookup.get("host")
+                split = urlsplit(target)
+                if split.scheme and split.netloc:
+                    host = split.netloc
+                    target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+                te = lookup.get("transfer-encoding")
+                cl = lookup.get("content-length")
+                current = Parsed(event.method.decode(), target, host, headers,
+                                 None if te is not None or cl is None else int(cl), te is not None,
+                                 conn.their_state is not h11.MUST_CLOSE)
+            elif isinstance(event, h11.Data) and current is not None:
+                current.body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage) and current is not None:
+                current.complete = True
+                current.keep_alive = conn.their_state is not h11.MUST_CLOSE
+                outcome.requests.append(current)
+                current = None
+                if conn.their_state is h11.MUST_CLOSE:
+                    outcome.end = "closed"
+                    return outcome
+                if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+                    current_upgrade = outcome.requests[-1]
+                    current_upgrade.upgrade = True
+                    outcome.end = "upgrade"
+                    return outcome
+                conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                conn.send(h11.EndOfMessage())
+                conn.start_next_cycle()
+    except h11.RemoteProtocolError as exc:
+        outcome.end, outcome.reason = "rejected", str(exc)
+        return outcome
+
+
+# -- raw sockets ----------------------------------------------------------------------
+
+async def send_without_reading(port: int, data: bytes, host: str = "127.0.0.1",
+                               chunk: int = 65536) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection and write `data` without ever reading; the writer may
+    block when the gateway stops reading (that is the point), so writing happens
+    in a task the caller's connection owns. Returns the open stream pair."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.transport.set_write_buffer_limits(high=chunk)
+    writer.write(data)
+    return reader, writer
+
+
+async def close_quietly(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> bytes:
+    """Everything the gateway sends until it closes (or `timeout_s` passes)."""
+    out = bytearray()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return bytes(out)
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), remaining)
+        except (TimeoutError, ConnectionError):
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out.extend(chunk)
