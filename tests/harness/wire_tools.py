@@ -7,8 +7,8 @@ stalling mid-body, holding connections open)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
