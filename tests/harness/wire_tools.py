@@ -184,3 +184,48 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> b
         if not chunk:
             return bytes(out)
         out.extend(chunk)
+
+
+def responses_in(answer: bytes, head_requests: int = 0) -> list[tuple[int, dict[str, str], bytes]]:
+    """Every whole response in `answer`, in order: (status, headers by lower-case
+    name, body). Bodies framed by Content-Length or chunks; 1xx, 204 and 304 have none;
+    the first `head_requests` answers are to HEAD requests. Stops at the first partial one."""
+    out: list[tuple[int, dict[str, str], bytes]] = []
+    pos = 0
+    while pos < len(answer):
+        end = answer.find(b"\r\n\r\n", pos)
+        if end < 0:
+            break
+        lines = answer[pos:end].decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        pos = end + 4
+        body = b""
+        if len(out) < head_requests or status < 200 or status in (204, 304):
+            pass
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                line_end = answer.find(b"\r\n", pos)
+                if line_end < 0:
+                    return out
+                size = int(answer[pos:line_end].split(b";")[0], 16)
+                pos = line_end + 2
+                if size == 0:
+                    pos = answer.find(b"\r\n", pos) + 2
+                    break
+                body += answer[pos:pos + size]
+                pos += size + 2
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            if pos + length > len(answer):
+                return out
+            body = answer[pos:pos + length]
+            pos += length
+        else:
+            body = answer[pos:]
+            pos = len(answer)
+        out.append((status, headers, body))
+    return out
