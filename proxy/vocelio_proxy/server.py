@@ -150,6 +150,8 @@ class HttpConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._fatal: tuple[int, str] | None = None
         self._broken = False
+        # The server answered a request itself (a broken body) and closes once that is sent.
+        self._answered = False
         self._closing = False
         self._eof = False
         self._reading_paused = 0
@@ -171,7 +173,6 @@ class HttpConnection(asyncio.Protocol):
         self._idle_since = 0.0
         self._body_since = 0.0
         self._send_since = 0.0
-        self._broken_since = 0.0
         self._born = 0.0
         server.connections.add(self)
 
@@ -340,6 +341,11 @@ class HttpConnection(asyncio.Protocol):
     async def _serve(self, ex: Exchange) -> None:
         while True:
             self._current = ex
+            source = ex.body
+            if isinstance(source, RequestBody) and isinstance(source.error, BodyError):
+                # Its body broke while it waited its turn: answered without the handler.
+                self._answer_broken(ex, source.error)
+                return
             self._response_open = False
             self._keep = True
             try:
@@ -389,19 +395,39 @@ class HttpConnection(asyncio.Protocol):
         if ex is not None and isinstance(ex.body, RequestBody) and not ex.body.done:
             # The request exists and is (or will be) served: its body ends with the refusal.
             self._break_body(ex, BodyError(exc.status, exc.message))
-            self.server.rejected(exc.status)
             return
         self._fail_request(exc.status, exc.message)
 
     def _break_body(self, ex: Exchange, error: BodyError) -> None:
-        """A body that cannot be completed: its reader gets `error`, nothing more is
-        parsed, and the connection closes after that request (see `tick`)."""
+        """A body that cannot be completed (malformed, stalled, over budget, cut):
+        a reader of it gets `error`, nothing more is parsed, and the request ends now
+        if it is being served, else when its turn comes (`_serve`)."""
         assert isinstance(ex.body, RequestBody)
         ex.body.fail(error)
         self._parsing = None
         self._broken = True
         self._reading_head = False
         self._pause(_STOPPED)
+        self.server.rejected(error.status)
+        if ex is self._current:
+            self._answer_broken(ex, error)
+
+    def _answer_broken(self, ex: Exchange, error: BodyError) -> None:
+        """End a request whose body broke, whatever its handler is doing: answer with
+        the envelope if nothing was sent (else cut the response under way), close, and
+        cancel the handler, which releases what it holds on the way out (upstream
+        connection, in-flight counts, breaker slot) and records the status sent."""
+        if ex.status == 0:
+            headers = [*_JSON, ("X-Request-ID", ex.request_id)] if ex.request_id else _JSON
+            self.send(ex, error.status, headers,
+                      error_body(error.status, error.message, ex.request_id or new_request_id(), time.time()))
+            self._answered = True
+            self.close()
+        else:
+            self.abort()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
 
     def _fail_request(self, status: int, message: str) -> None:
         """A request could not be parsed: answer it after the ones before it, then close."""
@@ -480,6 +506,10 @@ class HttpConnection(asyncio.Protocol):
             transport.write(data)
 
     def abort(self) -> None:
+        if self._answered:
+            # The server's own answer is on its way out: close after it, not over it.
+            self.close()
+            return
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
@@ -560,16 +590,16 @@ class HttpConnection(asyncio.Protocol):
         elif now - self._send_since > server.send_timeout_s:
             self.abort()
             return
-        if self._broken and self._tick_broken(now):
-            return
         ex = self._parsing
-        if ex is not None and isinstance(ex.body, RequestBody) and ex.body.awaiting_client and not self._reading_paused:
+        if (ex is not None and isinstance(ex.body, RequestBody) and ex.body.awaiting_client and ex.status == 0
+                and not self._reading_paused):
+            # Only while the gateway is reading and nothing was answered: a paused read is
+            # the gateway's doing, and an answered request closes when its answer ends.
             if not self._body_since:
                 self._body_since = now
             elif now - self._body_since > server.body_timeout_s:
                 self._break_body(ex, BodyError(
                     408, f"The request body did not arrive within {server.body_timeout_s:g} s"))
-                self.server.rejected(408)
                 return
         else:
             self._body_since = 0.0
@@ -585,33 +615,6 @@ class HttpConnection(asyncio.Protocol):
                 self._idle_since = now
             elif now - self._idle_since > idle_timeout_s:
                 self.close()
-
-    def _tick_broken(self, now: float) -> bool:
-        """A body broke; its handler had one tick to answer (it gets `BodyError` when
-        it reads). If it has not, answer for it and close, so the request ends even
-        when the handler was not reading (waiting on something else)."""
-        cur = self._current
-        if cur is None:
-            if self._task is None:
-                self.close()
-                return True
-            return False
-        body = cur.body
-        if not isinstance(body, RequestBody) or not isinstance(body.error, BodyError):
-            # The broken request is still queued behind this one: it ends when its turn comes.
-            self._broken_since = 0.0
-            return False
-        if not self._broken_since:
-            self._broken_since = now
-            return False
-        if cur.status == 0:
-            error = body.error
-            self.send(cur, error.status, _JSON,
-                      error_body(error.status, error.message, cur.request_id or new_request_id(), time.time()))
-            self.close()
-        else:
-            self.abort()
-        return True
 
     def shutdown(self) -> None:
         """Drain: close now if idle, else after the response being written."""
