@@ -36,6 +36,7 @@ import collections
 import contextlib
 import email.utils
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -46,7 +47,7 @@ from .http1.body import BodyBuffer
 from .http1.chunks import LAST_CHUNK, encode_chunk
 from .http1.framing import WireError, response_framing, response_has_body
 from .http1.heads import CONTINUE, response_head, status_line
-from .http1.limits import QUEUED_REQUEST_OVERHEAD, WireLimits
+from .http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
 from .http1.reader import RequestReader
 from .settings import LimitSettings
 
@@ -65,6 +66,10 @@ _TUNNEL = 4  # a tunnel is being set up, or its upstream is not taking bytes
 _STOPPED = 8  # the connection will close: nothing more is parsed
 _SLOW_READER = 16  # the client is not taking its answers (transport paused writing)
 _BACKLOG = 32  # bytes read but not parsed yet are waiting for queue room
+
+# Linux TCP states (tcp_states.h) in which the peer has sent FIN or reset.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_PEER_GONE_STATES = frozenset({7, 8})  # TCP_CLOSE, TCP_CLOSE_WAIT
 
 
 class RequestBody(BodyBuffer):
@@ -287,7 +292,10 @@ class HttpConnection(asyncio.Protocol):
             self._current = ex
             self._task = self._loop.create_task(self._serve(ex))
             return
-        cost = self._reader.head_bytes + QUEUED_REQUEST_OVERHEAD
+        reader = self._reader
+        cost = reader.head_bytes + QUEUED_REQUEST_OVERHEAD
+        # Pipelining: parse in small slices, so a pause stops within a few requests.
+        reader.slice = PIPELINED_SLICE
         self._queue.append((ex, cost))
         self._queued_bytes += cost
         self._check_budget()
@@ -384,6 +392,7 @@ class HttpConnection(asyncio.Protocol):
             self._maybe_unblock()
         self._task = None
         self._current = None
+        self._reader.slice = PARSE_SLICE
         if self._fatal is not None:
             self._send_fatal()
             return
@@ -582,6 +591,11 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._closing:
             return
+        if self._reading_paused and not self._upgraded and self._peer_gone():
+            # While reading is paused the transport cannot see the client leave; a client
+            # that did leave must not hold its request (and the upstream) until a timeout.
+            self.abort()
+            return
         server = self.server
         if self._writable or self._upgraded:
             self._send_since = 0.0
@@ -615,6 +629,16 @@ class HttpConnection(asyncio.Protocol):
                 self._idle_since = now
             elif now - self._idle_since > idle_timeout_s:
                 self.close()
+
+    def _peer_gone(self) -> bool:
+        if _TCP_INFO is None or self._transport is None:
+            return False
+        try:
+            sock = self._transport.get_extra_info("socket")
+            state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
+        except (OSError, AttributeError, TypeError, IndexError):
+            return False
+        return state in _PEER_GONE_STATES
 
     def shutdown(self) -> None:
         """Drain: close now if idle, else after the response being written."""

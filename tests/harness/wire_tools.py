@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
+import socket
+import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -18,6 +21,7 @@ from vocelio_proxy.exchange import Exchange
 from vocelio_proxy.http1.framing import WireError
 from vocelio_proxy.http1.limits import WireLimits
 from vocelio_proxy.http1.reader import RequestReader
+from vocelio_proxy.server import HttpServer
 
 
 @dataclass
@@ -151,11 +155,44 @@ def read_with_h11(data: bytes) -> Outcome:
 
 # -- raw sockets ----------------------------------------------------------------------
 
+class Flooder:
+    """A client that writes `data` and never reads: a plain non-blocking socket fed
+    by the loop from the caller's buffer (no copy held in a transport, so the test
+    process's RSS measures the gateway, not the client)."""
+
+    def __init__(self, sock: socket.socket, task: asyncio.Task[None]) -> None:
+        self.sock = sock
+        self.task = task
+
+    @classmethod
+    async def start(cls, port: int, data: bytes, host: str = "127.0.0.1") -> Flooder:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive window, so the answers back up in the gateway rather than in
+        # the kernel's buffers (which autotune to megabytes on loopback).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+
+        async def send() -> None:
+            with contextlib.suppress(OSError):
+                await loop.sock_sendall(sock, data)
+
+        return cls(sock, asyncio.create_task(send()))
+
+    async def close(self) -> None:
+        """Leave abruptly (a reset): with unsent bytes queued, a FIN would wait behind
+        them forever, since the gateway is not reading."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await self.task
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
 async def send_without_reading(port: int, data: bytes, host: str = "127.0.0.1",
                                chunk: int = 65536) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a connection and write `data` without ever reading; the writer may
-    block when the gateway stops reading (that is the point), so writing happens
-    in a task the caller's connection owns. Returns the open stream pair."""
+    """Open a stream connection and write `data` without ever reading."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.transport.set_write_buffer_limits(high=chunk)
     writer.write(data)
@@ -229,3 +266,11 @@ def responses_in(answer: bytes, head_requests: int = 0) -> list[tuple[int, dict[
             pos = len(answer)
         out.append((status, headers, body))
     return out
+
+
+def http_server_of(app: object) -> HttpServer:
+    """The `HttpServer` serving `app` (the gateway fixture does not expose it)."""
+    for obj in gc.get_objects():
+        if isinstance(obj, HttpServer) and getattr(obj.handler, "_app", None) is app:
+            return obj
+    raise LookupError("no HttpServer serves this app")

@@ -18,6 +18,9 @@ BODY_LOW_WATER = 64 * 1024
 #: within one slice (a 64 KiB read can hold thousands of pipelined requests).
 #: Bodies with a known remaining length go in one piece.
 PARSE_SLICE = 2048
+#: The slice while requests are queued on a connection (it is pipelining): the
+#: queue overshoots its cap by at most what fits in this many bytes.
+PIPELINED_SLICE = 256
 
 #: What one queued (parsed, not yet answered) request costs beyond its head
 #: bytes: the Exchange, its header list and dict (measured: 0.5-1 KiB).

@@ -85,6 +85,8 @@ class RequestReader:
         self.head_bytes = 0
         #: Set by the sink to stop parsing at the next slice boundary.
         self.paused = False
+        #: Bytes handed to llhttp at a time (the sink lowers it while it queues requests).
+        self.slice = PARSE_SLICE
         #: The request switched protocols; bytes after its head are the tunnel's.
         self.upgraded = False
         #: A refusal ended parsing on this connection.
@@ -103,14 +105,15 @@ class RequestReader:
         if self.upgraded:
             return 0
         n = len(data)
-        if n <= PARSE_SLICE:
+        if n <= self.slice:
             return self._feed(data, 0, n)
         view = memoryview(data)
         pos = 0
         while pos < n:
             # A Content-Length body's remaining bytes go in one piece; anything
             # else in slices, so that a pause takes effect within one slice.
-            end = pos + (self._body_left if self._body_left > PARSE_SLICE else PARSE_SLICE)
+            step = self.slice
+            end = pos + (self._body_left if self._body_left > step else step)
             if end > n:
                 end = n
             used = self._feed(view[pos:end], pos, end)
