@@ -35,7 +35,8 @@ async def _open_served(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamW
     writer.write(GET)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    length = int(lengths[0])
     await reader.readexactly(length)
     return reader, writer
 

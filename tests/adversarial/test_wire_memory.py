@@ -186,7 +186,7 @@ async def test_a_large_answer_the_client_never_reads_does_not_grow_the_process_a
 
 
 async def test_many_flooding_connections_stay_within_their_budgets(gateway) -> None:
-    gw, up = gateway
+    gw, _ = gateway
     server = http_server_of(gw.app)
     request = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"
     flood = request * 2000
