@@ -81,6 +81,9 @@ class RequestReader:
         self._chunked = False
         self._chunked_bytes = 0
         self._reject: WireError | None = None
+        # The last Host value found valid: keep-alive clients repeat theirs, and an
+        # equality test is cheaper than the grammar.
+        self._valid_host = ""
         #: Target plus header bytes of the last head (what a queued request costs).
         self.head_bytes = 0
         #: Set by the sink to stop parsing at the next slice boundary.
@@ -198,8 +201,10 @@ class RequestReader:
             if host is None:
                 if version == "1.1":
                     raise WireError(400, "An HTTP/1.1 request must have a Host header")
-            elif not valid_authority(host):
-                raise WireError(400, "Invalid Host header")
+            elif host != self._valid_host:
+                if not valid_authority(host):
+                    raise WireError(400, "Invalid Host header")
+                self._valid_host = host
             if authority is not None and method != "CONNECT":
                 # RFC 9112 §3.2.2: the target's authority replaces Host.
                 lookup["host"] = authority
