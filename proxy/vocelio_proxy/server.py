@@ -149,6 +149,8 @@ class HttpConnection(asyncio.Protocol):
         self._parsing: Exchange | None = None
         # Serving state: the request being answered, then queued ones with their cost in bytes.
         self._current: Exchange | None = None
+        # The request whose handler was started last (it records its own outcome).
+        self._handled: Exchange | None = None
         self._queue: collections.deque[tuple[Exchange, int]] = collections.deque()
         self._queued_bytes = 0
         self._backlog = b""
@@ -356,6 +358,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             self._response_open = False
             self._keep = True
+            self._handled = ex
             try:
                 await self._handler(ex, self)
             except asyncio.CancelledError:
@@ -417,7 +420,6 @@ class HttpConnection(asyncio.Protocol):
         self._broken = True
         self._reading_head = False
         self._pause(_STOPPED)
-        self.server.rejected(error.status)
         if ex is self._current:
             self._answer_broken(ex, error)
 
@@ -426,6 +428,8 @@ class HttpConnection(asyncio.Protocol):
         the envelope if nothing was sent (else cut the response under way), close, and
         cancel the handler, which releases what it holds on the way out (upstream
         connection, in-flight counts, breaker slot) and records the status sent."""
+        if ex is not self._handled:
+            self.server.rejected(error.status)  # no handler will record this request
         if ex.status == 0:
             headers = [*_JSON, ("X-Request-ID", ex.request_id)] if ex.request_id else _JSON
             self.send(ex, error.status, headers,

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import resources, settled
 from tests.harness.wire_tools import close_quietly, read_until_closed, responses_in
+from vocelio_proxy import keys
 from vocelio_proxy.config import Endpoint, GatewayConfig
 
 TIMEOUT = 0.6
@@ -82,6 +83,14 @@ async def _exchange(port: int, pieces: list[bytes], pause_s: float = 0.1,
         await close_quietly(writer)
 
 
+def _counted(gw) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Requests recorded by status class, over all services (the gateway's own included)."""
+    out: dict[str, float] = {}
+    for (_, _, code_class), count in gw.app[keys.METRICS].requests.values.items():
+        out[code_class] = out.get(code_class, 0) + count
+    return out
+
+
 def _check_envelope(answer: bytes, status: int) -> None:
     answers = responses_in(answer)
     final = [a for a in answers if a[0] >= 200]
@@ -98,9 +107,12 @@ async def test_a_stalled_body_ends_with_408_and_a_close_within_the_body_timeout(
                                                                                  partial: bytes, split: bool) -> None:
     gw, up = edge
     before = resources(gw.app)
+    counted = _counted(gw)
     pieces = [head, partial] if split and partial else [head + partial]
     answer, elapsed = await _exchange(gw.port, pieces)
     _check_envelope(answer, 408)
+    await poll(lambda: _counted(gw).get("4xx", 0) == counted.get("4xx", 0) + 1, "the request is recorded once")
+    assert sum(_counted(gw).values()) == sum(counted.values()) + 1
     assert elapsed < TIMEOUT + 1.5, f"closed {elapsed:.2f}s after the last byte"
     assert up.requests == []  # no complete request reached the upstream
     await settled(gw.app, before)
@@ -112,8 +124,11 @@ async def test_a_malformed_body_ends_with_its_status_and_a_close(edge, name: str
                                                                  status: int, split: bool) -> None:
     gw, up = edge
     before = resources(gw.app)
+    counted = _counted(gw)
     answer, elapsed = await _exchange(gw.port, [head, body] if split else [head + body])
     _check_envelope(answer, status)
+    await poll(lambda: sum(_counted(gw).values()) >= sum(counted.values()) + 1, "the request is recorded")
+    assert sum(_counted(gw).values()) == sum(counted.values()) + 1
     assert elapsed < 1.5
     assert up.requests == []
     await settled(gw.app, before)
