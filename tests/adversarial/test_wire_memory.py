@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import resources, settled
+from tests.harness.hostile import raw_request, resources, settled
 from tests.harness.wire_tools import Flooder, http_server_of
 from vocelio_proxy.config import Endpoint, GatewayConfig
 from vocelio_proxy.http1.limits import PIPELINED_SLICE
@@ -67,6 +67,8 @@ async def test_thousands_of_pipelined_requests_never_read_do_not_grow_the_proces
     server = http_server_of(gw.app)
     request = b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     flood = request * count
+    answer_size = len(await raw_request(gw.port, b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+    await poll(lambda: not server.connections, "the sizing connection closed")
     # Warm up allocator pools and lazily built state with a short flood first.
     warm = await Flooder.start(gw.port, request * 50)
     await poll(lambda: len(server.connections) == 1, "warm-up connection accepted")
@@ -84,6 +86,12 @@ async def test_thousands_of_pipelined_requests_never_read_do_not_grow_the_proces
     assert len(conn._queue) <= server.wire_limits.max_pipelined + SLICE_OVERSHOOT
     assert conn._queued_bytes <= BUDGET + SLICE_OVERSHOOT * 1024
     assert conn._reading_paused, "the gateway stopped reading"
+    # Unsent answers: up to the transport's high-water mark plus the one answer written
+    # before it paused; the next answer waits for the client.
+    transport = conn._transport
+    assert transport is not None
+    _, high = transport.get_write_buffer_limits()
+    assert transport.get_write_buffer_size() <= high + answer_size + 1024
     assert during.rss - before.rss < 4 * MiB, f"RSS grew by {(during.rss - before.rss) / MiB:.1f} MiB"
     await flooder.close()
     await settled(gw.app, before)
