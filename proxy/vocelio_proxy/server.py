@@ -205,7 +205,14 @@ class HttpConnection(asyncio.Protocol):
             if not self._reading_paused & _STOPPED:
                 self._backlog += data
             return
-        self._parse(data)
+        reader = self._reader
+        try:
+            used = reader.feed(data)
+        except WireError as exc:
+            self._refused(exc)
+            return
+        if used < len(data) or reader.upgraded:
+            self._rest(data, used)
 
     def _parse(self, data: bytes) -> None:
         reader = self._reader
@@ -214,6 +221,12 @@ class HttpConnection(asyncio.Protocol):
         except WireError as exc:
             self._refused(exc)
             return
+        self._rest(data, used)
+
+    def _rest(self, data: bytes, used: int) -> None:
+        """Bytes the reader did not take: the tunnel's after an upgrade, else held
+        back until the connection's budget allows more requests."""
+        reader = self._reader
         if reader.upgraded:
             self._upgraded = True
             if used < len(data):

@@ -103,13 +103,22 @@ class RequestReader:
     # -- bytes in ----------------------------------------------------------------
     def feed(self, data: bytes | memoryview) -> int:
         """Parse `data`; raises `WireError` for a request the gateway refuses."""
+        n = len(data)
+        if n <= self.slice and not self.failed and not self.upgraded:
+            # The common case (one request per read), without the slicing loop.
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self.upgraded = True
+                return int(exc.args[0])
+            except httptools.HttpParserError as exc:
+                self.failed = True
+                raise self._refusal(exc) from None
+            return n
         if self.failed:
-            return len(data)  # dropped: the connection is being closed
+            return n  # dropped: the connection is being closed
         if self.upgraded:
             return 0
-        n = len(data)
-        if n <= self.slice:
-            return self._feed(data, 0, n)
         view = memoryview(data)
         pos = 0
         while pos < n:
