@@ -10,10 +10,12 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from tests.harness.app_fixtures import service
-from tests.harness.hostile import raw_request, resources, settled, status_of
-from tests.harness.wire_tools import responses_in
+from tests.harness.hostile import Received, echo_responder, raw_request, resources, settled, status_of
+from tests.harness.wire_tools import read_with_gateway, responses_in
+from tests.unit.test_http1_differential import streams
 from vocelio_proxy.config import GatewayConfig
 
 P = b"/api/v1/svc"
@@ -179,3 +181,47 @@ async def test_a_chunked_upload_reaches_the_upstream_with_its_framing_redone(edg
     [received] = up.requests
     assert received.body == b"hello!" and received.trailers == []
     assert up.protocol_errors == []
+
+
+END = b"GET /__end HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=streams)
+async def test_generated_streams_reach_the_upstream_exactly_as_the_gateway_read_them(catch_all, data: bytes) -> None:
+    gw, up = catch_all
+    up.requests.clear()
+    up.protocol_errors.clear()
+    read = read_with_gateway(data)
+    whole = read.end == "ok" and (not read.requests or read.requests[-1].keep_alive)
+    # A stream read whole ends with a request that closes; any other ends by refusal or timeout.
+    await raw_request(gw.port, data + END if whole else data, read_timeout_s=3)
+    # Whatever the gateway forwarded, the strict upstream (h11) parsed without complaint,
+    # with the method and body the gateway's reader saw, in order; requests the pipeline
+    # refused (paths, methods) are skipped.
+    assert up.protocol_errors == []
+    received = [r for r in up.requests if r.target != "/__end"]
+    candidates = iter(r for r in read.requests if r.target.startswith("/") and r.method != "CONNECT")
+    for got in received:
+        parsed = next((p for p in candidates if p.method == got.method), None)
+        assert parsed is not None, (got, read)
+        assert got.body == parsed.body
+        assert got.trailers == []
+    if whole:
+        assert [r.target for r in up.requests][-1:] == ["/__end"]
+
+
+async def _echo_or_empty(req: Received) -> tuple[int, list[tuple[str, str]], bytes]:
+    if req.method == "HEAD":
+        return 200, [], b""
+    return await echo_responder(req)
+
+
+@pytest.fixture
+async def catch_all(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+    up = await recording_upstream(_echo_or_empty)
+    gw = await gateway_factory(GatewayConfig(services=[service("all", up.endpoint(), prefixes=["/"], rewrite=None,
+                                                               health_check={"enabled": False})]),
+                               client_header_timeout_s=0.3, limits={"client_body_timeout_s": 0.3})
+    return gw, up
