@@ -186,7 +186,7 @@ async def test_a_chunked_upload_reaches_the_upstream_with_its_framing_redone(edg
 END = b"GET /__end HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=streams)
 async def test_generated_streams_reach_the_upstream_exactly_as_the_gateway_read_them(catch_all, data: bytes) -> None:
