@@ -139,11 +139,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._writable.set()
 
     # -- httptools callbacks ------------------------------------------------
-    def on_message_begin(self) -> None:
-        if self._done:
-            raise WireError(502, "data after a complete response")
-        self._in_body = False
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:
             # A trailer field: never added to the response headers the client gets.
@@ -156,6 +151,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self._done:
+            # A second answer on the connection (its fields were dropped as trailers).
+            raise WireError(502, "data after a complete response")
         parser = self._parser
         status = parser.get_status_code()
         self._in_body = True
@@ -164,7 +162,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers = []
             self._header_bytes = 0
             return
-        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version(), self._headers)
+        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, self._headers)
         self._got_headers = True
         self.keep_alive = reusable and parser.should_keep_alive()
         self._close_delimited = kind == UNTIL_CLOSE
@@ -187,7 +185,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self._informational:
+            # The final answer's fields come next.
             self._informational = False
+            self._in_body = False
             return
         if not self._done:
             self._finish()

@@ -199,3 +199,16 @@ def test_upstream_responses_two_readers_could_frame_differently_are_refused(
     with pytest.raises(WireError) as refused:
         upstream_body_framing(status, False, "1.1", headers)
     assert refused.value.status == 502
+
+
+def test_the_upstream_version_is_only_asked_for_when_a_chunked_answer_needs_it() -> None:
+    asked: list[int] = []
+
+    def version() -> str:
+        asked.append(1)
+        return "1.0"
+
+    assert upstream_body_framing(200, False, version, [("Content-Length", "1")]) == (BY_LENGTH, True)
+    assert asked == []
+    assert upstream_body_framing(200, False, version, [("Transfer-Encoding", "chunked")]) == (CHUNKED, False)
+    assert asked == [1]

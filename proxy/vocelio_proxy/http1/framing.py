@@ -17,7 +17,7 @@ server (responses it writes) and the upstream client (responses it reads).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class WireError(Exception):
@@ -217,10 +217,11 @@ def response_framing(version: str, keep: bool, status: int, length: int | None) 
 NO_BODY, BY_LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 
 
-def upstream_body_framing(status: int, head_request: bool, version: str,
+def upstream_body_framing(status: int, head_request: bool, version: str | Callable[[], str],
                           headers: Iterable[tuple[str, str]]) -> tuple[int, bool]:
     """(one of NO_BODY/BY_LENGTH/CHUNKED/UNTIL_CLOSE, framing allows reuse) of an
-    upstream response, or a refusal (WireError 502).
+    upstream response, or a refusal (WireError 502). `version` ("1.1") may be given
+    as a function, called only when the answer is chunked (the one rule that needs it).
 
     - 1xx, 204, 304 and answers to HEAD have no body (rule 1).
     - Transfer-Encoding with Content-Length: refused; RFC 9112 §6.3 rule 3 lets
@@ -250,7 +251,8 @@ def upstream_body_framing(status: int, head_request: bool, version: str,
     if te is not None:
         codings = transfer_codings(te)
         if codings[-1] == "chunked":
-            return CHUNKED, version == "1.1" and codings.count("chunked") == 1
+            http11 = (version() if callable(version) else version) == "1.1"
+            return CHUNKED, http11 and codings.count("chunked") == 1
         return UNTIL_CLOSE, False
     if cl is not None:
         try:

@@ -66,6 +66,11 @@ class RequestReader:
 
     def __init__(self, events: RequestEvents, limits: WireLimits, peer: str = "0.0.0.0") -> None:
         self._events = events
+        # Bound once: called for every request.
+        self._head_started = events.head_started
+        self._head_received = events.head_received
+        self._body_data = events.body_data
+        self._message_complete = events.message_complete
         self._limits = limits
         self.peer = peer
         self._parser = httptools.HttpRequestParser(self)
@@ -167,7 +172,7 @@ class RequestReader:
         self._headers = []
         self._header_bytes = 0
         self._in_body = False
-        self._events.head_started()
+        self._head_started()
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -236,7 +241,7 @@ class RequestReader:
         self._chunked = chunked
         self._chunked_bytes = 0
         self._body_left = length if length and not chunked else 0
-        self._events.head_received(ex, has_body, has_body and expects_continue(version, lookup.get("expect")))
+        self._head_received(ex, has_body, has_body and expects_continue(version, lookup.get("expect")))
 
     def on_body(self, body: bytes) -> None:
         if self._chunked:
@@ -245,9 +250,9 @@ class RequestReader:
                 raise self._refuse(413, f"Request body exceeds {self._limits.max_body_bytes} bytes")
         else:
             self._body_left -= len(body)
-        self._events.body_data(body)
+        self._body_data(body)
 
     def on_message_complete(self) -> None:
         self._in_body = False
         self._body_left = 0
-        self._events.message_complete()
+        self._message_complete()
