@@ -21,9 +21,11 @@ REASONS = {
     429: "Too many requests",
     431: "Request header fields too large",
     500: "Internal server error",
+    501: "Not implemented",
     502: "Bad gateway",
     503: "Service unavailable",
     504: "Gateway timeout",
+    505: "HTTP version not supported",
 }
 
 

@@ -2,8 +2,9 @@
 server that parsed it: method, target, headers (as sent, and by lower-case
 name), the peer, the body source, and the facts the pipeline records on the
 way (request id, client address, service, upstream, attempts, status).
-Created by `server.HttpConnection`; read and annotated by `handling`,
-`edge` and `proxying`. No I/O here."""
+Created by `http1.reader.RequestReader` (for `server.HttpConnection`) once a
+head passed the wire rules; read and annotated by `handling`, `edge` and
+`proxying`. No I/O here."""
 
 from __future__ import annotations
 

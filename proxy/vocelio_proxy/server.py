@@ -1,13 +1,27 @@
-"""The gateway's HTTP/1.1 server: an asyncio protocol on httptools (llhttp)
-that turns client bytes into `Exchange`s, runs the pipeline's handler for each
-in order (keep-alive, pipelining), and writes responses: whole, streamed with
-Content-Length, chunked, or close-delimited for HTTP/1.0; HEAD and 1xx rules;
-`Expect: 100-continue`; back-pressure both ways; raw tunnels after an upgrade.
+"""The gateway's HTTP/1.1 server: the asyncio shell around the sans-I/O wire
+rules in `http1`. It feeds client bytes to a `RequestReader`, runs the
+pipeline's handler for each request in order (keep-alive, pipelining), and
+writes responses whose heads and framing `http1` builds: whole, streamed with
+Content-Length, chunked, or close-delimited for HTTP/1.0; `Expect:
+100-continue`; raw tunnels after an upgrade.
 
-It also owns the client-side limits that must hold before a request exists
-(URL and header sizes, malformed requests, slow headers, idle keep-alive
-connections) and the drain on shutdown. Started by `app.start_gateway`; the
-handler is `handling.GatewayHandler`.
+What it guarantees per connection (docs/security/wire.md):
+- bounded memory: reading pauses while the request body buffer is above its
+  watermark, while parsed-but-unanswered requests plus unsent answer bytes
+  exceed the connection budget, and while the client does not take its
+  answers; the next pipelined request is only served once the transport has
+  drained, so no write path grows without bound;
+- bounded time: a head must arrive within the header timeout (408), a body
+  must make progress within the body timeout (408 and close), answers must be
+  taken within the send timeout, idle keep-alive connections close;
+- every request ends: a body that breaks (malformed, stalled, cut) fails with
+  `BodyError` for the handler, and if the handler does not answer it within a
+  tick the server answers (or aborts) and closes;
+- a connection cap: beyond it, new connections get a 503 envelope and a close.
+
+Time is read only by the housekeeping tick (once a second): no per-request
+timers or clock reads. Started by `app.start_gateway`; the handler is
+`handling.GatewayHandler`.
 
 Why not aiohttp's server: its per-request objects (Request, CIMultiDict
 headers, StreamResponse, signals, middleware wrapping) cost 25-30 us of the
@@ -22,78 +36,72 @@ import collections
 import contextlib
 import email.utils
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httptools
-
 from .errors import error_body
-from .exchange import Exchange
+from .exchange import BodyError, Exchange
 from .forwarding import new_request_id
+from .http1.body import BodyBuffer
+from .http1.chunks import LAST_CHUNK, encode_chunk
+from .http1.framing import WireError, response_framing, response_has_body
+from .http1.heads import CONTINUE, response_head, status_line
+from .http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
+from .http1.reader import RequestReader
 from .settings import LimitSettings
+
+__all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
 
 log = logging.getLogger("vocelio.proxy.server")
 
 Handler = Callable[[Exchange, "HttpConnection"], Awaitable[None]]
 
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
-_MAX_PIPELINED = 16
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_STATUSES = frozenset({204, 304})
-_STATUS_REASONS = {
-    100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
-    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type", 421: "Misdirected Request",
-    422: "Unprocessable Content", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n" for code, reason in _STATUS_REASONS.items()}
+_JSON = [("Content-Type", "application/json")]
+
+# Reasons reading is paused, one bit each; reading resumes when none is left.
+_BODY = 1  # the request body buffer is above its high watermark
+_QUEUE = 2  # queued requests or unsent answers exceed the connection budget
+_TUNNEL = 4  # a tunnel is being set up, or its upstream is not taking bytes
+_STOPPED = 8  # the connection will close: nothing more is parsed
+_SLOW_READER = 16  # the client is not taking its answers (transport paused writing)
+_BACKLOG = 32  # bytes read but not parsed yet are waiting for queue room
+
+# Linux TCP states (tcp_states.h) in which the peer has sent FIN or reset.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_PEER_GONE_STATES = frozenset({7, 8})  # TCP_CLOSE, TCP_CLOSE_WAIT
 
 
-def status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    return line if line is not None else f"HTTP/1.1 {status} {_STATUS_REASONS.get(status, 'Status')}\r\n"
+class RequestBody(BodyBuffer):
+    """A request body arriving from the client, read once by the handler
+    (`chunks`). A body that cannot be completed raises `BodyError` (malformed,
+    stalled, over budget) or `ConnectionResetError` (the client left)."""
 
+    __slots__ = ("_conn", "_expect_continue", "_waiter")
 
-class _Rejected(Exception):
-    """Raised from a parser callback to stop parsing a request that breaks a limit."""
-
-
-class RequestBody:
-    """A request body arriving from the client, read once by the handler."""
-
-    __slots__ = ("_chunks", "_conn", "_done", "_error", "_expect_continue", "_size", "_waiter")
-
-    def __init__(self, conn: HttpConnection, expect_continue: bool) -> None:
+    def __init__(self, conn: HttpConnection, expect_continue: bool, limits: WireLimits) -> None:
+        super().__init__(limits.body_high_water, limits.body_low_water)
         self._conn = conn
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._done = False
-        self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._expect_continue = expect_continue
 
     @property
-    def complete(self) -> bool:
-        return self._done
+    def awaiting_client(self) -> bool:
+        """Body bytes are due from the client now (what the body timeout measures):
+        not after the end or a failure, and not while a 100-continue is unasked."""
+        return not self.done and self.error is None and not self._expect_continue
 
     def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > _HIGH_WATER:
+        if self.push(data):
             self._conn.pause_for_body()
         self._wake()
 
     def finish(self) -> None:
-        self._done = True
+        super().finish()
         self._wake()
 
-    def fail(self, error: Exception) -> None:
-        self._error = error
+    def fail(self, error: BaseException) -> None:
+        super().fail(error)
         self._wake()
 
     def _wake(self) -> None:
@@ -104,18 +112,19 @@ class RequestBody:
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._expect_continue:
             self._expect_continue = False
-            self._conn.write_raw(_CONTINUE)
+            # RFC 9110 §10.1.1: no 100 once the final answer is known or the body is here.
+            if not self.received and not self.done and self.error is None:
+                self._conn.write_raw(CONTINUE)
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._size -= len(chunk)
-                if self._size < _LOW_WATER:
+            chunk, resume = self.pop()
+            if chunk is not None:
+                if resume:
                     self._conn.resume_for_body()
                 yield chunk
                 continue
-            if self._error is not None:
-                raise self._error
-            if self._done:
+            if self.error is not None:
+                raise self.error
+            if self.done:
                 return
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -130,25 +139,28 @@ class HttpConnection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self._limits = server.limits
+        self._limits = server.wire_limits
         self._handler = server.handler
         self._loop = server.loop
-        self._parser = httptools.HttpRequestParser(self)
+        self._reader = RequestReader(self, self._limits)
         self._transport: asyncio.Transport | None = None
         self._peer = "0.0.0.0"
-        # Parsing state of the request being read.
-        self._url: list[bytes] = []
-        self._url_bytes = 0
-        self._headers: list[tuple[str, str]] = []
-        self._header_bytes = 0
+        # The request whose head or body is being parsed.
         self._parsing: Exchange | None = None
-        self._reject: tuple[int, str] | None = None
-        # Serving state.
-        self._queue: collections.deque[Exchange] = collections.deque()
+        # Serving state: the request being answered, then queued ones with their cost in bytes.
+        self._current: Exchange | None = None
+        # The request whose handler was started last (it records its own outcome).
+        self._handled: Exchange | None = None
+        self._queue: collections.deque[tuple[Exchange, int]] = collections.deque()
+        self._queued_bytes = 0
+        self._backlog = b""
         self._task: asyncio.Task[None] | None = None
         self._fatal: tuple[int, str] | None = None
+        self._broken = False
+        # The server answered a request itself (a broken body) and closes once that is sent.
+        self._answered = False
         self._closing = False
-        # A bit per reason: 1 body back-pressure, 2 pipeline depth, 4 tunnel setup, 8 closing, 16 slow reader.
+        self._eof = False
         self._reading_paused = 0
         self._writable = True
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -162,10 +174,14 @@ class HttpConnection(asyncio.Protocol):
         self._tunnel_buffer: list[bytes] = []
         self._tunnel: asyncio.Transport | None = None
         self._tunnel_done: asyncio.Future[None] | None = None
-        # Housekeeping marks, set by `tick` (no clock reads per request).
+        # Housekeeping marks, set by `tick` and cleared by progress (no clock reads per request).
         self._reading_head = False
         self._head_since = 0.0
         self._idle_since = 0.0
+        self._body_since = 0.0
+        self._send_since = 0.0
+        self._born = 0.0
+        server.connections.add(self)
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -174,7 +190,7 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self._peer = peer[0]
-        self.server.connections.add(self)
+            self._reader.peer = self._peer
 
     def data_received(self, data: bytes) -> None:
         if self._upgraded:
@@ -182,20 +198,59 @@ class HttpConnection(asyncio.Protocol):
                 self._tunnel.write(data)
             else:
                 self._tunnel_buffer.append(data)
-                self._pause(4)
+                self._pause(_TUNNEL)
             return
+        if self._backlog or self._reading_paused & _STOPPED:
+            # Reading is paused; bytes a transport delivered anyway wait their turn (or are dropped).
+            if not self._reading_paused & _STOPPED:
+                self._backlog += data
+            return
+        reader = self._reader
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
+            used = reader.feed(data)
+        except WireError as exc:
+            self._refused(exc)
+            return
+        if used < len(data) or reader.upgraded:
+            self._rest(data, used)
+
+    def _parse(self, data: bytes) -> None:
+        reader = self._reader
+        try:
+            used = reader.feed(data)
+        except WireError as exc:
+            self._refused(exc)
+            return
+        self._rest(data, used)
+
+    def _rest(self, data: bytes, used: int) -> None:
+        """Bytes the reader did not take: the tunnel's after an upgrade, else held
+        back until the connection's budget allows more requests."""
+        reader = self._reader
+        if reader.upgraded:
             self._upgraded = True
-            rest = data[exc.args[0]:]
-            if rest:
-                self._tunnel_buffer.append(rest)
-        except httptools.HttpParserError as exc:
-            if self._reject is not None:
-                self._fail_request(*self._reject)
-            else:
-                self._fail_request(400, f"Malformed HTTP request: {exc}")
+            if used < len(data):
+                self._tunnel_buffer.append(data[used:])
+        elif used < len(data):
+            # The connection's budget is spent: keep the rest unparsed until answers go out.
+            self._backlog = data[used:]
+            self._pause(_BACKLOG)
+
+    def eof_received(self) -> bool | None:
+        if self._upgraded:
+            return None
+        self._eof = True
+        ex = self._parsing
+        if ex is not None and isinstance(ex.body, RequestBody) and not ex.body.done:
+            self._break_body(ex, BodyError(400, "The client ended the connection before the request body was complete"))
+            return True
+        if self._reading_head and not self._backlog:
+            self._reading_head = False
+            self._fail_request(400, "The client ended the connection before the request head was complete")
+            return True
+        # Like nginx, a client that ends its side while its request is served has left
+        # (499); the transport closes and the request is cancelled.
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
@@ -208,10 +263,12 @@ class HttpConnection(asyncio.Protocol):
         if self._tunnel_done is not None and not self._tunnel_done.done():
             self._tunnel_done.set_result(None)
             return
-        for ex in (self._parsing, *self._queue):
+        gone = ConnectionResetError("the client closed the connection")
+        for ex in (self._parsing, *(queued for queued, _ in self._queue)):
             if ex is not None and isinstance(ex.body, RequestBody):
-                ex.body.fail(ConnectionResetError("the client closed the connection"))
+                ex.body.fail(gone)
         self._queue.clear()
+        self._backlog = b""
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -221,86 +278,100 @@ class HttpConnection(asyncio.Protocol):
             self._tunnel.pause_reading()
         else:
             # A client that does not read its answers gets no new ones (pipelined floods).
-            self._pause(16)
+            self._pause(_SLOW_READER)
 
     def resume_writing(self) -> None:
         self._writable = True
+        self._send_since = 0.0
         if self._tunnel is not None:
             self._tunnel.resume_reading()
         else:
-            self._resume(16)
+            self._resume(_SLOW_READER)
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    # -- httptools callbacks ------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._url = []
-        self._url_bytes = 0
-        self._headers = []
-        self._header_bytes = 0
+    # -- RequestEvents (called by the reader) ----------------------------------
+    def head_started(self) -> None:
         self._reading_head = True
         self._head_since = 0.0
         self._idle_since = 0.0
 
-    def on_url(self, url: bytes) -> None:
-        self._url.append(url)
-        self._url_bytes += len(url)
-        if self._url_bytes > self._limits.max_url_bytes:
-            self._reject = (414, f"The URL exceeds {self._limits.max_url_bytes} bytes")
-            raise _Rejected
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self._limits.max_header_bytes:
-            self._reject = (431, f"Request headers exceed {self._limits.max_header_bytes} bytes")
-            raise _Rejected
-        if len(self._headers) >= self._limits.max_headers:
-            self._reject = (431, f"More than {self._limits.max_headers} request headers")
-            raise _Rejected
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_headers_complete(self) -> None:
+    def head_received(self, ex: Exchange, has_body: bool, expect_continue: bool) -> None:
         self._reading_head = False
-        parser = self._parser
-        headers = self._headers
-        lookup: dict[str, str] = {}
-        for name, value in headers:
-            key = name.lower()
-            prior = lookup.get(key)
-            lookup[key] = value if prior is None else f"{prior}, {value}"
-        length_text = lookup.get("content-length")
-        length = int(length_text) if length_text is not None else None
-        has_body = "transfer-encoding" in lookup or bool(length)
-        body = RequestBody(self, lookup.get("expect", "").lower() == "100-continue") if has_body else None
-        url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
-        ex = Exchange(parser.get_method().decode("ascii"), url.decode("latin-1"), parser.get_http_version(),
-                      headers, lookup, self._peer, parser.should_keep_alive(), body,
-                      length if "transfer-encoding" not in lookup else None, parser.should_upgrade())
+        if has_body:
+            ex.body = RequestBody(self, expect_continue, self._limits)
+            self._body_since = 0.0
         self._parsing = ex
         if self._task is None:
+            self._current = ex
             self._task = self._loop.create_task(self._serve(ex))
-        else:
-            self._queue.append(ex)
-            if len(self._queue) >= _MAX_PIPELINED:
-                self._pause(2)
+            return
+        reader = self._reader
+        cost = reader.head_bytes + QUEUED_REQUEST_OVERHEAD
+        # Pipelining: parse in small slices, so a pause stops within a few requests.
+        reader.slice = PIPELINED_SLICE
+        self._queue.append((ex, cost))
+        self._queued_bytes += cost
+        self._check_budget()
 
-    def on_body(self, body: bytes) -> None:
+    def body_data(self, data: bytes) -> None:
         ex = self._parsing
-        if ex is not None and isinstance(ex.body, RequestBody):
-            ex.body.feed(body)
+        if ex is None or not isinstance(ex.body, RequestBody):
+            return
+        ex.body.feed(data)
+        self._body_since = 0.0
+        if ex is not self._current:
+            # A queued request's body waits in memory: it counts against the budget.
+            self._queued_bytes += len(data)
+            self._check_budget()
 
-    def on_message_complete(self) -> None:
+    def message_complete(self) -> None:
         ex = self._parsing
         if ex is not None and isinstance(ex.body, RequestBody):
             ex.body.finish()
         self._parsing = None
 
+    # -- the connection budget ---------------------------------------------------
+    def _unsent(self) -> int:
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def _check_budget(self) -> None:
+        limits = self._limits
+        if (len(self._queue) >= limits.max_pipelined
+                or self._queued_bytes + self._unsent() > limits.connection_budget_bytes):
+            self._reader.paused = True
+            self._pause(_QUEUE)
+
+    def _maybe_unblock(self) -> None:
+        """Resume parsing and reading once the queue is back under half its budget."""
+        if not self._reading_paused & (_QUEUE | _BACKLOG) or self._fatal is not None or self._broken:
+            return
+        limits = self._limits
+        if (len(self._queue) >= limits.max_pipelined
+                or self._queued_bytes + self._unsent() > limits.connection_budget_bytes // 2):
+            return
+        self._reader.paused = False
+        self._resume(_QUEUE)
+        while self._backlog and not self._reader.paused and not self._closing:
+            data, self._backlog = self._backlog, b""
+            self._parse(data)
+        if not self._backlog:
+            self._resume(_BACKLOG)
+
     # -- serving --------------------------------------------------------------
     async def _serve(self, ex: Exchange) -> None:
         while True:
+            self._current = ex
+            source = ex.body
+            if isinstance(source, RequestBody) and isinstance(source.error, BodyError):
+                # Its body broke while it waited its turn: answered without the handler.
+                self._answer_broken(ex, source.error)
+                return
             self._response_open = False
             self._keep = True
+            self._handled = ex
             try:
                 await self._handler(ex, self)
             except asyncio.CancelledError:
@@ -311,29 +382,83 @@ class HttpConnection(asyncio.Protocol):
                 if ex.status == 0:
                     body = error_body(500, "The gateway failed to handle the request",
                                       ex.request_id or new_request_id(), time.time())
-                    self.send(ex, 500, [("Content-Type", "application/json")], body)
+                    self.send(ex, 500, _JSON, body)
                 else:
                     self.abort()
             if ex.status == 0 or self._response_open:
                 # The handler returned without finishing its response: the stream is unusable.
                 self.abort()
                 return
-            if not self._keep or self._closing or self._transport is None or self._transport.is_closing():
+            if (not self._keep or self._closing or self._eof or self._transport is None
+                    or self._transport.is_closing()):
                 self.close()
                 return
             if not self._queue:
                 break
-            ex = self._queue.popleft()
-            if len(self._queue) < _MAX_PIPELINED:
-                self._resume(2)
+            if not self._writable:
+                # The next answer waits until the client took the previous ones.
+                try:
+                    await self.drain()
+                except ConnectionError:
+                    return
+                if self._closing or not self._queue:
+                    break
+            ex, cost = self._queue.popleft()
+            self._queued_bytes -= cost + (ex.body.received if isinstance(ex.body, RequestBody) else 0)
+            self._maybe_unblock()
         self._task = None
+        self._current = None
+        self._reader.slice = PARSE_SLICE
         if self._fatal is not None:
             self._send_fatal()
+            return
+        self._maybe_unblock()
+
+    def _refused(self, exc: WireError) -> None:
+        """The reader refused what the client sent."""
+        ex = self._parsing
+        if ex is not None and isinstance(ex.body, RequestBody) and not ex.body.done:
+            # The request exists and is (or will be) served: its body ends with the refusal.
+            self._break_body(ex, BodyError(exc.status, exc.message))
+            return
+        self._fail_request(exc.status, exc.message)
+
+    def _break_body(self, ex: Exchange, error: BodyError) -> None:
+        """A body that cannot be completed (malformed, stalled, over budget, cut):
+        a reader of it gets `error`, nothing more is parsed, and the request ends now
+        if it is being served, else when its turn comes (`_serve`)."""
+        assert isinstance(ex.body, RequestBody)
+        ex.body.fail(error)
+        self._parsing = None
+        self._broken = True
+        self._reading_head = False
+        self._pause(_STOPPED)
+        if ex is self._current:
+            self._answer_broken(ex, error)
+
+    def _answer_broken(self, ex: Exchange, error: BodyError) -> None:
+        """End a request whose body broke, whatever its handler is doing: answer with
+        the envelope if nothing was sent (else cut the response under way), close, and
+        cancel the handler, which releases what it holds on the way out (upstream
+        connection, in-flight counts, breaker slot) and records the status sent."""
+        if ex is not self._handled:
+            self.server.rejected(error.status)  # no handler will record this request
+        if ex.status == 0:
+            headers = [*_JSON, ("X-Request-ID", ex.request_id)] if ex.request_id else _JSON
+            self.send(ex, error.status, headers,
+                      error_body(error.status, error.message, ex.request_id or new_request_id(), time.time()))
+            self._answered = True
+            self.close()
+        else:
+            self.abort()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
 
     def _fail_request(self, status: int, message: str) -> None:
         """A request could not be parsed: answer it after the ones before it, then close."""
         self._fatal = (status, message)
-        self._pause(8)
+        self._pause(_STOPPED)
         if self._task is None:
             self._send_fatal()
 
@@ -341,8 +466,7 @@ class HttpConnection(asyncio.Protocol):
         assert self._fatal is not None
         status, message = self._fatal
         ex = Exchange("GET", "/", "1.1", [], {}, self._peer, False, None, None, False)
-        self.send(ex, status, [("Content-Type", "application/json")],
-                  error_body(status, message, new_request_id(), time.time()))
+        self.send(ex, status, _JSON, error_body(status, message, new_request_id(), time.time()))
         self.server.rejected(status)
         self.close()
 
@@ -353,57 +477,42 @@ class HttpConnection(asyncio.Protocol):
 
     def _framing(self, ex: Exchange, status: int, length: int | None) -> str:
         """Connection and length headers for the response head; decides keep-alive."""
-        body_read = ex.body is None or ex.body.complete
-        keep = ex.keep_alive and body_read and not self._closing and not ex.upgrade
-        self._chunked = False
-        if status < 200 or status in _NO_BODY_STATUSES:
-            framing = ""
-        elif length is not None:
-            framing = f"Content-Length: {length}\r\n"
-        elif ex.version == "1.1":
-            self._chunked = True
-            framing = "Transfer-Encoding: chunked\r\n"
-        else:
-            keep = False
-            framing = ""
-        self._keep = keep
-        if not keep:
-            return framing + "Connection: close\r\n"
-        if ex.version == "1.0":
-            return framing + "Connection: keep-alive\r\n"
+        body = ex.body
+        keep = (ex.keep_alive and (body is None or body.complete) and not self._closing and not self._eof
+                and not ex.upgrade)
+        framing, self._chunked, self._keep = response_framing(ex.version, keep, status, length)
         return framing
 
     def send(self, ex: Exchange, status: int, headers: list[tuple[str, str]], body: bytes,
              length: int | None = None) -> None:
         """A whole response. For HEAD, `length` may give the length a GET would have."""
+        with_body = response_has_body(status, ex.method == "HEAD")
+        framing = self._framing(ex, status, len(body) if length is None or with_body else length)
+        data = response_head(status, headers, framing)
         ex.status = status
-        head_only = ex.method == "HEAD" or status in _NO_BODY_STATUSES
-        framing = self._framing(ex, status, len(body) if length is None or not head_only else length)
-        text = status_line(status) + "".join([f"{k}: {v}\r\n" for k, v in headers]) + framing + "\r\n"
-        data = text.encode("latin-1")
-        if body and not head_only:
+        if body and with_body:
             data += body
         self.write_raw(data)
 
     def start(self, ex: Exchange, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
         """The head of a streamed response; `length` None streams chunked (close-delimited on HTTP/1.0)."""
-        ex.status = status
-        self._head_only = ex.method == "HEAD" or status in _NO_BODY_STATUSES
+        self._head_only = not response_has_body(status, ex.method == "HEAD")
         framing = self._framing(ex, status, length)
         if self._head_only:
             self._chunked = False
-        text = status_line(status) + "".join([f"{k}: {v}\r\n" for k, v in headers]) + framing + "\r\n"
-        self.write_raw(text.encode("latin-1"))
+        data = response_head(status, headers, framing)
+        ex.status = status
+        self.write_raw(data)
         self._response_open = True
 
     def write(self, data: bytes) -> None:
         if not data or self._head_only:
             return
-        self.write_raw(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+        self.write_raw(encode_chunk(data) if self._chunked else data)
 
     def finish(self) -> None:
         if self._chunked and not self._head_only:
-            self.write_raw(b"0\r\n\r\n")
+            self.write_raw(LAST_CHUNK)
         self._response_open = False
 
     async def drain(self) -> None:
@@ -423,6 +532,10 @@ class HttpConnection(asyncio.Protocol):
             transport.write(data)
 
     def abort(self) -> None:
+        if self._answered:
+            # The server's own answer is on its way out: close after it, not over it.
+            self.close()
+            return
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
@@ -443,7 +556,7 @@ class HttpConnection(asyncio.Protocol):
         for chunk in self._tunnel_buffer:
             peer.write(chunk)
         self._tunnel_buffer.clear()
-        self._resume(4)
+        self._resume(_TUNNEL)
         if self._transport is None or self._transport.is_closing():
             self._tunnel_done.set_result(None)
         return self._tunnel_done
@@ -452,18 +565,18 @@ class HttpConnection(asyncio.Protocol):
         self.write_raw(data)
 
     def tunnel_pause(self) -> None:
-        self._pause(4)
+        self._pause(_TUNNEL)
 
     def tunnel_resume(self) -> None:
-        self._resume(4)
+        self._resume(_TUNNEL)
 
     # -- flow control ------------------------------------------------------------
     def pause_for_body(self) -> None:
-        self._pause(1)
+        self._pause(_BODY)
 
     def resume_for_body(self) -> None:
-        if self._reading_paused & 1:
-            self._resume(1)
+        if self._reading_paused & _BODY:
+            self._resume(_BODY)
 
     def _pause(self, reason: int) -> None:
         if not self._reading_paused and self._transport is not None and not self._transport.is_closing():
@@ -480,10 +593,47 @@ class HttpConnection(asyncio.Protocol):
     # -- housekeeping --------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        return self._task is None and not self._reading_head and self._parsing is None
+        return self._task is None and not self._reading_head and self._parsing is None and not self._backlog
 
     def tick(self, now: float, header_timeout_s: float, idle_timeout_s: float) -> None:
-        """Close connections that are slow to send a head or idle too long (called each second)."""
+        """Enforce the connection's timeouts (called by the server's housekeeping tick):
+        head (408), body progress (408), a broken body nobody answered, answers the
+        client does not take, and idle keep-alive."""
+        if self._transport is None:
+            # Accepted but never connected (the transport failed before connection_made).
+            if not self._born:
+                self._born = now
+            elif now - self._born > 10.0:
+                self.server.forget(self)
+            return
+        if self._closing:
+            return
+        if self._reading_paused and not self._upgraded and self._peer_gone():
+            # While reading is paused the transport cannot see the client leave; a client
+            # that did leave must not hold its request (and the upstream) until a timeout.
+            self.abort()
+            return
+        server = self.server
+        if self._writable or self._upgraded:
+            self._send_since = 0.0
+        elif not self._send_since:
+            self._send_since = now
+        elif now - self._send_since > server.send_timeout_s:
+            self.abort()
+            return
+        ex = self._parsing
+        if (ex is not None and isinstance(ex.body, RequestBody) and ex.body.awaiting_client and ex.status == 0
+                and not self._reading_paused):
+            # Only while the gateway is reading and nothing was answered: a paused read is
+            # the gateway's doing, and an answered request closes when its answer ends.
+            if not self._body_since:
+                self._body_since = now
+            elif now - self._body_since > server.body_timeout_s:
+                self._break_body(ex, BodyError(
+                    408, f"The request body did not arrive within {server.body_timeout_s:g} s"))
+                return
+        else:
+            self._body_since = 0.0
         if self._reading_head and self._task is None:
             if not self._head_since:
                 self._head_since = now
@@ -497,6 +647,16 @@ class HttpConnection(asyncio.Protocol):
             elif now - self._idle_since > idle_timeout_s:
                 self.close()
 
+    def _peer_gone(self) -> bool:
+        if _TCP_INFO is None or self._transport is None:
+            return False
+        try:
+            sock = self._transport.get_extra_info("socket")
+            state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
+        except (OSError, AttributeError, TypeError, IndexError):
+            return False
+        return state in _PEER_GONE_STATES
+
     def shutdown(self) -> None:
         """Drain: close now if idle, else after the response being written."""
         self._closing = True
@@ -504,18 +664,73 @@ class HttpConnection(asyncio.Protocol):
             self.close()
 
 
+class _Refusal(asyncio.Protocol):
+    """A connection over `max_client_connections`: answered with a 503 envelope
+    and `Connection: close`, its request (if any) read and dropped so the close
+    is a FIN after the answer rather than a reset; the housekeeping tick ends it
+    if the client does not close first."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self.transport: asyncio.Transport | None = None
+        self.since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self._server
+        server.rejected(503)
+        server.refused_connections += 1
+        body = error_body(503, "The gateway is at its connection limit; retry later", new_request_id(), time.time())
+        head = response_head(503, [("Date", server.date), ("Content-Type", "application/json"), ("Retry-After", "1")],
+                             f"Content-Length: {len(body)}\r\nConnection: close\r\n")
+        out = self.transport
+        assert out is not None
+        out.write(head + body)
+        if len(server.lingering) >= server.max_lingering or not out.can_write_eof():
+            out.close()
+            return
+        out.write_eof()
+        server.lingering.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.lingering.discard(self)
+
+    def tick(self, now: float) -> None:
+        if not self.since:
+            self.since = now
+        elif now - self.since > 2.0 and self.transport is not None:
+            self.transport.close()
+            self._server.lingering.discard(self)
+
+
 class HttpServer:
-    """The listening socket(s), the live connections, the per-second housekeeping
-    (date header, header and idle timeouts) and the drain on shutdown."""
+    """The listening socket(s), the live connections, the housekeeping tick
+    (date header, timeouts) and the drain on shutdown."""
 
     def __init__(self, handler: Handler, limits: LimitSettings, *, header_timeout_s: float = 10.0,
                  idle_timeout_s: float = 75.0, on_reject: Callable[[int], None] | None = None) -> None:
         self.handler = handler
         self.limits = limits
+        self.wire_limits = wire_limits(limits)
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self.body_timeout_s = limits.client_body_timeout_s
+        self.send_timeout_s = limits.client_send_timeout_s
+        self.max_connections = limits.max_client_connections
+        self.max_lingering = max(16, self.max_connections // 8)
+        # The tick is the clock of every timeout: at most a quarter of the shortest one
+        # apart (tests use sub-second timeouts), at least once a second.
+        self.tick_s = min(1.0, max(0.05, min(header_timeout_s, self.body_timeout_s) / 4))
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpConnection] = set()
+        self.lingering: set[_Refusal] = set()
+        self.refused_connections = 0
         self.date = email.utils.formatdate(usegmt=True)
         self._on_reject = on_reject
         self._server: asyncio.Server | None = None
@@ -531,19 +746,28 @@ class HttpServer:
         if self._on_reject is not None:
             self._on_reject(status)
 
+    def _accept(self) -> asyncio.Protocol:
+        # Counted when the protocol is made (before connection_made), so a burst of
+        # accepts in one loop iteration cannot overshoot the cap.
+        if len(self.connections) >= self.max_connections:
+            return _Refusal(self)
+        return HttpConnection(self)
+
     async def listen(self, host: str, port: int, backlog: int = 1024) -> int:
-        self._server = await self.loop.create_server(lambda: HttpConnection(self), host, port, backlog=backlog,
+        self._server = await self.loop.create_server(self._accept, host, port, backlog=backlog,
                                                      reuse_address=True)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _tick_forever(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.tick_s)
             self.date = email.utils.formatdate(usegmt=True)
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.tick(now, self.header_timeout_s, self.idle_timeout_s)
+            for refusal in list(self.lingering):
+                refusal.tick(now)
 
     async def shutdown(self, timeout_s: float) -> None:
         """Stop accepting, let in-flight responses finish for up to `timeout_s`, then abort the rest."""
@@ -557,9 +781,21 @@ class HttpServer:
                 await asyncio.wait_for(self._all_closed.wait(), timeout_s)
         for conn in list(self.connections):
             conn.abort()
+        for refusal in list(self.lingering):
+            if refusal.transport is not None:
+                refusal.transport.close()
+        self.lingering.clear()
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
+
+def wire_limits(limits: LimitSettings) -> WireLimits:
+    """The sans-I/O limits of a client connection, from the settings."""
+    return WireLimits(
+        max_url_bytes=limits.max_url_bytes, max_header_bytes=limits.max_header_bytes,
+        max_headers=limits.max_headers, max_body_bytes=limits.max_body_bytes,
+        max_pipelined=limits.max_pipelined_requests, connection_budget_bytes=limits.max_connection_buffer_bytes,
+    )

@@ -144,6 +144,17 @@ class LimitSettings(BaseModel):
     max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 16384
     max_headers: Annotated[int, Field(ge=10, le=1000)] = 100
     max_url_bytes: Annotated[int, Field(ge=256, le=1 << 16)] = 8192
+    # -- client connections (server.HttpServer; docs/security/wire.md) --
+    client_body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="A request body must make progress within this time (else 408 and close).")
+    client_send_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="A client that takes none of its answers for this long is disconnected.")
+    max_client_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        10000, description="Open client connections; beyond it new ones get a 503 and a close.")
+    max_pipelined_requests: Annotated[int, Field(ge=1, le=1024)] = Field(
+        16, description="Parsed but unanswered requests per connection before reading pauses.")
+    max_connection_buffer_bytes: Annotated[int, Field(ge=16384, le=64 << 20)] = Field(
+        256 * 1024, description="Unsent answer bytes plus queued requests per connection before reading pauses.")
 
 
 class CompressionSettings(BaseModel):

@@ -1,8 +1,16 @@
 """The upstream HTTP/1.1 client: a keep-alive connection pool per endpoint and a
 response reader on httptools (llhttp), built for the proxy's hot path.
 
-Handles content-length, chunked and close-delimited bodies, HEAD, 1xx interim
-responses, 204/304, and back-pressure (reading pauses while the client is slow).
+The wire rules come from `http1`: request heads (`heads.request_head`), chunk
+encoding, how a response body is delimited and whether the connection can be
+reused (`framing.upstream_body_framing`, RFC 9112 §6.3: a response with both
+Content-Length and Transfer-Encoding, several Content-Lengths or a status
+outside 100-599 is refused), header limits, and the body buffer with its
+watermarks (reading pauses while the client is slow). Trailer fields of a
+chunked response are dropped, and bytes after a complete response make the
+connection unusable instead of becoming a second response. Malformed, slow
+(request and idle deadlines) or truncated answers become `UpstreamError`.
+
 Owned by the proxy application (one `UpstreamPool` per process, closed on
 shutdown); used by the proxy handler and the active health checker.
 """
@@ -10,17 +18,23 @@ shutdown); used by the proxy handler and the active health checker.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
 
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
+from .http1.body import BodyBuffer
+from .http1.chunks import LAST_CHUNK, encode_chunk
+from .http1.framing import UNTIL_CLOSE, WireError, upstream_body_framing
+from .http1.heads import request_head
+from .http1.limits import UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
+
+__all__ = ["LAST_CHUNK", "UpstreamConnection", "UpstreamError", "UpstreamPool", "UpstreamResponse",
+           "encode_chunk", "request_head"]
+
 _MAX_IDLE_PER_ENDPOINT = 512
-_MAX_HEADER_BYTES = 64 * 1024
+_OWS = (32, 9)
 
 
 class UpstreamError(Exception):
@@ -58,9 +72,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
+        self._in_body = False
         self._headers_future: asyncio.Future[UpstreamResponse] | None = None
-        self._body: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
+        self._body = BodyBuffer()
         self._waiter: asyncio.Future[None] | None = None
         self._done = False
         self._got_headers = False
@@ -92,7 +106,13 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=True))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("protocol", f"invalid upstream response: {exc}",
+            if self._done and self._error is None:
+                # Bytes after a complete response: the answer stands, the connection does not.
+                self.keep_alive = False
+                return
+            cause = exc.__context__
+            reason = cause.message if isinstance(cause, WireError) else str(exc)
+            self._fail(UpstreamError("protocol", f"invalid upstream response: {reason}",
                                      response_started=self._got_headers, reused=self.reused))
 
     def eof_received(self) -> bool | None:
@@ -120,24 +140,32 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            # A trailer field: never added to the response headers the client gets.
+            return
         self._header_bytes += len(name) + len(value)
-        if self._header_bytes > _MAX_HEADER_BYTES:
-            raise httptools.HttpParserError("upstream response headers too large")
+        if self._header_bytes > UPSTREAM_MAX_HEADER_BYTES or len(self._headers) >= UPSTREAM_MAX_HEADERS:
+            raise WireError(502, "upstream response headers too large")
+        if value and value[-1] in _OWS:
+            value = value.rstrip(b" \t")
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        if self._done:
+            # A second answer on the connection (its fields were dropped as trailers).
+            raise WireError(502, "data after a complete response")
+        parser = self._parser
+        status = parser.get_status_code()
+        self._in_body = True
         if 100 <= status < 200 and status != 101:
             self._informational = True
             self._headers = []
+            self._header_bytes = 0
             return
+        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, self._headers)
         self._got_headers = True
-        self.keep_alive = self._parser.should_keep_alive()
-        framing = {k.lower() for k, _ in self._headers}
-        self._close_delimited = (
-            "content-length" not in framing and "transfer-encoding" not in framing
-            and status not in (204, 304) and not self._head
-        )
+        self.keep_alive = reusable and parser.should_keep_alive()
+        self._close_delimited = kind == UNTIL_CLOSE
         self._cancel_timer()
         fut = self._headers_future
         if fut is not None and not fut.done():
@@ -150,16 +178,16 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._done:
             return
-        self._body.append(body)
-        self._buffered += len(body)
-        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+        if self._body.push(body) and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
         if self._informational:
+            # The final answer's fields come next.
             self._informational = False
+            self._in_body = False
             return
         if not self._done:
             self._finish()
@@ -239,8 +267,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = method == "HEAD"
         self._headers = []
         self._header_bytes = 0
+        self._in_body = False
         self._body.clear()
-        self._buffered = 0
         self._done = False
         self._got_headers = False
         self._error = None
@@ -265,18 +293,14 @@ class UpstreamConnection(asyncio.Protocol):
     def body_complete_buffered(self) -> bytes | None:
         """The whole body if it has already arrived (the common small-response case)."""
         if self._done and self._error is None:
-            data = b"".join(self._body)
-            self._body.clear()
-            self._buffered = 0
-            return data
+            return self._body.take_all()
         return None
 
     async def iter_body(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
         while True:
-            if self._body:
-                chunk = self._body.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < _LOW_WATER and self.transport is not None:
+            chunk, resume = self._body.pop()
+            if chunk is not None:
+                if resume and self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 yield chunk
@@ -375,25 +399,3 @@ class UpstreamPool:
             for conn in idle:
                 conn.abort()
         self._idle.clear()
-
-
-def request_head(method: str, target: str, host: str, headers: Iterable[tuple[str, str]],
-                 body_length: int | None) -> bytes:
-    """Serialise the request line and headers; `body_length` None means chunked."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-    for name, value in headers:
-        if name.lower() == "host":
-            continue
-        lines.append(f"{name}: {value}")
-    if body_length is None:
-        lines.append("Transfer-Encoding: chunked")
-    elif body_length > 0 or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {body_length}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def encode_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"

@@ -8,15 +8,20 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import poll, service
 from tests.harness.waiting import poll_async
 from vocelio_proxy import keys
 from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_proxy.exchange import BodyError, Exchange
+from vocelio_proxy.http1.limits import WireLimits
+from vocelio_proxy.server import HttpConnection, HttpServer, RequestBody
+from vocelio_proxy.settings import LimitSettings
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -228,7 +233,7 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
                                access_log_sink=sink)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(b'GET /api/v1/svc/a"b?token=secret HTTP/1.1\r\nX-Request-ID: log-1\r\n\r\n')
+    writer.write(b'GET /api/v1/svc/a"b?token=secret HTTP/1.1\r\nHost: t\r\nX-Request-ID: log-1\r\n\r\n')
     assert (await read_response(reader))[0] == 200
     writer.close()
     status, _, _ = await gw.get("/nowhere")
@@ -290,3 +295,145 @@ async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, ups
     assert "X-Vocelio-User" not in seen
     assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Request-ID"] == "ws-1"
     assert seen["X-Vocelio-Auth-Method"] == "anonymous"
+
+
+# -- the wire core's guarantees at the server (see docs/security/wire.md) ------------------------------
+
+
+async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(gateway_factory,
+                                                                            upstream_factory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               limits={"max_pipelined_requests": 3, "max_connection_buffer_bytes": 16384})
+    requests = []
+    for i in range(300):
+        if i % 3 == 2:
+            body = f"body-{i}".encode() * (i % 7 + 1)
+            requests.append(f"POST /api/v1/svc/{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+                            f"X-Request-ID: r{i}\r\n\r\n".encode() + body)
+        elif i % 3 == 1:
+            requests.append(f"PUT /api/v1/svc/{i} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                            f"X-Request-ID: r{i}\r\n\r\n3\r\nabc\r\n0\r\n\r\n".encode())
+        else:
+            requests.append(f"GET /api/v1/svc/{i} HTTP/1.1\r\nHost: t\r\nX-Request-ID: r{i}\r\n\r\n".encode())
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"".join(requests))
+    for i in range(300):
+        status, headers, body = await read_response(reader)
+        assert status == 200 and headers["x-request-id"] == f"r{i}"
+        echoed = json.loads(body)
+        assert echoed["path"] == f"/{i}"
+        expected = len(f"body-{i}") * (i % 7 + 1) if i % 3 == 2 else 3 if i % 3 == 1 else 0
+        assert echoed["body"] == expected
+    writer.close()
+
+
+async def test_requests_split_at_every_byte_are_read_the_same(wire) -> None:
+    _, connect = wire
+    reader, writer = await connect()
+    data = (b"POST /api/v1/svc/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4;x=y\r\nabcd\r\n0\r\nX-Trailer: t\r\n\r\n"
+            b"GET http://t/api/v1/svc/b?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+    for i in range(len(data)):
+        writer.write(data[i:i + 1])
+        await writer.drain()
+    status, _, body = await read_response(reader)
+    assert status == 200 and json.loads(body)["body"] == 4
+    status, _, body = await read_response(reader)
+    echoed = json.loads(body)
+    assert status == 200 and echoed["path"] == "/b?q=1" and echoed["headers"]["Host"] == "t"
+
+
+async def _bare_server(handler, **limits):  # type: ignore[no-untyped-def]
+    server = HttpServer(handler, LimitSettings(**limits), header_timeout_s=2.0, idle_timeout_s=5.0)
+    port = await server.listen("127.0.0.1", 0)
+    return server, port
+
+
+async def test_a_stalled_body_ends_even_when_the_handler_never_reads_it() -> None:
+    ended = asyncio.Event()
+
+    async def never_reads(ex: Exchange, out: HttpConnection) -> None:
+        try:
+            await asyncio.sleep(3600)  # waiting on something else (an upstream, a lock...)
+        finally:
+            ended.set()
+
+    server, port = await _bare_server(never_reads, client_body_timeout_s=0.4)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\npartial")
+        started = asyncio.get_running_loop().time()
+        status, headers, body = await read_response(reader)
+        assert status == 408 and headers["connection"] == "close"
+        assert json.loads(body)["status_code"] == 408
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await asyncio.wait_for(ended.wait(), 5)  # the handler was cancelled and cleaned up
+        writer.close()
+        await poll(lambda: not server.connections, "connection forgotten")
+    finally:
+        await server.shutdown(1.0)
+
+
+async def test_a_malformed_chunk_ends_a_request_whose_handler_is_busy() -> None:
+    ended = asyncio.Event()
+
+    async def busy(ex: Exchange, out: HttpConnection) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.set()
+
+    server, port = await _bare_server(busy)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await asyncio.sleep(0.1)
+        writer.write(b"xyz\r\n")
+        status, headers, _ = await read_response(reader)
+        assert status == 400 and headers["connection"] == "close"
+        await asyncio.wait_for(ended.wait(), 5)
+        writer.close()
+    finally:
+        await server.shutdown(1.0)
+
+
+async def test_a_body_reader_gets_body_error_after_the_body_breaks() -> None:
+    class Conn:
+        def pause_for_body(self) -> None: ...
+        def resume_for_body(self) -> None: ...
+        def write_raw(self, data: bytes) -> None: ...
+
+    body = RequestBody(Conn(), False, WireLimits())  # type: ignore[arg-type]
+    body.feed(b"abc")
+    body.fail(BodyError(408, "stalled"))
+    got = []
+    with pytest.raises(BodyError) as failure:
+        async for chunk in body.chunks():
+            got.append(chunk)
+    assert got == [b"abc"]  # what arrived is still delivered first
+    assert failure.value.status == 408
+
+
+async def test_a_client_that_never_takes_its_answers_is_disconnected_after_the_send_timeout() -> None:
+    async def big(ex: Exchange, out: HttpConnection) -> None:
+        out.start(ex, 200, [("Content-Type", "application/octet-stream")], None)
+        block = b"x" * 65536
+        while True:
+            out.write(block)
+            await out.drain()
+
+    server, port = await _bare_server(big, client_send_timeout_s=0.5)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        await poll(lambda: len(server.connections) == 1, "connection accepted")
+        await poll(lambda: not server.connections, "the stuck connection was dropped", deadline_s=6)
+        sock.close()
+    finally:
+        await server.shutdown(1.0)

@@ -1,5 +1,6 @@
 """The upstream HTTP/1.1 reader against exact bytes: chunked, close-delimited,
-HEAD, interim 1xx, 204, and malformed responses."""
+HEAD, interim 1xx, 204, malformed and ambiguous responses, trailers, bytes
+after an answer, and slow heads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 import pytest
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import poll, service
+from vocelio_proxy import keys
 from vocelio_proxy.config import Endpoint, GatewayConfig
 from vocelio_proxy.upstream import UpstreamError, UpstreamPool, request_head
 
@@ -86,3 +88,85 @@ async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_ups
         assert 0.25 <= time.monotonic() - started < 2.0
     finally:
         pool.close()
+
+
+# -- upstream framing per RFC 9112 §6.3 (the core's `upstream_body_framing`) ---------------------------
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc",
+    b"HTTP/1.1 999 Nonsense\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(300)) + b"Content-Length: 0\r\n\r\n",
+], ids=["cl-te", "te-cl", "cl-twice", "cl-list", "status-999", "obs-fold", "huge-header", "too-many-headers"])
+async def test_an_upstream_answer_two_readers_could_frame_differently_is_a_502(raw_upstream, gateway_factory,
+                                                                            answer: bytes) -> None:
+    port = await raw_upstream(lambda head: answer)
+    gw = await gateway_factory(gateway_config(port))
+    status, headers, body = await gw.get("/api/v1/raw/x")
+    assert status == 502, body
+    assert b"invalid upstream response" in body
+    assert "X-Big" not in headers and "X-A" not in headers
+    assert gw.app[keys.POOL].idle_count() == 0
+
+
+async def test_upstream_trailers_never_become_response_headers(raw_upstream, gateway_factory) -> None:
+    port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                              b"Trailer: Set-Cookie\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: session=evil\r\n"
+                              b"X-Trailer: t\r\n\r\n")
+    gw = await gateway_factory(gateway_config(port))
+    for _ in range(2):  # the whole answer arrives in one read, before the head is passed on
+        status, headers, body = await gw.get("/api/v1/raw/x")
+        assert (status, body) == (200, b"ok")
+        assert "Set-Cookie" not in headers and "X-Trailer" not in headers
+
+
+async def test_bytes_after_a_complete_answer_never_become_a_second_answer(raw_upstream, gateway_factory) -> None:
+    port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                              b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n")
+    gw = await gateway_factory(gateway_config(port))
+    status, headers, body = await gw.get("/api/v1/raw/x")
+    assert (status, body) == (200, b"ok") and "X-Injected" not in headers
+    await poll(lambda: gw.app[keys.POOL].idle_count() == 0, "the connection is not reused")
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip"])
+async def test_a_transfer_coding_not_ending_in_chunked_is_read_until_close(raw_upstream, gateway_factory,
+                                                                          coding: bytes) -> None:
+    port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding
+                              + b"\r\nConnection: close\r\n\r\nraw bytes")
+    gw = await gateway_factory(gateway_config(port))
+    status, _, body = await gw.get("/api/v1/raw/x")
+    assert (status, body) == (200, b"raw bytes")
+    assert gw.app[keys.POOL].idle_count() == 0
+
+
+async def test_an_upstream_that_trickles_its_head_times_out(gateway_factory) -> None:
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /health"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"s" * 100:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await gateway_factory(GatewayConfig(services=[service(
+        "raw", Endpoint(address="127.0.0.1", port=port), health_check={"enabled": False},
+        timeouts={"request_s": 0.5}, retry={"attempts": 1})]))
+    started = time.monotonic()
+    status, _, _ = await gw.get("/api/v1/raw/x")
+    assert status == 504 and time.monotonic() - started < 3
+    server.close()

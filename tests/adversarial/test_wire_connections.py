@@ -1,0 +1,97 @@
+"""A connection cap with a predictable answer (#14): beyond
+`max_client_connections`, a new connection gets a 503 envelope with
+`Connection: close` and then an orderly close (never a reset, never a hang),
+is counted, and the cap frees as soon as connections close. Raw sockets,
+descriptor counters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.harness.app_fixtures import poll, service
+from tests.harness.hostile import resources, settled
+from tests.harness.wire_tools import close_quietly, http_server_of, read_until_closed, responses_in
+from vocelio_proxy import keys
+from vocelio_proxy.config import GatewayConfig
+
+CAP = 5
+GET = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@pytest.fixture
+async def capped(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+    up = await recording_upstream()
+    return await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(),
+                                                                 health_check={"enabled": False})]),
+                                 limits={"max_client_connections": CAP})
+
+
+async def _open_served(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A keep-alive connection that got one answer (so it is surely counted)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GET)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    length = int(lengths[0])
+    await reader.readexactly(length)
+    return reader, writer
+
+
+async def _refused_answer(port: int, send: bytes = b"") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if send:
+            writer.write(send)
+        return await read_until_closed(reader, 5)
+    finally:
+        await close_quietly(writer)
+
+
+@pytest.mark.parametrize("send", [b"", GET, GET * 3], ids=["silent", "one-request", "pipelined"])
+async def test_a_connection_over_the_cap_gets_a_503_envelope_and_an_orderly_close(capped, send: bytes) -> None:
+    server = http_server_of(capped.app)
+    before = resources(capped.app)
+    held = [await _open_served(capped.port) for _ in range(CAP)]
+    answer = await _refused_answer(capped.port, send)
+    [(status, headers, body)] = responses_in(answer)
+    assert status == 503 and headers["connection"] == "close" and headers["retry-after"] == "1"
+    envelope = json.loads(body)
+    assert envelope["status_code"] == 503 and "connection limit" in envelope["message"]
+    assert server.refused_connections == 1
+    assert capped.app[keys.METRICS].requests.values[("gateway", "OTHER", "5xx")] == 1
+    assert len(server.connections) == CAP
+    for _, writer in held:
+        await close_quietly(writer)
+    await poll(lambda: not server.connections and not server.lingering, "all connections closed")
+    await settled(capped.app, before)
+
+
+async def test_the_cap_frees_as_connections_close(capped) -> None:
+    server = http_server_of(capped.app)
+    held = [await _open_served(capped.port) for _ in range(CAP)]
+    assert (await _refused_answer(capped.port)).startswith(b"HTTP/1.1 503")
+    await close_quietly(held.pop()[1])
+    await poll(lambda: len(server.connections) == CAP - 1, "a slot freed")
+    held.append(await _open_served(capped.port))
+    for _, writer in held:
+        await close_quietly(writer)
+
+
+async def test_a_burst_of_connections_is_split_into_served_and_refused_never_reset(capped) -> None:
+    server = http_server_of(capped.app)
+    before = resources(capped.app)
+    opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", capped.port) for _ in range(40)))
+    for _, writer in opened:
+        writer.write(GET)
+    answers = await asyncio.gather(*(asyncio.wait_for(reader.read(4096), 5) for reader, _ in opened))
+    statuses = sorted(int(a.split(b" ", 2)[1]) for a in answers)
+    assert statuses.count(200) == CAP and statuses.count(503) == 40 - CAP, statuses
+    assert server.refused_connections == 40 - CAP
+    for _, writer in opened:
+        await close_quietly(writer)
+    await poll(lambda: not server.connections and not server.lingering, "all connections closed")
+    await settled(capped.app, before)
