@@ -119,9 +119,6 @@ async def test_a_probe_with_broken_chunk_framing_cannot_keep_the_service_down(re
     writer.close()
 
 
-@pytest.mark.xfail(strict=False, reason="server.py pauses reading after a framing error mid-body, so the "
-                   "request never ends (issue #10 item 4, the wire-core rewrite); the proxy side releases "
-                   "everything once the body raises BodyError or the close is seen")
 async def test_a_request_with_broken_chunk_framing_releases_everything(recording_upstream,
                                                                        gateway_factory) -> None:
     up = await recording_upstream(Switch())

@@ -108,7 +108,7 @@ async def test_an_upstream_answer_two_readers_could_frame_differently_is_a_502(r
     gw = await gateway_factory(gateway_config(port))
     status, headers, body = await gw.get("/api/v1/raw/x")
     assert status == 502, body
-    assert b"invalid upstream response" in body
+    assert b"sent an invalid response" in body
     assert "X-Big" not in headers and "X-A" not in headers
     assert gw.app[keys.POOL].idle_count() == 0
 
