@@ -1,30 +1,39 @@
 """Longest-prefix routing from a canonical path (`paths.normalize_path`) to a
 service, with optional prefix rewrite. Built once per config by `Router.build`
-(from `runtime.build_runtime`); `Router.match` is called by the proxy handler
+(from `runtime.build_runtime`); `Router.resolve` is called by the proxy handler
 for every request. Pure.
 
 A prefix matches on segment boundaries: `/api/v1/billing` matches
 `/api/v1/billing` and `/api/v1/billing/x`, never `/api/v1/billingx`. Prefixes
 are canonicalised with the same policy as request paths, so both are compared
 in one form, and the upstream path is always the canonical path (rewritten).
+Prefixes of different services with one `paths.route_key` (they differ only by
+letter case, escapes or compatibility forms) make every path under them
+ambiguous: refused. The renderer uses the same key, so it rejects the newer of
+two such services before a proxy ever sees both.
 
 Letter case (`PathPolicy.case`): with `reject-mismatch` (the default) a path
 whose route would change if letter case were ignored is refused, so a
 case-sensitive and a case-insensitive backend both read it under the route
 whose policy was applied: `/api/v1/x/ADMIN` with routes `/api/v1/x` (public)
 and `/api/v1/x/admin` (protected) is neither served publicly nor guessed.
+
+Format suffixes (`PathPolicy.format_suffix`): Rails (`(.:format)`) and Spring
+suffix pattern matching serve `/api/v1/x/admin.json` as `/api/v1/x/admin`. With
+`reject` (the default) a path is refused when stripping a `.suffix` from one of
+its segments would put it under a route more specific (deeper) than the one
+chosen. Only paths with a '.' pay for this check, and only segments whose
+stripped text is a segment of some route at that depth (precomputed) are tried.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import NamedTuple
-from urllib.parse import unquote
 
 from .config import Service
-from .paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path
+from .paths import DEFAULT_POLICY, PathError, PathPolicy, fold_path, normalize_path, route_key
 
 _NON_ASCII_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
 
@@ -47,13 +56,12 @@ class _UnicodePrefix(NamedTuple):
 
     folded_text: str
     segments: int
-    key: str
 
 
 class Router:
     def __init__(self, table: dict[str, Service | None], policy: PathPolicy = DEFAULT_POLICY,
                  refused: Sequence[str] = ()) -> None:
-        #: Canonical prefix -> service; None marks two services claiming one canonical prefix.
+        #: Canonical prefix -> service; None marks a prefix whose route key several services claim.
         self._table = table
         self._case = policy.case
         self._folding = policy.case != "sensitive"
@@ -69,29 +77,44 @@ class Router:
                 folded[key] = _Folded(None, (*prior.spellings, prefix))
         self._folded = folded
         self._unicode = [
-            _UnicodePrefix(_unicode_fold(prefix), prefix.count("/"), prefix)
+            _UnicodePrefix(fold_path(prefix), prefix.count("/"))
             for prefix in table if self._folding and _NON_ASCII_ESCAPE.search(prefix)]
         #: Configured prefixes the path policy refuses: no request can reach them.
         self.refused_prefixes = list(refused)
         # Distinct prefix lengths, longest first: a lookup probes at most one
         # dict entry per length instead of scanning every route.
         self._lengths = sorted({len(p) for p in table}, reverse=True)
+        # The segment texts routes have at each depth (as compared: lower-cased unless
+        # case is sensitive; also decoded and folded when escaped): a '.suffix' whose
+        # stripped segment is none of these cannot change the route.
+        depths: list[set[str]] = []
+        for prefix in table:
+            for i, seg in enumerate(prefix[1:].split("/") if prefix != "/" else ()):
+                if i == len(depths):
+                    depths.append(set())
+                depths[i].add(seg.lower() if self._folding else seg)
+                if self._folding and "%" in seg:
+                    depths[i].add(fold_path(seg))
+        self._route_segments = tuple(frozenset(d) for d in depths)
+        self._suffix_depth = len(depths) if policy.format_suffix == "reject" else 0
 
     @classmethod
     def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> Router:
-        table: dict[str, Service | None] = {}
+        claims: dict[str, Service | None] = {}  # route key -> its service; None when several claim it
+        entries: list[tuple[str, str, Service]] = []
         refused: list[str] = []
         for svc in services:
             for prefix in svc.prefixes:
                 try:
                     canonical = normalize_path(prefix, policy)
+                    key = route_key(prefix, policy)
                 except PathError:
                     refused.append(prefix)
                     continue
-                key = canonical.rstrip("/") or "/"
-                prior = table.get(key, svc)
-                table[key] = svc if prior is svc else None
-        return cls(table, policy, refused)
+                entries.append((canonical.rstrip("/") or "/", key, svc))
+                prior = claims.get(key, svc)
+                claims[key] = svc if prior is svc else None
+        return cls({path: claims[key] for path, key, _ in entries}, policy, refused)
 
     @property
     def prefixes(self) -> list[str]:
@@ -99,10 +122,8 @@ class Router:
 
     @property
     def ambiguous_prefixes(self) -> list[str]:
-        """Prefixes that different services claim once canonicalised (or, unless
-        case is sensitive, once letter case is ignored): requests under them are refused."""
-        if self._folding:
-            return sorted(p for entry in self._folded.values() if entry.service is None for p in entry.spellings)
+        """Prefixes that different services claim once compared by `paths.route_key` (letter
+        case ignored unless case is sensitive): requests under them are refused."""
         return sorted(p for p, svc in self._table.items() if svc is None)
 
     def match(self, path: str) -> RouteMatch | None:
@@ -114,7 +135,14 @@ class Router:
 
     def resolve(self, path: str) -> RouteMatch | None:
         """The route of a canonical path, None when no route matches; raises
-        `PathError` when the route depends on how a backend reads letter case."""
+        `PathError` when the route depends on how a backend reads letter case or
+        format suffixes."""
+        result = self._route(path)
+        if self._suffix_depth and result is not None and "." in path:
+            self._check_suffixes(path, result)
+        return result
+
+    def _route(self, path: str) -> RouteMatch | None:
         if not self._folding:
             return self._exact(path)
         folded = path.lower()
@@ -129,7 +157,7 @@ class Router:
                 continue
             svc = entry.service
             if svc is None:
-                raise PathError("routes differ only by letter case here; the path is ambiguous")
+                raise PathError("routes differ only by letter case or spelling here; the path is ambiguous")
             prefix = path[:length]
             if prefix not in entry.spellings:
                 if self._case == "reject-mismatch":
@@ -159,19 +187,65 @@ class Router:
     def _check_unicode(self, path: str, result: RouteMatch | None) -> None:
         """Refuse a path that a Unicode case-insensitive backend (.NET, Java) would
         read under a non-ASCII prefix more specific than the route chosen."""
-        text = _unicode_fold(path)
-        chosen = result.prefix.lower() if result is not None else None
-        depth = result.prefix.count("/") if result is not None and result.prefix != "/" else 0
+        text = fold_path(path)
+        chosen = fold_path(result.prefix) if result is not None else None
+        depth = _depth(result.prefix) if result is not None else 0
         for prefix in self._unicode:
             if text != prefix.folded_text and not text.startswith(prefix.folded_text + "/"):
                 continue
-            if prefix.key.lower() != chosen and prefix.segments >= depth:
+            if prefix.folded_text != chosen and prefix.segments >= depth:
                 raise PathError("the path falls under another route when Unicode letter case is ignored")
 
+    def _check_suffixes(self, path: str, result: RouteMatch) -> None:
+        """Refuse a path that a backend stripping a format suffix from one of its segments
+        (Rails `(.:format)`, Spring suffix pattern matching: `admin.json` read as `admin`)
+        would read under a deeper route than `result`. Every '.' of a segment is a place
+        such a backend may cut (`a.tar.gz`: `a`, `a.tar`); segments deeper than every
+        route cannot change the route and are not looked at. A route at the depth of the
+        one chosen or above is no more specific: the literal spelling still wins there."""
+        parts = path[1:].split("/", self._suffix_depth)
+        depth = _depth(result.prefix)
+        for i in range(min(len(parts), self._suffix_depth)):
+            seg = parts[i]
+            dot = seg.find(".", 1)
+            while dot != -1:
+                stripped = seg[:dot]
+                if self._is_route_segment(i, stripped):
+                    candidate = "/".join(("", *parts[:i], stripped, *parts[i + 1:]))
+                    if self._reading_depth(candidate) > depth:
+                        raise PathError(f"the path falls under a more specific route once a backend strips "
+                                        f"the format suffix {seg[dot:]!r}")
+                dot = seg.find(".", dot + 1)
 
-def _unicode_fold(canonical: str) -> str:
-    """The decoded, compatibility-normalised, case-folded text of a canonical path."""
-    return unicodedata.normalize("NFKC", unquote(canonical)).upper().lower()
+    def _reading_depth(self, path: str) -> int:
+        """The depth of the most specific route a backend may read `path` under (exactly,
+        or ignoring ASCII or Unicode letter case unless case is sensitive); -1 for none."""
+        best = -1
+        table: Container[str] = self._folded if self._folding else self._table
+        folded = path.lower() if self._folding else path
+        for length in self._lengths:
+            if len(path) < length or (len(path) > length and path[length] != "/" and length > 1):
+                continue
+            if folded[:length] in table:
+                best = _depth(folded[:length])
+                break
+        if self._unicode and "%" in path:
+            text = fold_path(path)
+            for prefix in self._unicode:
+                if text == prefix.folded_text or text.startswith(prefix.folded_text + "/"):
+                    best = max(best, prefix.segments)
+        return best
+
+    def _is_route_segment(self, depth: int, text: str) -> bool:
+        segments = self._route_segments[depth]
+        if not self._folding:
+            return text in segments
+        return text.lower() in segments or ("%" in text and fold_path(text) in segments)
+
+
+def _depth(prefix: str) -> int:
+    """The number of segments of a canonical prefix (`/` has none)."""
+    return prefix.count("/") if prefix != "/" else 0
 
 
 def rewrite_path(path: str, prefix: str, rewrite: str | None) -> str:
