@@ -29,6 +29,7 @@ stripped text is a segment of some route at that depth (precomputed) are tried.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Container, Sequence
 from typing import NamedTuple
 
@@ -97,6 +98,10 @@ class Router:
                     depths[i].add(fold_path(seg))
         self._route_segments = tuple(frozenset(d) for d in depths)
         self._suffix_depth = len(depths) if policy.format_suffix == "reject" else 0
+        # A cut that reaches a route ends where that route's segment ends, so (letter case
+        # aside, which keeps lengths in a canonical path) no '.' after the longest prefix can
+        # matter. Unicode folding can change lengths: then every '.' is looked at.
+        self._suffix_reach = max(self._lengths, default=0) if not self._unicode else sys.maxsize
 
     @classmethod
     def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> Router:
@@ -137,36 +142,34 @@ class Router:
         """The route of a canonical path, None when no route matches; raises
         `PathError` when the route depends on how a backend reads letter case or
         format suffixes."""
-        result = self._route(path)
-        if self._suffix_depth and result is not None and "." in path:
-            self._check_suffixes(path, result)
-        return result
-
-    def _route(self, path: str) -> RouteMatch | None:
         if not self._folding:
-            return self._exact(path)
-        folded = path.lower()
-        result = None
-        for length in self._lengths:
-            if len(path) < length:
-                continue
-            if len(path) > length and path[length] != "/" and length > 1:
-                continue
-            entry = self._folded.get(folded[:length])
-            if entry is None:
-                continue
-            svc = entry.service
-            if svc is None:
-                raise PathError("routes differ only by letter case or spelling here; the path is ambiguous")
-            prefix = path[:length]
-            if prefix not in entry.spellings:
-                if self._case == "reject-mismatch":
-                    raise PathError(f"the path falls under {entry.spellings[0]} only when letter case is ignored")
-                prefix = entry.spellings[0]
-            result = RouteMatch(svc, prefix, rewrite_path(path, prefix, svc.rewrite))
-            break
-        if self._unicode and "%" in path:
-            self._check_unicode(path, result)
+            result = self._exact(path)
+        else:
+            folded = path.lower()
+            result = None
+            for length in self._lengths:
+                if len(path) < length:
+                    continue
+                if len(path) > length and path[length] != "/" and length > 1:
+                    continue
+                entry = self._folded.get(folded[:length])
+                if entry is None:
+                    continue
+                svc = entry.service
+                if svc is None:
+                    raise PathError("routes differ only by letter case or spelling here; the path is ambiguous")
+                prefix = path[:length]
+                if prefix not in entry.spellings:
+                    if self._case == "reject-mismatch":
+                        raise PathError(f"the path falls under {entry.spellings[0]} only when letter case is "
+                                        "ignored")
+                    prefix = entry.spellings[0]
+                result = RouteMatch(svc, prefix, rewrite_path(path, prefix, svc.rewrite))
+                break
+            if self._unicode and "%" in path:
+                self._check_unicode(path, result)
+        if "." in path and result is not None and self._suffix_depth:
+            self._check_suffixes(path, result)
         return result
 
     def _exact(self, path: str) -> RouteMatch | None:
@@ -199,23 +202,27 @@ class Router:
     def _check_suffixes(self, path: str, result: RouteMatch) -> None:
         """Refuse a path that a backend stripping a format suffix from one of its segments
         (Rails `(.:format)`, Spring suffix pattern matching: `admin.json` read as `admin`)
-        would read under a deeper route than `result`. Every '.' of a segment is a place
-        such a backend may cut (`a.tar.gz`: `a`, `a.tar`); segments deeper than every
-        route cannot change the route and are not looked at. A route at the depth of the
-        one chosen or above is no more specific: the literal spelling still wins there."""
-        parts = path[1:].split("/", self._suffix_depth)
-        depth = _depth(result.prefix)
-        for i in range(min(len(parts), self._suffix_depth)):
-            seg = parts[i]
-            dot = seg.find(".", 1)
-            while dot != -1:
-                stripped = seg[:dot]
-                if self._is_route_segment(i, stripped):
-                    candidate = "/".join(("", *parts[:i], stripped, *parts[i + 1:]))
-                    if self._reading_depth(candidate) > depth:
-                        raise PathError(f"the path falls under a more specific route once a backend strips "
-                                        f"the format suffix {seg[dot:]!r}")
-                dot = seg.find(".", dot + 1)
+        would read under a deeper route than `result`. Every '.' of a segment but a
+        leading one is a place such a backend may cut (`a.tar.gz`: `a`, `a.tar`); a '.'
+        in a segment deeper than every route cannot change the route and ends the
+        check. A route at the depth of the one chosen or above is no more specific: the
+        literal spelling still wins there."""
+        dot = path.find(".")
+        while dot != -1:
+            if dot > self._suffix_reach:
+                return
+            index = path.count("/", 0, dot) - 1
+            if index >= self._suffix_depth:
+                return
+            start = path.rfind("/", 0, dot) + 1
+            if dot > start and self._is_route_segment(index, path[start:dot]):
+                end = path.find("/", dot)
+                candidate = path[:dot] + (path[end:] if end != -1 else "")
+                if self._reading_depth(candidate) > _depth(result.prefix):
+                    cut = path[dot:end] if end != -1 else path[dot:]
+                    raise PathError(f"the path falls under a more specific route once a backend strips "
+                                    f"the format suffix {cut!r}")
+            dot = path.find(".", dot + 1)
 
     def _reading_depth(self, path: str) -> int:
         """The depth of the most specific route a backend may read `path` under (exactly,

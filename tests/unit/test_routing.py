@@ -192,6 +192,13 @@ def test_a_format_suffix_on_a_case_variant_of_a_deeper_route_is_refused(path: st
         Router.build(nested(), PathPolicy(case="insensitive")).resolve(path)
 
 
+def test_a_segment_is_cut_at_every_dot_not_only_the_first() -> None:
+    router = Router.build([svc("public", "/a"), svc("dotted", "/a/b.c")])
+    with pytest.raises(PathError):
+        router.resolve("/a/b.c.json")  # Spring reads it as /a/b.c
+    assert router.resolve("/a/b.d.json").service.name == "public"  # type: ignore[union-attr]
+
+
 def test_a_format_suffix_on_any_segment_below_the_route_chosen_is_checked() -> None:
     router = Router.build([svc("public", "/a"), svc("deep", "/a/b/c")])
     for path in ["/a/b/c.json", "/a/b.json/c", "/a/b.json/c/d", "/a/b.JSON/c/d.xml"]:
