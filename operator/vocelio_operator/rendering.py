@@ -291,9 +291,9 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
         if clashes:
             prefix, (owner, theirs) = clashes[0]
             same = "" if theirs == prefix.canonical else \
-                f" as {theirs} (prefixes that differ only by letter case or escapes are one route)"
+                f" as {theirs}: prefixes that differ only by letter case or escapes are one route"
             outcomes[key] = _rejected(res, "PrefixConflict",
-                                      f"prefix {_spelled(prefix)} is already routed to {owner}{same} (older)")
+                                      f"prefix {_spelled(prefix)} is already routed to {owner} (older){same}")
             continue
         for p in prefixes:
             claimed[p.key] = (res.id, p.canonical)

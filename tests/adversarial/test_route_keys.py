@@ -31,8 +31,10 @@ from tests.harness.reload_tools import write_atomic
 from vocelio_operator.files import FolderSource, load_folder
 from vocelio_operator.rendering import RESERVED_PREFIXES, RenderResult, render_config
 from vocelio_operator.resources import VocelioServiceResource, is_service, parse_resource
+from vocelio_operator.standalone import prime
 from vocelio_proxy.paths import PathError, PathPolicy, route_key
 from vocelio_proxy.routing import Router
+from vocelio_proxy.settings import PathSettings, ProxySettings
 
 API = "gateway.vocelio.ai/v1alpha1"
 PROXY_POLICIES = [PathPolicy(), PathPolicy(case="insensitive"), PathPolicy(case="sensitive"),
@@ -272,3 +274,14 @@ def test_a_prefix_refused_by_every_policy_has_no_key() -> None:
     with pytest.raises(PathError):
         route_key("/a%2Fb", PathPolicy(path_parameters="allow", encoded_delimiters="allow", double_encoding="allow",
                                        trailing_dots_and_spaces="allow", non_ascii="allow"))
+
+
+def test_standalone_mode_judges_prefixes_by_the_proxys_own_path_policy(tmp_path: Path) -> None:
+    (tmp_path / "files.yaml").write_text(manifest("files", "/files."))
+    (tmp_path / "ok.yaml").write_text(manifest("ok", "/ok"))
+    strict = prime(tmp_path, ProxySettings())
+    assert [s.name for s in strict.load().services] == ["ok"]
+    assert any("files: InvalidPrefix" in p for p in strict.problems), strict.problems
+    lenient = prime(tmp_path, ProxySettings(paths=PathSettings(trailing_dots_and_spaces="allow")))
+    assert lenient.problems == []
+    assert sorted(s.name for s in lenient.load().services) == ["files", "ok"]
