@@ -108,16 +108,17 @@ def route_key(prefix: str, policy: PathPolicy = DEFAULT_POLICY) -> str:
     claim one key. Raises `PathError` when the policy refuses the prefix (no request
     can reach it). The router, the renderer and the file provider all use this."""
     canonical = normalize_path(prefix, policy).rstrip("/") or "/"
-    return _decoded(canonical) if policy.case == "sensitive" else fold_path(canonical)
+    return decode_path(canonical) if policy.case == "sensitive" else fold_path(canonical)
 
 
 def fold_path(canonical: str) -> str:
     """The decoded, compatibility-normalised, case-folded text of a canonical path, as a
     case-insensitive Java or .NET backend compares it (`route_key` without canonicalising)."""
-    return _decoded(canonical).upper().lower()
+    return decode_path(canonical).upper().lower()
 
 
-def _decoded(canonical: str) -> str:
+def decode_path(canonical: str) -> str:
+    """The decoded, compatibility-normalised text of a canonical path (`%2B` and `+` alike)."""
     # A canonical path's escapes are valid UTF-8 (`_segment` refuses the rest).
     return unicodedata.normalize("NFKC", unquote(canonical, errors="strict"))
 

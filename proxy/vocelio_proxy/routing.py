@@ -34,9 +34,11 @@ from collections.abc import Container, Sequence
 from typing import NamedTuple
 
 from .config import Service
-from .paths import DEFAULT_POLICY, PathError, PathPolicy, fold_path, normalize_path, route_key
+from .paths import DEFAULT_POLICY, PathError, PathPolicy, decode_path, fold_path, normalize_path, route_key
 
-_NON_ASCII_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
+# What a canonical path may still spell in two ways a decoding backend reads alike: an
+# escape that stays encoded (non-ASCII, `%2B`, `%3B`, ...) and its raw twin ('+', ';').
+_SPELLED = re.compile(r"[%+;]")
 
 
 class RouteMatch(NamedTuple):
@@ -52,8 +54,9 @@ class _Folded(NamedTuple):
     spellings: tuple[str, ...]
 
 
-class _UnicodePrefix(NamedTuple):
-    """A prefix with non-ASCII letters, which ASCII case folding cannot compare."""
+class _DecodedPrefix(NamedTuple):
+    """A prefix with escapes, '+' or ';': compared decoded (and Unicode case-folded unless
+    case is sensitive), since the path can reach it in another spelling."""
 
     folded_text: str
     segments: int
@@ -77,9 +80,9 @@ class Router:
             else:
                 folded[key] = _Folded(None, (*prior.spellings, prefix))
         self._folded = folded
-        self._unicode = [
-            _UnicodePrefix(fold_path(prefix), prefix.count("/"))
-            for prefix in table if self._folding and _NON_ASCII_ESCAPE.search(prefix)]
+        self._decode = fold_path if self._folding else decode_path
+        self._decoded = [_DecodedPrefix(self._decode(prefix), _depth(prefix))
+                         for prefix in table if _SPELLED.search(prefix)]
         #: Configured prefixes the path policy refuses: no request can reach them.
         self.refused_prefixes = list(refused)
         # Distinct prefix lengths, longest first: a lookup probes at most one
@@ -94,14 +97,14 @@ class Router:
                 if i == len(depths):
                     depths.append(set())
                 depths[i].add(seg.lower() if self._folding else seg)
-                if self._folding and "%" in seg:
-                    depths[i].add(fold_path(seg))
+                if _SPELLED.search(seg):
+                    depths[i].add(self._decode(seg))
         self._route_segments = tuple(frozenset(d) for d in depths)
         self._suffix_depth = len(depths) if policy.format_suffix == "reject" else 0
         # A cut that reaches a route ends where that route's segment ends, so (letter case
         # aside, which keeps lengths in a canonical path) no '.' after the longest prefix can
-        # matter. Unicode folding can change lengths: then every '.' is looked at.
-        self._suffix_reach = max(self._lengths, default=0) if not self._unicode else sys.maxsize
+        # matter. Decoding can change lengths: then every '.' is looked at.
+        self._suffix_reach = max(self._lengths, default=0) if not self._decoded else sys.maxsize
 
     @classmethod
     def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> Router:
@@ -166,8 +169,8 @@ class Router:
                     prefix = entry.spellings[0]
                 result = RouteMatch(svc, prefix, rewrite_path(path, prefix, svc.rewrite))
                 break
-            if self._unicode and "%" in path:
-                self._check_unicode(path, result)
+        if self._decoded and _SPELLED.search(path):
+            self._check_decoded(path, result)
         if "." in path and result is not None and self._suffix_depth:
             self._check_suffixes(path, result)
         return result
@@ -187,17 +190,19 @@ class Router:
                 return RouteMatch(svc, candidate, rewrite_path(path, candidate, svc.rewrite))
         return None
 
-    def _check_unicode(self, path: str, result: RouteMatch | None) -> None:
-        """Refuse a path that a Unicode case-insensitive backend (.NET, Java) would
-        read under a non-ASCII prefix more specific than the route chosen."""
-        text = fold_path(path)
-        chosen = fold_path(result.prefix) if result is not None else None
+    def _check_decoded(self, path: str, result: RouteMatch | None) -> None:
+        """Refuse a path that a decoding backend (`%2B` read as `+`), or a Unicode
+        case-insensitive one (.NET, Java), would read under a prefix with escapes, '+' or
+        ';' at least as specific as the route chosen and other than it."""
+        text = self._decode(path)
+        chosen = self._decode(result.prefix) if result is not None else None
         depth = _depth(result.prefix) if result is not None else 0
-        for prefix in self._unicode:
+        for prefix in self._decoded:
             if text != prefix.folded_text and not text.startswith(prefix.folded_text + "/"):
                 continue
             if prefix.folded_text != chosen and prefix.segments >= depth:
-                raise PathError("the path falls under another route when Unicode letter case is ignored")
+                raise PathError("the path falls under another route once decoded or when Unicode letter case "
+                                "is ignored")
 
     def _check_suffixes(self, path: str, result: RouteMatch) -> None:
         """Refuse a path that a backend stripping a format suffix from one of its segments
@@ -236,18 +241,18 @@ class Router:
             if folded[:length] in table:
                 best = _depth(folded[:length])
                 break
-        if self._unicode and "%" in path:
-            text = fold_path(path)
-            for prefix in self._unicode:
+        if self._decoded and _SPELLED.search(path):
+            text = self._decode(path)
+            for prefix in self._decoded:
                 if text == prefix.folded_text or text.startswith(prefix.folded_text + "/"):
                     best = max(best, prefix.segments)
         return best
 
     def _is_route_segment(self, depth: int, text: str) -> bool:
         segments = self._route_segments[depth]
-        if not self._folding:
-            return text in segments
-        return text.lower() in segments or ("%" in text and fold_path(text) in segments)
+        if (text.lower() if self._folding else text) in segments:
+            return True
+        return bool(self._decoded) and _SPELLED.search(text) is not None and self._decode(text) in segments
 
 
 def _depth(prefix: str) -> int:

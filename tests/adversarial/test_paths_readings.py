@@ -17,7 +17,8 @@ from vocelio_proxy.config import Service
 from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path
 from vocelio_proxy.routing import Router
 
-PREFIXES = ["/", "/api/v1/x", "/api/v1/x/admin", "/api/v1/x/admin/keys", "/api/v1/y", "/a", "/a/b", "/a/b.c"]
+PREFIXES = ["/", "/api/v1/x", "/api/v1/x/admin", "/api/v1/x/admin/keys", "/api/v1/y", "/a", "/a/b", "/a/b.c",
+            "/a/b+c"]
 SERVICES = [Service(name=f"s{i}", prefixes=[p]) for i, p in enumerate(PREFIXES)]
 READINGS = all_readings()
 
@@ -41,7 +42,7 @@ PATHS = st.one_of(
     TAILS.map(lambda tail: "/api/v1/x" + tail),
     TAILS.map(lambda tail: "/api/v1/x/" + tail),
     st.tuples(st.sampled_from(["/api/v1/x/", "/API/V1/X/", "/a/", "/api/v1/x/y/../"]), TAILS,
-              st.sampled_from(["admin", "b", "keys", "admin/keys"]), TAILS).map("".join),
+              st.sampled_from(["admin", "b", "keys", "admin/keys", "b%2bc", "b+c"]), TAILS).map("".join),
 )
 
 
@@ -89,7 +90,7 @@ def test_insensitive_case_routing_agrees_with_every_case_insensitive_reading(raw
 # Paths built around format suffixes: a route's segment, a suffix, more pieces.
 SUFFIXED = st.tuples(
     st.sampled_from(["/api/v1/x/", "/API/v1/x/", "/a/", "/api/v1/x/admin/", "/api/v1/x/y/../", "/"]),
-    st.sampled_from(["admin", "ADMIN", "%61dmin", "b", "B", "keys", "a", "api", "b.c", "b.C"]),
+    st.sampled_from(["admin", "ADMIN", "%61dmin", "b", "B", "keys", "a", "api", "b.c", "b.C", "b+c", "b%2Bc"]),
     st.sampled_from([".json", ".c", ".x.y", "%2ejson", ".JSON", ".c.d", ".", ".json/", ".x/keys"]),
     TAILS).map("".join)
 

@@ -249,3 +249,15 @@ def test_format_suffixes_with_sensitive_case_compare_the_exact_spelling() -> Non
 
 def test_a_path_no_route_matches_is_unrouted_whatever_its_suffix() -> None:
     assert Router.build([svc("admin", "/x/admin")]).resolve("/y/admin.json") is None
+
+
+@pytest.mark.parametrize("policy", [PathPolicy(), PathPolicy(case="sensitive"), PathPolicy(case="insensitive")])
+@pytest.mark.parametrize("protected", ["/x/a+b", "/x/a%2Bb"])
+def test_a_path_that_reaches_a_deeper_prefix_once_decoded_is_refused(policy: PathPolicy, protected: str) -> None:
+    router = Router.build([svc("public", "/x"), svc("protected", protected)], policy)
+    other = "/x/a%2Bb" if "+" in protected else "/x/a+b"
+    for path in [other, other + "/keys"]:
+        with pytest.raises(PathError, match="once decoded"):
+            router.resolve(path)
+    assert router.resolve(protected + "/keys").service.name == "protected"  # type: ignore[union-attr]
+    assert router.resolve("/x/a+c").service.name == "public"  # type: ignore[union-attr]
