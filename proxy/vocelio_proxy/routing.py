@@ -10,7 +10,9 @@ in one form, and the upstream path is always the canonical path (rewritten).
 Prefixes of different services with one `paths.route_key` (they differ only by
 letter case, escapes or compatibility forms) make every path under them
 ambiguous: refused. The renderer uses the same key, so it rejects the newer of
-two such services before a proxy ever sees both.
+two such services before a proxy ever sees both. A path that reaches a prefix with
+escapes, '+' or ';' only once decoded (`%2B` read as `+`, Unicode case) and would
+otherwise be routed under a shallower prefix is refused.
 
 Letter case (`PathPolicy.case`): with `reject-mismatch` (the default) a path
 whose route would change if letter case were ignored is refused, so a
