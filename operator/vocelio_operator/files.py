@@ -24,7 +24,9 @@ ConfigError the reload loop reports.
   cleanly without it.
 A prefix routed to a resource stays with it while the resource still claims
 it: in a prefix conflict, resources that claim nothing new (no prefix they were
-not already routed) come first, then by `creationTimestamp` (or the time this
+not already routed, compared by `paths.route_key` as the renderer and the router
+compare them, so respelling a prefix `/Admin` or `/%61dmin` claims nothing new)
+come first, then by `creationTimestamp` (or the time this
 source first saw them), then by namespace and name. So an edit or a newcomer
 that collides with an established route is the one rejected."""
 
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vocelio_proxy.config import ConfigError, GatewayConfig
+from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, route_key
 from vocelio_proxy.sources import UnreadableFile, read_regular_file
 from vocelio_proxy.supervision import describe_error
 
@@ -211,12 +214,14 @@ def load_folder(folder: Path, limits: ManifestLimits = DEFAULT_LIMITS) -> Loaded
     return loaded
 
 
-def render_folder(folder: Path, limits: ManifestLimits = DEFAULT_LIMITS) -> tuple[RenderResult, LoadedResources]:
-    return render_loaded(load_folder(folder, limits))
+def render_folder(folder: Path, limits: ManifestLimits = DEFAULT_LIMITS,
+                  policy: PathPolicy = DEFAULT_POLICY) -> tuple[RenderResult, LoadedResources]:
+    return render_loaded(load_folder(folder, limits), policy)
 
 
-def render_loaded(loaded: LoadedResources) -> tuple[RenderResult, LoadedResources]:
-    return render_config(loaded.services, loaded.tiers, {}), loaded
+def render_loaded(loaded: LoadedResources,
+                  policy: PathPolicy = DEFAULT_POLICY) -> tuple[RenderResult, LoadedResources]:
+    return render_config(loaded.services, loaded.tiers, {}, policy), loaded
 
 
 def _outcome_lines(result: RenderResult) -> list[tuple[str, str]]:
@@ -294,8 +299,16 @@ def select(results: list[FileResult], good: dict[str, Held], unlisted: list[Path
     return Selection(resources, kept, problems)
 
 
-def _prefixes(res: VocelioServiceResource) -> frozenset[str]:
-    return frozenset(p.rstrip("/") or "/" for p in [res.spec.path_prefix, *res.spec.aliases])
+def _prefix_keys(res: VocelioServiceResource, policy: PathPolicy) -> frozenset[str]:
+    """The route keys a service claims (a prefix the policy refuses keeps its text, marked:
+    it never equals a key, and the renderer rejects the resource anyway)."""
+    keys = set()
+    for prefix in [res.spec.path_prefix, *res.spec.aliases]:
+        try:
+            keys.add(route_key(prefix, policy))
+        except PathError:
+            keys.add(f"\0{prefix}")
+    return frozenset(keys)
 
 
 class FolderSource:
@@ -303,16 +316,18 @@ class FolderSource:
     each resource. `load` runs in a worker thread, one call at a time (the reload loop)."""
 
     def __init__(self, folder: Path, limits: ManifestLimits = DEFAULT_LIMITS,
-                 wall: Callable[[], float] | None = None) -> None:
+                 wall: Callable[[], float] | None = None, policy: PathPolicy = DEFAULT_POLICY) -> None:
         self.folder = folder
         self.limits = limits
+        #: The path policy prefixes are judged by: the proxy's own in standalone mode.
+        self.policy = policy
         self.problems: list[str] = []
         self.kept: list[str] = []
         self.retry_wanted = False
         #: What the last successful load served (the banner and demo backends read it).
         self.loaded = LoadedResources()
         self._good: dict[str, Held] = {}
-        self._routed: dict[str, frozenset[str]] = {}  # service key -> prefixes it was routed last
+        self._routed: dict[str, frozenset[str]] = {}  # service key -> route keys it was routed last
         self._first_seen: dict[str, str] = {}
         self._wall = wall or (lambda: dt.datetime.now(dt.UTC).timestamp())
 
@@ -335,13 +350,13 @@ class FolderSource:
         """`res` with the renderer's conflict order in `creationTimestamp` (see the module doc)."""
         if not is_service(res):
             return res
-        incumbent = _prefixes(res) <= self._routed.get(key, frozenset())
+        incumbent = _prefix_keys(res, self.policy) <= self._routed.get(key, frozenset())
         stamp = f"{0 if incumbent else 1}-{res.metadata.creation_timestamp or self._first_seen[key]}"
         return dataclasses.replace(res, metadata=res.metadata.model_copy(update={"creation_timestamp": stamp}))
 
     def _render(self, resources: dict[str, Held]) -> RenderResult:
         services, tiers = _split(self._ordered(key, held.resource) for key, held in resources.items())
-        return render_config(services, tiers, {})
+        return render_config(services, tiers, {}, self.policy)
 
     def _report(self, problems: list[str], kept: list[str]) -> None:
         new = [p for p in problems if p not in self.problems]
@@ -394,7 +409,7 @@ class FolderSource:
         accepted = {key for key, outcome in result.outcomes.items() if outcome.accepted}
         self._good = {key: held if key in accepted else self._good.get(key, held)
                       for key, held in resources.items() if key in accepted or key in self._good}
-        self._routed = {key: _prefixes(held.resource) for key, held in resources.items()
+        self._routed = {key: _prefix_keys(held.resource, self.policy) for key, held in resources.items()
                         if key in accepted and is_service(held.resource)}
         self._first_seen = {key: stamp for key, stamp in self._first_seen.items() if key in resources}
         self.loaded = LoadedResources(services, tiers, problems)

@@ -2,13 +2,29 @@
 discovered endpoints to one sealed `GatewayConfig` plus a per-resource outcome
 (accepted, conflicts, unresolved references, endpoint counts) that becomes
 status. Deterministic: the same input gives byte-identical output. Called by
-the operator's reconcile loop and by the standalone file provider."""
+the operator's reconcile loop and by the standalone file provider.
+
+Prefixes are judged as the proxy's router will route them: canonicalised with a
+path policy (`vocelio_proxy.paths`) and compared by `paths.route_key`, the key
+the router uses. A prefix the policy refuses can never be reached
+(`InvalidPrefix`); one whose canonical form is a gateway endpoint is
+`ReservedPath`; one whose key an older service already claims (`/api/x/ADMIN`,
+`/api/x/%61dmin` against `/api/x/admin`) is `PrefixConflict`, so the newcomer is
+rejected and the established route keeps serving (the router would refuse every
+request under both). The config carries the canonical prefixes.
+
+The operator renders once for every proxy without knowing each proxy's path
+settings, so the policy defaults to the strictest (`paths.DEFAULT_POLICY`:
+letter case ignored when comparing, every ambiguous spelling refused). Prefixes
+the strict policy accepts canonicalise identically under every other policy, so
+the rendered config means the same to every proxy. Standalone mode passes the
+proxy's own policy."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -19,6 +35,7 @@ from vocelio_proxy.config import (
     Service,
     TierMatch,
 )
+from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
 
 from .resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
 
@@ -113,13 +130,13 @@ def _backends(res: VocelioServiceResource,
     return backends, problems, ready, total
 
 
-def _service(res: VocelioServiceResource, backends: list[dict[str, Any]]) -> dict[str, Any]:
+def _service(res: VocelioServiceResource, prefixes: list[str], backends: list[dict[str, Any]]) -> dict[str, Any]:
     """The service as plain data; validated in bulk by `_SERVICES` (one pydantic-core pass)."""
     s = res.spec
     return {
         "name": res.metadata.name,
         "namespace": res.metadata.namespace,
-        "prefixes": [p.rstrip("/") or "/" for p in [s.path_prefix, *s.aliases]],
+        "prefixes": prefixes,
         "rewrite": s.rewrite,
         "route_class": s.route_class,
         "backends": backends,
@@ -191,49 +208,100 @@ def _tier(res: RateTierResource) -> RateTier:
                     key_by=res.spec.key_by, match=match, priority=res.spec.priority)
 
 
+class _Prefix(NamedTuple):
+    """One prefix of a resource: as written, canonical (as routed), and its route key."""
+
+    written: str
+    canonical: str
+    key: str
+
+
+def _prefixes(res: VocelioServiceResource, policy: PathPolicy) -> list[_Prefix] | str:
+    """The resource's prefixes as the router will see them, or why the first invalid one is."""
+    out = []
+    for written in [res.spec.path_prefix, *res.spec.aliases]:
+        try:
+            canonical = normalize_path(written, policy).rstrip("/") or "/"
+            key = route_key(written, policy)
+        except PathError as exc:
+            return f"prefix {written} can never match a request path: {exc}"
+        if _depth(written) != _depth(canonical):
+            # `/team-b/%2e%2e/api` is `/api`: a dot segment in any spelling, which the
+            # CRD's rule (on the text as written) cannot see, would move the route.
+            return (f"prefix {written} is not a normalised path: it would be routed as {canonical} "
+                    "(no empty, . or .. segments, in any spelling)")
+        out.append(_Prefix(written, canonical, key))
+    return out
+
+
+def _depth(prefix: str) -> int:
+    """The number of segments of a prefix as written (a trailing slash adds none)."""
+    text = prefix.rstrip("/")
+    return text.count("/") if text else 0
+
+
+def _spelled(prefix: _Prefix) -> str:
+    """The prefix for a message: as routed, and as written when that differs."""
+    if (prefix.written.rstrip("/") or "/") == prefix.canonical:
+        return prefix.canonical
+    return f"{prefix.written} (routed as {prefix.canonical})"
+
+
+def _rejected(res: VocelioServiceResource, reason: str, message: str) -> Outcome:
+    return Outcome("VocelioService", res.id, res.metadata.generation, accepted=False, accepted_reason=reason,
+                   accepted_message=message)
+
+
 def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[RateTierResource],
-                  endpoints: EndpointIndex) -> RenderResult:
+                  endpoints: EndpointIndex, policy: PathPolicy = DEFAULT_POLICY) -> RenderResult:
+    """Render every resource; `policy` is the path policy prefixes are judged by (the
+    strictest by default: see the module docstring)."""
     outcomes: dict[str, Outcome] = {}
-    claimed: dict[str, str] = {}
+    reserved_keys = {route_key(p, policy) for p in RESERVED_PREFIXES}
+    claimed: dict[str, tuple[str, str]] = {}  # route key -> (resource id, canonical prefix)
     rendered: list[Service] = []
-    candidates: list[tuple[VocelioServiceResource, list[str], list[str], int, int]] = []
+    candidates: list[tuple[VocelioServiceResource, list[_Prefix], list[str], int, int]] = []
     service_data: list[dict[str, Any]] = []
     for res in sorted(services, key=_order_key):
         key = f"VocelioService/{res.id}"
-        gen = res.metadata.generation
-        prefixes = [p.rstrip("/") or "/" for p in [res.spec.path_prefix, *res.spec.aliases]]
-        reserved = sorted(p for p in prefixes if p in RESERVED_PREFIXES)
-        if reserved:
-            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="ReservedPath",
-                                    accepted_message=f"prefix {reserved[0]} is served by the gateway itself")
+        prefixes = _prefixes(res, policy)
+        if isinstance(prefixes, str):
+            outcomes[key] = _rejected(res, "InvalidPrefix", prefixes)
             continue
-        if len(set(prefixes)) != len(prefixes):
-            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
-                                    accepted_message="pathPrefix and aliases repeat a prefix")
+        reserved = [p for p in prefixes if p.key in reserved_keys]
+        if reserved:
+            outcomes[key] = _rejected(res, "ReservedPath",
+                                      f"prefix {_spelled(reserved[0])} is served by the gateway itself")
+            continue
+        canonical = [p.canonical for p in prefixes]
+        if len(set(canonical)) != len(canonical):
+            outcomes[key] = _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
             continue
         backends, problems, ready, total = _backends(res, endpoints)
         candidates.append((res, prefixes, problems, ready, total))
-        service_data.append(_service(res, backends))
+        service_data.append(_service(res, canonical, backends))
     built = _validate_services(service_data) if service_data else []
     for (res, prefixes, problems, ready, total), svc in zip(candidates, built, strict=True):
         key = f"VocelioService/{res.id}"
         gen = res.metadata.generation
         if isinstance(svc, str):
-            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False, accepted_reason="Invalid",
-                                    accepted_message=svc[:500])
+            outcomes[key] = _rejected(res, "Invalid", svc[:500])
             continue
-        clashes = [(p, claimed[p]) for p in prefixes if p in claimed]
+        clashes = [(p, claimed[p.key]) for p in prefixes if p.key in claimed]
         if clashes:
-            prefix, owner = clashes[0]
-            outcomes[key] = Outcome("VocelioService", res.id, gen, accepted=False,
-                                    accepted_reason="PrefixConflict",
-                                    accepted_message=f"prefix {prefix} is already routed to {owner} (older)")
+            prefix, (owner, theirs) = clashes[0]
+            same = "" if theirs == prefix.canonical else \
+                f" as {theirs}: prefixes that differ only by letter case or escapes are one route"
+            outcomes[key] = _rejected(res, "PrefixConflict",
+                                      f"prefix {_spelled(prefix)} is already routed to {owner} (older){same}")
             continue
         for p in prefixes:
-            claimed[p] = res.id
+            claimed[p.key] = (res.id, p.canonical)
         rendered.append(svc)
+        respelled = [_spelled(p) for p in prefixes if (p.written.rstrip("/") or "/") != p.canonical]
         outcomes[key] = Outcome(
             "VocelioService", res.id, gen,
+            accepted_message="Resource is valid and routed" + (f" (prefix {respelled[0]})" if respelled else ""),
             resolved=not problems, resolved_reason="ResolvedRefs" if not problems else "BackendNotFound",
             resolved_message="All references resolved" if not problems else "; ".join(problems),
             ready_endpoints=ready, total_endpoints=total)

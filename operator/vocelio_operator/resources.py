@@ -145,10 +145,16 @@ class VocelioServiceSpec(_Spec):
             raise ValueError("backend weights must not all be zero")
         if self.path_prefix in self.aliases:
             raise ValueError("an alias must differ from pathPrefix")
-        prefix = self.path_prefix
-        if "//" in prefix or "/../" in prefix or prefix.endswith("/..") or "/./" in prefix:
+        if not _normalised(self.path_prefix):
             raise ValueError("pathPrefix must be a normalised absolute path (no //, . or .. segments)")
+        if not all(_normalised(alias) for alias in self.aliases):
+            raise ValueError("an alias must be a normalised absolute path (no //, . or .. segments)")
         return self
+
+
+def _normalised(prefix: str) -> bool:
+    """The CRD's CEL rule for a prefix (escaped dot segments are the renderer's to refuse)."""
+    return not ("//" in prefix or "/../" in prefix or prefix.endswith(("/..", "/.")) or "/./" in prefix)
 
 
 class AttributeMatch(_Spec):

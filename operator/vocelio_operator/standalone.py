@@ -25,6 +25,7 @@ from typing import Any
 from vocelio_proxy.apikeys import mint_key
 from vocelio_proxy.app import Extension, create_app, serve
 from vocelio_proxy.config import ConfigError
+from vocelio_proxy.paths import PathPolicy
 from vocelio_proxy.settings import ProxySettings
 
 from .demo import run_demo_backends
@@ -65,7 +66,8 @@ class StartupRefused(Exception):
 def prime(resources_dir: Path, settings: ProxySettings) -> FolderSource:
     """The first load, before listening: prints each problem on one stderr line; raises
     StartupRefused when the folder is unreadable or nothing in it is valid."""
-    source = FolderSource(resources_dir, ManifestLimits.from_settings(settings.resource_files))
+    source = FolderSource(resources_dir, ManifestLimits.from_settings(settings.resource_files),
+                          policy=PathPolicy.from_settings(settings.paths))
     try:
         source.load()
     except ConfigError as exc:

@@ -1,7 +1,9 @@
 """Request path canonicalisation: one canonical spelling per request path, or a
 refusal. Called by the request pipeline (`handling.GatewayHandler`) before the
 gateway's own endpoints and the router, and by `routing.Router.build` for the
-configured prefixes, so paths and prefixes are compared in the same form. Pure.
+configured prefixes, so paths and prefixes are compared in the same form, and
+(`route_key`) by the renderer (`vocelio_operator.rendering`), the file provider and
+the router, so all three decide which route prefixes are "the same". Pure.
 
 The principle: routing decides on one canonical form, and the upstream is sent
 that same form (`Router.match` rewrites the canonical path, never the raw one),
@@ -19,6 +21,12 @@ unreserved characters and of ``!$&'()*,=:@`` are decoded (every backend reads
 them the same either way), every other byte outside those is percent-encoded
 with upper-case hex (`+` and `%2B` stay distinct: form decoders read `+` as a
 space); a trailing slash is kept. The result is pure ASCII.
+
+Route key (`route_key`): two prefixes with equal keys are one route to some
+backend (they differ only by letter case, unless the policy is `case: sensitive`,
+by escapes a decoding backend reads the same, `+` and `%2B` included, or by
+Unicode compatibility forms), so the router refuses requests under both when
+different services claim them, and the renderer rejects the newer claimant.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import unquote
 
 from .settings import PathSettings
 
@@ -70,6 +79,9 @@ class PathPolicy:
     encoded_delimiters: RejectOrAllow = "reject"
     double_encoding: RejectOrAllow = "reject"
     non_ascii: NonAsciiMode = "unambiguous"
+    #: A segment whose '.suffix' a Rails or Spring backend strips (`admin.json` read as
+    #: `admin`): refused when stripping it would select a more specific route (`Router`).
+    format_suffix: RejectOrAllow = "reject"
     #: Fast path: a path made only of safe characters, with no empty segment and no
     #: segment ending in '.', is already canonical (one regex match, no allocation).
     _plain: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -83,10 +95,32 @@ class PathPolicy:
         return cls(case=settings.case, path_parameters=settings.path_parameters,
                    trailing_dots_and_spaces=settings.trailing_dots_and_spaces,
                    encoded_delimiters=settings.encoded_delimiters, double_encoding=settings.double_encoding,
-                   non_ascii=settings.non_ascii)
+                   non_ascii=settings.non_ascii, format_suffix=settings.format_suffix)
 
 
 DEFAULT_POLICY = PathPolicy()
+
+
+def route_key(prefix: str, policy: PathPolicy = DEFAULT_POLICY) -> str:
+    """The key route prefixes are compared by: prefixes with equal keys are the same
+    route to a backend that decodes escapes, applies Unicode compatibility forms and
+    (unless `policy.case` is "sensitive") ignores letter case, so no two services may
+    claim one key. Raises `PathError` when the policy refuses the prefix (no request
+    can reach it). The router, the renderer and the file provider all use this."""
+    canonical = normalize_path(prefix, policy).rstrip("/") or "/"
+    return decode_path(canonical) if policy.case == "sensitive" else fold_path(canonical)
+
+
+def fold_path(canonical: str) -> str:
+    """The decoded, compatibility-normalised, case-folded text of a canonical path, as a
+    case-insensitive Java or .NET backend compares it (`route_key` without canonicalising)."""
+    return decode_path(canonical).upper().lower()
+
+
+def decode_path(canonical: str) -> str:
+    """The decoded, compatibility-normalised text of a canonical path (`%2B` and `+` alike)."""
+    # A canonical path's escapes are valid UTF-8 (`_segment` refuses the rest).
+    return unicodedata.normalize("NFKC", unquote(canonical, errors="strict"))
 
 
 def normalize_path(raw_path: str, policy: PathPolicy = DEFAULT_POLICY) -> str:

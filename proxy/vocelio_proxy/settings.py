@@ -203,6 +203,11 @@ class PathSettings(BaseModel):
         description="Percent-encoded UTF-8 (always valid UTF-8): unambiguous refuses characters that case "
                     "mapping or compatibility normalisation turns into ASCII, and invisible or space "
                     "characters; reject refuses all non-ASCII; allow accepts any valid UTF-8.")
+    format_suffix: Literal["reject", "allow"] = Field(
+        "reject",
+        description="A segment with a '.suffix' (admin.json) that, with the suffix stripped as Rails "
+                    "(.:format) and Spring suffix pattern matching do, would fall under a more specific route "
+                    "than the one chosen: reject, or allow (only when no backend strips format suffixes).")
 
 
 #: The gateway endpoints (see `endpoints.ENDPOINTS`) a listener can serve.

@@ -39,9 +39,8 @@ async def test_a_fragment_after_the_query_is_refused_and_never_reaches_the_upstr
     assert up.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="attack: a format suffix on the protected segment routes under the public "
-                   "prefix; Rails routes (`(.:format)`) and Spring MVC suffix pattern matching (default before 5.3) "
-                   "serve /admin.json as /admin (paths/routing: no suffix rule)")
+# Found by the attack helper: Rails routes (`(.:format)`) and Spring MVC suffix pattern matching
+# (default before 5.3) serve /admin.json as /admin; fixed by `paths.format_suffix` (Router).
 @pytest.mark.parametrize("target", ["/api/v1/x/admin.json", "/api/v1/x/admin.xml/", "/api/v1/x/%61dmin.html"])
 async def test_a_format_suffix_on_a_protected_segment_gets_the_protected_policy_or_is_refused(
         gateway, target: str) -> None:  # type: ignore[no-untyped-def]

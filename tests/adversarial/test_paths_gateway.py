@@ -42,6 +42,8 @@ SPELLINGS = [
     "/api/v1/x/adm%c4%b1n", "/api/v1/x/%ef%bd%81dmin", "/api/v1/x/admin%ef%bc%8e", "/api/v1/x/%e2%84%aadmin",
     "/api/v1/x/y/%ef%bc%8e%ef%bc%8e/admin", "/api/v1/x/admin%c2%a0", "/api/v1/x/admin%e2%80%8b",
     "/api/v1/x/adm\u00c4\u00b1n", "/api/v1/x/admin\u00ef\u00bc\u008e",
+    # format suffixes (Rails, Spring: admin.json is admin)
+    "/api/v1/x/admin.x", "/api/v1/x/admin.json", "/api/v1/x/ADMIN.json", "/api/v1/x/admin.tar.gz",
     # equivalent spellings that canonicalise to the protected path itself (401 there)
     "/api/v1/x//admin", "/api/v1/x/./admin", "/api/v1/x/y/../admin", "/api/v1/x/y/%2e%2e/admin",
     "/api/v1/x/adm%69n", "/api/v1/x/%61dmin/keys",
@@ -55,7 +57,7 @@ CONTROLS = [
     ("/api/v1/x/admin%20b", "/api/v1/x/admin%20b"), ("/api/v1/x/admin-x", "/api/v1/x/admin-x"),
     ("/api/v1/x/admin%2bx", "/api/v1/x/admin%2Bx"), ("/api/v1/x/admin%c3%a9", "/api/v1/x/admin%C3%A9"),
     ("/api/v1/x/admin%25", "/api/v1/x/admin%25"), ("/api/v1/x/admin%cc%81", "/api/v1/x/admin%CC%81"),
-    ("/api/v1/x/admin.x", "/api/v1/x/admin.x"), ("/api/v1/x/y/./z/..", "/api/v1/x/y/"),
+    ("/api/v1/x/administrator.x", "/api/v1/x/administrator.x"), ("/api/v1/x/y/./z/..", "/api/v1/x/y/"),
     ("/api/v1/x/adm%40in", "/api/v1/x/adm@in"),
 ]
 

@@ -2,9 +2,9 @@
 whose policy the gateway applied. Paths are generated from pieces attackers use
 (dot segments, `;` parameters, encoded separators, fragments, double and
 overlong encodings, fullwidth and case-mapped Unicode, trailing dots and
-spaces, letter case); for every path the gateway accepts, each of 768 backend
-readings (tests/harness/paths_tools.py) of the path sent upstream must choose
-the same route with the same table."""
+spaces, letter case, format suffixes); for every path the gateway accepts, each
+of 1,536 backend readings (tests/harness/paths_tools.py) of the path sent
+upstream must choose the same route with the same table."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from vocelio_proxy.config import Service
 from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path
 from vocelio_proxy.routing import Router
 
-PREFIXES = ["/", "/api/v1/x", "/api/v1/x/admin", "/api/v1/x/admin/keys", "/api/v1/y", "/a", "/a/b"]
+PREFIXES = ["/", "/api/v1/x", "/api/v1/x/admin", "/api/v1/x/admin/keys", "/api/v1/y", "/a", "/a/b", "/a/b.c",
+            "/a/b+c"]
 SERVICES = [Service(name=f"s{i}", prefixes=[p]) for i, p in enumerate(PREFIXES)]
 READINGS = all_readings()
 
@@ -25,7 +26,7 @@ READINGS = all_readings()
 BENIGN = [
     "/", "/", "/", ".", "..", "%2e", "%2E", "%2e%2e", "A", "a", "admin", "ADMIN", "Admin", "adm", "in", "api", "v1",
     "x", "X", "y", "b", "B", "keys", "%41", "%61", "%64", "~", "%7e", "+", "%2b", "@", "%40", "%c3%a9", "%20", "-",
-    "\u00c3\u00a9", "%25", "!",
+    "\u00c3\u00a9", "%25", "!", ".json", ".c", "c", "%2ejson", ".tar.gz",
 ]
 HOSTILE = [
     ";", ";x=1", "%2f", "%2F", "%5c", "%23", "#", "%3b", "%3B", " ", "%09", "%00", "%252e", "%252f", "%25%32%65",
@@ -41,14 +42,15 @@ PATHS = st.one_of(
     TAILS.map(lambda tail: "/api/v1/x" + tail),
     TAILS.map(lambda tail: "/api/v1/x/" + tail),
     st.tuples(st.sampled_from(["/api/v1/x/", "/API/V1/X/", "/a/", "/api/v1/x/y/../"]), TAILS,
-              st.sampled_from(["admin", "b", "keys", "admin/keys"]), TAILS).map("".join),
+              st.sampled_from(["admin", "b", "keys", "admin/keys", "b%2bc", "b+c"]), TAILS).map("".join),
 )
 
 
 def backend_routes(forwarded: str, readings: list[Reading]) -> dict[str | None, list[Reading]]:
     out: dict[str | None, list[Reading]] = {}
     for reading in readings:
-        out.setdefault(route_of(reading.read(forwarded), PREFIXES, reading.case_insensitive), []).append(reading)
+        route = route_of(reading.read(forwarded), PREFIXES, reading.case_insensitive, reading.format_suffix)
+        out.setdefault(route, []).append(reading)
     return out
 
 
@@ -83,6 +85,27 @@ def test_stripping_path_parameters_keeps_every_reading_on_the_route_applied(raw:
 @given(PATHS)
 def test_insensitive_case_routing_agrees_with_every_case_insensitive_reading(raw: str) -> None:
     check(raw, PathPolicy(case="insensitive"), [r for r in READINGS if r.case_insensitive])
+
+
+# Paths built around format suffixes: a route's segment, a suffix, more pieces.
+SUFFIXED = st.tuples(
+    st.sampled_from(["/api/v1/x/", "/API/v1/x/", "/a/", "/api/v1/x/admin/", "/api/v1/x/y/../", "/"]),
+    st.sampled_from(["admin", "ADMIN", "%61dmin", "b", "B", "keys", "a", "api", "b.c", "b.C", "b+c", "b%2Bc"]),
+    st.sampled_from([".json", ".c", ".x.y", "%2ejson", ".JSON", ".c.d", ".", ".json/", ".x/keys"]),
+    TAILS).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(SUFFIXED, PATHS))
+def test_a_backend_that_strips_format_suffixes_reads_every_accepted_path_under_the_route_applied(
+        raw: str) -> None:
+    check(raw, DEFAULT_POLICY, [r for r in READINGS if r.format_suffix])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SUFFIXED)
+def test_format_suffixes_with_case_sensitive_routing_agree_with_every_case_sensitive_reading(raw: str) -> None:
+    check(raw, PathPolicy(case="sensitive"), [r for r in READINGS if not r.case_insensitive])
 
 
 # Known spellings of the protected `/api/v1/x/admin` that a lax gateway routes under

@@ -10,7 +10,11 @@ stripped before or after decoding (Tomcat, Spring), backslash as a separator
 trailing dots and spaces, and case-insensitive matching with Java/.NET-style
 Unicode case mapping, and a hop that decodes the path and passes it on raw,
 so the next parser cuts it at a decoded '#' or '?'. `route_of` is the longest-prefix choice such a backend
-makes with the gateway's own route table."""
+makes with the gateway's own route table; with `format_suffix` the backend also
+matches a route when one segment's `.suffix` is cut off (Rails `(.:format)`,
+Spring suffix pattern matching, Jersey's URI content negotiation: `admin.json`
+and `admin.tar.gz` read as `admin`; modelled on any segment and at any '.', a
+superset of what those frameworks do)."""
 
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ class Reading:
     trim: bool = False
     case_insensitive: bool = False
     reparse: bool = False
+    format_suffix: bool = False
 
     def _decode(self, text: str) -> str:
         if self.iis_unicode:
@@ -101,20 +106,36 @@ def fold(text: str) -> str:
 
 
 def all_readings() -> list[Reading]:
-    combos: Iterable[tuple[int, bool, bool, str, bool, bool, bool, bool, bool]] = itertools.product(
+    combos: Iterable[tuple[int, bool, bool, str, bool, bool, bool, bool, bool, bool]] = itertools.product(
         (1, 2), (False, True), (False, True), ("keep", "strip-raw", "strip-decoded"), (False, True),
-        (False, True), (False, True), (False, True), (False, True))
-    return [Reading(d, u, lu, p, b, n, t, c, r)  # type: ignore[arg-type]
-            for d, u, lu, p, b, n, t, c, r in combos]
+        (False, True), (False, True), (False, True), (False, True), (False, True))
+    return [Reading(d, u, lu, p, b, n, t, c, r, f)  # type: ignore[arg-type]
+            for d, u, lu, p, b, n, t, c, r, f in combos]
 
 
-def route_of(path: str, prefixes: Iterable[str], case_insensitive: bool) -> str | None:
-    """The longest prefix (on segment boundaries) a backend reading `path` routes it under."""
+def suffix_stripped(path: str) -> list[str]:
+    """`path` with one segment cut at one of its '.' (not a leading one): every way a
+    format-suffix-stripping backend may read it."""
+    segments = path.split("/")
+    out = []
+    for i, seg in enumerate(segments):
+        dot = seg.find(".", 1)
+        while dot != -1:
+            out.append("/".join([*segments[:i], seg[:dot], *segments[i + 1:]]))
+            dot = seg.find(".", dot + 1)
+    return out
+
+
+def route_of(path: str, prefixes: Iterable[str], case_insensitive: bool,
+             format_suffix: bool = False) -> str | None:
+    """The longest prefix (on segment boundaries) a backend reading `path` routes it under;
+    with `format_suffix`, also reading it with a format suffix stripped."""
+    readings = [path, *suffix_stripped(path)] if format_suffix else [path]
     best: str | None = None
     for prefix in prefixes:
         p = fold(prefix) if case_insensitive else prefix
         base = p.rstrip("/")
-        under = path in (p, base) or base == "" or path.startswith(base + "/")
+        under = any(read in (p, base) or base == "" or read.startswith(base + "/") for read in readings)
         if under and (best is None or len(prefix) > len(best)):
             best = prefix
     return best
@@ -123,4 +144,5 @@ def route_of(path: str, prefixes: Iterable[str], case_insensitive: bool) -> str 
 def readings_that_reach(path: str, prefixes: list[str], target: str,
                         readings: list[Reading] | None = None) -> list[Reading]:
     """The backend readings of a received `path` that route it under `target`."""
-    return [r for r in readings or all_readings() if route_of(r.read(path), prefixes, r.case_insensitive) == target]
+    return [r for r in readings or all_readings()
+            if route_of(r.read(path), prefixes, r.case_insensitive, r.format_suffix) == target]

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, _canonical, normalize_path
+from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, _canonical, normalize_path, route_key
 from vocelio_proxy.settings import PathSettings, ProxySettings
 
 
@@ -200,17 +200,18 @@ def test_non_ascii_can_be_refused_or_allowed_whole() -> None:
 
 def test_the_policy_is_built_from_the_settings() -> None:
     settings = PathSettings(case="insensitive", path_parameters="strip", trailing_dots_and_spaces="allow",
-                            encoded_delimiters="allow", double_encoding="allow", non_ascii="reject")
+                            encoded_delimiters="allow", double_encoding="allow", non_ascii="reject",
+                            format_suffix="allow")
     assert PathPolicy.from_settings(settings) == PathPolicy(
-        "insensitive", "strip", "allow", "allow", "allow", "reject")
+        "insensitive", "strip", "allow", "allow", "allow", "reject", "allow")
     assert PathPolicy.from_settings(ProxySettings().paths) == DEFAULT_POLICY
 
 
 def test_the_default_settings_are_the_strict_choices() -> None:
     default = PathSettings()
     assert (default.case, default.path_parameters, default.trailing_dots_and_spaces, default.encoded_delimiters,
-            default.double_encoding, default.non_ascii) == (
-        "reject-mismatch", "reject", "reject", "reject", "reject", "unambiguous")
+            default.double_encoding, default.non_ascii, default.format_suffix) == (
+        "reject-mismatch", "reject", "reject", "reject", "reject", "unambiguous", "reject")
 
 
 PIECES = ["/", "/", "a", "B", "z9", ".", "..", "-", "_", "~", "!", "$", "&", "'", "(", ")", "*", "+", ",", "=",
@@ -230,3 +231,37 @@ def test_the_fast_path_agrees_with_the_full_canonicalisation_and_is_idempotent(r
         assert normalize_path(slow, policy) == slow
         assert slow.isascii() and slow.startswith("/") and "//" not in slow
         assert "/./" not in slow + "/" and "/../" not in slow + "/"
+
+
+# -- route keys --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [
+    "/api/v1/x/admin", "/api/v1/x/admin/", "/api/v1/x/ADMIN", "/API/V1/X/Admin", "/api/v1/x/%61dmin",
+    "/api/v1/x/%41DMIN", "/api/v1/x/%61%64%6d%69%6e", "/api/v1/x//admin", "/api/v1/x/y/../admin",
+])
+def test_spellings_of_one_prefix_have_one_route_key(spelling: str) -> None:
+    assert route_key(spelling) == route_key("/api/v1/x/admin") == "/api/v1/x/admin"
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("/caf%C3%A9", "/CAF%C3%89"), ("/caf%c3%a9", "/caf%C3%A9"), ("/a+b", "/a%2Bb"), ("/a%20b", "/A%20B"),
+    ("/x/~me", "/x/%7EME"), ("/e%CC%81", "/%C3%A9"),
+])
+def test_prefixes_a_decoding_case_insensitive_backend_reads_alike_have_one_route_key(first: str, second: str) -> None:
+    assert route_key(first) == route_key(second)
+
+
+def test_route_keys_keep_letter_case_only_when_case_is_sensitive() -> None:
+    sensitive = PathPolicy(case="sensitive")
+    assert route_key("/Admin", sensitive) != route_key("/admin", sensitive)
+    assert route_key("/%61dmin", sensitive) == route_key("/admin", sensitive)
+    assert route_key("/a+b", sensitive) == route_key("/a%2Bb", sensitive)
+    assert route_key("/admin", sensitive) != route_key("/admins", sensitive)
+
+
+@pytest.mark.parametrize("prefix", ["/a;b", "/admin%2e", "/a%2Fb", "/a%00", "/a%252e", "/a%c0%ae", "relative",
+                                    "/a%ef%bc%8e", "/a%20"])
+def test_a_prefix_the_policy_refuses_has_no_route_key(prefix: str) -> None:
+    with pytest.raises(PathError):
+        route_key(prefix)

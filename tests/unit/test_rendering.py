@@ -56,6 +56,9 @@ def test_conflicts_reserved_paths_and_unresolved_refs_render_to_the_golden_outco
     outcomes = result.outcomes
     assert outcomes["VocelioService/payments/billing-v2"].accepted_reason == "PrefixConflict"
     assert outcomes["VocelioService/default/sneaky"].accepted_reason == "ReservedPath"
+    assert outcomes["VocelioService/tenant-b/billing-respelt"].accepted_reason == "PrefixConflict"
+    assert outcomes["VocelioService/default/sneaky-escaped"].accepted_reason == "ReservedPath"
+    assert outcomes["VocelioService/default/unreachable"].accepted_reason == "InvalidPrefix"
     assert not outcomes["VocelioService/default/orphan"].resolved
     billing = outcomes["VocelioService/payments/billing"]
     assert (billing.ready_endpoints, billing.total_endpoints) == (3, 4)

@@ -138,3 +138,126 @@ def test_non_ascii_prefixes_are_compared_with_unicode_case_folding(path: str) ->
         router.resolve(path)
     assert router.resolve("/caf%C3%A9/admin/x").service.name == "cafe"  # type: ignore[union-attr]
     assert router.resolve("/caf%C3%A9/other").service.name == "root"  # type: ignore[union-attr]
+
+
+# -- route keys: one comparison for the router, the renderer and the file provider ----------
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("/api/x", "/API/X"), ("/api/x/admin", "/api/x/%61dmin"), ("/caf%C3%A9", "/CAF%C3%89"), ("/a+b", "/a%2Bb"),
+    ("/api/x", "/api/x/"),
+])
+def test_prefixes_of_different_services_with_one_route_key_make_every_path_under_them_ambiguous(
+        first: str, second: str) -> None:
+    router = Router.build([svc("first", first), svc("second", second)])
+    assert len(router.ambiguous_prefixes) == len(set(router.prefixes)) >= 1
+    for prefix in router.prefixes:
+        with pytest.raises(PathError):
+            router.resolve(prefix + "/x")
+
+
+def test_escapes_a_decoding_backend_reads_alike_are_one_route_even_when_case_is_sensitive() -> None:
+    router = Router.build([svc("plus", "/a+b"), svc("escaped", "/a%2Bb")], PathPolicy(case="sensitive"))
+    assert router.ambiguous_prefixes == ["/a%2Bb", "/a+b"]
+    cased = Router.build([svc("upper", "/A"), svc("lower", "/a")], PathPolicy(case="sensitive"))
+    assert cased.ambiguous_prefixes == []
+
+
+def test_unicode_case_variants_of_one_services_prefixes_route_to_it() -> None:
+    router = Router.build([svc("root", "/"), svc("cafe", "/caf%C3%A9", "/CAF%C3%89")])
+    assert router.ambiguous_prefixes == []
+    assert router.resolve("/CAF%C3%89/x").service.name == "cafe"  # type: ignore[union-attr]
+    assert router.resolve("/caf%C3%A9/x").service.name == "cafe"  # type: ignore[union-attr]
+
+
+# -- format suffixes (Rails `(.:format)`, Spring suffix pattern matching) ------------------
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/x/admin.json", "/api/v1/x/admin.xml/", "/api/v1/x/admin.tar.gz", "/api/v1/x/admin.json/keys",
+    "/api/v1/x/admin.j", "/api/v1/x/admin.json.", "/api/v1/x/admin..json",
+])
+def test_a_format_suffix_that_would_select_a_deeper_route_is_refused(path: str) -> None:
+    router = Router.build(nested())
+    with pytest.raises(PathError, match="format suffix"):
+        router.resolve(path)
+    assert router.match(path) is None
+
+
+@pytest.mark.parametrize("path", ["/api/v1/x/ADMIN.json", "/api/v1/X/admin.json", "/API/v1/x/Admin.json/keys"])
+def test_a_format_suffix_on_a_case_variant_of_a_deeper_route_is_refused(path: str) -> None:
+    with pytest.raises(PathError):
+        Router.build(nested()).resolve(path)
+    with pytest.raises(PathError):
+        Router.build(nested(), PathPolicy(case="insensitive")).resolve(path)
+
+
+def test_a_segment_is_cut_at_every_dot_not_only_the_first() -> None:
+    router = Router.build([svc("public", "/a"), svc("dotted", "/a/b.c")])
+    with pytest.raises(PathError):
+        router.resolve("/a/b.c.json")  # Spring reads it as /a/b.c
+    assert router.resolve("/a/b.d.json").service.name == "public"  # type: ignore[union-attr]
+
+
+def test_a_format_suffix_on_any_segment_below_the_route_chosen_is_checked() -> None:
+    router = Router.build([svc("public", "/a"), svc("deep", "/a/b/c")])
+    for path in ["/a/b/c.json", "/a/b.json/c", "/a/b.json/c/d", "/a/b.JSON/c/d.xml"]:
+        with pytest.raises(PathError):
+            router.resolve(path)
+    assert router.resolve("/a/b.json/d").service.name == "public"  # type: ignore[union-attr]
+    assert router.resolve("/a/b/c/d.json").service.name == "deep"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/api/v1/x/report.json", "public"), ("/api/v1/x/administrator.json", "public"),
+    ("/api/v1/x/admin/keys.json", "admin"), ("/api/v1/x/admin/.json", "admin"), ("/api/v1/x/.admin", "public"),
+    ("/api/v1/x/v1.2/admin", "public"), ("/api/v1/x/admin-x.json", "public"), ("/api/v1/x/adminx.json", "public"),
+])
+def test_dots_that_no_suffix_stripping_backend_reads_as_a_deeper_route_are_routed(path: str, name: str) -> None:
+    assert Router.build(nested()).resolve(path).service.name == name  # type: ignore[union-attr]
+
+
+def test_a_route_with_a_dotted_segment_keeps_its_traffic_next_to_its_undotted_sibling() -> None:
+    router = Router.build([svc("api", "/api"), svc("v1", "/api/v1"), svc("v11", "/api/v1.1")])
+    for path in ["/api/v1.1", "/api/v1.1/users", "/api/v1.1/users.json", "/api/v1.1/v1.json"]:
+        assert router.resolve(path).service.name == "v11", path  # type: ignore[union-attr]
+    assert router.resolve("/api/v1/users.json").service.name == "v1"  # type: ignore[union-attr]
+    for path in ["/api/v1.json/users", "/api/v1.1.json"]:  # read as /api/v1/users, /api/v1.1 when stripped
+        with pytest.raises(PathError):
+            router.resolve(path)
+
+
+def test_format_suffixes_are_compared_with_unicode_case_folding_for_non_ascii_routes() -> None:
+    router = Router.build([svc("root", "/"), svc("cafe", "/caf%C3%A9"), svc("admin", "/x/caf%C3%A9")])
+    for path in ["/caf%C3%A9.json", "/CAF%C3%89.json", "/x/CAF%C3%89.json/keys"]:
+        with pytest.raises(PathError):
+            router.resolve(path)
+    assert router.resolve("/caf%C3%A9s.json").service.name == "root"  # type: ignore[union-attr]
+
+
+def test_format_suffix_allow_routes_a_suffixed_segment_literally() -> None:
+    router = Router.build(nested(), PathPolicy(format_suffix="allow"))
+    assert router.resolve("/api/v1/x/admin.json").service.name == "public"  # type: ignore[union-attr]
+
+
+def test_format_suffixes_with_sensitive_case_compare_the_exact_spelling() -> None:
+    router = Router.build(nested(), PathPolicy(case="sensitive"))
+    with pytest.raises(PathError):
+        router.resolve("/api/v1/x/admin.json")
+    assert router.resolve("/api/v1/x/ADMIN.json").service.name == "public"  # type: ignore[union-attr]
+
+
+def test_a_path_no_route_matches_is_unrouted_whatever_its_suffix() -> None:
+    assert Router.build([svc("admin", "/x/admin")]).resolve("/y/admin.json") is None
+
+
+@pytest.mark.parametrize("policy", [PathPolicy(), PathPolicy(case="sensitive"), PathPolicy(case="insensitive")])
+@pytest.mark.parametrize("protected", ["/x/a+b", "/x/a%2Bb"])
+def test_a_path_that_reaches_a_deeper_prefix_once_decoded_is_refused(policy: PathPolicy, protected: str) -> None:
+    router = Router.build([svc("public", "/x"), svc("protected", protected)], policy)
+    other = "/x/a%2Bb" if "+" in protected else "/x/a+b"
+    for path in [other, other + "/keys"]:
+        with pytest.raises(PathError, match="once decoded"):
+            router.resolve(path)
+    assert router.resolve(protected + "/keys").service.name == "protected"  # type: ignore[union-attr]
+    assert router.resolve("/x/a+c").service.name == "public"  # type: ignore[union-attr]
