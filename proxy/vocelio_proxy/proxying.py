@@ -518,9 +518,10 @@ class _BodyLate(Exception):
 
 async def _read_ahead(body: BodySource, length: int | None, limit: int | None,
                       deadline: float) -> tuple[bytes, AsyncIterator[bytes] | None]:
-    """Read the client's body until it ends or `_READ_AHEAD` bytes are in hand, by the
-    loop-clock `deadline` (else `_BodyLate`). Returns the bytes read and, when the body
-    goes on, the iterator for the rest."""
+    """Read the client's body until it ends, or `_READ_AHEAD` bytes are in hand while
+    more is still to come, by the loop-clock `deadline` (else `_BodyLate`). Returns the
+    bytes read and, when the body goes on, the iterator for the rest. Over `limit`
+    is `_BodyTooLarge`; the limit is also checked as bytes arrive."""
     if limit is not None and length is not None and length > limit:
         raise _BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
     chunks = body.chunks()
@@ -528,14 +529,12 @@ async def _read_ahead(body: BodySource, length: int | None, limit: int | None,
     size = 0
     more = True
     if body.complete:
-        # Everything has arrived (the common small body): no waiting, so no timer.
+        # Everything has arrived (the common small body): it is all in memory already,
+        # there is no waiting, so no timer.
         async for chunk in chunks:
             parts.append(chunk)
             size += len(chunk)
-            if size >= _READ_AHEAD:
-                break
-        else:
-            more = False
+        more = False
     else:
         timer = asyncio.timeout_at(deadline)
         try:
@@ -543,7 +542,10 @@ async def _read_ahead(body: BodySource, length: int | None, limit: int | None,
                 async for chunk in chunks:
                     parts.append(chunk)
                     size += len(chunk)
-                    if size >= _READ_AHEAD:
+                    if limit is not None and size > limit:
+                        raise _BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
+                    # Past the read-ahead, a body that is still arriving is streamed.
+                    if size >= _READ_AHEAD and not body.complete:
                         break
                 else:
                     more = False
