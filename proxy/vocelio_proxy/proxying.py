@@ -288,9 +288,9 @@ class Proxy:
                     if conn is not None:
                         conn.abort()
                     if paced and exc.kind == "timeout":
-                        # The deadline passed after the client's body finished arriving, but
-                        # the client's pace spent part of it: the client is told the truth
-                        # (504), the upstream is not judged.
+                        # The deadline passed while the gateway waited on the upstream, but the
+                        # client's pace had spent part of this attempt's time: the client is
+                        # told the truth (504), the upstream is not judged.
                         self._paced_out(out, ex, service, key, exc, False)
                         return
                     _record_outcome(svc, ep, False, self._clock.monotonic())
