@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tests.harness.app_fixtures import Gateway, service
 from tests.harness.breakers_tools import breaker_of, open_raw
 from tests.harness.hostile import RecordingUpstream

@@ -21,7 +21,7 @@ import pytest
 from tests.harness.app_fixtures import Gateway, poll, service
 from tests.harness.breakers_tools import Switch, breaker_of, probe_slots, trip_to_half_open
 from tests.harness.fixa_tools import ejections, giving_up_upstream, slow_reader, trickle
-from tests.harness.hostile import RecordingUpstream, Received, resources, settled, status_of
+from tests.harness.hostile import Received, resources, settled, status_of
 from vocelio_proxy.breakers import BreakerState
 from vocelio_proxy.config import Endpoint, GatewayConfig
 
@@ -55,16 +55,19 @@ def healthy(gw: Gateway) -> None:
     assert ejections(gw) == [0]
 
 
+def upload_head(method: bytes, framing: bytes) -> bytes:
+    return method + b" /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + framing + b"\r\n\r\n"
+
+
+CHUNKED = b"Transfer-Encoding: chunked"
 UPLOADS = {
-    "content-length": (b"POST /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\n\r\n", [b"a"] * 4),
-    "chunked": (b"PUT /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
-                [b"1\r\na\r\n"] * 3 + [b"0\r\n\r\n"]),
-    "100-continue": (b"POST /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
-                     [b"a"] * 4),
-    "past the read-ahead": (b"POST /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-                            % (PAST_READ_AHEAD + 4, b"a" * PAST_READ_AHEAD), [b"a"] * 4),
-    "chunked past the read-ahead": (b"PUT /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                    b"%x\r\n%s\r\n" % (PAST_READ_AHEAD, b"a" * PAST_READ_AHEAD),
+    "content-length": (upload_head(b"POST", b"Content-Length: 4"), [b"a"] * 4),
+    "chunked": (upload_head(b"PUT", CHUNKED), [b"1\r\na\r\n"] * 3 + [b"0\r\n\r\n"]),
+    "100-continue": (upload_head(b"POST", b"Expect: 100-continue\r\nContent-Length: 4"), [b"a"] * 4),
+    "past the read-ahead": (upload_head(b"POST", b"Content-Length: %d" % (PAST_READ_AHEAD + 4))
+                            + b"a" * PAST_READ_AHEAD, [b"a"] * 4),
+    "chunked past the read-ahead": (upload_head(b"PUT", CHUNKED) + b"%x\r\n%s\r\n" % (PAST_READ_AHEAD,
+                                                                                     b"a" * PAST_READ_AHEAD),
                                     [b"1\r\na\r\n"] * 3 + [b"0\r\n\r\n"]),
 }
 
