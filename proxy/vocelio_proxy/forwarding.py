@@ -156,7 +156,9 @@ class ForwardedTrust:
             return True
         known = self._peers.get(peer)
         if known is None:
-            addr = _address(peer)
+            # The peer comes from the kernel, not from a client: a link-local peer's zone
+            # (`fe80::1%eth0`) is real there, and the CIDRs are matched without it.
+            addr = _address(peer.partition("%")[0])
             known = addr is not None and self._inside(addr)
             if len(self._peers) >= _PEER_MEMO:
                 self._peers.clear()

@@ -100,17 +100,17 @@ async def test_a_small_upload_never_reaches_the_upstream_before_it_is_whole(reco
 
 async def test_an_upload_finishing_just_before_the_deadline_leaves_the_upstream_all_of_its_time(
         recording_upstream, gateway_factory) -> None:
-    thinking_s = 0.6 * DEADLINE_S
+    deadline_s = 1.0
 
     async def thinks(req: Received) -> tuple[int, list[tuple[str, str]], bytes]:
-        await asyncio.sleep(thinking_s)
+        await asyncio.sleep(0.6 * deadline_s)
         return 200, [("Content-Type", "text/plain")], b"ok"
 
     up = await recording_upstream(thinks)
-    gw = await gateway(gateway_factory, up.endpoint())
+    gw = await gateway(gateway_factory, up.endpoint(), timeouts={"request_s": deadline_s, "connect_s": 0.3})
     head, pieces = UPLOADS["content-length"]
-    # The body is whole at 0.8 of the deadline; the upstream then needs 0.6 of it.
-    answer = await trickle(gw.port, head, pieces, 0.8 * DEADLINE_S / len(pieces))
+    # The body is whole at 0.6 of the deadline; the upstream then needs 0.6 of it.
+    answer = await trickle(gw.port, head, pieces, 0.6 * deadline_s / len(pieces))
     assert status_of(answer) == 200, answer[:200]
     assert up.requests[0].body == b"aaaa"
     healthy(gw)
@@ -119,11 +119,13 @@ async def test_an_upload_finishing_just_before_the_deadline_leaves_the_upstream_
 async def test_slow_uploads_never_take_the_half_open_probe_slot(recording_upstream, gateway_factory) -> None:
     switch = Switch()
     up = await recording_upstream(switch)
-    gw = await gateway(gateway_factory, up.endpoint(), failures=1, open_s=0.3, ejecting=False)
+    gw = await gateway(gateway_factory, up.endpoint(), failures=1, open_s=0.3, ejecting=False,
+                       timeouts={"request_s": 2.0, "connect_s": 0.3})
     before = resources(gw.app)
     await trip_to_half_open(gw)
     head, pieces = UPLOADS["content-length"]
-    uploads = [asyncio.create_task(trickle(gw.port, head, pieces, 2 * DEADLINE_S / 4)) for _ in range(3)]
+    # Still being read for 2 s (then 408): time enough to look at the breaker meanwhile.
+    uploads = [asyncio.create_task(trickle(gw.port, head, pieces, 1.0)) for _ in range(3)]
     await poll(lambda: resources(gw.app).in_flight == 3, "the slow uploads are being read")
     assert probe_slots(gw.app) == 0
     assert (await gw.get("/api/v1/svc/after"))[0] == 200  # the probe is free for a real request

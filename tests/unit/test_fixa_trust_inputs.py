@@ -45,6 +45,14 @@ def test_an_entry_that_is_not_a_plain_address_ends_the_walk_at_the_nearest_addre
             assert trust.client(PEER, f"{entry}, 10.1.1.1") == "10.1.1.1"
 
 
+def test_a_link_local_peer_is_matched_against_the_cidrs_without_its_zone() -> None:
+    # The peer's zone comes from the kernel (getpeername), not from the client.
+    trust = ForwardedTrust(2, ("fe80::/10",))
+    assert trust.peer_trusted("fe80::1%eth0")
+    assert trust.client("fe80::1%eth0", "203.0.113.5") == "203.0.113.5"
+    assert not ForwardedTrust(2, ("10.0.0.0/8",)).peer_trusted("fe80::1%eth0")
+
+
 @pytest.mark.parametrize(("entry", "client"), [
     ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"), ("2001:db8::0001", "2001:db8::1"), ("::ffff:203.0.113.7", "203.0.113.7"),
     ("::FFFF:cb00:7107", "203.0.113.7"), (" 203.0.113.7 ", "203.0.113.7"),
