@@ -9,16 +9,20 @@ Credentials are read in one meaning: `Authorization` (Bearer only) or
 `X-API-Key`, each at most once, never both (401 otherwise); header names with
 `_` never authenticate (the server keeps `X_API_Key` as its own name, and the
 pipeline drops it by default). Every 401 for presented credentials costs the
-client address one failure in `auth.failure_limit` (the rate limiter's store:
-Redis when configured, else in-process); once the address has used its
-failures, requests from it that carry credentials get 429 with Retry-After
-before any verification, until the limit would admit another failure.
+caller one failure in `auth.failure_limit` (the rate limiter's store: Redis
+when configured, else in-process); once the caller has used its failures,
+requests from it that carry credentials get 429 with Retry-After before any
+verification, until the limit would admit another failure. The caller is the
+client address's network as one party holds it (`failure_key`): an IPv4
+address (/32; IPv4-mapped IPv6 counts as IPv4), an IPv6 /64 (the smallest
+prefix a site is given, RFC 6177; one host picks any of its 2^64 addresses).
 Identity headers follow `auth.claim_encoding` (see `identity`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,6 +47,22 @@ log = logging.getLogger("vocelio.proxy.auth")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vocelio"'}
 _INVALID = {"WWW-Authenticate": 'Bearer realm="vocelio", error="invalid_token"'}
 _FAILURE_TIER = "auth-failures"
+
+
+def failure_key(ip: str) -> str:
+    """The key a client address's failed authentications count under: the IPv4
+    address itself, or the /64 of an IPv6 address (an IPv4-mapped one counts as
+    its IPv4 address). Text that is not an IP address (never produced by the
+    pipeline) is its own key."""
+    if ":" not in ip:
+        return ip  # IPv4, already canonical (the peer or `ForwardedTrust.client`)
+    try:
+        addr = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
 
 
 class FailureBlocks:
@@ -139,13 +159,14 @@ class EdgeGate:
             return self.key_file.store.authenticate(api_key.strip(), ip, now)
         return Identity(method="anonymous", ip=ip)
 
-    async def _count_failure(self, ip: str) -> None:
-        """One failed authentication for `ip` in the failure limit; block it when used up."""
+    async def _count_failure(self, caller: str) -> None:
+        """One failed authentication for `caller` (a `failure_key`) in the failure limit;
+        block it when used up."""
         limit = self._settings.auth.failure_limit
         if not limit.requests:
             return
         now = self._clock.wall()
-        checks = [LimitCheck(_FAILURE_TIER, f"ip:{ip}", limit.requests, limit.window_s)]
+        checks = [LimitCheck(_FAILURE_TIER, f"ip:{caller}", limit.requests, limit.window_s)]
         results: list[LimitResult]
         try:
             results = await self._limiter.decide(checks, now) if self._limiter is not None else []
@@ -155,16 +176,16 @@ class EdgeGate:
             results = self._memory.decide(checks, now)
         result = results[0]
         if not result.allowed:
-            self._blocks.block(ip, now + result.retry_after_s, now)
+            self._blocks.block(caller, now + result.retry_after_s, now)
         elif result.remaining == 0:
-            self._blocks.block(ip, max(float(result.reset_at), now + 1.0), now)
+            self._blocks.block(caller, max(float(result.reset_at), now + 1.0), now)
 
     async def __call__(self, ex: Exchange, match: RouteMatch) -> Refusal | dict[str, str]:
         lookup = ex.lookup
         if "authorization" in lookup or "x-api-key" in lookup:
-            ip = ex.client_ip
+            caller = failure_key(ex.client_ip)
             if self._settings.auth.failure_limit.requests:
-                left = self._blocks.remaining(ip, self._clock.wall())
+                left = self._blocks.remaining(caller, self._clock.wall())
                 if left > 0:
                     self._metrics.ratelimit_decisions.inc((_FAILURE_TIER, "limited"))
                     return Refusal(429, "Too many failed authentications from your address; try again later",
@@ -174,7 +195,7 @@ class EdgeGate:
                 upstream = identity_headers(identity, self._encoding)
             except AuthError as exc:
                 self._metrics.auth_failures.labels(exc.reason).inc()
-                await self._count_failure(ip)
+                await self._count_failure(caller)
                 return Refusal(401, str(exc), headers=_INVALID)
         else:  # anonymous: no coroutine on the most common path
             identity = Identity(method="anonymous", ip=ex.client_ip)

@@ -100,12 +100,22 @@ _PEER_MEMO = 1024
 
 
 def _address(text: str) -> _Address | None:
+    """`text` as a plain IP address, or None. Plain: what `ipaddress` reads, minus an
+    IPv6 zone id (`fe80::1%eth0`): a zone names an interface of the sender's host,
+    means nothing here, and is free text (quotes, braces, spaces) that would become
+    a rate-limit bucket per spelling and reach headers and logs. IPv4-mapped IPv6
+    is its IPv4 address; `str()` of the result is the one canonical spelling."""
+    if "%" in text:
+        return None
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.scope_id is not None:  # belt and braces: no zone ever passes
+            return None
+        if addr.ipv4_mapped is not None:
+            return addr.ipv4_mapped
     return addr
 
 
@@ -123,6 +133,9 @@ class ForwardedTrust:
     trusted proxy is the client; when every address is trusted, the leftmost one
     is; an entry that is not an IP address ends the walk and the nearest
     address to its right is the client (a caller never picks an arbitrary one).
+    An entry with an IPv6 zone id (`%`) is not an IP address. The address
+    returned from X-Forwarded-For is canonical (`str(ipaddress.ip_address(..))`),
+    so one address is one rate-limit bucket whatever its spelling.
     """
 
     def __init__(self, hops: int, cidrs: Sequence[str] = ()) -> None:
@@ -143,7 +156,9 @@ class ForwardedTrust:
             return True
         known = self._peers.get(peer)
         if known is None:
-            addr = _address(peer)
+            # The peer comes from the kernel, not from a client: a link-local peer's zone
+            # (`fe80::1%eth0`) is real there, and the CIDRs are matched without it.
+            addr = _address(peer.partition("%")[0])
             known = addr is not None and self._inside(addr)
             if len(self._peers) >= _PEER_MEMO:
                 self._peers.clear()

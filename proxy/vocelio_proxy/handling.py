@@ -16,7 +16,14 @@ What the pipeline decides once, so nothing after it reads a second meaning:
   (default), refused with 400, or kept (their gateway-owned spellings are
   dropped by the forwarded-header policy anyway);
 * the `Host` against `trusted_hosts` with the one authority parser: not an
-  authority is 400, another host is 421.
+  authority is 400, another host is 421;
+* the request target: a `#` anywhere in it (path or query) is 400, before
+  routing (RFC 9112 3.2: a request target has no fragment; a backend that cuts
+  at `#` would serve another path or query than the one routed and logged).
+
+Every access-log field that can carry text a client chose (method, path,
+service, upstream, request id, client address) is written JSON-escaped, so no
+input can split or forge a log line.
 """
 
 from __future__ import annotations
@@ -43,12 +50,16 @@ from .server import HttpConnection
 from .settings import ProxySettings
 
 log = logging.getLogger("vocelio.proxy")
+#: A str as a JSON string literal, ASCII only (C-accelerated; escapes quotes, control
+#: characters, line separators and everything non-ASCII).
+_json = encode_basestring_ascii
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
+_FRAGMENT = "Invalid request target: a request target has no fragment ('#')"
 Endpoint = Callable[[web.Application], Reply]
 
 
@@ -123,6 +134,9 @@ class GatewayHandler:
         send_error(out, ex, self._clock.wall(), Refusal(status, message, headers=headers))
 
     async def _dispatch(self, ex: Exchange, out: HttpConnection) -> None:
+        if "#" in ex.target:
+            self._refuse(out, ex, 400, _FRAGMENT)
+            return
         if self._refused_early(ex, out):
             return
         try:
@@ -204,16 +218,19 @@ class GatewayHandler:
         method = ex.method if ex.method in _METHODS else "OTHER"
         self._metrics.count_request(ex.service_label, method, _CODE_CLASS.get(status // 100, "5xx"), elapsed)
         if self._access_log is not None:
-            # Built by hand: only the path can hold characters JSON must escape (the
-            # request id, method, service and addresses are validated tokens).
+            # Built by hand (json.dumps costs several times more), and every field that can
+            # carry text a client chose is escaped: the method and path as sent, the service
+            # label, the upstream key, the request id and the client address (taken from
+            # X-Forwarded-For through trusted proxies). Escaping is the guarantee that no
+            # input splits or forges a line, whatever validation happened upstream of here.
             # The query string is never logged: clients put tokens there.
-            upstream = f'"{ex.upstream}"' if ex.upstream else "null"
+            upstream = _json(ex.upstream) if ex.upstream else "null"
             self._access_log.write_line(
                 f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
-                f'"request_id": "{ex.request_id}", "method": {encode_basestring_ascii(ex.method)}, '
-                f'"path": {encode_basestring_ascii(ex.path)}, "service": {encode_basestring_ascii(ex.service_label)}, '
+                f'"request_id": {_json(ex.request_id)}, "method": {_json(ex.method)}, '
+                f'"path": {_json(ex.path)}, "service": {_json(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
-                f'"attempts": {ex.attempts}, "client": "{ex.client_ip}"}}')
+                f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}}}')
 
 
 class AdminHandler(GatewayHandler):
@@ -229,6 +246,9 @@ class AdminHandler(GatewayHandler):
         return False
 
     async def _dispatch(self, ex: Exchange, out: HttpConnection) -> None:
+        if "#" in ex.target:
+            self._refuse(out, ex, 400, _FRAGMENT)
+            return
         path = ex.path
         endpoint = self._endpoints.get(path)
         if endpoint is None:

@@ -5,12 +5,27 @@ become tunnels. Policy decisions are delegated to the pure modules (routing,
 balancing, breakers, retries, forwarding, upgrades); this module moves bytes
 and records outcomes.
 
-Three rules hold on every path here: each breaker admission is settled in one
+Four rules hold on every path here: each breaker admission is settled in one
 `finally` (a verdict about the upstream, or a release when there is none);
 a request's attempts share one deadline (`timeouts.request_s` from routing to
-the response head); and client envelopes say what failed, never where (the
-address and the error text go to the log with the request id). Built once per
-application by `handling.GatewayHandler`."""
+the response head); client envelopes say what failed, never where (the
+address and the error text go to the log with the request id); and the
+client's pace is never a verdict about the upstream:
+
+* a request body is read ahead, up to 64 KiB (`_READ_AHEAD`, all of most API
+  bodies), before the breaker or an upstream is involved; it must arrive
+  within the deadline (else 408), and the deadline is then moved by the time
+  spent waiting for it, so the upstream gets all of its time for the rest;
+* a body streamed past the read-ahead runs on the upstream's clock: an
+  upstream failure or deadline that strikes while the gateway is waiting for
+  the client's next bytes is the client's (408 for the deadline, no verdict),
+  and a timeout of an attempt whose body was still arriving from the client
+  is answered 504 without a verdict (the client's pace shared its time);
+* a response cut (reset or idle timeout) after the gateway held the upstream
+  back for a client that reads slowly is not a verdict either (an upstream's
+  own send timeout may have fired because of that client).
+
+Built once per application by `handling.GatewayHandler`."""
 
 from __future__ import annotations
 
@@ -18,6 +33,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -42,11 +58,27 @@ from .upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chun
 log = logging.getLogger("vocelio.proxy")
 
 _SMALL_BODY = 64 * 1024
+#: Request body bytes read from the client before an upstream is involved.
+_READ_AHEAD = 64 * 1024
+#: Time the gateway must have waited on a slow-reading client during a response before
+#: a cut upstream stream is no longer a verdict about the upstream.
+_HELD_S = 0.001
 _NO_TRIES: frozenset[str] = frozenset()
+_BODY_LATE = "The request body did not arrive in time"
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _ClientsPace(Exception):
+    """An upstream failure the client's pace may have caused: it struck while the
+    gateway was waiting for the client's request body bytes, or it cut a response
+    the gateway had held back for a client that reads slowly. Never a verdict."""
+
+    def __init__(self, cause: UpstreamError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 #: What the client is told for each kind of upstream failure: what happened, never
@@ -149,10 +181,46 @@ class Proxy:
             what = _FAILURE_MESSAGES.get(exc.kind, "failed")
             self._refuse(out, ex, 502, f"The {service.name} service {what}")
 
+    def _paced_out(self, out: HttpConnection, ex: Exchange, service: Service, endpoint: str,
+                   exc: UpstreamError, waiting_for_client: bool) -> None:
+        """Answer an attempt that ended while the client's body was still arriving
+        (`_ClientsPace`, or a paced attempt's timeout): no verdict, no health record.
+        A deadline that passed while the gateway was waiting for the client's bytes is
+        the client's 408; otherwise the client is told what happened upstream."""
+        log.info("upstream attempt ended while the client's body was arriving", extra={"fields": {
+            "request_id": ex.request_id, "service": service.id, "endpoint": endpoint, "kind": exc.kind,
+            "error": str(exc), "waiting_for_client": waiting_for_client}})
+        if exc.kind == "timeout" and waiting_for_client:
+            self._refuse(out, ex, 408, _BODY_LATE)
+        elif exc.kind == "timeout":
+            self._refuse(out, ex, 504, f"The {service.name} service did not answer in time")
+        else:
+            self._refuse(out, ex, 502, f"The {service.name} service {_FAILURE_MESSAGES.get(exc.kind, 'failed')}")
+
     async def _forward(self, ex: Exchange, out: HttpConnection, svc: ServiceRuntime, match: RouteMatch,
                        identity: dict[str, str], deadline: float) -> None:
         service = svc.service
         breaker = svc.breaker
+        body = ex.body
+        length = ex.content_length if body is not None else 0
+        body_limit = self._max_body if service.max_body_bytes is None else min(self._max_body,
+                                                                                service.max_body_bytes)
+        prefix = b""
+        rest: AsyncIterator[bytes] | None = None
+        if body is not None:
+            # The client's time, before the breaker or an upstream is involved: a slow
+            # uploader holds neither a probe slot nor an upstream connection, and the
+            # upstream's share of the deadline starts once the body is in hand.
+            read_from = self._now()
+            try:
+                prefix, rest = await _read_ahead(body, length, body_limit, deadline)
+            except _BodyTooLarge as exc:
+                self._refuse(out, ex, 413, str(exc))
+                return
+            except _BodyLate:
+                self._refuse(out, ex, 408, _BODY_LATE)
+                return
+            deadline += self._now() - read_from
         admission = breaker.allow()
         if not admission.allowed:
             self._refuse(out, ex, 503, f"The {service.name} service is temporarily unavailable "
@@ -160,17 +228,15 @@ class Proxy:
             return
         # The admission is settled in the `finally` below on every exit: with the verdict
         # about the upstream when there is one, else released (client gone, body broken,
-        # gateway error). The breaker can therefore never keep a slot for a dead request.
+        # the client's pace, gateway error). The breaker can therefore never keep a slot
+        # for a dead request, and never judges the upstream by a client's speed.
         verdict: bool | None = None
         try:
             method = ex.method
-            body = ex.body
-            length = ex.content_length if body is not None else 0
             replayable = may_retry_method(service.retry, method, body is not None)
             head = request_head(method, _upstream_target(ex, match), ex.host,
                                 self._upstream_headers(ex, identity), length)
-            body_limit = self._max_body if service.max_body_bytes is None else min(self._max_body,
-                                                                                    service.max_body_bytes)
+            chunked = length is None
             timeouts = service.timeouts
             pool = self._pool
             metrics = self._metrics
@@ -195,6 +261,8 @@ class Proxy:
                 ep.in_flight += 1
                 started = time.perf_counter()
                 conn: UpstreamConnection | None = None
+                # The attempt's clock includes the client's pace when the body is still arriving.
+                paced = False
                 try:
                     begun = now()
                     budget = attempt_budget(timeouts, deadline - begun)
@@ -206,12 +274,25 @@ class Proxy:
                         budget -= now() - begun
                     fut = conn.start_request(head, method, budget if budget > 0.001 else 0.001)
                     if body is not None:
-                        await _send_body(body, conn, fut, length, body_limit)
+                        paced = rest is not None and not body.complete
+                        await _send_body(conn, fut, prefix, rest, chunked, body_limit)
                     upstream = await fut
+                except _ClientsPace as exc:
+                    ep.in_flight -= 1
+                    if conn is not None:
+                        conn.abort()
+                    self._paced_out(out, ex, service, key, exc.cause, True)
+                    return
                 except UpstreamError as exc:
                     ep.in_flight -= 1
                     if conn is not None:
                         conn.abort()
+                    if paced and exc.kind == "timeout":
+                        # The deadline passed while the gateway waited on the upstream, but the
+                        # client's pace had spent part of this attempt's time: the client is
+                        # told the truth (504), the upstream is not judged.
+                        self._paced_out(out, ex, service, key, exc, False)
+                        return
                     _record_outcome(svc, ep, False, self._clock.monotonic())
                     metrics.upstream_errors.labels(service.name, exc.kind).inc()
                     stale = exc.reused and exc.kind == "reset" and not exc.response_started
@@ -259,6 +340,14 @@ class Proxy:
                 verdict = status < 500
                 try:
                     await self._respond(ex, out, conn, status, upstream.headers, timeouts.idle_s)
+                except _ClientsPace as exc:
+                    # Cut after the gateway held the upstream back for a slow-reading client:
+                    # the stream is cut for the client as below, the upstream is not judged.
+                    verdict = None
+                    log.info("upstream stream cut after a slow-reading client held it back", extra={"fields": {
+                        "service": service.id, "endpoint": key, "kind": exc.cause.kind, "error": str(exc),
+                        "request_id": ex.request_id}})
+                    out.abort()
                 except UpstreamError as exc:
                     # The head is already with the client: all that is left is to cut the
                     # stream, so the client sees a truncated response, never a complete one.
@@ -270,7 +359,8 @@ class Proxy:
                 finally:
                     ep.in_flight -= 1
                     pool.release(conn)
-                    _record_outcome(svc, ep, verdict is True, self._clock.monotonic())
+                    if verdict is not None:
+                        _record_outcome(svc, ep, verdict, self._clock.monotonic())
                 return
         finally:
             breaker.settle(admission, verdict)
@@ -305,9 +395,20 @@ class Proxy:
         if body:
             out.write(compressor.compress(body) if compressor else body)
         else:
-            async for chunk in conn.iter_body(idle_s):
-                out.write(compressor.compress(chunk) if compressor else chunk)
-                await out.drain()
+            # Time spent waiting for the client to take bytes: the upstream is held back
+            # meanwhile (its reads pause), which may make it give up on its side.
+            held = 0.0
+            now = self._now
+            try:
+                async for chunk in conn.iter_body(idle_s):
+                    out.write(compressor.compress(chunk) if compressor else chunk)
+                    waited_from = now()
+                    await out.drain()
+                    held += now() - waited_from
+            except UpstreamError as exc:
+                if held >= _HELD_S and exc.kind != "protocol":
+                    raise _ClientsPace(exc) from exc
+                raise
         if compressor is not None:
             out.write(compressor.flush())
         out.finish()
@@ -411,31 +512,98 @@ def _record_outcome(svc: ServiceRuntime, ep: EndpointState, ok: bool, now: float
             "service": svc.service.id, "endpoint": ep.key, "ejections": ep.ejections}})
 
 
-async def _send_body(body: BodySource, conn: UpstreamConnection, answered: asyncio.Future[Any],
-                     length: int | None, limit: int | None) -> None:
-    """Stream the client's body upstream. An upstream that stopped reading because it
-    already answered (413, 401...) ends the upload; one that failed (its deadline) raises
-    its own error, not the write's."""
-    sent = 0
-    chunked = length is None
+class _BodyLate(Exception):
+    """The request's deadline passed while the gateway was reading the body ahead."""
+
+
+async def _read_ahead(body: BodySource, length: int | None, limit: int | None,
+                      deadline: float) -> tuple[bytes, AsyncIterator[bytes] | None]:
+    """Read the client's body until it ends, or `_READ_AHEAD` bytes are in hand while
+    more is still to come, by the loop-clock `deadline` (else `_BodyLate`). Returns the
+    bytes read and, when the body goes on, the iterator for the rest. Over `limit`
+    is `_BodyTooLarge`; the limit is also checked as bytes arrive."""
     if limit is not None and length is not None and length > limit:
         raise _BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
+    chunks = body.chunks()
+    parts: list[bytes] = []
+    size = 0
+    more = True
+    if body.complete:
+        # Everything has arrived (the common small body): it is all in memory already,
+        # there is no waiting, so no timer.
+        async for chunk in chunks:
+            parts.append(chunk)
+            size += len(chunk)
+        more = False
+    else:
+        timer = asyncio.timeout_at(deadline)
+        try:
+            async with timer:
+                async for chunk in chunks:
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise _BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
+                    # Past the read-ahead, a body that is still arriving is streamed.
+                    if size >= _READ_AHEAD and not body.complete:
+                        break
+                else:
+                    more = False
+        except TimeoutError:
+            if timer.expired():
+                raise _BodyLate from None
+            raise
+    if limit is not None and size > limit:
+        raise _BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
+    return b"".join(parts) if len(parts) != 1 else parts[0], chunks if more else None
+
+
+async def _send_body(conn: UpstreamConnection, answered: asyncio.Future[Any], prefix: bytes,
+                     rest: AsyncIterator[bytes] | None, chunked: bool, limit: int | None) -> None:
+    """Send the body read ahead, then stream the rest as the client sends it. An
+    upstream that stopped reading because it already answered (413, 401...) ends the
+    upload; one that failed (its deadline) raises its own error, not the write's, and
+    `_ClientsPace` when it failed while the gateway was waiting for the client."""
     try:
-        async for chunk in body.chunks():
-            sent += len(chunk)
-            if limit is not None and sent > limit:
-                raise _BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
-            if answered.done():
-                conn.keep_alive = False
-                return
-            conn.write(encode_chunk(chunk) if chunked else chunk)
-            await conn.drain_ready()
+        if prefix:
+            conn.write(encode_chunk(prefix) if chunked else prefix)
+        if rest is not None:
+            sent = len(prefix)
+            while True:
+                chunk = await anext(rest, None)
+                if answered.done():
+                    # Settled while the gateway waited for the client's bytes.
+                    _answered_early(answered, conn, waiting_for_client=True)
+                    return
+                if chunk is None:
+                    break
+                sent += len(chunk)
+                if limit is not None and sent > limit:
+                    raise _BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
+                conn.write(encode_chunk(chunk) if chunked else chunk)
+                await conn.drain_ready()
+                if answered.done():
+                    _answered_early(answered, conn, waiting_for_client=False)
+                    return
         if chunked:
             conn.write(LAST_CHUNK)
     except UpstreamError:
         if not answered.done() or answered.cancelled():
             raise
-        failure = answered.exception()
-        if failure is not None:
-            raise failure from None
+        _answered_early(answered, conn, waiting_for_client=False)
+
+
+def _answered_early(answered: asyncio.Future[Any], conn: UpstreamConnection, *, waiting_for_client: bool) -> None:
+    """The upstream settled the request before the body was all sent: an answer ends
+    the upload (the connection is not reused: the upstream did not read it all); a
+    failure is raised, as `_ClientsPace` when it struck while the gateway was
+    waiting for the client's bytes."""
+    if answered.cancelled():
+        raise UpstreamError("reset", "the upstream request was abandoned")
+    failure = answered.exception()
+    if failure is None:
         conn.keep_alive = False
+        return
+    if waiting_for_client and isinstance(failure, UpstreamError):
+        raise _ClientsPace(failure)
+    raise failure

@@ -16,7 +16,13 @@ another exception. The rules, in order:
   public key the `kid` names, and only when the algorithm fits that key (RS*/PS*
   an RSA key, ES256 a P-256 key, ES384 a P-384 key, and the JWK's own `alg` when
   it has one): no key confusion on an issuer with mixed key types;
+* time claims: `exp`, `nbf` and `iat` are JSON numbers (RFC 7519 NumericDate:
+  an integer or a finite float, never a string, a boolean or `1e400`), checked
+  before PyJWT, which would read `"1700000000"` as a date;
 * claims: `exp` and `iss` required, `nbf`/`aud` checked, with leeway (PyJWT);
+  the user claim (`auth.claims.user`, `sub` by default) is required: a JWT
+  identity always names its user (`X-Vocelio-User`), as the JWT filters of
+  Envoy and Kong give every authenticated request a principal;
   the identity claims are strings (tenant and tier may also be integers,
   written in decimal; PyJWT requires `sub` and `jti` to be strings), roles a
   list of strings or a space-separated string, scope a string; a claim of any
@@ -28,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +53,7 @@ _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512
 _CURVE_ALGORITHMS = {"secp256r1": frozenset({"ES256"}), "secp384r1": frozenset({"ES384"})}
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _MALFORMED = "The bearer token is malformed"
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +199,7 @@ def verify_token(token: str, settings: AuthSettings, key_for: KeyLookup, now: fl
                  peeked: PeekedToken | None = None) -> Identity:
     """`peeked` is `peek(token)` when the caller already decoded it (to fetch keys)."""
     peeked = peeked or peek(token, settings)
+    _check_time_claims(peeked.claims)
     issuer = peeked.issuer
     key = _verification_key(peeked, key_for)
     try:
@@ -220,6 +229,17 @@ def verify_token(token: str, settings: AuthSettings, key_for: KeyLookup, now: fl
     return identity_from_claims(claims, settings)
 
 
+def _check_time_claims(claims: dict[str, Any]) -> None:
+    """`exp`, `nbf`, `iat`, when present, are JSON numbers (RFC 7519 NumericDate)."""
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise AuthError("malformed", f"The token's {name} claim is not a number")
+
+
 def _text_claim(claims: dict[str, Any], name: str) -> str | None:
     value = claims.get(name)
     if value is None or isinstance(value, str):
@@ -246,6 +266,11 @@ def identity_from_claims(claims: dict[str, Any], settings: AuthSettings) -> Iden
         raise AuthError("claims", f"The token's {names.scope} claim is not a string")
     attributes = {k: str(v) for k, v in claims.items()
                   if isinstance(v, str | int | bool) and k not in ("exp", "nbf", "iat")}
-    return Identity(method="jwt", ip="", user=_text_claim(claims, names.user),
+    user = _text_claim(claims, names.user)
+    if user is None:
+        # A verified token that names nobody: the upstream would see an authenticated
+        # request without X-Vocelio-User and could not tell it from a gateway fault.
+        raise AuthError("claims", "The token has no subject")
+    return Identity(method="jwt", ip="", user=user,
                     tenant=_text_claim(claims, names.tenant), roles=frozenset(roles),
                     tier=_text_claim(claims, names.tier), attributes=attributes)

@@ -1,6 +1,6 @@
 """Attack findings (helper "attack"): a client that is slow, not broken, must not be
-able to switch a healthy service off. Each test asserts the correct behaviour and
-is marked xfail(strict) while the defect stands.
+able to switch a healthy service off. Each test asserts the correct behaviour (the
+xfail marks went with the fix).
 
 The attack: a POST whose body arrives in time for the client body timeout (it never
 stalls) but finishes after the service's `timeouts.request_s`. The upstream deadline
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-import pytest
 
 from tests.harness.app_fixtures import Gateway, service
 from tests.harness.breakers_tools import breaker_of, open_raw
@@ -54,8 +52,6 @@ async def make(gateway_factory: Any, up: RecordingUpstream, **kw: Any) -> Gatewa
         timeouts={"request_s": DEADLINE_S, "connect_s": 0.3}, **kw)]))
 
 
-@pytest.mark.xfail(strict=True, reason="attack: the upstream deadline runs while the gateway waits for the "
-                   "client's body, and its expiry is recorded as an upstream failure (proxying._forward/_send_body)")
 async def test_clients_that_upload_slowly_never_open_the_breaker_of_a_healthy_service(
         recording_upstream, gateway_factory) -> None:  # type: ignore[no-untyped-def]
     up = await recording_upstream()
@@ -66,8 +62,6 @@ async def test_clients_that_upload_slowly_never_open_the_breaker_of_a_healthy_se
     assert status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="attack: a slow client's upload past the deadline counts as a passive "
-                   "health failure of the endpoint (proxying._forward -> _record_outcome)")
 async def test_clients_that_upload_slowly_never_eject_a_healthy_endpoint(
         recording_upstream, gateway_factory) -> None:  # type: ignore[no-untyped-def]
     up = await recording_upstream()

@@ -102,19 +102,32 @@ async def mid_head(gw: Gateway, switch: Switch) -> None:
                        lambda: resources(gw.app).fds >= fds + 2, "the gateway accepted the connection")
 
 
+#: More body than the proxy reads ahead (64 KiB) before contacting the upstream: the
+#: upload is forwarded (and holds an admission) while the rest is still due.
+PAST_READ_AHEAD = 70_000
+
+
 async def before_body(gw: Gateway, switch: Switch) -> None:
+    # The body is read ahead before any upstream is involved: the request is in the pipeline.
     await _abort_after(gw, b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n",
-                       lambda: resources(gw.app).endpoint_in_flight == 1, "request forwarded")
+                       lambda: resources(gw.app).in_flight == 1, "request read")
+
+
+async def mid_body_read_ahead(gw: Gateway, switch: Switch) -> None:
+    await _abort_after(gw, b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"a" * 40,
+                       lambda: resources(gw.app).in_flight == 1, "body being read")
 
 
 async def mid_body(gw: Gateway, switch: Switch) -> None:
-    await _abort_after(gw, b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"a" * 40,
+    await _abort_after(gw, b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                       % (2 * PAST_READ_AHEAD) + b"a" * PAST_READ_AHEAD,
                        lambda: resources(gw.app).endpoint_in_flight == 1, "upload forwarded")
 
 
 async def mid_chunked_body(gw: Gateway, switch: Switch) -> None:
     await _abort_after(gw, b"POST /api/v1/svc/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       b"4\r\nabcd\r\n", lambda: resources(gw.app).endpoint_in_flight == 1, "upload forwarded")
+                       b"%x\r\n%s\r\n" % (PAST_READ_AHEAD, b"a" * PAST_READ_AHEAD),
+                       lambda: resources(gw.app).endpoint_in_flight == 1, "upload forwarded")
 
 
 async def waiting_upstream(gw: Gateway, switch: Switch) -> None:
@@ -150,6 +163,7 @@ async def pipelined_then_gone(gw: Gateway, switch: Switch) -> None:
 LEAVES: dict[str, Leave] = {
     "mid-head": mid_head,
     "after the head, before the body": before_body,
+    "mid-body, read ahead": mid_body_read_ahead,
     "mid-body": mid_body,
     "mid-chunked-body": mid_chunked_body,
     "while the upstream thinks": waiting_upstream,

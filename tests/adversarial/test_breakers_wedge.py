@@ -33,6 +33,11 @@ OPEN_S = 0.3
 LONG_PROBE_TIMEOUT_S = 30.0
 SHORT_PROBE_TIMEOUT_S = 0.6
 SLACK_S = 1.0
+#: More body than the proxy reads ahead (64 KiB) before it asks the breaker: the upload
+#: becomes the half-open probe while the rest of its body is still due.
+PAST_READ_AHEAD_BODY = b"a" * 70_000
+PAST_READ_AHEAD_UPLOAD = (b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 140000\r\n\r\n"
+                          + PAST_READ_AHEAD_BODY)
 
 
 async def gateway(gateway_factory: Any, up: RecordingUpstream, probe_timeout_s: float,
@@ -61,7 +66,7 @@ async def test_a_probe_whose_client_disconnects_mid_body_frees_its_slot(recordin
     before = resources(gw.app)
     await trip_to_half_open(gw)
     _, writer = await open_raw(gw.port)
-    writer.write(b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+    writer.write(PAST_READ_AHEAD_UPLOAD)
     await writer.drain()
     await poll(lambda: probe_slots(gw.app) == 1, "the upload is the half-open probe")
     writer.transport.abort()  # a reset, as a client that crashed would leave
@@ -75,7 +80,8 @@ async def test_a_probe_whose_client_closes_politely_mid_body_frees_its_slot(reco
     before = resources(gw.app)
     await trip_to_half_open(gw)
     _, writer = await open_raw(gw.port)
-    writer.write(b"PUT /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    writer.write(b"PUT /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"%x\r\n%s\r\n" % (len(PAST_READ_AHEAD_BODY), PAST_READ_AHEAD_BODY))
     await writer.drain()
     await poll(lambda: probe_slots(gw.app) == 1, "the upload is the half-open probe")
     writer.close()
@@ -89,7 +95,7 @@ async def test_a_probe_whose_body_never_finishes_stops_holding_the_slot_after_th
     before = resources(gw.app)
     await trip_to_half_open(gw)
     _, writer = await open_raw(gw.port)
-    writer.write(b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+    writer.write(PAST_READ_AHEAD_UPLOAD)
     await writer.drain()
     await poll(lambda: probe_slots(gw.app) == 1, "the stalled upload is the half-open probe")
     # The stalled client stays connected: only the probe timeout can free the slot.
@@ -195,7 +201,7 @@ async def test_many_misbehaving_probes_in_a_row_never_wedge_the_service(recordin
         writers = []
         for _ in range(probes):
             _, writer = await open_raw(gw.port)
-            writer.write(b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\nab")
+            writer.write(PAST_READ_AHEAD_UPLOAD)
             await writer.drain()
             writers.append(writer)
         await poll(lambda: probe_slots(gw.app) == 1, "one probe admitted")
