@@ -192,7 +192,15 @@ async def silent_upstream() -> AsyncIterator[tuple[int, asyncio.Event]]:
     server.close()
 
 
-@pytest.mark.parametrize(("name", "head", "partial"), [STALLED[0], STALLED[2]], ids=["content-length", "chunked"])
+# Past the proxy's 64 KiB read-ahead, so the request is already streaming to the upstream when the body stalls.
+_STREAMED = 80 * 1024
+STALLED_UPSTREAM = [
+    ("content-length", _head(b"Content-Length: %d" % (_STREAMED * 2)), b"a" * _STREAMED),
+    ("chunked", TE, b"%x\r\n" % (_STREAMED * 2) + b"a" * _STREAMED),
+]
+
+
+@pytest.mark.parametrize(("name", "head", "partial"), STALLED_UPSTREAM, ids=[s[0] for s in STALLED_UPSTREAM])
 async def test_a_stalled_body_on_a_request_waiting_upstream_releases_the_upstream_connection(
         gateway_factory, silent_upstream, name: str, head: bytes, partial: bytes) -> None:
     port, upstream_closed = silent_upstream
