@@ -151,6 +151,10 @@ class GatewayHandler:
         if endpoint is admin_only:
             self._refuse(out, ex, 404, f"No service is routed at {path}")
             return
+        self._serve_endpoint(ex, out, path, endpoint)
+
+    def _serve_endpoint(self, ex: Exchange, out: HttpConnection, path: str, endpoint: Endpoint) -> None:
+        """A gateway endpoint answers GET and HEAD (both listeners)."""
         if ex.method not in _ENDPOINT_METHODS:
             self._refuse(out, ex, 405, f"{path} answers GET and HEAD only", {"Allow": "GET, HEAD"})
             return
@@ -254,11 +258,7 @@ class AdminHandler(GatewayHandler):
         if endpoint is None:
             self._refuse(out, ex, 404, "Not a gateway endpoint")
             return
-        if ex.method not in _ENDPOINT_METHODS:
-            self._refuse(out, ex, 405, f"{path} answers GET and HEAD only", {"Allow": "GET, HEAD"})
-            return
-        reply = endpoint(self._app)
-        send_reply(out, ex, reply.status, reply.body, reply.content_type, reply.headers)
+        self._serve_endpoint(ex, out, path, endpoint)
 
 
 def _client_gone(ex: Exchange, out: HttpConnection) -> None:
