@@ -150,7 +150,7 @@ async def test_a_client_that_keeps_sending_is_closed_after_the_lingering_time_wi
     gw, _ = edge
     server = http_server_of(gw.app)
     rss = psutil.Process().memory_info().rss
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     sent = 0
     block = b"x" * 65536
     try:
