@@ -175,7 +175,8 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self._done:
-            # Body bytes after an answer that was complete (to HEAD): never reused.
+            # Body bytes after an answer that was complete (to HEAD): never reused. (Defence
+            # in depth: framing already refuses reuse after a HEAD answer announcing a body.)
             self.keep_alive = False
             return
         if self._body.push(body) and not self._paused and self.transport is not None:
