@@ -26,8 +26,8 @@ What it guarantees per connection (docs/security/wire.md):
   silence), then the connection closes, so the client's kernel does not get a
   reset that would destroy the answer it has not read yet.
 
-Time is read only by the housekeeping tick (once a second): no per-request
-timers or clock reads. Started by `app.start_gateway`; the handler is
+Time is read only by the housekeeping tick (once a second), and once when a
+lingering close starts: no per-request timers or clock reads. Started by `app.start_gateway`; the handler is
 `handling.GatewayHandler`.
 
 Why not aiohttp's server: its per-request objects (Request, CIMultiDict
