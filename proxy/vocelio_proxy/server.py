@@ -17,10 +17,17 @@ What it guarantees per connection (docs/security/wire.md):
 - every request ends: a body that breaks (malformed, stalled, cut) fails with
   `BodyError` for the handler, and if the handler does not answer it within a
   tick the server answers (or aborts) and closes;
-- a connection cap: beyond it, new connections get a 503 envelope and a close.
+- a connection cap: beyond it, new connections get a 503 envelope and a close;
+- a final answer reaches the client even when its request was not read whole
+  (a refusal before a large upload, a broken body, a refused head): the close
+  is a lingering close (nginx's `lingering_close`): the write side is shut
+  after the answer, input is read and dropped for at most
+  `limits.lingering_time_s` (and until `limits.lingering_timeout_s` of
+  silence), then the connection closes, so the client's kernel does not get a
+  reset that would destroy the answer it has not read yet.
 
-Time is read only by the housekeeping tick (once a second): no per-request
-timers or clock reads. Started by `app.start_gateway`; the handler is
+Time is read only by the housekeeping tick (once a second), and once when a
+lingering close starts: no per-request timers or clock reads. Started by `app.start_gateway`; the handler is
 `handling.GatewayHandler`.
 
 Why not aiohttp's server: its per-request objects (Request, CIMultiDict
@@ -181,6 +188,13 @@ class HttpConnection(asyncio.Protocol):
         self._body_since = 0.0
         self._send_since = 0.0
         self._born = 0.0
+        # Lingering close: the write side is shut, input is dropped (`_reading_paused`
+        # holds _STOPPED), and the tick ends it (`_linger_tick`).
+        self._lingering = False
+        self._linger_heard = False
+        self._linger_since = 0.0
+        self._linger_out = 0.0
+        self._linger_heard_at = 0.0
         server.connections.add(self)
 
     # -- asyncio.Protocol ---------------------------------------------------
@@ -204,6 +218,8 @@ class HttpConnection(asyncio.Protocol):
             # Reading is paused; bytes a transport delivered anyway wait their turn (or are dropped).
             if not self._reading_paused & _STOPPED:
                 self._backlog += data
+            elif self._lingering:
+                self._linger_heard = True  # dropped; the tick sees the client is still sending
             return
         reader = self._reader
         try:
@@ -237,7 +253,8 @@ class HttpConnection(asyncio.Protocol):
             self._pause(_BACKLOG)
 
     def eof_received(self) -> bool | None:
-        if self._upgraded:
+        if self._upgraded or self._lingering:
+            # (Lingering: the client has ended its side too; the transport closes.)
             return None
         self._eof = True
         ex = self._parsing
@@ -528,11 +545,11 @@ class HttpConnection(asyncio.Protocol):
 
     def write_raw(self, data: bytes) -> None:
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing() and not self._lingering:
             transport.write(data)
 
     def abort(self) -> None:
-        if self._answered:
+        if self._answered or self._lingering:
             # The server's own answer is on its way out: close after it, not over it.
             self.close()
             return
@@ -541,9 +558,69 @@ class HttpConnection(asyncio.Protocol):
             self._transport.abort()
 
     def close(self) -> None:
+        """Close after what was written; a lingering close when the client may still
+        be sending (see `_input_unread`)."""
+        self._closing = True
+        transport = self._transport
+        if transport is None or self._lingering:
+            return
+        if (self._input_unread() and not self._eof and not self._upgraded and self.server.lingering_time_s > 0
+                and not transport.is_closing() and transport.can_write_eof()):
+            self._linger(transport)
+            return
+        transport.close()
+
+    def kill(self) -> None:
+        """Drop the connection now, whatever it is doing (the server's shutdown deadline)."""
         self._closing = True
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
+
+    # -- lingering close ------------------------------------------------------------
+    def _input_unread(self) -> bool:
+        """The client may have sent bytes the gateway has not read (or will send more):
+        a request head or body not read whole, requests queued or refused, or reading
+        paused (bytes may wait in the kernel). Closing then would make the kernel send
+        a reset, and a reset destroys the answer at the client before it is read."""
+        return (self._parsing is not None or self._reading_head or self._reading_paused != 0
+                or bool(self._backlog) or bool(self._queue) or self._fatal is not None or self._broken)
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Shut the write side once the answer is out (FIN after it), then read and
+        drop whatever the client still sends until it closes, goes quiet for
+        `lingering_timeout_s` or `lingering_time_s` has passed (`_linger_tick`).
+        The connection stays counted against `max_client_connections`."""
+        self._lingering = True
+        self.server.lingering_closes += 1
+        paused = self._reading_paused
+        # Nothing more is parsed or buffered: data_received drops bytes while _STOPPED.
+        self._reading_paused = _STOPPED
+        self._backlog = b""
+        if paused:
+            transport.resume_reading()
+        transport.write_eof()
+        now = time.monotonic()
+        self._linger_since = self._linger_heard_at = now
+        self._linger_out = 0.0 if transport.get_write_buffer_size() else now
+
+    def _linger_tick(self, now: float) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        server = self.server
+        if self._linger_heard:
+            self._linger_heard = False
+            self._linger_heard_at = now
+        if not self._linger_out:
+            if transport.get_write_buffer_size():
+                # The answer is still going out: the client must take it within the send timeout.
+                if now - self._linger_since > server.send_timeout_s:
+                    transport.abort()
+                return
+            # The answer is out: the lingering time and the silence count from here.
+            self._linger_out = self._linger_heard_at = now
+        if now - self._linger_out > server.lingering_time_s or now - self._linger_heard_at > server.lingering_timeout_s:
+            transport.close()
 
     # -- tunnels (after a 101 from the upstream) ------------------------------
     def start_tunnel(self, ex: Exchange, head: bytes, peer: asyncio.Transport) -> asyncio.Future[None]:
@@ -605,6 +682,9 @@ class HttpConnection(asyncio.Protocol):
                 self._born = now
             elif now - self._born > 10.0:
                 self.server.forget(self)
+            return
+        if self._lingering:
+            self._linger_tick(now)
             return
         if self._closing:
             return
@@ -724,6 +804,10 @@ class HttpServer:
         self.send_timeout_s = limits.client_send_timeout_s
         self.max_connections = limits.max_client_connections
         self.max_lingering = max(16, self.max_connections // 8)
+        # Lingering close of connections answered before their input was read (HttpConnection._linger).
+        self.lingering_time_s = limits.lingering_time_s
+        self.lingering_timeout_s = limits.lingering_timeout_s
+        self.lingering_closes = 0
         # The tick is the clock of every timeout: at most a quarter of the shortest one
         # apart (tests use sub-second timeouts), at least once a second.
         self.tick_s = min(1.0, max(0.05, min(header_timeout_s, self.body_timeout_s) / 4))
@@ -780,7 +864,7 @@ class HttpServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_closed.wait(), timeout_s)
         for conn in list(self.connections):
-            conn.abort()
+            conn.kill()
         for refusal in list(self.lingering):
             if refusal.transport is not None:
                 refusal.transport.close()

@@ -155,6 +155,12 @@ class LimitSettings(BaseModel):
         16, description="Parsed but unanswered requests per connection before reading pauses.")
     max_connection_buffer_bytes: Annotated[int, Field(ge=16384, le=64 << 20)] = Field(
         256 * 1024, description="Unsent answer bytes plus queued requests per connection before reading pauses.")
+    # -- lingering close (server.HttpConnection; docs/security/wire.md) --
+    lingering_time_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        5.0, description="After an answer sent before the request was read whole, the longest time input is read "
+                         "and dropped so that the close is not a reset that destroys the answer (0: no lingering).")
+    lingering_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        1.0, description="A lingering close ends once the client has sent nothing for this long.")
 
 
 class CompressionSettings(BaseModel):

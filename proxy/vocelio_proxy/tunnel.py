@@ -5,6 +5,15 @@ The gateway does not parse frames: like Envoy and nginx it joins two byte
 streams once both sides agreed to switch. Used by `proxying` for upgrade
 requests; the client side is `server.HttpConnection.start_tunnel`.
 
+The answer to the upgrade request is read by the same rules as every upstream
+answer (`http1.answers.UpstreamHeadReader`, `http1.framing.upstream_body_framing`):
+a head over the upstream limits, with both Content-Length and
+Transfer-Encoding, several Content-Lengths, a status outside 100-599, an
+interim answer announcing a body, or invalid syntax is a 502. A refusal (any
+final answer but 101) is relayed with its whole body when that body fits
+`UPGRADE_REFUSAL_MAX_BODY`; a larger or truncated one is a 502, never a shorter
+body that looks complete.
+
 A tunnel obeys an idle timeout: bytes either way are activity (upstream to
 client are seen here in `data_received`; client to upstream through
 `ActivityTransport`, the upstream transport as the client side is handed it);
@@ -17,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from .http1.answers import UpstreamHeadReader
+from .http1.framing import BY_LENGTH, NO_BODY, UNTIL_CLOSE, WireError, parse_content_length, upstream_body_framing
+from .http1.limits import UPGRADE_REFUSAL_MAX_BODY
 from .upstream import UpstreamError
 
 if TYPE_CHECKING:
     from .server import HttpConnection
-
-_MAX_REFUSAL_BODY = 64 * 1024
 
 
 class UpgradeAnswer:
@@ -34,17 +44,21 @@ class UpgradeAnswer:
         self.body = body
 
 
-class UpgradeUpstream(asyncio.Protocol):
-    """One upstream connection carrying an upgrade request, then the tunnel."""
+class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
+    """One upstream connection carrying an upgrade request, then the tunnel.
+    `head_request`: the upgrade request's method is HEAD (its refusal has no body)."""
 
-    def __init__(self) -> None:
+    def __init__(self, head_request: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future[UpgradeAnswer] = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[str, str]] = []
+        self._head_request = head_request
+        self.start_head()
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._status = 0
+        # How the refusal's body is delimited (http1.framing), once its head is read.
+        self._framing = NO_BODY
         self._switched = False
         self._pending: list[bytes] = []
         self._client: HttpConnection | None = None
@@ -70,21 +84,28 @@ class UpgradeUpstream(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if not self._in_body:
+                # The head is still incomplete after this read: bound what llhttp buffers.
+                self.head_read(len(data))
+        except WireError as exc:
+            self._fail(UpstreamError("protocol", f"invalid upstream answer to an upgrade: {exc.message}"))
         except httptools.HttpParserUpgrade as exc:
             rest = data[exc.args[0]:]
             if rest:
                 self._pending.append(rest)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("protocol", f"invalid upstream answer to an upgrade: {exc}"))
+            cause = exc.__context__
+            reason = cause.message if isinstance(cause, WireError) else str(exc)
+            self._fail(UpstreamError("protocol", f"invalid upstream answer to an upgrade: {reason}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_idle_timer()
         if self._client is not None:
             self._client.close()
             return
-        if self._status and not self._switched and not self.answer.done():
-            # A close-delimited refusal.
-            self.answer.set_result(UpgradeAnswer(self._status, self._headers, b"".join(self._body)))
+        if self._status and not self._switched and self._framing == UNTIL_CLOSE and not self.answer.done():
+            # A close-delimited refusal ends here; any other cut short is not relayed.
+            self._answer_refusal()
             return
         self._fail(UpstreamError("reset", "upstream closed the connection during the upgrade"))
 
@@ -96,29 +117,48 @@ class UpgradeUpstream(asyncio.Protocol):
         if self._client is not None:
             self._client.tunnel_resume()
 
-    # -- httptools callbacks ------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
+    # -- httptools callbacks (on_header: answers.UpstreamHeadReader) ---------------
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        status = parser.get_status_code()
+        # The rules of every upstream answer (raises WireError: a 502).
+        kind, _ = upstream_body_framing(status, self._head_request, parser.get_http_version, self._fields)
+        self._in_body = True
         if 100 <= status < 200 and status != 101:
-            self._headers = []
-            return
+            return  # interim: the final head comes next (on_message_complete starts it)
         self._status = status
+        self._framing = kind
         if status == 101:
             self._switched = True
             if not self.answer.done():
-                self.answer.set_result(UpgradeAnswer(101, self._headers, b""))
+                self.answer.set_result(UpgradeAnswer(101, self._fields, b""))
+            return
+        if kind == BY_LENGTH:
+            for name, value in self._fields:
+                if name.lower() == "content-length" and parse_content_length(value) > UPGRADE_REFUSAL_MAX_BODY:
+                    raise WireError(502, "upstream refusal of an upgrade with a body over the relay limit")
+        elif kind == NO_BODY and self._head_request:
+            # llhttp cannot be told the request was HEAD: the answer is complete now.
+            self._answer_refusal()
 
     def on_body(self, body: bytes) -> None:
+        if self.answer.done():
+            return
         self._body_bytes += len(body)
-        if self._body_bytes <= _MAX_REFUSAL_BODY:
-            self._body.append(body)
+        if self._body_bytes > UPGRADE_REFUSAL_MAX_BODY:
+            raise WireError(502, "upstream refusal of an upgrade with a body over the relay limit")
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._status and not self._switched and not self.answer.done():
-            self.answer.set_result(UpgradeAnswer(self._status, self._headers, b"".join(self._body)))
+        if not self._status:
+            self.start_head(interim=True)  # after an interim answer
+            return
+        if not self._switched and not self.answer.done():
+            self._answer_refusal()
+
+    def _answer_refusal(self) -> None:
+        if not self.answer.done():  # (or abandoned: the answer timed out)
+            self.answer.set_result(UpgradeAnswer(self._status, self._fields, b"".join(self._body)))
 
     # -- the tunnel ---------------------------------------------------------------
     def _fail(self, error: UpstreamError) -> None:
@@ -211,7 +251,8 @@ async def open_upgrade(host: str, port: int, head: bytes, connect_timeout_s: flo
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(connect_timeout_s):
-            transport, protocol = await loop.create_connection(UpgradeUpstream, host, port)
+            transport, protocol = await loop.create_connection(
+                lambda: UpgradeUpstream(head.startswith(b"HEAD ")), host, port)
     except TimeoutError as exc:
         raise UpstreamError("connect", f"connect to {host}:{port} timed out") from exc
     except OSError as exc:

@@ -2,14 +2,20 @@
 response reader on httptools (llhttp), built for the proxy's hot path.
 
 The wire rules come from `http1`: request heads (`heads.request_head`), chunk
-encoding, how a response body is delimited and whether the connection can be
-reused (`framing.upstream_body_framing`, RFC 9112 §6.3: a response with both
-Content-Length and Transfer-Encoding, several Content-Lengths or a status
-outside 100-599 is refused), header limits, and the body buffer with its
-watermarks (reading pauses while the client is slow). Trailer fields of a
-chunked response are dropped, and bytes after a complete response make the
-connection unusable instead of becoming a second response. Malformed, slow
-(request and idle deadlines) or truncated answers become `UpstreamError`.
+encoding, the answer head's fields and limits (`answers.UpstreamHeadReader`,
+shared with the tunnel), how a response body is delimited and whether the
+connection can be reused (`framing.upstream_body_framing`, RFC 9112 §6.3: a
+response with both Content-Length and Transfer-Encoding, several
+Content-Lengths or a status outside 100-599 is refused), and the body buffer
+with its watermarks (reading pauses while the client is slow). Trailer fields
+of a chunked response are dropped.
+
+One connection only ever carries the answer to its own request: bytes after a
+complete response, bytes while idle in the pool, and a no-body answer (1xx,
+204, 304, HEAD) whose head announced bytes (which may still come, and would
+be read as the next request's answer) all make the connection unusable.
+Malformed, slow (request and idle deadlines) or truncated answers become
+`UpstreamError`.
 
 Owned by the proxy application (one `UpstreamPool` per process, closed on
 shutdown); used by the proxy handler and the active health checker.
@@ -24,17 +30,16 @@ from typing import Any
 
 import httptools
 
+from .http1.answers import UpstreamHeadReader
 from .http1.body import BodyBuffer
 from .http1.chunks import LAST_CHUNK, encode_chunk
 from .http1.framing import UNTIL_CLOSE, WireError, upstream_body_framing
 from .http1.heads import request_head
-from .http1.limits import UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 
 __all__ = ["LAST_CHUNK", "UpstreamConnection", "UpstreamError", "UpstreamPool", "UpstreamResponse",
            "encode_chunk", "request_head"]
 
 _MAX_IDLE_PER_ENDPOINT = 512
-_OWS = (32, 9)
 
 
 class UpstreamError(Exception):
@@ -56,7 +61,7 @@ class UpstreamResponse:
         self.headers = headers
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
     """One HTTP/1.1 connection; one request at a time (no pipelining)."""
 
     def __init__(self, pool: UpstreamPool, key: str) -> None:
@@ -70,9 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser: Any = None
         self._head = False
         self._informational = False
-        self._headers: list[tuple[str, str]] = []
-        self._header_bytes = 0
-        self._in_body = False
+        self.start_head()
         self._headers_future: asyncio.Future[UpstreamResponse] | None = None
         self._body = BodyBuffer()
         self._waiter: asyncio.Future[None] | None = None
@@ -103,6 +106,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if not self._in_body:
+                # The head is still incomplete after this read: bound what llhttp buffers.
+                self.head_read(len(data))
+        except WireError as exc:
+            self._fail(UpstreamError("protocol", f"invalid upstream response: {exc.message}", reused=self.reused))
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=True))
         except httptools.HttpParserError as exc:
@@ -138,18 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    # -- httptools callbacks ------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            # A trailer field: never added to the response headers the client gets.
-            return
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > UPSTREAM_MAX_HEADER_BYTES or len(self._headers) >= UPSTREAM_MAX_HEADERS:
-            raise WireError(502, "upstream response headers too large")
-        if value and value[-1] in _OWS:
-            value = value.rstrip(b" \t")
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
+    # -- httptools callbacks (on_header: answers.UpstreamHeadReader) ---------------
     def on_headers_complete(self) -> None:
         if self._done:
             # A second answer on the connection (its fields were dropped as trailers).
@@ -158,18 +155,19 @@ class UpstreamConnection(asyncio.Protocol):
         status = parser.get_status_code()
         self._in_body = True
         if 100 <= status < 200 and status != 101:
+            # An interim answer: its head obeys the same rules (one announcing a body is
+            # refused); the final answer's fields come next.
+            upstream_body_framing(status, self._head, "1.1", self._fields)
             self._informational = True
-            self._headers = []
-            self._header_bytes = 0
             return
-        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, self._headers)
+        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, self._fields)
         self._got_headers = True
         self.keep_alive = reusable and parser.should_keep_alive()
         self._close_delimited = kind == UNTIL_CLOSE
         self._cancel_timer()
         fut = self._headers_future
         if fut is not None and not fut.done():
-            fut.set_result(UpstreamResponse(status, self._headers))
+            fut.set_result(UpstreamResponse(status, self._fields))
         if self._head:
             # llhttp cannot be told the request was HEAD; finish here and use a
             # fresh parser for the next request on this connection.
@@ -177,6 +175,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self._done:
+            # Body bytes after an answer that was complete (to HEAD): never reused. (Defence
+            # in depth: framing already refuses reuse after a HEAD answer announcing a body.)
+            self.keep_alive = False
             return
         if self._body.push(body) and not self._paused and self.transport is not None:
             self._paused = True
@@ -187,7 +188,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._informational:
             # The final answer's fields come next.
             self._informational = False
-            self._in_body = False
+            self.start_head(interim=True)
             return
         if not self._done:
             self._finish()
@@ -265,9 +266,7 @@ class UpstreamConnection(asyncio.Protocol):
     def start_request(self, head: bytes, method: str, timeout_s: float) -> asyncio.Future[UpstreamResponse]:
         self._parser = httptools.HttpResponseParser(self)
         self._head = method == "HEAD"
-        self._headers = []
-        self._header_bytes = 0
-        self._in_body = False
+        self.start_head()
         self._body.clear()
         self._done = False
         self._got_headers = False

@@ -49,8 +49,6 @@ REFUSED_UPLOADS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="attack2: server.HttpConnection._serve closes (transport.close) with "
-                   "unread body bytes in the socket; the reset destroys the answer at the client")
 @pytest.mark.parametrize("path", REFUSED_UPLOADS.values(), ids=REFUSED_UPLOADS.keys())
 async def test_a_refusal_sent_before_a_large_body_was_read_reaches_the_client(recording_upstream, gateway_factory,
                                                                               path: bytes) -> None:

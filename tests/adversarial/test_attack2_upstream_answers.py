@@ -76,9 +76,6 @@ NO_BODY_HEADS_DECLARING_A_BODY = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="attack2: upstream.UpstreamConnection.on_headers_complete / "
-                   "framing.upstream_body_framing treat a 204 that declares a body as reusable; the "
-                   "late body is parsed as the next client's answer")
 @pytest.mark.parametrize("head", NO_BODY_HEADS_DECLARING_A_BODY.values(), ids=NO_BODY_HEADS_DECLARING_A_BODY.keys())
 async def test_a_late_body_after_a_204_never_becomes_the_next_clients_answer(gateway_factory, head: bytes) -> None:
     async with _late_body_upstream(head) as port:
@@ -106,9 +103,6 @@ OVERSIZED_UPGRADE_ANSWERS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="attack2: tunnel.UpgradeUpstream.on_header has no head limits "
-                   "(UPSTREAM_MAX_HEADER_BYTES / UPSTREAM_MAX_HEADERS are only applied in upstream.py); "
-                   "an endless head grows memory until the answer timeout")
 @pytest.mark.parametrize("answer", OVERSIZED_UPGRADE_ANSWERS.values(), ids=OVERSIZED_UPGRADE_ANSWERS.keys())
 async def test_an_answer_to_an_upgrade_over_the_upstream_head_limits_is_a_502(gateway_factory, answer) -> None:
     async with raw_upgrade_upstream(answer, echo=False) as up:
@@ -119,8 +113,6 @@ async def test_an_answer_to_an_upgrade_over_the_upstream_head_limits_is_a_502(ga
         assert json.loads(got.split(b"\r\n\r\n", 1)[1])["status_code"] == 502
 
 
-@pytest.mark.xfail(strict=True, reason="attack2: tunnel.UpgradeUpstream.on_body drops any body piece that "
-                   "would pass 64 KiB and proxying._tunnel sends what is left as a complete answer")
 @pytest.mark.parametrize("size", [70_000, 300_000])
 async def test_a_refused_upgrade_is_never_relayed_with_a_shorter_body_that_looks_complete(gateway_factory,
                                                                                        size: int) -> None:

@@ -39,7 +39,7 @@ async def test_close_delimited_bodies_end_at_eof(raw_upstream, gateway_factory) 
 async def test_head_responses_keep_content_length_without_a_body(raw_upstream, gateway_factory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
     gw = await gateway_factory(gateway_config(port))
-    for _ in range(3):  # and the connection stays usable
+    for _ in range(3):  # each on a fresh connection: a head that announced bytes is not reused
         status, headers, body = await gw.request("HEAD", "/api/v1/raw/x")
         assert (status, body, headers["Content-Length"]) == (200, b"", "1234")
 
@@ -86,6 +86,60 @@ async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_ups
             await asyncio.wait_for(again.start_request(request_head("GET", "/b", "t", [], 0), "GET", 0.3), 5)
         assert failure.value.kind == "timeout"
         assert 0.25 <= time.monotonic() - started < 2.0
+    finally:
+        pool.close()
+
+
+# -- which answers leave a connection reusable (the pool never desynchronises) ----------------------
+
+REUSE = {
+    "200 with a length": ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+    "204 plain": ("DELETE", b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    "204 with a zero length": ("DELETE", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", True),
+    "304 plain": ("GET", b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n", True),
+    "HEAD with a zero length": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+    "100 then 200": ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+    "204 announcing a length": ("DELETE", b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", False),
+    "204 announcing chunks": ("DELETE", b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", False),
+    "304 announcing a length": ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n", False),
+    "304 announcing chunks": ("GET", b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", False),
+    "HEAD with a length": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", False),
+    "HEAD chunked": ("HEAD", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False),
+    "HEAD with no length": ("HEAD", b"HTTP/1.1 200 OK\r\n\r\n", False),
+    "HEAD answered with a body": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                                          b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    "a 204 followed by more bytes": ("DELETE", b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", False),
+}
+
+
+@pytest.mark.parametrize(("method", "answer", "reusable"), REUSE.values(), ids=REUSE.keys())
+async def test_a_connection_is_pooled_again_only_when_its_answer_cannot_have_more_bytes_coming(
+        raw_upstream, method: str, answer: bytes, reusable: bool) -> None:
+    port = await raw_upstream(lambda head: answer)
+    pool = UpstreamPool()
+    try:
+        conn = await pool.acquire("127.0.0.1", port, 1.0)
+        response = await conn.start_request(request_head(method, "/a", "t", [], 0), method, 5.0)
+        assert response.status in (200, 204, 304)
+        await asyncio.sleep(0.05)  # any bytes written with the answer have arrived
+        assert conn.reusable is reusable
+        pool.release(conn)
+        assert pool.idle_count() == (1 if reusable else 0)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("interim", [b"HTTP/1.1 150 Odd\r\nContent-Length: 5\r\n\r\nEVIL!",
+                                     b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n"],
+                         ids=["150 with a length", "100 chunked"])
+async def test_an_interim_answer_announcing_a_body_is_a_protocol_error(raw_upstream, interim: bytes) -> None:
+    port = await raw_upstream(lambda head: interim + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pool = UpstreamPool()
+    try:
+        conn = await pool.acquire("127.0.0.1", port, 1.0)
+        with pytest.raises(UpstreamError) as failure:
+            await conn.start_request(request_head("GET", "/a", "t", [], 0), "GET", 5.0)
+        assert failure.value.kind == "protocol" and "announces a body" in str(failure.value)
     finally:
         pool.close()
 

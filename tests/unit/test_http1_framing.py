@@ -174,10 +174,23 @@ def test_responses_are_framed_by_length_chunks_or_close(version: str, keep: bool
     (200, False, "1.1", [("Transfer-Encoding", "gzip, chunked")], (CHUNKED, True)),
     (200, False, "1.1", [], (UNTIL_CLOSE, False)),
     (204, False, "1.1", [], (NO_BODY, True)),
-    (304, False, "1.1", [("Content-Length", "10")], (NO_BODY, True)),
+    (204, False, "1.1", [("Content-Length", "0")], (NO_BODY, True)),
+    (304, False, "1.1", [], (NO_BODY, True)),
+    (304, False, "1.1", [("Content-Length", "0")], (NO_BODY, True)),
     (103, False, "1.1", [], (NO_BODY, True)),
-    (200, True, "1.1", [("Content-Length", "1234")], (NO_BODY, True)),
+    (100, False, "1.1", [("Content-Length", "0")], (NO_BODY, True)),
+    (101, False, "1.1", [], (NO_BODY, True)),
+    (200, True, "1.1", [("Content-Length", "0")], (NO_BODY, True)),
     (200, True, "1.1", [], (NO_BODY, True)),
+    # A no-body answer whose head announces bytes: relayed, the connection never reused
+    # (the bytes may still come and would be read as the next request's answer).
+    (204, False, "1.1", [("Content-Length", "79")], (NO_BODY, False)),
+    (204, False, "1.1", [("Transfer-Encoding", "chunked")], (NO_BODY, False)),
+    (204, False, "1.0", [("Transfer-Encoding", "gzip")], (NO_BODY, False)),
+    (304, False, "1.1", [("Content-Length", "10")], (NO_BODY, False)),
+    (304, False, "1.1", [("Transfer-Encoding", "chunked")], (NO_BODY, False)),
+    (200, True, "1.1", [("Content-Length", "1234")], (NO_BODY, False)),
+    (404, True, "1.1", [("Transfer-Encoding", "chunked")], (NO_BODY, False)),
 ])
 def test_upstream_bodies_are_delimited_per_rfc_9112_6_3(status: int, head: bool, version: str,
                                                         headers: list[tuple[str, str]],
@@ -193,6 +206,16 @@ def test_upstream_bodies_are_delimited_per_rfc_9112_6_3(status: int, head: bool,
     (200, [("Content-Length", "-3")]),
     (99, [("Content-Length", "0")]),
     (600, [("Content-Length", "0")]),
+    # Content-Length is checked whatever the status: a no-body answer with a bad one too.
+    (204, [("Content-Length", "x")]),
+    (304, [("Content-Length", "1"), ("Content-Length", "1")]),
+    # An interim answer that announces a body (RFC 9110 §8.6, RFC 9112 §6.1: MUST NOT):
+    # llhttp would read it (for 1xx above 103) into the final answer.
+    (100, [("Content-Length", "5")]),
+    (150, [("Content-Length", "5")]),
+    (103, [("Transfer-Encoding", "chunked")]),
+    (101, [("Transfer-Encoding", "chunked")]),
+    (101, [("Content-Length", "10")]),
 ])
 def test_upstream_responses_two_readers_could_frame_differently_are_refused(
         status: int, headers: list[tuple[str, str]]) -> None:

@@ -220,17 +220,28 @@ NO_BODY, BY_LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 def upstream_body_framing(status: int, head_request: bool, version: str | Callable[[], str],
                           headers: Iterable[tuple[str, str]]) -> tuple[int, bool]:
     """(one of NO_BODY/BY_LENGTH/CHUNKED/UNTIL_CLOSE, framing allows reuse) of an
-    upstream response, or a refusal (WireError 502). `version` ("1.1") may be given
-    as a function, called only when the answer is chunked (the one rule that needs it).
+    upstream response head (interim 1xx heads included), or a refusal (WireError 502).
+    `version` ("1.1") may be given as a function, called only when the answer is
+    chunked (the one rule that needs it).
 
-    - 1xx, 204, 304 and answers to HEAD have no body (rule 1).
+    - A status outside 100-599: refused.
     - Transfer-Encoding with Content-Length: refused; RFC 9112 §6.3 rule 3 lets
       Transfer-Encoding win but calls it a likely smuggling attempt, and the
       gateway does not relay a message two readers could frame differently.
+    - Content-Length: one decimal number, exactly one field, else refused (rule 5),
+      whatever the status.
+    - 1xx, 204, 304 and answers to HEAD have no body (rule 1). A head of one of
+      them that announces bytes anyway (a Transfer-Encoding, a Content-Length
+      other than 0) leaves the connection unusable: the announced bytes may
+      still come, and on a reused connection they would be read as the next
+      request's answer. A 1xx that announces bytes is refused outright (RFC 9110
+      §8.6, RFC 9112 §6.1: MUST NOT), since the parser would read them into the
+      final answer; for a 204 it is a MUST NOT too, but the answer itself is
+      harmless and is relayed; for 304 and HEAD they are allowed (the length a
+      GET would have had), and the connection is still not reused.
     - Transfer-Encoding ending in chunked: chunked; in an HTTP/1.0 response the
       framing is faulty (§6.1) and the connection is not reused.
     - Transfer-Encoding not ending in chunked: read until close (rule 4), not reused.
-    - Content-Length: one decimal number, else refused (rule 5).
     - Neither: read until close (rule 8), not reused.
     """
     if not 100 <= status <= 599:
@@ -246,8 +257,19 @@ def upstream_body_framing(status: int, head_request: bool, version: str | Callab
             te = value if te is None else f"{te}, {value}"
     if te is not None and cl is not None:
         raise WireError(502, "upstream response with both Content-Length and Transfer-Encoding")
+    length = 0
+    if cl is not None:
+        try:
+            length = parse_content_length(cl)
+        except WireError:
+            raise WireError(502, "upstream response with an invalid Content-Length") from None
     if head_request or status < 200 or status in _NO_BODY_STATUSES:
-        return NO_BODY, True
+        # Bytes announced where none may follow: a `te` or a non-zero length.
+        if te is None and length == 0:
+            return NO_BODY, True
+        if status < 200:
+            raise WireError(502, "interim upstream response that announces a body")
+        return NO_BODY, False
     if te is not None:
         codings = transfer_codings(te)
         if codings[-1] == "chunked":
@@ -255,9 +277,5 @@ def upstream_body_framing(status: int, head_request: bool, version: str | Callab
             return CHUNKED, http11 and codings.count("chunked") == 1
         return UNTIL_CLOSE, False
     if cl is not None:
-        try:
-            parse_content_length(cl)
-        except WireError:
-            raise WireError(502, "upstream response with an invalid Content-Length") from None
         return BY_LENGTH, True
     return UNTIL_CLOSE, False

@@ -29,6 +29,14 @@ QUEUED_REQUEST_OVERHEAD = 768
 #: Upstream response heads: an upstream is not trusted with unbounded memory either.
 UPSTREAM_MAX_HEADER_BYTES = 64 * 1024
 UPSTREAM_MAX_HEADERS = 256
+#: Raw bytes an upstream answer head may take on the wire (status line, names,
+#: values, separators and line ends of the fields above, interim 1xx heads of the
+#: same answer included). Checked per read, before llhttp's callbacks see a field,
+#: so a head that never ends cannot grow memory past this plus one read.
+UPSTREAM_MAX_HEAD_READ = UPSTREAM_MAX_HEADER_BYTES + 8 * UPSTREAM_MAX_HEADERS + 1024
+#: The largest body of an upstream's refusal of an upgrade (any final answer but
+#: 101) that is relayed; a larger one is a 502, never a shortened copy.
+UPGRADE_REFUSAL_MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
