@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from tests.harness.app_fixtures import poll, service
-from tests.harness.fixc_tools import read_answer, upload_then_read
 from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.upstream_answer_tools import read_answer, upload_then_read
 from tests.harness.wire_tools import http_server_of, responses_in
 from vocelio_proxy.config import GatewayConfig
 

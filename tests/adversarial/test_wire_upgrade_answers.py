@@ -13,8 +13,8 @@ import time
 import pytest
 
 from tests.harness.breakers_tools import switching, ws_request
-from tests.harness.fixc_tools import one_shot_upstream, plain_config
 from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.upstream_answer_tools import one_shot_upstream, plain_config
 from tests.harness.wire_tools import responses_in
 from vocelio_proxy.http1.limits import UPGRADE_REFUSAL_MAX_BODY, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 

@@ -14,8 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.fixc_tools import OddAnswer, ScriptedUpstream, plain_config, scripted_upstream, tag_of, tagged
 from tests.harness.hostile import raw_request, resources, settled
+from tests.harness.upstream_answer_tools import (
+    OddAnswer,
+    ScriptedUpstream,
+    plain_config,
+    scripted_upstream,
+    tag_of,
+    tagged,
+)
 from tests.harness.wire_tools import responses_in
 
 _ids = itertools.count()

@@ -125,7 +125,7 @@ async def test_an_encoded_hash_in_the_query_is_data_and_passes_as_sent(recording
 
 # -- failed authentications per network, tokens need a subject -----------------------------------
 
-SECRET = "fixa-trust-hmac-secret-of-a-decent-length"
+SECRET = "test-trust-hmac-secret-of-a-decent-length"
 ISSUERS = [{"issuer": "t", "algorithms": ["HS256"], "secret": SECRET}]
 
 

@@ -1,4 +1,4 @@
-"""Tools for the client-pace tests (tests/adversarial/test_fixa_*, tests/faults/test_fixa_*):
+"""Tools for the client-pace tests (tests/adversarial/test_client_pace.py, test_trust_inputs.py):
 clients that upload slowly or read slowly, upstreams that give up on a connection
 the gateway holds back (as a real server's send timeout does) or that answer late,
 and readers for the breaker's and passive health's view of a service.

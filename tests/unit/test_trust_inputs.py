@@ -70,7 +70,7 @@ def test_any_forwarded_for_gives_the_peer_or_a_canonical_plain_address(entries: 
 
 # -- time claims and the subject -------------------------------------------------------
 
-SECRET = "fixa-hmac-secret-of-a-reasonable-length!!!"
+SECRET = "test-hmac-secret-of-a-reasonable-length!!!"
 SETTINGS = AuthSettings(issuers=[JwtIssuer(issuer="iss", algorithms=["HS256"], secret=SECRET)])
 
 
