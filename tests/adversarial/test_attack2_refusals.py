@@ -31,7 +31,7 @@ async def _upload_then_read(port: int, head: bytes, body: bytes) -> bytes:
         writer.write(head + body)
         with contextlib.suppress(ConnectionError):
             await writer.drain()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the traffic pattern under test: read only after the gateway has answered
         with contextlib.suppress(ConnectionError, TimeoutError):
             while True:
                 chunk = await asyncio.wait_for(reader.read(65536), 3)
