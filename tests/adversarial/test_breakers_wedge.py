@@ -134,9 +134,11 @@ async def test_a_request_with_broken_chunk_framing_releases_everything(recording
     writer.write(b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                  b"5\r\nhello\r\nZZZ\r\n")
     await writer.drain()
-    await asyncio.wait_for(reader.read(), 2)
+    answer = await asyncio.wait_for(reader.read(), 2)
     writer.close()
-    await settled(gw.app, before, deadline_s=2)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    after = await settled(gw.app, before, deadline_s=2)
+    assert after.probe_slots == before.probe_slots
 
 
 async def test_a_probe_whose_client_leaves_while_the_upstream_thinks_frees_its_slot(recording_upstream,
@@ -208,5 +210,5 @@ async def test_many_misbehaving_probes_in_a_row_never_wedge_the_service(recordin
         for writer in writers:
             writer.transport.abort()
         await recovered(gw, before, SHORT_PROBE_TIMEOUT_S + SLACK_S)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the recording upstream files the request it just answered
     assert up.paths().count("/after") >= 3
