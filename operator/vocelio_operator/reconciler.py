@@ -99,6 +99,13 @@ class Reconciler:
         self.metrics.config_bytes.set(len(text.encode()))
         self.metrics.endpoints_tracked.set(self.index.endpoints_tracked())
         rendered_at = time.perf_counter()
+        # Keys before routes: a proxy that reads a config naming a key-authenticated route finds the keys
+        # already published, so a new route never answers 401 for a key that exists.
+        keys_text, keys_digest = self.index.api_keys_document()
+        if keys_digest != self.last_keys_digest:
+            await self.writer.apply_secret(self.settings.config_namespace, self.settings.api_keys_secret,
+                                           {"keys.json": keys_text}, keys_digest)
+            self.last_keys_digest = keys_digest
         if config.hash != self.last_hash:
             shards = shard_config(text, config.hash, self.settings.config_name, self.settings.shard_bytes)
             written = await self.writer.apply_configmaps(self.settings.config_namespace, shards, config.hash,
@@ -110,11 +117,6 @@ class Reconciler:
                 "version": config.version, "bytes": len(text), "configmaps": len(shards),
                 "services": len(config.services), "render_ms": round((rendered_at - started) * 1000, 1),
                 "write_ms": round((time.perf_counter() - rendered_at) * 1000, 1)}})
-        keys_text, keys_digest = self.index.api_keys_document()
-        if keys_digest != self.last_keys_digest:
-            await self.writer.apply_secret(self.settings.config_namespace, self.settings.api_keys_secret,
-                                           {"keys.json": keys_text}, keys_digest)
-            self.last_keys_digest = keys_digest
         await self._report(result.outcomes)
 
     async def _report(self, outcomes: dict[str, Outcome]) -> None:

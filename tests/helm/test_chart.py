@@ -206,7 +206,9 @@ def test_the_operator_reconciles_with_only_the_releases_rbac(control_plane: Cont
             return len([s for s in services if s["namespace"] == "apps"])
 
         assert poll("operator wrote the release's ConfigMap", rendered, 60) == 18
-        kube.get(f"/api/v1/namespaces/{ns}/secrets/{prefix}-api-keys")
+        # The operator publishes keys before routes, so the Secret exists once the ConfigMap does.
+        secret = kube.get(f"/api/v1/namespaces/{ns}/secrets/{prefix}-api-keys")
+        assert secret["metadata"]["name"] == f"{prefix}-api-keys"
         poll("status patched with the release's RBAC", lambda: (kube.get(
             "/apis/gateway.vocelio.ai/v1alpha1/namespaces/apps/vocelioservices/ai-agents").get("status") or {})
             .get("observedGeneration"), 30)
