@@ -23,7 +23,7 @@ from .clock import Clock, SystemClock
 from .edge import install_edge
 from .handling import AdminHandler, GatewayHandler
 from .healthchecks import run_health_checks
-from .metrics import ProxyMetrics
+from .metrics import ProxyMetrics, code_label
 from .paths import PathPolicy
 from .server import HttpServer
 from .settings import ProxySettings
@@ -128,7 +128,7 @@ def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
     return HttpServer(
         handler, settings.limits, header_timeout_s=settings.client_header_timeout_s,
         idle_timeout_s=settings.client_idle_timeout_s,
-        on_reject=lambda status: metrics.count_request("gateway", "OTHER", f"{status // 100}xx", 0.0))
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0))
 
 
 async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:

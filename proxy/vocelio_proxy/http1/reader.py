@@ -235,6 +235,7 @@ class RequestReader:
                       request_keep_alive(version, lookup.get("connection")), None,
                       None if chunked else length, upgrade)
         self.head_bytes = self._url_bytes + self._header_bytes
+        ex.head_bytes = self.head_bytes
         self._in_body = True
         self._trailer_bytes = 0
         self._trailers = 0
