@@ -256,6 +256,8 @@ class GatewayHandler:
                 f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}')
         if trace is not None:
             line += f', "trace_id": "{trace[0]}", "span_id": "{trace[1]}"'
+        else:
+            line += ', "trace_id": null, "span_id": null'
         if agent:
             line += f', "user_agent": {_json(agent[:_MAX_AGENT])}'
         if caller is not None:
