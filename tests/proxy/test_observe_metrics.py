@@ -12,11 +12,10 @@ import urllib.request
 import pytest
 from prometheus_client import start_http_server
 
-from vocelio_operator.metrics import OperatorMetrics
-from vocelio_proxy.config import GatewayConfig
-
 from tests.harness.app_fixtures import service
 from tests.harness.controlplane import free_port
+from vocelio_operator.metrics import OperatorMetrics
+from vocelio_proxy.config import GatewayConfig
 
 
 def promtool() -> str:
