@@ -45,7 +45,7 @@ from .errors import Refusal
 from .exchange import BodyError, Exchange
 from .forwarding import ForwardedTrust, accept_request_id, without_underscored
 from .logs import text_value
-from .metrics import code_label
+from .metrics import CODE_LABELS as _CODES
 from .paths import PathError, normalize_path
 from .proxying import Proxy
 from .responses import send_error, send_reply
@@ -230,7 +230,7 @@ class GatewayHandler:
         body = ex.body
         received = ex.head_bytes + (getattr(body, "received", 0) if body is not None else 0)
         metrics = self._metrics
-        metrics.count_request(ex.service_label, method, code_label(status), elapsed)
+        metrics.count_request(ex.service_label, method, _CODES[status] if 0 <= status < 1000 else "5xx", elapsed)
         metrics.count_bytes(ex.service_label, received, ex.sent_bytes)
         if self._access_log is not None:
             self._access_log.write_line(self._line(ex, status, elapsed, received))
