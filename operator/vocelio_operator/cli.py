@@ -32,7 +32,9 @@ _RAW = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vocelio-gateway", description=__doc__, formatter_class=_RAW)
+    parser = argparse.ArgumentParser(prog="vocelio-gateway", description=__doc__, formatter_class=_RAW,
+                                     epilog="environment variables: see `vocelio-gateway standalone --help` "
+                                            "and `vocelio-gateway operator --help`")
     parser.add_argument("--version", action="version", version=version_line("vocelio-gateway"))
     sub = parser.add_subparsers(dest="command", required=True)
     st = sub.add_parser("standalone", help="run the gateway from a folder of resource YAML files",

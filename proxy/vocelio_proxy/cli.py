@@ -34,7 +34,8 @@ def _run(coro: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocelio-proxy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="environment variables: see `vocelio-proxy serve --help`")
     parser.add_argument("--version", action="version", version=version_line("vocelio-proxy"))
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="serve traffic", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -165,7 +165,8 @@ def test_the_5xx_alert_fires_at_a_low_rate_outage_and_not_on_healthy_traffic(tmp
 
 def test_the_proxy_and_the_operator_are_scraped_with_the_labels_and_interval() -> None:
     docs = render("--set", "monitoring.labels.release=kps", "--set", "monitoring.interval=15s",
-                  "--set", "monitoring.scrapeTimeout=10s", "--set", "monitoring.ruleLabels.release=kps")
+                  "--set", "monitoring.scrapeTimeout=10s", "--set", "monitoring.ruleLabels.release=kps",
+                  "--set", "monitoring.ruleInterval=1m")
     monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")}
     assert set(monitors) == {"vg-vocelio-gateway-proxy", "vg-vocelio-gateway-operator"}
     operator = monitors["vg-vocelio-gateway-operator"]
@@ -181,6 +182,7 @@ def test_the_proxy_and_the_operator_are_scraped_with_the_labels_and_interval() -
     assert operator["spec"]["podMetricsEndpoints"][0]["port"] in ports
     (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
     assert rule["metadata"]["labels"]["release"] == "kps" and rule["metadata"]["namespace"] == "vg"
+    assert [g["interval"] for g in rule["spec"]["groups"]] == ["1m"]
     docs = render("--set", "proxy.admin.enabled=false")
     (service_monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert service_monitor["spec"]["endpoints"][0]["interval"] == "30s"
@@ -188,7 +190,8 @@ def test_the_proxy_and_the_operator_are_scraped_with_the_labels_and_interval() -
 
 
 @pytest.mark.parametrize("setting", ["monitoring.interval=often", "monitoring.alerts.errorRatio=2",
-                                     "monitoring.runbookBaseUrl=docs", "monitoring.labels.release=null"])
+                                     "monitoring.runbookBaseUrl=docs", "monitoring.labels.release=null",
+                                     "monitoring.ruleInterval=sometimes"])
 def test_bad_monitoring_values_are_refused_by_the_schema(setting: str) -> None:
     done = subprocess.run([str(BIN_DIR / "helm"), "template", "vg", str(CHART), "--kube-version", KUBE_VERSION,
                            "--set", "image.tag=0.1.0", "--set", setting], capture_output=True, text=True, timeout=180)
