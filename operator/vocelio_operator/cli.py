@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from vocelio_proxy.buildinfo import version_line
-from vocelio_proxy.clierrors import UserError, env_help, guarded
+from vocelio_proxy.clierrors import OneLineParser, UserError, env_help, guarded
 from vocelio_proxy.logs import setup_logging
 from vocelio_proxy.settings import ProxySettings, load_settings
 
@@ -32,7 +32,7 @@ _RAW = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vocelio-gateway", description=__doc__, formatter_class=_RAW,
+    parser = OneLineParser(prog="vocelio-gateway", description=__doc__, formatter_class=_RAW,
                                      epilog="environment variables: see `vocelio-gateway standalone --help` "
                                             "and `vocelio-gateway operator --help`")
     parser.add_argument("--version", action="version", version=version_line("vocelio-gateway"))
@@ -142,6 +142,12 @@ def _mint_key(args: argparse.Namespace) -> int:
     from vocelio_proxy.apikeys import load_records, mint_key, secret_manifest
 
     expires = _expiry(args.expires)
+    for flag, target in (("--output", args.output), ("--keys-file", args.keys_file)):
+        # Checked before minting: a key shown once must never be lost to a write that fails.
+        if target is not None and not target.parent.is_dir():
+            raise UserError(f"{flag}: {target.parent} is not a folder")
+        if target is not None and target.is_dir():
+            raise UserError(f"{flag}: {target} is a folder")
     existing = []
     if args.keys_file is not None and args.keys_file.exists():
         try:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .buildinfo import version_line
-from .clierrors import UserError, env_help, guarded, one_line
+from .clierrors import OneLineParser, UserError, env_help, guarded, one_line
 from .config import ConfigError, json_schema, parse_config
 from .logs import setup_logging
 from .settings import ProxySettings, load_settings
@@ -33,7 +33,7 @@ def _run(coro: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vocelio-proxy", description=__doc__,
+    parser = OneLineParser(prog="vocelio-proxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="environment variables: see `vocelio-proxy serve --help`")
     parser.add_argument("--version", action="version", version=version_line("vocelio-proxy"))

@@ -11,8 +11,10 @@ error's type says where to look)."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
+import typing
 from collections.abc import Callable
 
 import yaml
@@ -20,6 +22,15 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError as EnvParseError
 
 from .settings import SettingsError, settings_problems
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (`<prog>: <error> (see <prog> --help)`), exit 2;
+    its subcommand parsers are of the same class."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"{self.prog}: {one_line(message)} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 class UserError(Exception):
