@@ -29,6 +29,7 @@ from .server import HttpServer
 from .settings import ProxySettings
 from .sources import ConfigSource, FileSource, watch_source
 from .state import GatewayState
+from .tracing import SpanExporter
 from .upstream import UpstreamPool
 
 log = logging.getLogger("vocelio.proxy")
@@ -52,6 +53,9 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
         source = FileSource(settings.config_path)
     app[keys.ACCESS_LOG] = AccessLog()
     app.cleanup_ctx.append(lambda app: app[keys.ACCESS_LOG].run())
+    if settings.tracing.exporter == "otlp-http":
+        app[keys.SPANS] = SpanExporter(settings.tracing, app[keys.METRICS])
+        app.cleanup_ctx.append(lambda app: app[keys.SPANS].run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
     app.cleanup_ctx.append(install_edge)

@@ -42,8 +42,8 @@ class BodySource(Protocol):
 class Exchange:
     __slots__ = (
         "attempts", "body", "caller", "client_ip", "content_length", "cors_headers", "extra_headers", "head_bytes",
-        "headers", "keep_alive", "lookup", "method", "peer", "request_id", "sent_bytes", "service_label", "status",
-        "target", "traceparent", "tracestate", "upgrade", "upstream", "version",
+        "headers", "keep_alive", "lookup", "method", "peer", "request_id", "sent_bytes", "service_label", "span_parent",
+        "status", "target", "traceparent", "tracestate", "upgrade", "upstream", "version",
     )
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]],
@@ -81,6 +81,8 @@ class Exchange:
         #: The trace context sent upstream (`tracecontext.propagate`); None until proxied.
         self.traceparent: str | None = None
         self.tracestate: str | None = None
+        #: With span export: the parent id of the gateway's span ("" for a root), None for no span.
+        self.span_parent: str | None = None
         #: The authenticated caller (set by the edge policy; None when anonymous).
         self.caller: Identity | None = None
 

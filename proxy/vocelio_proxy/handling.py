@@ -93,6 +93,7 @@ class GatewayHandler:
         self._clock = app[keys.CLOCK]
         self._access_log = app[keys.ACCESS_LOG] if settings.access_log else None
         self._line = self._text_line if settings.log_format == "text" else self._json_line
+        self._spans = app.get(keys.SPANS)
         self._trust = ForwardedTrust(settings.trusted_proxies, settings.trusted_proxy_cidrs)
         self._check_peers = bool(self._trust.networks)
         self._trusted_hosts = frozenset(settings.trusted_hosts)
@@ -232,6 +233,8 @@ class GatewayHandler:
         metrics = self._metrics
         metrics.count_request(ex.service_label, method, _CODES[status] if 0 <= status < 1000 else "5xx", elapsed)
         metrics.count_bytes(ex.service_label, received, ex.sent_bytes)
+        if ex.span_parent is not None and self._spans is not None:
+            self._spans.end(ex, ex.span_parent, status, elapsed)
         if self._access_log is not None:
             self._access_log.write_line(self._line(ex, status, elapsed, received))
 

@@ -138,6 +138,9 @@ class ProxyMetrics:
         self.upgrades_refused = Counter("vocelio_upgrades_refused",
                                         "Upgrade answers refused (an invalid or unexpected 101), by service.",
                                         ["service"], registry=r)
+        self.spans = Counter("vocelio_trace_spans",
+                             "Spans of the span exporter (tracing.exporter) by result: exported, failed, dropped.",
+                             ["result"], registry=r)
         build = Gauge("vocelio_build_info", "The running build: version, Python and source commit (always 1).",
                       list(build_labels("proxy")), registry=r)
         build.labels(**build_labels("proxy")).set(1)

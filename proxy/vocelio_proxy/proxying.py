@@ -99,6 +99,7 @@ class Proxy:
         self._metrics = app[keys.METRICS]
         self._clock = app[keys.CLOCK]
         self._gate = app.get(keys.EDGE_POLICY)
+        self._spans = app.get(keys.SPANS)
         self._trusted_hops = settings.trusted_proxies
         self._max_body = settings.limits.max_body_bytes
         self._compression = settings.compression
@@ -161,7 +162,11 @@ class Proxy:
     def _upstream_headers(self, ex: Exchange, identity: dict[str, str]) -> list[tuple[str, str]]:
         lookup = ex.lookup
         if ex.traceparent is None:  # once per request: every retry carries the same context
-            ex.traceparent, ex.tracestate = propagate(lookup.get("traceparent"), lookup.get("tracestate"))
+            if self._spans is None:
+                ex.traceparent, ex.tracestate = propagate(lookup.get("traceparent"), lookup.get("tracestate"))
+            else:
+                ex.traceparent, ex.tracestate, ex.span_parent = self._spans.begin(
+                    lookup.get("traceparent"), lookup.get("tracestate"))
         headers = upstream_request_headers(
             ex.headers, remote=ex.client_ip, scheme="http", host=lookup.get("host", ""),
             trusted_hops=self._trusted_hops, request_id=ex.request_id,

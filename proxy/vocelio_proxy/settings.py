@@ -259,6 +259,34 @@ class AdminListener(BaseModel):
         return paths
 
 
+class TracingSettings(BaseModel):
+    """Span export (off by default). Off, the gateway passes W3C trace context through
+    unchanged; with `otlp-http` it records one span per proxied request and exports it
+    with OTLP/HTTP (JSON encoding) to `endpoint` (docs/operations/observability.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    exporter: Literal["none", "otlp-http"] = Field(
+        "none", description="none: pass trace context through, export nothing; otlp-http: export the gateway's "
+                            "spans to an OpenTelemetry collector (or Jaeger, Tempo) over OTLP/HTTP.")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces URL.")
+    service_name: str = Field("vocelio-gateway", description="The `service.name` of the exported spans.")
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0, description="Share of the traces the gateway starts that are sampled; a caller's sampled flag "
+                         "is always followed.")
+    export_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        5.0, description="Spans are sent in batches at this interval (and at shutdown).")
+    max_queue: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        2048, description="Most spans waiting for export; beyond it new spans are dropped and counted.")
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(10.0, description="Timeout of one export request.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise ValueError(f"tracing.endpoint: {url!r} is not an http(s) URL")
+        return url
+
+
 class ResourceFileSettings(BaseModel):
     """Bounds for reading resource YAML files (standalone mode, `validate`): a file past a
     bound is a reported problem for that file, never a crash or a hang."""
@@ -319,6 +347,8 @@ class ProxySettings(BaseSettings):
                                  description="A separate listener for /status, /metrics and /docs.")
     resource_files: ResourceFileSettings = Field(
         ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
+    tracing: TracingSettings = Field(default_factory=lambda: TracingSettings(),
+                                     description="Span export (off: trace context passes through).")
 
     @field_validator("log_level", mode="before")
     @classmethod

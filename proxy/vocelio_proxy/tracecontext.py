@@ -19,6 +19,11 @@ flag set, as the first hop of a trace) and its `tracestate` is dropped, as the
 specification requires. `tracestate` is forwarded when it is at most 512
 characters of at most 32 well-formed list members, else dropped.
 
+With span export on (`tracing.exporter: otlp-http`, off by default),
+`begin_span` continues the caller's sampled context with the gateway's own span
+id instead, and `tracing.SpanExporter` exports that span, so the backend's
+spans are children of a span the collector receives.
+
 Pure (no I/O); called by the proxy handler (`proxying`) once per proxied
 request and by the access log (`handling`)."""
 
@@ -83,3 +88,24 @@ def propagate(traceparent: str | None, tracestate: str | None) -> tuple[str, str
 def ids(traceparent: str | None) -> tuple[str, str] | None:
     """(trace id, span id) for the access log: of a valid `traceparent`, else None."""
     return valid_traceparent(traceparent)
+
+
+def begin_span(traceparent: str | None, tracestate: str | None,
+               sample: bool) -> tuple[str, str | None, str | None]:
+    """With span export on: the (`traceparent`, `tracestate`, parent span id) of the
+    gateway's own span. The caller's valid context is continued with a new span id (the
+    gateway's span, exported) when the caller sampled it; an unsampled caller context
+    passes through unchanged and no span is recorded (parent id None). Without a valid
+    context the gateway starts a trace, sampled when `sample` (the ratio's draw); the
+    parent id of a root span is ""."""
+    found = valid_traceparent(traceparent) if traceparent is not None else None
+    if found is not None and traceparent is not None:
+        state = tracestate if valid_tracestate(tracestate) else None
+        flags = traceparent[53:55]
+        if not int(flags, 16) & 1:  # the caller did not sample: nothing to record, pass it on
+            return traceparent, state, None
+        trace_id, parent_id = found
+        return f"00-{trace_id}-{_bits(64) or 1:016x}-{flags}", state, parent_id
+    if not sample:
+        return f"00-{_bits(128) or 1:032x}-{_bits(64) or 1:016x}-00", None, None
+    return new_traceparent(), None, ""

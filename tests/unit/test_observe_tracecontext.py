@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_proxy.tracecontext import new_traceparent, propagate, valid_traceparent, valid_tracestate
+from vocelio_proxy.tracecontext import begin_span, new_traceparent, propagate, valid_traceparent, valid_tracestate
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 
@@ -50,3 +50,15 @@ def test_tracestate_members_follow_the_grammar_and_the_bounds() -> None:
     assert not valid_tracestate(",".join(f"k{i}=v" for i in range(33)))
     assert valid_tracestate(",".join(f"k{i}=v" for i in range(32)))
     assert not valid_tracestate("a=" + "v" * 511)
+
+
+def test_with_export_a_sampled_caller_gets_the_gateway_span_and_an_unsampled_one_passes() -> None:
+    sampled = PARENT[:-2] + "01"
+    sent, state, parent = begin_span(sampled, "a=1", sample=False)
+    assert sent[:36] == sampled[:36] and sent[36:52] != sampled[36:52] and sent.endswith("-01")
+    assert (state, parent) == ("a=1", "00f067aa0ba902b7")
+    assert begin_span(PARENT, "a=1", sample=True) == (PARENT, "a=1", None)  # flags 00: not recorded
+    root, state, parent = begin_span("junk", "a=1", sample=True)
+    assert valid_traceparent(root) and root.endswith("-01") and (state, parent) == (None, "")
+    unsampled, _, parent = begin_span(None, None, sample=False)
+    assert valid_traceparent(unsampled) and unsampled.endswith("-00") and parent is None
