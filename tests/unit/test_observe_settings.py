@@ -66,7 +66,7 @@ def test_a_settings_file_that_is_a_list_is_refused(tmp_path: Path) -> None:
 
 def test_span_export_is_off_by_default_and_its_endpoint_must_be_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(None).tracing.exporter == "none"
-    with pytest.raises(SettingsError, match="tracing.endpoint"):
+    with pytest.raises(SettingsError, match=r"tracing\.endpoint"):
         load_settings(None, tracing={"exporter": "otlp-http", "endpoint": "collector:4318"})
     monkeypatch.setenv("VOCELIO_TRACING__EXPORTER", "otlp-http")
     assert load_settings(None).tracing.exporter == "otlp-http"
