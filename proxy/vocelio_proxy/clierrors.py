@@ -82,8 +82,10 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
 def env_help(model: type[BaseModel], prefix: str, nested: bool) -> str:
     """`--help` text naming each environment variable of a settings model (top-level
-    fields; nested ones by the `__` rule) with its default."""
-    lines = ["environment (overrides the settings file; flags override both):"]
+    fields; nested ones by the `__` rule) with its default. `nested`: the model has a
+    settings file and nested sections (the proxy's)."""
+    lines = ["environment (overrides the settings file; flags override both):" if nested
+             else "environment (flags override it):"]
     for name, field in model.model_fields.items():
         annotation = field.annotation
         is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
