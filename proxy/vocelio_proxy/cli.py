@@ -84,16 +84,14 @@ def _serve(args: argparse.Namespace) -> int:
         namespace, _, name = args.config_from_api.partition("/")
         if not namespace or not name or "/" in name:
             raise UserError(f"--config-from-api: {args.config_from_api!r} is not NAMESPACE/NAME")
+        from .kube_source import KubeConfigMapSource
+
+        source = KubeConfigMapSource(namespace, name)
     elif settings.config_path is None:
         raise UserError("no config: give --config FILE (or VOCELIO_CONFIG_PATH) or --config-from-api NAMESPACE/NAME")
     setup_logging(settings.log_level, settings.log_format)
-    if settings.config_path is not None and not args.config_from_api:
+    if source is None and settings.config_path is not None:
         _warn_when_empty(settings.config_path)
-    if args.config_from_api:
-        from .kube_source import KubeConfigMapSource
-
-        namespace, _, name = args.config_from_api.partition("/")
-        source = KubeConfigMapSource(namespace, name)
 
     async def go() -> None:
         from .app import create_app, serve

@@ -108,8 +108,9 @@ def test_a_bad_operator_environment_value_is_one_line() -> None:
     one_error_line(done, 2, "namespaces", "JSON")
 
 
-def test_serve_without_any_config_is_one_line() -> None:
+def test_serve_without_any_config_or_with_a_bad_configmap_name_is_one_line() -> None:
     one_error_line(run("vocelio-proxy", "serve"), 2, "no config")
+    one_error_line(run("vocelio-proxy", "serve", "--config-from-api", "just-a-name"), 2, "is not NAMESPACE/NAME")
 
 
 def test_a_busy_port_is_one_line_and_a_lower_case_log_level_is_accepted(busy_port: int, config_file: Path) -> None:
