@@ -20,6 +20,7 @@ from vocelio_proxy.supervision import describe_error
 
 from .files import load_files, rejected_outcomes, render_folder, render_loaded, scan_folder
 from .manifests import ManifestError, ManifestLimits, one_line
+from .schemas import crd_manifests
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     va.add_argument("--settings", type=Path, help="settings file (YAML): the resource_files limits")
     re_ = sub.add_parser("render", help="print the GatewayConfig rendered from a folder")
     re_.add_argument("folder", type=Path)
+    sub.add_parser("crds", help="print the CRDs this version ships, for `kubectl apply --server-side -f -` "
+                   "(helm never upgrades CRDs; see docs/operations/upgrading.md)")
     args = parser.parse_args(argv)
+
+    if args.command == "crds":
+        return _crds()
 
     if args.command == "mint-key":
         return _mint_key(args)
@@ -131,6 +137,16 @@ def _operator(args: argparse.Namespace) -> int:
     settings = OperatorSettings(**{k: v for k, v in overrides.items() if v is not None})
     setup_logging(settings.log_level)
     asyncio.run(run_operator(settings))
+    return 0
+
+
+def _crds() -> int:
+    try:
+        text = crd_manifests()
+    except OSError as exc:  # CrdsMissing: a broken install
+        print(f"vocelio-gateway crds: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 
