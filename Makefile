@@ -85,8 +85,8 @@ crds-apply:
 	$(KUBECTL) apply --server-side --force-conflicts --field-manager=vocelio-gateway-crds -f crds/
 
 ## chart-readme: regenerate charts/vocelio-gateway/README.md from the values' `# --` comments
-chart-readme:
-	$(PY) scripts/chart_readme.py
+chart-readme: $(STAMP)
+	$(BIN)/python scripts/chart_readme.py
 
 # checkov and kubernetes-validate, at the versions of pyproject's chart-checks extra, in their own
 # venv: checkov pins packaging<24, which pytest 9 (in .venv) refuses.
