@@ -70,7 +70,8 @@ def cli_crds_apply(cp: ControlPlane) -> None:
                "-f", "-", input=crds)
 
 
-@pytest.mark.parametrize("upgrade", [make_crds_apply, cli_crds_apply], ids=["make-crds-apply", "vocelio-gateway-crds"])
+@pytest.mark.parametrize("upgrade", [make_crds_apply, cli_crds_apply],
+                         ids=["make-crds-apply", "vocelio-gateway-crds"])
 def test_the_shipped_command_upgrades_an_older_crd_in_place(control_plane: ControlPlane, kube: Kube,
                                                             upgrade: Any) -> None:
     install_crds(control_plane, kube)
@@ -81,7 +82,8 @@ def test_the_shipped_command_upgrades_an_older_crd_in_place(control_plane: Contr
         control_plane.kubectl("replace", "-f", "-", input=old_ratetier_crd())
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=30s")
         control_plane.kubectl("apply", "-f", "-", input=tier("made-under-old", 600, ns))
-        refused = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=tier("day", 86400, ns), check=False)
+        refused = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=tier("day", 86400, ns),
+                                        check=False)
         assert refused.returncode != 0 and "windowSeconds" in refused.stderr
 
         upgrade(control_plane)

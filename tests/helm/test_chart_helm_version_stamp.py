@@ -11,7 +11,8 @@ from tests.helm.chart_support import CHART, helm
 
 
 def test_helm_reports_its_release_version_commit_and_a_clean_tree() -> None:
-    version, commit, tree = helm("version", "--template", "{{.Version}} {{.GitCommit}} {{.GitTreeState}}").stdout.split()
+    stamp = helm("version", "--template", "{{.Version}} {{.GitCommit}} {{.GitTreeState}}").stdout
+    version, commit, tree = stamp.split()
     assert version == "v3.20.2"
     assert re.fullmatch(r"[0-9a-f]{40}", commit), commit
     assert tree == "clean"
