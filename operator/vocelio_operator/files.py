@@ -55,8 +55,8 @@ from .manifests import (
     parse_stream,
 )
 from .rendering import RenderResult, render_config
-from .schemas import CrdsMissing
 from .resources import RateTierResource, VocelioServiceResource, is_service
+from .schemas import CrdsMissing
 
 log = logging.getLogger("vocelio.files")
 
