@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helm.chart_support import VALUES_FILES, checks_tool, docs_of, template
+from tests.helm.chart_support import CHART, VALUES_FILES, checks_tool, docs_of, helm, template
 from vocelio_operator.schemas import schema_problems
 
 EVERYTHING = Path(__file__).parent / "values" / "everything.yaml"
@@ -85,3 +85,11 @@ def test_the_charts_own_custom_resources_match_the_packaged_crds(case: str, tmp_
     assert ours, "the seed RateTiers are rendered"
     for doc in ours:
         assert schema_problems(doc) == [], doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_helm_lint_strict_passes_for_every_values_file(case: str) -> None:
+    values = CASES[case]
+    result = helm("lint", "--strict", str(CHART), *(["-f", str(values)] if values else []), check=False)
+    assert result.returncode == 0 and "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
