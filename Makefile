@@ -88,3 +88,31 @@ bench-operator: $(STAMP) cluster-bins
 ## clean: remove the virtualenv, the built cluster binaries and the tool caches
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+
+# --- Chart operations and checks (issue 14) ---
+.PHONY: crds-apply chart-readme chart-checks
+KUBECTL ?= kubectl
+CHECKS_VENV := .cache/chart-checks
+CHECKS_STAMP := $(CHECKS_VENV)/.installed
+
+## crds-apply: install or upgrade the CRDs on kubectl's current cluster (helm never upgrades crds/)
+crds-apply:
+	$(KUBECTL) apply --server-side --force-conflicts --field-manager=vocelio-gateway-crds -f crds/
+
+## chart-readme: regenerate charts/vocelio-gateway/README.md from the values' `# --` comments
+chart-readme: $(STAMP)
+	$(BIN)/python scripts/chart_readme.py
+
+# checkov and kubernetes-validate, at the versions of pyproject's chart-checks extra, in their own
+# venv: checkov pins packaging<24, which pytest 9 (in .venv) refuses.
+$(CHECKS_STAMP): pyproject.toml
+	@echo "chart-checks: installing checkov and kubernetes-validate into $(CHECKS_VENV) (about a minute)"
+	test -x $(CHECKS_VENV)/bin/python || $(PY) -m venv $(CHECKS_VENV)
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["chart-checks"]))' > $(CHECKS_VENV)/requirements.txt
+	$(CHECKS_VENV)/bin/pip install --quiet -r $(CHECKS_VENV)/requirements.txt
+	touch $(CHECKS_STAMP)
+
+## chart-checks: the chart policy tools the tests run (checkov, kubernetes-validate)
+chart-checks: $(CHECKS_STAMP)
+
+test: chart-checks

@@ -25,7 +25,8 @@ from vocelio_proxy.logs import setup_logging
 from vocelio_proxy.settings import ProxySettings, load_settings
 
 from .files import load_files, rejected_outcomes, render_loaded, scan_folder
-from .manifests import ManifestError, ManifestLimits
+from .manifests import ManifestError, ManifestLimits, one_line
+from .schemas import crd_manifests
 from .settings import OperatorSettings
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--settings", type=Path, help="settings file (YAML): the resource_files limits")
     re_ = sub.add_parser("render", help="print the GatewayConfig rendered from a folder")
     re_.add_argument("folder", type=Path)
+    sub.add_parser("crds", help="print the CRDs this version ships, for `kubectl apply --server-side -f -` "
+                   "(helm never upgrades CRDs; see docs/operations/upgrading.md)")
     return parser
 
 
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.command == "crds":
+        return _crds()
     if args.command == "mint-key":
         return _mint_key(args)
     if args.command == "operator":
@@ -201,6 +206,16 @@ def _port_free(flag: str, port: int) -> None:
                 raise UserError(f"{flag} {port}: address already in use (another process holds the port)",
                                 status=1) from None
             raise
+
+
+def _crds() -> int:
+    try:
+        text = crd_manifests()
+    except OSError as exc:  # CrdsMissing: a broken install
+        print(f"vocelio-gateway crds: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
 
 
 def _validate(paths: list[Path], limits: ManifestLimits) -> int:

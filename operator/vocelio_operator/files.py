@@ -56,6 +56,7 @@ from .manifests import (
 )
 from .rendering import RenderResult, render_config
 from .resources import RateTierResource, VocelioServiceResource, is_service
+from .schemas import CrdsMissing
 
 log = logging.getLogger("vocelio.files")
 
@@ -85,7 +86,7 @@ class FileResult:
 
 
 def load_file(path: Path, limits: ManifestLimits = DEFAULT_LIMITS) -> FileResult:
-    """Read and parse one manifest file; never raises."""
+    """Read and parse one manifest file; raises only CrdsMissing (a broken install)."""
     try:
         data = read_regular_file(path, limits.max_file_bytes)
     except UnreadableFile as exc:
@@ -96,6 +97,8 @@ def load_file(path: Path, limits: ManifestLimits = DEFAULT_LIMITS) -> FileResult
         return FileResult(path, empty=True)
     try:
         documents, problem = parse_stream(data, limits)
+    except CrdsMissing:
+        raise  # a broken install, not this file's problem: the command fails in one line
     except Exception as exc:  # defensive: parse_stream handles every error it knows
         log.error("unexpected error while parsing a resource file", exc_info=exc,
                   extra={"fields": {"file": str(path)}})

@@ -32,7 +32,7 @@ from .resources import (
     is_service,
     parse_resource,
 )
-from .schemas import schema_problems
+from .schemas import CrdsMissing, schema_problems
 
 log = logging.getLogger("vocelio.files")
 
@@ -261,6 +261,8 @@ def check_document(index: int, doc: object) -> DocumentResult | None:
             # cross-field rules for fields the schema did not already flag.
             flagged = {p.split(":", 1)[0] for p in problems}
             problems += [str(p) for p in exc.problems if p.path not in flagged]
+    except CrdsMissing:
+        raise  # a broken install, not this document's problem: never pass documents unchecked
     except Exception as exc:  # a validator tripping on an odd value: still this document's problem
         log.warning("validator failed on a document", exc_info=exc)
         problems = [f"cannot validate: {describe_error(exc)}"]
