@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .tenancy.policy import TenancySettings
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_OPERATOR_", extra="forbid")
@@ -26,3 +28,7 @@ class OperatorSettings(BaseSettings):
     peering: str = Field("vocelio-gateway", description="kopf peering name; replicas with one name elect one.")
     priority: int = Field(0, description="kopf peering priority of this replica.")
     log_level: str = "INFO"
+    tenancy: TenancySettings = Field(
+        default_factory=lambda: TenancySettings(),
+        description="Tenant isolation (docs/multi-tenancy.md): static endpoints, prefix claims, API-key "
+                    "namespaces and allowances. From the chart's `tenancy` values as JSON.")
