@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from vocelio_proxy.paths import DEFAULT_POLICY, PathError, route_key
+from vocelio_proxy.paths import DEFAULT_POLICY, PathError, normalize_path, route_key
 
 from .addresses import DEFAULT_DENY_CIDRS, AddressPolicy, parse_networks
 from .allowances import KeyAllowance, KeyPolicy
@@ -57,8 +57,12 @@ class ClaimRuleSettings(_Model):
         for prefix in prefixes:
             try:
                 route_key(prefix, DEFAULT_POLICY)
+                canonical = normalize_path(prefix, DEFAULT_POLICY).rstrip("/") or "/"
             except PathError as exc:
                 raise ValueError(f"prefix {prefix!r} is not a routable path prefix ({exc})") from None
+            if canonical != (prefix.rstrip("/") or "/"):
+                # A rule must mean what it says: `/a/%2e%2e/b` is routed as `/b`.
+                raise ValueError(f"prefix {prefix!r} is routed as {canonical!r}: write it that way")
         return prefixes
 
 
