@@ -19,7 +19,7 @@ from .settings import OperatorSettings
 from .sharding import shard_config
 from .status import desired_conditions, merge_conditions, same_conditions, status_body, transition_events
 from .tenancy.keys import judge_keys
-from .tenancy.policy import key_namespaces, key_policy, tenancy_policy
+from .tenancy.policy import address_policy, key_namespaces, key_policy, tenancy_policy
 from .writer import ApiWriter
 
 log = logging.getLogger("vocelio.operator")
@@ -43,6 +43,8 @@ class Reconciler:
         self._reported: dict[str, dict[str, Any]] = {}
         #: "namespace/name" of an API-key Secret -> the refusal last posted as an Event about it.
         self._key_refusals: dict[str, str] = {}
+        #: One address policy for the operator's life: its verdict memo spares re-parsing every endpoint.
+        self._addresses = address_policy(settings.tenancy)
         self.passes = 0
 
     def mark_dirty(self) -> None:
@@ -99,7 +101,7 @@ class Reconciler:
         self.passes += 1
         started = time.perf_counter()
         tenancy = tenancy_policy(self.settings.tenancy, self.settings.config_namespace,
-                                 self.index.grants_by_namespace())
+                                 self.index.grants_by_namespace(), self._addresses)
         result = render_config(list(self.index.services.values()), list(self.index.tiers.values()),
                                self.index.endpoint_index(), tenancy=tenancy)
         self.metrics.render_duration.observe(time.perf_counter() - started)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,6 +26,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Cloud metadata endpoints (AWS/GCP/Azure/OpenStack IPv4, AWS IPv6, Alibaba): refused by default.
 DEFAULT_DENY_CIDRS = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32")
 
+_MEMO_LIMIT = 1 << 16
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4 address is the last 32 bits
@@ -69,6 +70,9 @@ class AddressPolicy:
     deny: tuple[IPNetwork, ...] = parse_networks(DEFAULT_DENY_CIDRS)
     #: Loopback targets (only for standalone-like setups; never the operator's default).
     allow_loopback: bool = False
+    #: Verdicts by address text: a render judges every discovered endpoint, and they rarely change.
+    #: Owned by whoever holds this policy (the reconciler keeps one for its lifetime); bounded.
+    _memo: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def static_refusal(self, address: str) -> str | None:
         """Why a static endpoint may not be used, or None when it may."""
@@ -78,6 +82,16 @@ class AddressPolicy:
 
     def refusal(self, address: str) -> str | None:
         """Why this address may not be a backend, or None when it may."""
+        try:
+            return self._memo[address]
+        except KeyError:
+            pass
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        verdict = self._memo[address] = self._judge(address)
+        return verdict
+
+    def _judge(self, address: str) -> str | None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

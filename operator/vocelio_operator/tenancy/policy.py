@@ -131,5 +131,8 @@ def key_namespaces(settings: TenancySettings, gateway_namespace: str) -> list[st
 
 
 def tenancy_policy(settings: TenancySettings, gateway_namespace: str,
-                   grants: Mapping[str, Sequence[ReferenceGrant]]) -> TenancyPolicy:
-    return TenancyPolicy(address_policy(settings), claim_policy(settings, gateway_namespace), grants)
+                   grants: Mapping[str, Sequence[ReferenceGrant]],
+                   addresses: AddressPolicy | None = None) -> TenancyPolicy:
+    """The policy for one render; `addresses` lets a long-lived caller keep one address policy
+    (and its verdict memo) across renders."""
+    return TenancyPolicy(addresses or address_policy(settings), claim_policy(settings, gateway_namespace), grants)
