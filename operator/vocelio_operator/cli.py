@@ -122,13 +122,24 @@ def _mint_key(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     import asyncio
 
+    from pydantic_settings import SettingsError as PydanticSettingsError
+
     from .handlers import run_operator
     from .settings import OperatorSettings
 
     overrides = {"namespaces": args.namespace or None, "config_namespace": args.config_namespace,
                  "config_name": args.config_name, "metrics_port": args.metrics_port,
                  "liveness_port": args.liveness_port, "priority": args.priority, "log_level": args.log_level}
-    settings = OperatorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = OperatorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:  # e.g. a bad VOCELIO_OPERATOR_TENANCY document: one line, no traceback
+        from vocelio_proxy.settings import settings_problems
+
+        print(f"vocelio-gateway operator: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        return 2
+    except PydanticSettingsError as exc:  # an environment value that is not JSON where a document is expected
+        print(f"vocelio-gateway operator: invalid settings: {one_line(str(exc))} (expected JSON)", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
     asyncio.run(run_operator(settings))
     return 0
