@@ -340,6 +340,18 @@ def test_api_keys_outside_the_namespaces_allowance_are_not_published(tenancy: Te
     assert not any(r.hash in texts for r in tenancy.keys.values())
 
 
+
+def test_deleting_or_unlabelling_a_key_secret_unpublishes_its_key(tenancy: Tenancy) -> None:
+    a_ok = tenancy.keys["a-ok"]
+    _, relabelled = mint_secret(tenancy, TENANT_A, "a-relabel", tenant="team-a", roles=["reader"])
+    poll("both tenant keys published", lambda: {a_ok.id, relabelled.id} <= tenancy.published_key_ids())
+    tenancy.cp.kubectl("delete", "secret", f"vocelio-api-key-{a_ok.id}", "-n", TENANT_A)
+    tenancy.cp.kubectl("label", "secret", f"vocelio-api-key-{relabelled.id}", "-n", TENANT_A,
+                       "gateway.vocelio.ai/api-key-")
+    poll("both keys unpublished", lambda: not {a_ok.id, relabelled.id} & tenancy.published_key_ids())
+    assert tenancy.keys["admin"].id in tenancy.published_key_ids()
+
+
 def test_restarted_with_defaults_static_endpoints_are_off_and_new_allowances_switch_on(tenancy: Tenancy) -> None:
     tenancy.operator.stop()
     policy = json.loads(json.dumps(POLICY))
