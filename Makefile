@@ -7,25 +7,37 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 
-.PHONY: run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
+.PHONY: help run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
+.DEFAULT_GOAL := help
+
+## help: list the targets with what they do (this text)
+help:
+	@echo "Vocelio Gateway - make targets:"
+	@awk '/^## [a-z-]+: / { line = substr($$0, 4); i = index(line, ": "); printf "  %-16s %s\n", substr(line, 1, i - 1), substr(line, i + 2) }' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "setup: installing the Python dependencies into $(VENV) with pip (1-3 minutes the first time)"
+	@start=$$(date +%s); \
+	test -x $(BIN)/python || $(PY) -m venv $(VENV); \
+	$(BIN)/pip install --quiet --upgrade pip && \
+	$(BIN)/pip install --quiet -e '.[dev]' && \
+	touch $(STAMP) && \
+	echo "setup: Python dependencies installed in $$(( $$(date +%s) - start ))s"
 
 ## run: start the standalone gateway with the 18 example services and demo backends
 run: $(STAMP)
 	$(BIN)/vocelio-gateway standalone --resources examples/resources --demo-backends --port $(PORT)
 
-## system-deps: Debian packages the tests need (redis-server, nginx, wrk, iproute2)
+## system-deps: Debian packages the tests need (redis-server, nginx, wrk, iproute2, promtool)
 system-deps:
 	bash scripts/install-system-deps.sh
 
 ## cluster-bins: build kube-apiserver/controller-manager/etcd/kubectl and helm into .cache/bin
 cluster-bins:
-	bash tests/controlplane/build.sh
+	@echo "cluster-bins: Kubernetes control plane and helm for the cluster tests, built from source with Go into .cache/bin"
+	@echo "cluster-bins: about 8-10 minutes on 2 cores the first time, seconds when cached"
+	@start=$$(date +%s); bash tests/controlplane/build.sh && \
+	echo "cluster-bins: ready in $$(( $$(date +%s) - start ))s"
 
 ## dev-cluster: start the test control plane and print a KUBECONFIG line (Ctrl-C stops it)
 dev-cluster: $(STAMP) cluster-bins
@@ -39,8 +51,10 @@ lint: $(STAMP)
 
 ## test: install everything the tests need, then lint and run the whole suite
 test: $(STAMP) system-deps cluster-bins lint
+	@echo "test: running the whole suite (unit, proxy, cluster, helm: 10-20 minutes)"
 	$(BIN)/pytest
 
+## unit: the unit tests only (seconds; no cluster, no Debian packages)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
@@ -71,5 +85,6 @@ kind-deploy: images
 bench-operator: $(STAMP) cluster-bins
 	$(BIN)/python -m bench.operator_bench
 
+## clean: remove the virtualenv, the built cluster binaries and the tool caches
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -23,12 +23,13 @@ from .clock import Clock, SystemClock
 from .edge import install_edge
 from .handling import AdminHandler, GatewayHandler
 from .healthchecks import run_health_checks
-from .metrics import ProxyMetrics
+from .metrics import ProxyMetrics, code_label
 from .paths import PathPolicy
 from .server import HttpServer
 from .settings import ProxySettings
 from .sources import ConfigSource, FileSource, watch_source
 from .state import GatewayState
+from .tracing import SpanExporter
 from .upstream import UpstreamPool
 
 log = logging.getLogger("vocelio.proxy")
@@ -52,6 +53,9 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
         source = FileSource(settings.config_path)
     app[keys.ACCESS_LOG] = AccessLog()
     app.cleanup_ctx.append(lambda app: app[keys.ACCESS_LOG].run())
+    if settings.tracing.exporter == "otlp-http":
+        app[keys.SPANS] = SpanExporter(settings.tracing, app[keys.METRICS])
+        app.cleanup_ctx.append(lambda app: app[keys.SPANS].run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
     app.cleanup_ctx.append(install_edge)
@@ -128,7 +132,7 @@ def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
     return HttpServer(
         handler, settings.limits, header_timeout_s=settings.client_header_timeout_s,
         idle_timeout_s=settings.client_idle_timeout_s,
-        on_reject=lambda status: metrics.count_request("gateway", "OTHER", f"{status // 100}xx", 0.0))
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0))
 
 
 async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:

@@ -2,7 +2,8 @@
 id and client address (through trusted proxies), early refusals (method,
 header names with underscores, host, CORS preflight, declared body size), path
 normalisation, the gateway's own endpoints or the proxy, a catch-all error
-envelope, then the request metrics and one JSON access-log line. Built once
+envelope, then the request metrics and one access-log line (JSON, or text
+with `log_format: text`). Built once
 per listener by `app.start_gateway` and called by the server for each
 `Exchange`: `GatewayHandler` for the public listener, `AdminHandler` for the
 admin listener (gateway endpoints only).
@@ -43,11 +44,14 @@ from .endpoints import ENDPOINTS, Reply
 from .errors import Refusal
 from .exchange import BodyError, Exchange
 from .forwarding import ForwardedTrust, accept_request_id, without_underscored
+from .logs import text_value
+from .metrics import CODE_LABELS as _CODES
 from .paths import PathError, normalize_path
 from .proxying import Proxy
 from .responses import send_error, send_reply
 from .server import HttpConnection
 from .settings import ProxySettings
+from .tracecontext import ids
 
 log = logging.getLogger("vocelio.proxy")
 #: A str as a JSON string literal, ASCII only (C-accelerated; escapes quotes, control
@@ -55,7 +59,9 @@ log = logging.getLogger("vocelio.proxy")
 _json = encode_basestring_ascii
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+#: Longest user agent and caller name logged (characters; the rest is cut).
+_MAX_AGENT = 256
+_MAX_NAME = 128
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
@@ -86,6 +92,8 @@ class GatewayHandler:
         self._metrics = app[keys.METRICS]
         self._clock = app[keys.CLOCK]
         self._access_log = app[keys.ACCESS_LOG] if settings.access_log else None
+        self._line = self._text_line if settings.log_format == "text" else self._json_line
+        self._spans = app.get(keys.SPANS)
         self._trust = ForwardedTrust(settings.trusted_proxies, settings.trusted_proxy_cidrs)
         self._check_peers = bool(self._trust.networks)
         self._trusted_hosts = frozenset(settings.trusted_hosts)
@@ -220,21 +228,69 @@ class GatewayHandler:
     def _record(self, ex: Exchange, elapsed: float) -> None:
         status = ex.status
         method = ex.method if ex.method in _METHODS else "OTHER"
-        self._metrics.count_request(ex.service_label, method, _CODE_CLASS.get(status // 100, "5xx"), elapsed)
+        body = ex.body
+        received = ex.head_bytes + (getattr(body, "received", 0) if body is not None else 0)
+        metrics = self._metrics
+        metrics.count_request(ex.service_label, method, _CODES[status] if 0 <= status < 1000 else "5xx", elapsed)
+        metrics.count_bytes(ex.service_label, received, ex.sent_bytes)
+        if ex.span_parent is not None and self._spans is not None:
+            self._spans.end(ex, ex.span_parent, status, elapsed)
         if self._access_log is not None:
-            # Built by hand (json.dumps costs several times more), and every field that can
-            # carry text a client chose is escaped: the method and path as sent, the service
-            # label, the upstream key, the request id and the client address (taken from
-            # X-Forwarded-For through trusted proxies). Escaping is the guarantee that no
-            # input splits or forges a line, whatever validation happened upstream of here.
-            # The query string is never logged: clients put tokens there.
-            upstream = _json(ex.upstream) if ex.upstream else "null"
-            self._access_log.write_line(
-                f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
+            self._access_log.write_line(self._line(ex, status, elapsed, received))
+
+    def _json_line(self, ex: Exchange, status: int, elapsed: float, received: int) -> str:
+        # Built by hand (json.dumps costs several times more), and every field that can
+        # carry text a client chose is escaped: the method and path as sent, the service
+        # label, the upstream key, the request id, the client address (taken from
+        # X-Forwarded-For through trusted proxies), the user agent and the caller's names.
+        # Escaping is the guarantee that no input splits or forges a line, whatever
+        # validation happened upstream of here. The query string is never logged: clients
+        # put tokens there; no credential is ever logged (the caller is named by user,
+        # tenant and key id only).
+        upstream = _json(ex.upstream) if ex.upstream else "null"
+        trace = _trace_ids(ex)
+        agent = ex.lookup.get("user-agent")
+        caller = ex.caller
+        line = (f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
                 f'"request_id": {_json(ex.request_id)}, "method": {_json(ex.method)}, '
                 f'"path": {_json(ex.path)}, "service": {_json(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
-                f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}}}')
+                f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}, '
+                f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}')
+        if trace is not None:
+            line += f', "trace_id": "{trace[0]}", "span_id": "{trace[1]}"'
+        else:
+            line += ', "trace_id": null, "span_id": null'
+        if agent:
+            line += f', "user_agent": {_json(agent[:_MAX_AGENT])}'
+        if caller is not None:
+            line += f', "auth": "{caller.method}"'
+            for name, value in (("user", caller.user), ("tenant", caller.tenant), ("key_id", caller.key_id)):
+                if value:
+                    line += f', "{name}": {_json(value[:_MAX_NAME])}'
+        return line + "}"
+
+    def _text_line(self, ex: Exchange, status: int, elapsed: float, received: int) -> str:
+        """The development format: `access GET /api/x 200 3.2ms svc=... ` (every free text escaped)."""
+        trace = _trace_ids(ex)
+        clock = time.strftime("%H:%M:%S")
+        line = (f"{clock} access {text_value(ex.method)} {text_value(ex.path)} {status} "
+                f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} "
+                f"client={text_value(ex.client_ip)} in={received}B out={ex.sent_bytes}B "
+                f"request_id={text_value(ex.request_id)}")
+        if ex.upstream:
+            line += f" upstream={text_value(ex.upstream)} attempts={ex.attempts}"
+        if trace is not None:
+            line += f" trace_id={trace[0]} span_id={trace[1]}"
+        caller = ex.caller
+        if caller is not None:
+            for name, value in (("user", caller.user), ("tenant", caller.tenant), ("key_id", caller.key_id)):
+                if value:
+                    line += f" {name}={text_value(value[:_MAX_NAME])}"
+        agent = ex.lookup.get("user-agent")
+        if agent:
+            line += f" user_agent={text_value(agent[:_MAX_AGENT])}"
+        return line
 
 
 class AdminHandler(GatewayHandler):
@@ -259,6 +315,15 @@ class AdminHandler(GatewayHandler):
             self._refuse(out, ex, 404, "Not a gateway endpoint")
             return
         self._serve_endpoint(ex, out, path, endpoint)
+
+
+def _trace_ids(ex: Exchange) -> tuple[str, str] | None:
+    """(trace id, span id) for the access log: of the context sent upstream (valid by
+    construction, so sliced), else of the client's `traceparent` when it is valid."""
+    sent = ex.traceparent
+    if sent is not None:
+        return sent[3:35], sent[36:52]
+    return ids(ex.lookup.get("traceparent"))
 
 
 def _client_gone(ex: Exchange, out: HttpConnection) -> None:

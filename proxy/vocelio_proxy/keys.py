@@ -16,6 +16,7 @@ from .metrics import ProxyMetrics
 from .routing import RouteMatch
 from .settings import ProxySettings
 from .state import GatewayState
+from .tracing import SpanExporter
 from .upstream import UpstreamPool
 
 #: An edge policy (auth + rate limiting) run before forwarding. It returns a
@@ -28,5 +29,7 @@ STATE = web.AppKey("state", GatewayState)
 POOL = web.AppKey("pool", UpstreamPool)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
+#: Present only when span export is on (`tracing.exporter`).
+SPANS = web.AppKey("spans", SpanExporter)
 EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
 EDGE_GATE: web.AppKey[object] = web.AppKey("edge_gate")

@@ -43,7 +43,7 @@ from .compression import choose_encoding, compress
 from .config import Service
 from .errors import Refusal
 from .exchange import BodySource, Exchange
-from .forwarding import child_traceparent, response_head, upstream_request_headers
+from .forwarding import response_head, upstream_request_headers
 from .health import EndpointState, record_passive_result
 from .paths import PathError
 from .responses import add_gateway_headers, send_error
@@ -51,6 +51,7 @@ from .retries import attempt_budget, connect_budget, is_retryable_status, may_re
 from .routing import RouteMatch
 from .runtime import ServiceRuntime
 from .server import HttpConnection, status_line
+from .tracecontext import propagate
 from .tunnel import open_upgrade
 from .upgrades import H2C_HEADERS, offered_upgrade, offers_websocket, switch_problem, valid_websocket_key
 from .upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chunk, request_head
@@ -98,6 +99,7 @@ class Proxy:
         self._metrics = app[keys.METRICS]
         self._clock = app[keys.CLOCK]
         self._gate = app.get(keys.EDGE_POLICY)
+        self._spans = app.get(keys.SPANS)
         self._trusted_hops = settings.trusted_proxies
         self._max_body = settings.limits.max_body_bytes
         self._compression = settings.compression
@@ -159,10 +161,16 @@ class Proxy:
 
     def _upstream_headers(self, ex: Exchange, identity: dict[str, str]) -> list[tuple[str, str]]:
         lookup = ex.lookup
+        if ex.traceparent is None:  # once per request: every retry carries the same context
+            if self._spans is None:
+                ex.traceparent, ex.tracestate = propagate(lookup.get("traceparent"), lookup.get("tracestate"))
+            else:
+                ex.traceparent, ex.tracestate, ex.span_parent = self._spans.begin(
+                    lookup.get("traceparent"), lookup.get("tracestate"))
         headers = upstream_request_headers(
             ex.headers, remote=ex.client_ip, scheme="http", host=lookup.get("host", ""),
             trusted_hops=self._trusted_hops, request_id=ex.request_id,
-            traceparent=child_traceparent(lookup.get("traceparent")), identity=identity)
+            traceparent=ex.traceparent, identity=identity, tracestate=ex.tracestate)
         if "http2-settings" in lookup:
             # Part of an h2c upgrade, which is never forwarded (even when Connection did not list it).
             headers = [(k, v) for k, v in headers if k.lower() not in H2C_HEADERS]

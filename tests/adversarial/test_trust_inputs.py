@@ -26,7 +26,8 @@ from vocelio_proxy.exchange import Exchange
 from vocelio_proxy.handling import GatewayHandler
 
 LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "service", "status", "duration_ms",
-              "upstream", "attempts", "client"}
+              "upstream", "attempts", "client", "bytes_received", "bytes_sent",
+              "trace_id", "span_id"}
 
 
 def one_service(up: RecordingUpstream, **kw: Any) -> GatewayConfig:

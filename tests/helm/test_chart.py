@@ -262,7 +262,8 @@ def test_the_admin_port_is_scraped_on_the_pods_and_never_exposed_by_the_service(
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-proxy"))
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
-    monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor"))
+    monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")
+                   and d["metadata"]["name"].endswith("-proxy"))
     assert monitor["kind"] == "PodMonitor" and monitor["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
     assert [r["ports"] for r in policy["spec"]["ingress"]] == [[{"port": "http"}], [{"port": "admin"}]]
@@ -273,7 +274,8 @@ def test_the_admin_port_is_scraped_on_the_pods_and_never_exposed_by_the_service(
     assert loaded.headers_with_underscores == "drop" and loaded.auth.claim_encoding == "refuse"
     # Without the admin listener the Service port is scraped, as before.
     docs = render("production", "--set", "monitoring.serviceMonitor=true", "--set", "proxy.admin.enabled=false")
-    monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor"))
+    monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")
+                   and d["metadata"]["name"].endswith("-proxy"))
     assert monitor["kind"] == "ServiceMonitor" and monitor["spec"]["endpoints"][0]["port"] == "http"
 
 

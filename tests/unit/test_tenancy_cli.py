@@ -13,7 +13,7 @@ from vocelio_operator.cli import main
      "tenancy.prefixClaims.rules.0.namespaces.0"),
     ('{"staticEndpoints": {"denyCidrs": ["169.254.169.254/40"]}}', "169.254.169.254/40"),
     ('{"apiKeys": {"namespace": ["typo"]}}', "tenancy.apiKeys.namespace"),
-    ("not json", "expected JSON"),
+    ("not json", "written as JSON"),
 ])
 def test_a_bad_tenancy_document_is_one_line_and_exit_2(document: str, expected: str, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,3 +57,11 @@ capabilities: {drop: [ALL]}
   value: {{ printf "redis://%s-redis:6379/0" (include "vocelio.fullname" .) | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* Labels of an alert: its severity, then monitoring.alertLabels (e.g. team: platform). */}}
+{{- define "vocelio.alertLabels" -}}
+severity: {{ .severity }}
+{{- with .root.Values.monitoring.alertLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
