@@ -69,6 +69,7 @@ async def _watch_once(core: client.CoreV1Api, namespace: str, selector: str, ver
                                              resource_version=version, allow_watch_bookmarks=True,
                                              timeout_seconds=_WATCH_TIMEOUT_S, _preload_content=False)
     try:
+        # kubernetes_asyncio reads with a 2 MiB buffer, so a line holds any Secret event (at most 1 MiB of data).
         while line := await resp.content.readline():
             event = json.loads(line)
             kind, body = event.get("type"), event.get("object") or {}

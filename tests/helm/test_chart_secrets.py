@@ -198,8 +198,8 @@ def test_the_operator_publishes_an_allowed_tenant_key_with_only_the_releases_rba
     kubeconfig = service_account_kubeconfig(control_plane, RELEASE_NS, f"{PREFIX}-operator", tmp_path / "sa.kubeconfig")
     _, allowed = mint_key(name="tenant", tenant="sec", roles=["reader"])
     _, elsewhere = mint_key(name="elsewhere", tenant="sec", roles=["reader"])
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret_manifest(allowed, TENANT)))
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret_manifest(elsewhere, OTHER)))
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(secret_manifest(allowed, TENANT)))
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(secret_manifest(elsewhere, OTHER)))
     liveness = free_port()
     proc = start_process(control_plane, "operator-helm-secrets", [
         str(BIN / "vocelio-gateway"), "operator", "--config-namespace", RELEASE_NS, "--config-name",

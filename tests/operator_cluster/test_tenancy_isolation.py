@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.kube import Kube, KubeError
@@ -301,7 +300,8 @@ def test_backend_addresses_at_loopback_link_local_and_metadata_are_refused(tenan
 def mint_secret(tenancy: Tenancy, ns: str, label: str, **metadata: Any) -> tuple[str, ApiKeyRecord]:
     key, record = mint_key(name=label, **metadata)
     manifest = secret_manifest(record, ns)
-    tenancy.apply(yaml.safe_dump(manifest))
+    # JSON, not YAML: a hex key id such as 123e4567 is a number to kubectl's YAML 1.2 reader.
+    tenancy.apply(json.dumps(manifest))
     tenancy.keys[label] = record
     return key, record
 
@@ -315,7 +315,7 @@ def test_api_keys_outside_the_namespaces_allowance_are_not_published(tenancy: Te
     _, b_premium = mint_secret(tenancy, TENANT_B, "b-premium", tenant="team-b", tier="premium")
     # A copy of the admin key's id with the attacker's hash would replace the admin's key in every proxy.
     shadow = ApiKeyRecord(id=admin.id, hash="0" * 64, name="shadow", tenant="team-b", roles=["reader"])
-    tenancy.apply(yaml.safe_dump(secret_manifest(shadow, TENANT_B) | {"metadata": {
+    tenancy.apply(json.dumps(secret_manifest(shadow, TENANT_B) | {"metadata": {
         "name": "shadow", "namespace": TENANT_B, "labels": {"gateway.vocelio.ai/api-key": "true"}}}))
 
     poll("admin and allowed keys published", lambda: {admin.id, a_ok.id} <= tenancy.published_key_ids(), 30)
@@ -343,8 +343,14 @@ def test_api_keys_outside_the_namespaces_allowance_are_not_published(tenancy: Te
 
 def test_deleting_or_unlabelling_a_key_secret_unpublishes_its_key(tenancy: Tenancy) -> None:
     a_ok = tenancy.keys["a-ok"]
+    # A big labelled Secret (past aiohttp's 128 KiB line limit) first: the watch must not stall on it.
+    _, big = mint_key(name="big", tenant="team-a")
+    manifest = secret_manifest(big, TENANT_A)
+    manifest["stringData"]["padding"] = "x" * 600_000
+    tenancy.cp.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
     _, relabelled = mint_secret(tenancy, TENANT_A, "a-relabel", tenant="team-a", roles=["reader"])
-    poll("both tenant keys published", lambda: {a_ok.id, relabelled.id} <= tenancy.published_key_ids())
+    poll("tenant keys published", lambda: {a_ok.id, relabelled.id, big.id} <= tenancy.published_key_ids())
+    assert "API-key Secret watch failed" not in tenancy.operator.log.read_text()  # no relist needed
     tenancy.cp.kubectl("delete", "secret", f"vocelio-api-key-{a_ok.id}", "-n", TENANT_A)
     tenancy.cp.kubectl("label", "secret", f"vocelio-api-key-{relabelled.id}", "-n", TENANT_A,
                        "gateway.vocelio.ai/api-key-")
