@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vocelio_proxy.settings import normal_log_level
 
+from .tenancy.policy import TenancySettings
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_OPERATOR_", extra="forbid")
@@ -41,3 +43,8 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _format_in_any_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    tenancy: TenancySettings = Field(
+        default_factory=lambda: TenancySettings(),
+        description="Tenant isolation (docs/multi-tenancy.md): static endpoints, prefix claims, API-key "
+                    "namespaces and allowances. From the chart's `tenancy` values as JSON.")

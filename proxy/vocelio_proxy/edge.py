@@ -254,7 +254,8 @@ def install_edge(app: web.Application) -> AsyncIterator[None]:
         if settings.redis_url:
             timeout = settings.rate_limit.redis_timeout_s
             client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                          health_check_interval=0, max_connections=8)
+                                          health_check_interval=0, max_connections=8,
+                                          password=settings.redis_password)  # a URL's own password wins
             limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
         jwks = JwksCache(session, settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
         policy = EdgeGate(app, jwks, limiter, memory, ApiKeyFile(settings.api_keys_path))

@@ -60,6 +60,19 @@ class JwtIssuer(BaseModel):
     secret: str | None = Field(None, description="HMAC secret for HS* algorithms.", repr=False)
     public_keys: dict[str, str] = Field(default_factory=dict, description="kid -> PEM public key.", repr=False)
     jwks_url: str | None = Field(None, description="JWKS document with the issuer's public keys.")
+    secret_file: Path | None = Field(
+        None, description="File holding the HMAC secret (a mounted Secret key; the chart's "
+                          "credentials.jwtIssuerSecrets), read at load instead of `secret`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_from_file(cls, data: Any) -> Any:
+        # Credentials stay in Secrets: the settings file names a mounted file, never holds the secret.
+        if isinstance(data, dict) and data.get("secret_file") is not None:
+            if data.get("secret") is not None:
+                raise ValueError(f"issuer {data.get('issuer')!r}: set secret or secret_file, not both")
+            data = {**data, "secret": read_credential(Path(data["secret_file"]), f"issuer {data.get('issuer')!r}")}
+        return data
 
     @model_validator(mode="after")
     def _keys_fit_the_algorithms(self) -> JwtIssuer:
@@ -71,6 +84,19 @@ class JwtIssuer(BaseModel):
                 raise ValueError(f"issuer {self.issuer!r}: public key {kid!r} is not a PEM RSA, P-256 or P-384 "
                                  "public key")
         return self
+
+
+def read_credential(path: Path, what: str) -> str:
+    """A credential from a mounted file (one trailing newline dropped); a one-line error naming
+    the file, never its content, when it cannot be read or is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: cannot read credential file {path} ({type(exc).__name__})") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ValueError(f"{what}: credential file {path} is empty")
+    return text
 
 
 def _public_key_kind(pem: str) -> str | None:
@@ -329,6 +355,11 @@ class ProxySettings(BaseSettings):
     client_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         75.0, description="Idle keep-alive client connections are closed after this time.")
     redis_url: str | None = Field(None, description="Redis for global rate limits; unset: per-process limiter.")
+    redis_password: str | None = Field(
+        None, repr=False, description="Redis password for a URL without one (env VOCELIO_REDIS_PASSWORD, from a "
+                                      "Secret: the chart's credentials.redisPassword).")
+    redis_password_file: Path | None = Field(
+        None, description="File holding the Redis password (a mounted Secret key), read at load.")
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     limits: LimitSettings = LimitSettings()
@@ -380,6 +411,14 @@ class ProxySettings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"trusted_proxy_cidrs: {cidr!r} is not a network address ({exc})") from None
         return cidrs
+
+    @model_validator(mode="after")
+    def _redis_password_from_file(self) -> ProxySettings:
+        if self.redis_password_file is not None:
+            if self.redis_password is not None:
+                raise ValueError("set redis_password or redis_password_file, not both")
+            self.redis_password = read_credential(self.redis_password_file, "redis_password_file")
+        return self
 
     @model_validator(mode="after")
     def _trust_settings_agree(self) -> ProxySettings:
