@@ -20,7 +20,7 @@ import yaml
 from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.kube import Kube, KubeError
 from tests.harness.stack import BIN, http_json, install_crds, poll, start_process
-from tests.helm.test_chart import CHART, ENVIRONMENTS, KUBE_VERSION, helm, render, service_account_kubeconfig
+from tests.helm.test_chart import CHART, ENVIRONMENTS, helm, render, service_account_kubeconfig
 from vocelio_proxy.apikeys import mint_key, secret_manifest
 from vocelio_proxy.settings import ProxySettings
 
@@ -55,14 +55,14 @@ def proxy_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (f"redis.url=redis://default:{REDIS_PASSWORD}@redis:6379/0", "redis.url carries credentials"),
 ])
 def test_a_credential_in_values_fails_the_render_without_echoing_it(setting: str, message: str) -> None:
-    result = helm("template", "vg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "image.tag=0.1.0",
+    result = helm("template", "vg", str(CHART), "--set", "image.tag=0.1.0",
                   "--set", f"proxy.auth.issuers[0].issuer={ISSUER}", "--set", setting, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert HMAC_SECRET not in result.stdout + result.stderr and REDIS_PASSWORD not in result.stdout + result.stderr
 
 
 def test_an_issuer_secret_for_an_unknown_issuer_is_refused() -> None:
-    result = helm("template", "vg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "image.tag=0.1.0",
+    result = helm("template", "vg", str(CHART), "--set", "image.tag=0.1.0",
                   "--set", "credentials.jwtIssuerSecrets[0].issuer=https://nobody",
                   "--set", "credentials.jwtIssuerSecrets[0].secretName=x",
                   "--set", "credentials.jwtIssuerSecrets[0].secretKey=k", check=False)

@@ -21,14 +21,13 @@ from tests.harness.controlplane import BIN_DIR, ROOT
 
 CHART = ROOT / "charts" / "vocelio-gateway"
 RUNBOOKS = ROOT / "docs" / "runbooks"
-KUBE_VERSION = "1.37.2"
 MONITORING = ("--set", "monitoring.serviceMonitor=true", "--set", "monitoring.prometheusRule=true",
               "--set", "monitoring.grafanaDashboard=true")
 
 
 def render(*extra: str, values: str = "production") -> list[dict[str, Any]]:
     done = subprocess.run([str(BIN_DIR / "helm"), "template", "vg", str(CHART), "-f",
-                           str(CHART / f"values-{values}.yaml"), "--namespace", "vg", "--kube-version", KUBE_VERSION,
+                           str(CHART / f"values-{values}.yaml"), "--namespace", "vg",
                            "--set", "image.tag=0.1.0", *MONITORING, *extra],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
@@ -193,7 +192,7 @@ def test_the_proxy_and_the_operator_are_scraped_with_the_labels_and_interval() -
                                      "monitoring.runbookBaseUrl=docs", "monitoring.labels.release=null",
                                      "monitoring.ruleInterval=sometimes"])
 def test_bad_monitoring_values_are_refused_by_the_schema(setting: str) -> None:
-    done = subprocess.run([str(BIN_DIR / "helm"), "template", "vg", str(CHART), "--kube-version", KUBE_VERSION,
+    done = subprocess.run([str(BIN_DIR / "helm"), "template", "vg", str(CHART),
                            "--set", "image.tag=0.1.0", "--set", setting], capture_output=True, text=True, timeout=180)
     assert done.returncode != 0, setting
 
