@@ -18,6 +18,9 @@ import errno
 import socket
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from vocelio_proxy.buildinfo import version_line
 from vocelio_proxy.clierrors import OneLineParser, UserError, env_help, guarded
@@ -142,8 +145,6 @@ def _expiry(text: str | None) -> dt.datetime | None:
 def _mint_key(args: argparse.Namespace) -> int:
     import json
 
-    import yaml
-
     from vocelio_proxy.apikeys import load_records, mint_key, secret_manifest
 
     expires = _expiry(args.expires)
@@ -162,7 +163,7 @@ def _mint_key(args: argparse.Namespace) -> int:
     key, record = mint_key(name=args.name, tenant=args.tenant, tier=args.tier,
                            roles=[r for r in args.roles.split(",") if r], expires_at=expires)
     print(f"API key (shown once, store it now): {key}", file=sys.stderr)
-    manifest = yaml.safe_dump(secret_manifest(record, args.namespace), sort_keys=False)
+    manifest = quoted_yaml(secret_manifest(record, args.namespace))
     if args.keys_file is not None:
         records = [*existing, record]
         args.keys_file.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=1) + "\n")
@@ -173,6 +174,21 @@ def _mint_key(args: argparse.Namespace) -> int:
     elif args.keys_file is None:
         sys.stdout.write(manifest)
     return 0
+
+
+class _QuotedDumper(yaml.SafeDumper):
+    """Writes every string double-quoted. PyYAML reads YAML 1.1 and kubectl's reader YAML 1.2: a key id
+    such as `123456e12345` is a string to one and a float to the other, so no string is left plain."""
+
+
+_QuotedDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"'))
+
+
+def quoted_yaml(document: dict[str, Any]) -> str:
+    """A manifest for `kubectl apply -f`: every string quoted, so no reader takes one for a number,
+    a boolean or null."""
+    return yaml.dump(document, Dumper=_QuotedDumper, sort_keys=False)
 
 
 def _operator(args: argparse.Namespace) -> int:
