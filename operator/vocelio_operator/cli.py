@@ -29,7 +29,7 @@ from vocelio_proxy.settings import ProxySettings, load_settings
 
 from .files import load_files, rejected_outcomes, render_loaded, scan_folder
 from .manifests import ManifestError, ManifestLimits, one_line
-from .schemas import crd_manifests
+from .schemas import CrdsMissing, crd_manifests
 from .settings import OperatorSettings
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    try:
+        return _dispatch(args)
+    except CrdsMissing as exc:  # a broken install: say so instead of checking less (exit 2, like bad input)
+        raise UserError(str(exc)) from None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "crds":
         return _crds()
     if args.command == "mint-key":

@@ -8,6 +8,7 @@ removed on the next start."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -22,6 +23,26 @@ from .waiting import poll
 PREFIX = "vgw-"  # network namespaces: vgw-<pid>-<n>
 LINK_PREFIXES = ("vgh", "vgp")  # veth ends: vgh<pid>-<n> (host), vgp<pid>-<n> (pod); <= 15 characters
 ROOT = Path(__file__).resolve().parents[2]
+# Concurrent runs on one machine (a developer's suite beside CI's, or two worktrees) must not hand out the
+# same addresses: each run holds one of these slots, a block of 16 /24s, for its lifetime. Slots end below
+# 198.18.200.0/24, which the real node's CNI bridge uses (tests/harness/node.py).
+SLOTS = 8
+SLOT_WIDTH = 16
+SLOT_LOCKS = Path("/run/vocelio-podnet")
+
+
+def _claim_slot() -> tuple[int, int]:
+    """Lock the first free slot: (its index, the open lock's descriptor, held until the process ends)."""
+    SLOT_LOCKS.mkdir(parents=True, exist_ok=True)
+    for slot in range(SLOTS):
+        fd = os.open(SLOT_LOCKS / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    raise HarnessError(f"all {SLOTS} pod-network slots are held by other runs on this machine")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -124,7 +145,8 @@ class PodHost:
 
 
 class PodNetwork:
-    """Allocates pod hosts: pod N gets 198.18.<N/64>.<4*(N%64)+2>/30, its host side the .1 of that /30."""
+    """Allocates pod hosts: pod N gets 198.18.<16*slot + N/64>.<4*(N%64)+2>/30, its host side the .1 of
+    that /30; `slot` is this run's (see `_claim_slot`)."""
 
     def __init__(self, log_dir: Path) -> None:
         require_netns()
@@ -134,11 +156,15 @@ class PodNetwork:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.hosts: dict[str, PodHost] = {}
         self._next = 1
+        self._slot, self._slot_lock = _claim_slot()
 
     def create(self, name: str) -> PodHost:
         index = self._next
         self._next += 1
-        third, block = divmod(index, 64)
+        extra, block = divmod(index, 64)
+        if extra >= SLOT_WIDTH:
+            raise HarnessError(f"more than {SLOT_WIDTH * 64 - 1} pod hosts in one run")
+        third = self._slot * SLOT_WIDTH + extra
         base = block * 4
         gateway = f"198.18.{third}.{base + 1}"
         address = f"198.18.{third}.{base + 2}"
@@ -172,3 +198,4 @@ class PodNetwork:
         cleanup_leftovers()
         if not others_running():
             unfence()
+        os.close(self._slot_lock)
