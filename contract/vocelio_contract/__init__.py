@@ -1,0 +1,3 @@
+"""The contract shared by the operator and the proxy: the `GatewayConfig` model, the
+canonical path and route-key rules, ConfigMap sharding with its one part limit, the API-key
+record format and the gateway's reserved paths. Pure; neither side's code is imported here."""
