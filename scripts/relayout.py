@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -249,6 +250,9 @@ def move_modules(changes: list[str], check: bool) -> None:
         if not check:
             new_path.parent.mkdir(parents=True, exist_ok=True)
             git("mv", str(old_path.relative_to(ROOT)), str(new_path.relative_to(ROOT)))
+            if old_path.is_dir() and not any(p.is_file() and "__pycache__" not in p.parts
+                                             for p in old_path.rglob("*")):
+                shutil.rmtree(old_path)  # only byte-code caches were left behind
 
 
 def file_module(path: Path) -> str | None:
@@ -260,6 +264,29 @@ def file_module(path: Path) -> str | None:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+_DEFINED: dict[str, set[str]] = {}
+
+
+def defines(module: str, name: str) -> bool:
+    """Whether a module of this tree defines `name` at top level (a symbol move has landed)."""
+    if module not in _DEFINED:
+        names: set[str] = set()
+        try:
+            path = module_path(module)
+            tree = ast.parse(path.read_text()) if path.is_file() else ast.Module(body=[], type_ignores=[])
+        except (KeyError, SyntaxError, OSError):
+            tree = ast.Module(body=[], type_ignores=[])
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+        _DEFINED[module] = names
+    return name in _DEFINED[module]
 
 
 def _resolve(node: ast.ImportFrom, origin: str, is_init: bool) -> str:
@@ -276,7 +303,7 @@ def _alias(name: str, asname: str | None) -> str:
 
 def _render(module: str, names: list[str], indent: str) -> str:
     line = f"{indent}from {module} import {', '.join(names)}"
-    if len(line) <= 110:
+    if len(line) <= 120:
         return line
     inner = "".join(f"{indent}    {n},\n" for n in names)
     return f"{indent}from {module} import (\n{inner}{indent})"
@@ -300,6 +327,8 @@ def rewrite_import(node: ast.ImportFrom, origin: str, is_init: bool, indent: str
             groups.setdefault(parent, []).append(_alias(leaf, asname))
             continue
         owner = SYMBOLS.get((target, alias.name), target)
+        if owner != target and not defines(owner, alias.name):
+            owner = target  # not moved yet on this tree
         groups.setdefault(owner, []).append(_alias(alias.name, alias.asname))
     if node.level == 0 and list(groups) == [source]:
         return None
