@@ -25,8 +25,8 @@ from tests.harness.controlplane import free_port, start_control_plane  # noqa: E
 from tests.harness.kube import Kube  # noqa: E402
 from tests.harness.stack import BIN, CONFIG_NAME, CONFIG_NAMESPACE, install_crds, poll, start_operator, start_process  # noqa: E402
 
-from vocelio_operator.rendering import render_config  # noqa: E402
-from vocelio_operator.resources import DiscoveredEndpoint, Metadata, VocelioServiceResource, VocelioServiceSpec  # noqa: E402
+from vocelio_operator.model.resources import DiscoveredEndpoint, Metadata, VocelioServiceResource, VocelioServiceSpec  # noqa: E402
+from vocelio_operator.translation.rendering import render_config  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

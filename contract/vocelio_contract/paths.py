@@ -2,7 +2,7 @@
 refusal. Called by the request pipeline (`handling.GatewayHandler`) before the
 gateway's own endpoints and the router, and by `routing.Router.build` for the
 configured prefixes, so paths and prefixes are compared in the same form, and
-(`route_key`) by the renderer (`vocelio_operator.rendering`), the file provider and
+(`route_key`) by the renderer (`vocelio_operator.translation.rendering`), the file provider and
 the router, so all three decide which route prefixes are "the same". Pure.
 
 The principle: routing decides on one canonical form, and the upstream is sent
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
-from .settings import PathSettings
+from vocelio_proxy.settings import PathSettings
 
 CaseMode = Literal["reject-mismatch", "insensitive", "sensitive"]
 ParameterMode = Literal["reject", "strip", "allow"]

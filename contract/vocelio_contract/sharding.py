@@ -1,6 +1,6 @@
 """Splits a serialised GatewayConfig over ConfigMaps when it would pass the
 1 MiB object limit. Pure; used by the config writer, and the proxy's file and
-API sources join the parts back (see `vocelio_proxy.sources`).
+API sources join the parts back (see `vocelio_proxy.lifecycle.sources`).
 
 Layout: the first ConfigMap always holds `gateway.json` when the config fits;
 otherwise it holds `manifest.json` ({"hash", "parts"}) and the parts go to

@@ -14,12 +14,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from vocelio_proxy.logs import setup_logging
+from vocelio_contract.logs import setup_logging
+from vocelio_operator.local.files import load_files, rejected_outcomes, render_folder, render_loaded, scan_folder
+from vocelio_operator.local.manifests import ManifestError, ManifestLimits, one_line
+from vocelio_proxy.process.supervision import describe_error
 from vocelio_proxy.settings import load_settings
-from vocelio_proxy.supervision import describe_error
-
-from .files import load_files, rejected_outcomes, render_folder, render_loaded, scan_folder
-from .manifests import ManifestError, ManifestLimits, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +87,7 @@ def _files_command(args: argparse.Namespace) -> int:
                              log_level=args.log_level, access_log=False if args.no_access_log else None,
                              api_keys_path=args.api_keys, redis_url=args.redis_url)
     setup_logging(settings.log_level)
-    from .standalone import run
+    from vocelio_operator.local.standalone import run
 
     return run(settings, args.resources, args.demo_backends)
 
@@ -99,7 +98,7 @@ def _mint_key(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from vocelio_proxy.apikeys import load_records, mint_key, secret_manifest
+    from vocelio_proxy.policy.auth.apikeys import load_records, mint_key, secret_manifest
 
     expires = dt.datetime.fromisoformat(args.expires.replace("Z", "+00:00")) if args.expires else None
     key, record = mint_key(name=args.name, tenant=args.tenant, tier=args.tier,
@@ -122,8 +121,8 @@ def _mint_key(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .handlers import run_operator
-    from .settings import OperatorSettings
+    from vocelio_operator.kube.handlers import run_operator
+    from vocelio_operator.settings import OperatorSettings
 
     overrides = {"namespaces": args.namespace or None, "config_namespace": args.config_namespace,
                  "config_name": args.config_name, "metrics_port": args.metrics_port,

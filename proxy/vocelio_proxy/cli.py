@@ -8,11 +8,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .app import create_app, serve
-from .config import ConfigError, json_schema, parse_config
-from .logs import setup_logging
-from .settings import SettingsError, load_settings
-from .sources import MAX_CONFIG_FILE_BYTES, read_regular_file
+from vocelio_contract.config import ConfigError, json_schema, parse_config
+from vocelio_contract.logs import setup_logging
+from vocelio_proxy.lifecycle.app import create_app, serve
+from vocelio_proxy.lifecycle.sources import MAX_CONFIG_FILE_BYTES, read_regular_file
+from vocelio_proxy.settings import SettingsError, load_settings
 
 
 def _run(coro: object) -> None:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = None
     if args.config_from_api:
-        from .kube_source import KubeConfigMapSource
+        from vocelio_proxy.lifecycle.kube_source import KubeConfigMapSource
 
         namespace, _, name = args.config_from_api.partition("/")
         source = KubeConfigMapSource(namespace, name)

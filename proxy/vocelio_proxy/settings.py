@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .authority import parse_authority
+from vocelio_proxy.policy.authority import parse_authority
 
 
 class CorsSettings(BaseModel):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import status_of
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 BODY = 1_000_000
 

@@ -19,7 +19,7 @@ from tests.harness.app_fixtures import service
 from tests.harness.breakers_tools import raw_upgrade_upstream, switching, ws_request
 from tests.harness.hostile import raw_request, status_of
 from tests.harness.wire_tools import responses_in
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 STALE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\r\nANSWER-MEANT-FOR-FIRST"
 

@@ -16,8 +16,8 @@ from typing import Any
 from tests.harness.app_fixtures import Gateway, service
 from tests.harness.breakers_tools import breaker_of, open_raw
 from tests.harness.hostile import RecordingUpstream
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.policy.breakers import BreakerState
 
 DEADLINE_S = 0.4
 BODY = 4

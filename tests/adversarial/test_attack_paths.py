@@ -9,7 +9,7 @@ import pytest
 
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import raw_request, status_of
-from vocelio_proxy.config import AuthPolicy, GatewayConfig
+from vocelio_contract.config import AuthPolicy, GatewayConfig
 
 PROTECTED = "/api/v1/x/admin"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vocelio_operator.files import load_folder
-from vocelio_operator.rendering import RenderResult, render_config
-from vocelio_operator.resources import is_service, parse_resource
-from vocelio_proxy.paths import PathError
-from vocelio_proxy.routing import Router
+from vocelio_contract.paths import PathError
+from vocelio_operator.local.files import load_folder
+from vocelio_operator.model.resources import is_service, parse_resource
+from vocelio_operator.translation.rendering import RenderResult, render_config
+from vocelio_proxy.policy.routing import Router
 
 DOC = """apiVersion: gateway.vocelio.ai/v1alpha1
 kind: VocelioService

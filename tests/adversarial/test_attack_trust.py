@@ -16,12 +16,12 @@ import pytest
 from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import raw_request, status_of
 from tests.harness.trust_tools import request_bytes
-from vocelio_proxy import keys
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.forwarding import ForwardedTrust
-from vocelio_proxy.identity import AuthError
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.auth.identity import AuthError
+from vocelio_proxy.policy.auth.tokens import verify_token
+from vocelio_proxy.policy.forwarded_headers import ForwardedTrust
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
-from vocelio_proxy.tokens import verify_token
 
 # An IPv6 zone id is free text to Python's ipaddress (anything but '%' and '/').
 # No comma: X-Forwarded-For is split on commas before each entry is parsed.

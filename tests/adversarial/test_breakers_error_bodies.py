@@ -17,7 +17,7 @@ import pytest
 from tests.harness.app_fixtures import service
 from tests.harness.breakers_tools import FAILURE_CORPUS, GET, LEAK_MARKERS, FailureCase
 from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 
 @pytest.fixture

@@ -30,10 +30,10 @@ from tests.harness.breakers_tools import (
     ws_request,
 )
 from tests.harness.hostile import raw_request, resources, settled
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.exchange import BodyError, Exchange
-from vocelio_proxy.handling import GatewayHandler
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.pipeline.handling import GatewayHandler
+from vocelio_proxy.policy.breakers import BreakerState
+from vocelio_proxy.wire.exchange import BodyError, Exchange
 
 OPEN_S = 0.2
 

@@ -25,8 +25,8 @@ from tests.harness.breakers_tools import (
     ws_request,
 )
 from tests.harness.hostile import RecordingUpstream, resources, settled
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.policy.breakers import BreakerState
 
 OPEN_S = 0.3
 #: Large: a recovery faster than this proves the slot was released, not timed out.

@@ -22,8 +22,8 @@ from tests.harness.app_fixtures import Gateway, poll, service
 from tests.harness.breakers_tools import Switch, breaker_of, probe_slots, trip_to_half_open
 from tests.harness.client_pace_tools import ejections, giving_up_upstream, slow_reader, trickle
 from tests.harness.hostile import Received, resources, settled, status_of
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.policy.breakers import BreakerState
 
 DEADLINE_S = 0.5
 #: More than the proxy reads ahead before it involves an upstream.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 
 async def test_the_recording_upstream_sees_the_forwarded_request(recording_upstream, gateway_factory) -> None:

@@ -14,7 +14,7 @@ import pytest
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import raw_request, resources, settled, status_of
 from tests.harness.paths_tools import all_readings, readings_that_reach
-from vocelio_proxy.config import AuthPolicy, GatewayConfig
+from vocelio_contract.config import AuthPolicy, GatewayConfig
 
 PROTECTED = "/api/v1/x/admin"
 PREFIXES = ["/api/v1/x", PROTECTED]

@@ -28,12 +28,12 @@ from hypothesis import strategies as st
 
 from tests.harness.app_fixtures import poll
 from tests.harness.reload_tools import write_atomic
-from vocelio_operator.files import FolderSource, load_folder
-from vocelio_operator.rendering import RESERVED_PREFIXES, RenderResult, render_config
-from vocelio_operator.resources import VocelioServiceResource, is_service, parse_resource
-from vocelio_operator.standalone import prime
-from vocelio_proxy.paths import PathError, PathPolicy, route_key
-from vocelio_proxy.routing import Router
+from vocelio_contract.paths import PathError, PathPolicy, route_key
+from vocelio_operator.local.files import FolderSource, load_folder
+from vocelio_operator.local.standalone import prime
+from vocelio_operator.model.resources import VocelioServiceResource, is_service, parse_resource
+from vocelio_operator.translation.rendering import RESERVED_PREFIXES, RenderResult, render_config
+from vocelio_proxy.policy.routing import Router
 from vocelio_proxy.settings import PathSettings, ProxySettings
 
 API = "gateway.vocelio.ai/v1alpha1"

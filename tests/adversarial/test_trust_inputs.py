@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from tests.harness.app_fixtures import Gateway, poll, service
 from tests.harness.hostile import RecordingUpstream, raw_request, resources, settled, status_of
 from tests.harness.trust_tools import envelope_of, request_bytes
-from vocelio_proxy import keys
-from vocelio_proxy.config import AuthPolicy, GatewayConfig
-from vocelio_proxy.exchange import Exchange
-from vocelio_proxy.handling import GatewayHandler
+from vocelio_contract.config import AuthPolicy, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.pipeline.handling import GatewayHandler
+from vocelio_proxy.wire.exchange import Exchange
 
 LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "service", "status", "duration_ms",
               "upstream", "attempts", "client"}

@@ -16,8 +16,8 @@ import pytest
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import RecordingUpstream, raw_request, resources, settled, status_of
 from tests.harness.trust_tools import envelope_of, head_of, request_bytes, running_gateway
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
 
 SECRET = "trust-test-hmac-secret-of-a-decent-length"
 ISSUERS = [{"issuer": "t", "algorithms": ["HS256"], "secret": SECRET}]

@@ -28,9 +28,9 @@ from tests.harness.breakers_tools import (
     ws_request,
 )
 from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy import keys
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.breakers import BreakerState
 
 PLAIN_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 

@@ -17,8 +17,8 @@ import pytest
 from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import resources, settled
 from tests.harness.wire_tools import close_quietly, read_until_closed, responses_in
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 
 TIMEOUT = 0.6
 PATH = b"/api/v1/svc/upload"

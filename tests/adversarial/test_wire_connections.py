@@ -14,8 +14,8 @@ import pytest
 from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import resources, settled
 from tests.harness.wire_tools import close_quietly, http_server_of, read_until_closed, responses_in
-from vocelio_proxy import keys
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 
 CAP = 5
 GET = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"

@@ -16,8 +16,8 @@ from tests.harness.app_fixtures import service
 from tests.harness.hostile import Received, echo_responder, raw_request, resources, settled, status_of
 from tests.harness.wire_tools import read_with_gateway, responses_in
 from tests.unit.test_http1_differential import streams
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.paths import PathError, normalize_path
+from vocelio_contract.config import GatewayConfig
+from vocelio_contract.paths import PathError, normalize_path
 
 P = b"/api/v1/svc"
 

@@ -21,7 +21,7 @@ from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import raw_request, resources, settled, status_of
 from tests.harness.upstream_answer_tools import read_answer, upload_then_read
 from tests.harness.wire_tools import http_server_of, responses_in
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 #: Uploads: BIG is under the body limit (refused for another reason), OVER above it.
 LIMIT, BIG, OVER = 1_500_000, 1_000_000, 3_000_000

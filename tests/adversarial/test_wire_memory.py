@@ -17,9 +17,9 @@ import pytest
 from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import raw_request, resources, settled
 from tests.harness.wire_tools import Flooder, http_server_of
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.http1.limits import PIPELINED_SLICE
-from vocelio_proxy.server import HttpConnection
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.wire.http1.limits import PIPELINED_SLICE
+from vocelio_proxy.wire.server import HttpConnection
 
 MiB = 1024 * 1024
 BUDGET = 128 * 1024

@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 HEAD = b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
 BODY = b"5\r\nhello\r\n6\r\n world\r\n"

@@ -16,7 +16,7 @@ from tests.harness.breakers_tools import switching, ws_request
 from tests.harness.hostile import raw_request, resources, settled, status_of
 from tests.harness.upstream_answer_tools import one_shot_upstream, plain_config
 from tests.harness.wire_tools import responses_in
-from vocelio_proxy.http1.limits import UPGRADE_REFUSAL_MAX_BODY, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
+from vocelio_proxy.wire.http1.limits import UPGRADE_REFUSAL_MAX_BODY, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 
 GET = b"GET /api/v1/svc/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 UPGRADE = ws_request("/api/v1/svc/socket")

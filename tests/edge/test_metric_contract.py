@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.app_fixtures import service
 from tests.harness.controlplane import BIN_DIR
-from vocelio_operator.metrics import OperatorMetrics
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
+from vocelio_operator.kube.metrics import OperatorMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "vocelio-gateway"

@@ -10,9 +10,9 @@ import asyncio
 import redis.asyncio as redis
 
 from tests.harness.redis_server import RedisServer
-from vocelio_proxy.metrics import ProxyMetrics
-from vocelio_proxy.ratelimits import LimitCheck, MemoryLimiter
-from vocelio_proxy.redis_limiter import RedisLimiter
+from vocelio_proxy.policy.ratelimits import LimitCheck, MemoryLimiter
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.redis_limiter import RedisLimiter
 from vocelio_proxy.settings import RateLimitSettings
 
 NOW = 1_800_000_000.25

@@ -17,7 +17,7 @@ import pytest
 from tests.harness.app_fixtures import Gateway, service
 from tests.harness.breakers_tools import Switch, hanging_endpoint
 from tests.harness.hostile import RecordingUpstream, resources, settled
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 #: Scheduling slack on a shared machine: the bound is request_s, the test allows this much over.
 SLACK_S = 0.6

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from tests.harness.app_fixtures import service
-from vocelio_proxy import edge
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
-from vocelio_proxy.ratelimits import LimitCheck, MemoryLimiter
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
+from vocelio_proxy.pipeline import edge
+from vocelio_proxy.policy.ratelimits import LimitCheck, MemoryLimiter
 
 
 def test_three_hundred_thousand_distinct_callers_keep_the_table_at_its_cap() -> None:

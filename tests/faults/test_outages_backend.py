@@ -20,7 +20,7 @@ from collections import Counter
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import resources, settled
 from tests.harness.reload_tools import BackendProcess, while_loaded
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 WORKERS = 8
 SLOW_S = 1.0

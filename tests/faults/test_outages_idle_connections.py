@@ -13,7 +13,7 @@ import time
 
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import resources, settled
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 IDLE = 3_000
 SAMPLE = 100

@@ -22,7 +22,7 @@ from tests.harness.app_fixtures import Gateway, service
 from tests.harness.redis_server import RedisServer
 from tests.harness.reload_tools import while_loaded
 from tests.harness.waiting import poll_async
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 
 pytestmark = [pytest.mark.redis,
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")]

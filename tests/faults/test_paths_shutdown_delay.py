@@ -11,11 +11,11 @@ import asyncio
 from tests.harness.app_fixtures import poll, service
 from tests.harness.hostile import raw_request, status_of
 from tests.harness.waiting import poll_async
-from vocelio_proxy import keys
-from vocelio_proxy.app import create_app, serve
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import create_app, serve
+from vocelio_proxy.lifecycle.sources import StaticSource
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import StaticSource
 
 
 def test_the_default_shutdown_delay_outlasts_two_readiness_polls() -> None:

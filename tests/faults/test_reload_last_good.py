@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness.app_fixtures import poll
 from tests.harness.reload_tools import service_yaml, write_atomic
-from vocelio_operator.files import FolderSource
+from vocelio_operator.local.files import FolderSource
 
 BREAKAGES = {
     "YAML syntax error": lambda text: text + "  : [\n",

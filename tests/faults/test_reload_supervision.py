@@ -15,9 +15,9 @@ import logging
 import pytest
 
 from tests.harness.app_fixtures import poll, service
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.kube_source import KubeConfigMapSource
-from vocelio_proxy.supervision import WatcherStatus, supervise
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle.kube_source import KubeConfigMapSource
+from vocelio_proxy.process.supervision import WatcherStatus, supervise
 
 
 class FaultySource:

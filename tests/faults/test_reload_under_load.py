@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tests.harness.app_fixtures import Gateway, poll
 from tests.harness.reload_tools import run_load, service_yaml, while_loaded
-from vocelio_operator.files import FolderSource
-from vocelio_operator.manifests import ManifestLimits
+from vocelio_operator.local.files import FolderSource
+from vocelio_operator.local.manifests import ManifestLimits
 
 SLOW_S = 1.0
 PATHS = ["/api/v1/steady/x", "/api/v1/churn/x"]

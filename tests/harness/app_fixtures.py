@@ -14,14 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from vocelio_proxy import keys
-from vocelio_proxy.accesslog import AccessLog
-from vocelio_proxy.app import RunningGateway, create_app, start_gateway
+from vocelio_contract.config import Backend, Endpoint, GatewayConfig, Service
 from vocelio_proxy.clock import Clock
-from vocelio_proxy.config import Backend, Endpoint, GatewayConfig, Service
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import RunningGateway, create_app, start_gateway
+from vocelio_proxy.lifecycle.sources import ConfigSource, StaticSource
+from vocelio_proxy.process.accesslog import AccessLog
+from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import ConfigSource, StaticSource
-from vocelio_proxy.state import GatewayState
 
 from .waiting import poll_async
 

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from aiohttp import web
 
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint
+from vocelio_contract.config import Endpoint
+from vocelio_proxy.lifecycle import appkeys as keys
 
 
 @dataclass

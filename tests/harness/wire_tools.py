@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 import h11
 
-from vocelio_proxy.exchange import Exchange
-from vocelio_proxy.http1.framing import WireError
-from vocelio_proxy.http1.limits import WireLimits
-from vocelio_proxy.http1.reader import RequestReader
-from vocelio_proxy.server import HttpServer
+from vocelio_proxy.wire.exchange import Exchange
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import WireLimits
+from vocelio_proxy.wire.http1.reader import RequestReader
+from vocelio_proxy.wire.server import HttpServer
 
 
 @dataclass

@@ -256,10 +256,10 @@ def test_deleting_a_vocelio_service_removes_its_route(stack: Stack) -> None:
 
 def test_a_file_proxy_reads_a_sharded_config(tmp_path: Path) -> None:
     from tests.harness.mount import write_configmap_volume
-    from vocelio_operator.sharding import shard_config
-    from vocelio_proxy.config import Backend as B
-    from vocelio_proxy.config import Endpoint, GatewayConfig, Service
-    from vocelio_proxy.sources import FileSource
+    from vocelio_contract.config import Backend as B
+    from vocelio_contract.config import Endpoint, GatewayConfig, Service
+    from vocelio_contract.sharding import shard_config
+    from vocelio_proxy.lifecycle.sources import FileSource
 
     services = [Service(name=f"svc-{i}", prefixes=[f"/api/v1/svc-{i}"],
                         backends=[B(name="b", endpoints=[Endpoint(address=f"198.18.{i // 250}.{i % 250}", port=80)

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.harness.app_fixtures import service
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 
 async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory, gateway_factory) -> None:
@@ -99,7 +99,7 @@ async def test_websocket_upgrades_are_relayed(upstream_factory, gateway_factory)
 async def test_keep_alive_connections_are_reused(upstream_factory, gateway_factory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
-    from vocelio_proxy import keys
+    from vocelio_proxy.lifecycle import appkeys as keys
 
     for _ in range(20):
         status, _, _ = await gw.get("/api/v1/svc/x")

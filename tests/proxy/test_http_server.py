@@ -16,12 +16,12 @@ from aiohttp import web
 
 from tests.harness.app_fixtures import poll, service
 from tests.harness.waiting import poll_async
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.exchange import BodyError, Exchange
-from vocelio_proxy.http1.limits import WireLimits
-from vocelio_proxy.server import HttpConnection, HttpServer, RequestBody
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import LimitSettings
+from vocelio_proxy.wire.exchange import BodyError, Exchange
+from vocelio_proxy.wire.http1.limits import WireLimits
+from vocelio_proxy.wire.server import HttpConnection, HttpServer, RequestBody
 
 Response = tuple[int, dict[str, str], bytes]
 

@@ -13,11 +13,11 @@ from aiohttp import web
 
 from tests.harness.app_fixtures import poll, service
 from tests.harness.mount import write_configmap_volume
-from vocelio_proxy import keys
-from vocelio_proxy.app import create_app, serve
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import create_app, serve
+from vocelio_proxy.lifecycle.sources import FileSource
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import FileSource
 
 
 async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, gateway_factory,
@@ -125,7 +125,7 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
 
     up = await upstream_factory(slow)
     settings = ProxySettings(host="127.0.0.1", port=0, access_log=False, drain_timeout_s=5, shutdown_delay_s=0)
-    from vocelio_proxy.sources import StaticSource
+    from vocelio_proxy.lifecycle.sources import StaticSource
 
     app = create_app(settings, StaticSource(GatewayConfig(services=[service("svc", up.endpoint())]).seal()))
     stop = asyncio.Event()
@@ -157,7 +157,7 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
 
 async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory, gateway_factory,
                                                                                  tmp_path: Path) -> None:
-    from vocelio_operator.files import FolderSource
+    from vocelio_operator.local.files import FolderSource
 
     up = await upstream_factory()
     (tmp_path / "good.yaml").write_text(f"""apiVersion: gateway.vocelio.ai/v1alpha1

@@ -10,7 +10,7 @@ import socket
 from aiohttp import web
 
 from tests.harness.app_fixtures import poll, service
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 
 def closed_port() -> int:

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from tests.harness.app_fixtures import poll, service
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.upstream import UpstreamError, UpstreamPool, request_head
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.wire.upstream import UpstreamError, UpstreamPool, request_head
 
 
 def gateway_config(port: int) -> GatewayConfig:

@@ -14,11 +14,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from vocelio_proxy.apikeys import ApiKeyStore, key_hint, mint_key
-from vocelio_proxy.config import AuthPolicy
-from vocelio_proxy.identity import AuthError, Identity, authorize
+from vocelio_contract.config import AuthPolicy
+from vocelio_proxy.policy.auth.apikeys import ApiKeyStore, key_hint, mint_key
+from vocelio_proxy.policy.auth.identity import AuthError, Identity, authorize
+from vocelio_proxy.policy.auth.tokens import PublicKey, public_key_from_pem, verify_token
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
-from vocelio_proxy.tokens import PublicKey, public_key_from_pem, verify_token
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,

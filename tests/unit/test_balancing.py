@@ -4,9 +4,9 @@ weights across backends, health filtering and the panic threshold."""
 import random
 from collections import Counter
 
-from vocelio_proxy.balancing import ServiceBalancer
+from vocelio_contract.config import Backend, Endpoint, LoadBalancing, Service
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import Backend, Endpoint, LoadBalancing, Service
+from vocelio_proxy.policy.balancing import ServiceBalancer
 
 
 def service(*backends: Backend, policy: str = "round-robin", panic: int = 50) -> Service:

@@ -12,10 +12,10 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from vocelio_proxy.breakers import Admission, Breaker, BreakerState
+from vocelio_contract.config import CircuitBreaker, Service, Timeouts
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import CircuitBreaker, Service, Timeouts
-from vocelio_proxy.runtime import default_probe_timeout
+from vocelio_proxy.policy.breakers import Admission, Breaker, BreakerState
+from vocelio_proxy.process.routing_state import default_probe_timeout
 
 
 def breaker(probe_timeout_s: float = 5.0, **kw: Any) -> tuple[Breaker, ManualClock]:

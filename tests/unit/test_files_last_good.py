@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vocelio_operator.files import FolderSource
-from vocelio_proxy.config import ConfigError, GatewayConfig
+from vocelio_contract.config import ConfigError, GatewayConfig
+from vocelio_operator.local.files import FolderSource
 
 
 def svc(name: str, rewrite: str = "/", prefix: str | None = None) -> str:

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vocelio_operator import manifests
-from vocelio_operator.files import load_file, load_files, load_folder, scan_folder
-from vocelio_operator.manifests import ManifestLimits, parse_stream
+from vocelio_operator.local import manifests
+from vocelio_operator.local.files import load_file, load_files, load_folder, scan_folder
+from vocelio_operator.local.manifests import ManifestLimits, parse_stream
 
 GOOD = b"""apiVersion: gateway.vocelio.ai/v1alpha1
 kind: VocelioService
@@ -237,7 +237,7 @@ DOCS = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(DOCS, st.sampled_from(["VocelioService", "RateTier"]))
 def test_any_document_shape_is_validated_without_raising(doc: object, kind: str) -> None:
-    from vocelio_operator.manifests import check_document
+    from vocelio_operator.local.manifests import check_document
 
     for candidate in (doc, {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": kind, "metadata": doc,
                             "spec": doc}):

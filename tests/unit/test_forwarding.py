@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from vocelio_proxy.forwarding import (
+from vocelio_proxy.policy.forwarded_headers import (
     ForwardedTrust,
     accept_request_id,
     child_traceparent,

@@ -7,9 +7,9 @@ from __future__ import annotations
 import httptools
 import pytest
 
-from vocelio_proxy.http1.answers import UpstreamHeadReader
-from vocelio_proxy.http1.framing import WireError
-from vocelio_proxy.http1.limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
+from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 
 
 class Reader(UpstreamHeadReader):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import h11
 import pytest
 
-from vocelio_proxy.http1.body import BodyBuffer
-from vocelio_proxy.http1.chunks import LAST_CHUNK, encode_chunk
-from vocelio_proxy.http1.heads import REASONS, HeadError, request_head, response_head, status_line
+from vocelio_proxy.wire.http1.body import BodyBuffer
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.heads import REASONS, HeadError, request_head, response_head, status_line
 
 
 @pytest.mark.parametrize(("status", "line"), [

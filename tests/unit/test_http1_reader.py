@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.harness.wire_tools import Recorder, read_with_gateway
-from vocelio_proxy.http1.framing import WireError
-from vocelio_proxy.http1.limits import PARSE_SLICE, WireLimits
-from vocelio_proxy.http1.reader import RequestReader
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import PARSE_SLICE, WireLimits
+from vocelio_proxy.wire.http1.reader import RequestReader
 
 CHUNKED = b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, _canonical, normalize_path, route_key
+from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, _canonical, normalize_path, route_key
 from vocelio_proxy.settings import PathSettings, ProxySettings
 
 

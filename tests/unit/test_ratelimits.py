@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocelio_proxy.config import RateTier, Service, ServiceRateLimit, TierMatch
-from vocelio_proxy.identity import Identity
-from vocelio_proxy.ratelimits import (
+from vocelio_contract.config import RateTier, Service, ServiceRateLimit, TierMatch
+from vocelio_proxy.policy.auth.identity import Identity
+from vocelio_proxy.policy.ratelimits import (
     LimitCheck,
     LimitResult,
     MemoryLimiter,

@@ -1,6 +1,6 @@
 """The readiness policy."""
 
-from vocelio_proxy.readiness import ReadinessFacts, readiness
+from vocelio_proxy.policy.readiness import ReadinessFacts, readiness
 from vocelio_proxy.settings import ReadinessPolicy
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vocelio_operator.files import load_folder
-from vocelio_operator.rendering import RenderResult, render_config
-from vocelio_operator.resources import DiscoveredEndpoint, parse_resource
+from vocelio_operator.local.files import load_folder
+from vocelio_operator.model.resources import DiscoveredEndpoint, parse_resource
+from vocelio_operator.translation.rendering import RenderResult, render_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -3,9 +3,9 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vocelio_contract.config import Retry, Timeouts
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import Retry, Timeouts
-from vocelio_proxy.retries import (
+from vocelio_proxy.policy.retries import (
     RetryBudget,
     attempt_budget,
     connect_budget,

@@ -3,9 +3,9 @@ case and canonical prefixes (docs/security/paths.md)."""
 
 import pytest
 
-from vocelio_proxy.config import Service
-from vocelio_proxy.paths import PathError, PathPolicy
-from vocelio_proxy.routing import Router, rewrite_path
+from vocelio_contract.config import Service
+from vocelio_contract.paths import PathError, PathPolicy
+from vocelio_proxy.policy.routing import Router, rewrite_path
 
 
 def svc(name: str, *prefixes: str, rewrite: str | None = None) -> Service:

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from vocelio_proxy.identity import AuthError, Identity, identity_headers
-from vocelio_proxy.jwks import merge_jwks
+from vocelio_proxy.policy.auth.identity import AuthError, Identity, identity_headers
+from vocelio_proxy.policy.auth.jwks import merge_jwks
+from vocelio_proxy.policy.auth.tokens import PublicKey, public_key_from_jwk, public_key_from_pem, verify_token
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
-from vocelio_proxy.tokens import PublicKey, public_key_from_jwk, public_key_from_pem, verify_token
 
 SECRET = "mixed-issuer-hmac-secret-of-enough-length!"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

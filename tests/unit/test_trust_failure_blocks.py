@@ -4,7 +4,7 @@ entries go first, then the oldest)."""
 
 from __future__ import annotations
 
-from vocelio_proxy.edge import FailureBlocks
+from vocelio_proxy.pipeline.edge import FailureBlocks
 
 
 def test_a_block_lasts_until_its_time_and_never_shortens() -> None:

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_proxy.edge import failure_key
-from vocelio_proxy.forwarding import ForwardedTrust
-from vocelio_proxy.identity import AuthError, Identity
+from vocelio_proxy.pipeline.edge import failure_key
+from vocelio_proxy.policy.auth.identity import AuthError, Identity
+from vocelio_proxy.policy.auth.tokens import verify_token
+from vocelio_proxy.policy.forwarded_headers import ForwardedTrust
 from vocelio_proxy.settings import AuthSettings, ClaimNames, JwtIssuer
-from vocelio_proxy.tokens import verify_token
 
 PEER = "10.0.0.9"
 

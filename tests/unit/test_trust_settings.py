@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vocelio_proxy.authority import Authority, parse_authority
-from vocelio_proxy.endpoints import ENDPOINTS
+from vocelio_proxy.pipeline.endpoints import ENDPOINTS
+from vocelio_proxy.policy.authority import Authority, parse_authority
 from vocelio_proxy.settings import GATEWAY_ENDPOINTS, AuthSettings, CorsSettings, JwtIssuer, ProxySettings
 
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vocelio_proxy.config import Service
-from vocelio_proxy.upgrades import (
+from vocelio_contract.config import Service
+from vocelio_proxy.policy.upgrades import (
     offered_upgrade,
     offers_websocket,
     switch_problem,

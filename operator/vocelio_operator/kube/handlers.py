@@ -12,11 +12,11 @@ import kopf
 from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
-from .metrics import OperatorMetrics
-from .reconciler import Reconciler
-from .resources import GROUP, VERSION
-from .settings import OperatorSettings
-from .writer import ApiWriter
+from vocelio_operator.kube.metrics import OperatorMetrics
+from vocelio_operator.kube.reconciler import Reconciler
+from vocelio_operator.kube.writer import ApiWriter
+from vocelio_operator.model.resources import GROUP, VERSION
+from vocelio_operator.settings import OperatorSettings
 
 log = logging.getLogger("vocelio.operator")
 

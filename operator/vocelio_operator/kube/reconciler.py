@@ -12,13 +12,19 @@ import logging
 import time
 from typing import Any
 
-from .discovery import ClusterIndex, ResourceRef
-from .metrics import OperatorMetrics
-from .rendering import Outcome, render_config
-from .settings import OperatorSettings
-from .sharding import shard_config
-from .status import desired_conditions, merge_conditions, same_conditions, status_body, transition_events
-from .writer import ApiWriter
+from vocelio_contract.sharding import shard_config
+from vocelio_operator.kube.metrics import OperatorMetrics
+from vocelio_operator.kube.writer import ApiWriter
+from vocelio_operator.settings import OperatorSettings
+from vocelio_operator.translation.cluster_index import ClusterIndex, ResourceRef
+from vocelio_operator.translation.rendering import Outcome, render_config
+from vocelio_operator.translation.status import (
+    desired_conditions,
+    merge_conditions,
+    same_conditions,
+    status_body,
+    transition_events,
+)
 
 log = logging.getLogger("vocelio.operator")
 

@@ -12,8 +12,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .discovery import ResourceRef
-from .resources import GROUP, VERSION
+from vocelio_operator.model.resources import GROUP, VERSION
+from vocelio_operator.translation.cluster_index import ResourceRef
 
 log = logging.getLogger("vocelio.operator.writer")
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from .files import LoadedResources
+from vocelio_operator.local.files import LoadedResources
 
 
 def demo_app(service: str) -> web.Application:

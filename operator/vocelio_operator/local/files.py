@@ -40,12 +40,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vocelio_proxy.config import ConfigError, GatewayConfig
-from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, route_key
-from vocelio_proxy.sources import UnreadableFile, read_regular_file
-from vocelio_proxy.supervision import describe_error
-
-from .manifests import (
+from vocelio_contract.config import ConfigError, GatewayConfig
+from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, route_key
+from vocelio_operator.local.manifests import (
     DEFAULT_LIMITS,
     AnyResource,
     DocumentResult,
@@ -54,8 +51,10 @@ from .manifests import (
     one_line,
     parse_stream,
 )
-from .rendering import RenderResult, render_config
-from .resources import RateTierResource, VocelioServiceResource, is_service
+from vocelio_operator.model.resources import RateTierResource, VocelioServiceResource, is_service
+from vocelio_operator.translation.rendering import RenderResult, render_config
+from vocelio_proxy.lifecycle.sources import UnreadableFile, read_regular_file
+from vocelio_proxy.process.supervision import describe_error
 
 log = logging.getLogger("vocelio.files")
 

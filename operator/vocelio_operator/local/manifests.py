@@ -21,10 +21,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from vocelio_proxy.settings import ResourceFileSettings
-from vocelio_proxy.supervision import describe_error
-
-from .resources import (
+from vocelio_operator.model.resources import (
     GROUP,
     RateTierResource,
     ResourceError,
@@ -32,7 +29,9 @@ from .resources import (
     is_service,
     parse_resource,
 )
-from .schemas import schema_problems
+from vocelio_operator.model.schemas import schema_problems
+from vocelio_proxy.process.supervision import describe_error
+from vocelio_proxy.settings import ResourceFileSettings
 
 log = logging.getLogger("vocelio.files")
 

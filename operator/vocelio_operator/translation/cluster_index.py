@@ -12,10 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vocelio_proxy.apikeys import ApiKeyRecord, record_from_secret_data
-
-from .rendering import EndpointIndex
-from .resources import DiscoveredEndpoint, RateTierResource, VocelioServiceResource, is_service, parse_resource
+from vocelio_operator.model.resources import (
+    DiscoveredEndpoint,
+    RateTierResource,
+    VocelioServiceResource,
+    is_service,
+    parse_resource,
+)
+from vocelio_operator.translation.rendering import EndpointIndex
+from vocelio_proxy.policy.auth.apikeys import ApiKeyRecord, record_from_secret_data
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 

@@ -5,7 +5,7 @@ status. Deterministic: the same input gives byte-identical output. Called by
 the operator's reconcile loop and by the standalone file provider.
 
 Prefixes are judged as the proxy's router will route them: canonicalised with a
-path policy (`vocelio_proxy.paths`) and compared by `paths.route_key`, the key
+path policy (`vocelio_contract.paths`) and compared by `paths.route_key`, the key
 the router uses. A prefix the policy refuses can never be reached
 (`InvalidPrefix`); one whose canonical form is a gateway endpoint is
 `ReservedPath`; one whose key an older service already claims (`/api/x/ADMIN`,
@@ -28,16 +28,9 @@ from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
-from vocelio_proxy.config import (
-    IDEMPOTENT_METHODS,
-    GatewayConfig,
-    RateTier,
-    Service,
-    TierMatch,
-)
-from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
-
-from .resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
+from vocelio_contract.config import IDEMPOTENT_METHODS, GatewayConfig, RateTier, Service, TierMatch
+from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
+from vocelio_operator.model.resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
 
 #: Paths the proxy serves itself; a route there would be unreachable.
 RESERVED_PREFIXES = frozenset({"/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs",

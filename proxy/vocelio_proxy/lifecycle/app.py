@@ -17,19 +17,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import keys
-from .accesslog import AccessLog
-from .clock import Clock, SystemClock
-from .edge import install_edge
-from .handling import AdminHandler, GatewayHandler
-from .healthchecks import run_health_checks
-from .metrics import ProxyMetrics
-from .paths import PathPolicy
-from .server import HttpServer
-from .settings import ProxySettings
-from .sources import ConfigSource, FileSource, watch_source
-from .state import GatewayState
-from .upstream import UpstreamPool
+from vocelio_contract.paths import PathPolicy
+from vocelio_proxy.clock import Clock, SystemClock
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.healthchecks import run_health_checks
+from vocelio_proxy.lifecycle.sources import ConfigSource, FileSource, watch_source
+from vocelio_proxy.pipeline.edge import install_edge
+from vocelio_proxy.pipeline.handling import AdminHandler, GatewayHandler
+from vocelio_proxy.process.accesslog import AccessLog
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.server import HttpServer
+from vocelio_proxy.wire.upstream import UpstreamPool
 
 log = logging.getLogger("vocelio.proxy")
 

@@ -8,15 +8,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .accesslog import AccessLog
-from .clock import Clock
-from .errors import Refusal
-from .exchange import Exchange
-from .metrics import ProxyMetrics
-from .routing import RouteMatch
-from .settings import ProxySettings
-from .state import GatewayState
-from .upstream import UpstreamPool
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.policy.error_envelope import Refusal
+from vocelio_proxy.policy.routing import RouteMatch
+from vocelio_proxy.process.accesslog import AccessLog
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.exchange import Exchange
+from vocelio_proxy.wire.upstream import UpstreamPool
 
 #: An edge policy (auth + rate limiting) run before forwarding. It returns a
 #: refusal to answer instead, or the identity headers to add upstream.

@@ -8,10 +8,10 @@ import asyncio
 import logging
 import time
 
-from .config import HealthCheck
-from .health import EndpointState, record_active_check
-from .state import GatewayState
-from .upstream import UpstreamError, UpstreamPool, request_head
+from vocelio_contract.config import HealthCheck
+from vocelio_proxy.policy.health import EndpointState, record_active_check
+from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.wire.upstream import UpstreamError, UpstreamPool, request_head
 
 log = logging.getLogger("vocelio.proxy.health")
 

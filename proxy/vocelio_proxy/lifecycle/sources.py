@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .config import ConfigError, GatewayConfig, parse_config
-from .metrics import ProxyMetrics
-from .state import GatewayState
-from .supervision import BACKOFF_MAX_S, describe_error, supervise
+from vocelio_contract.config import ConfigError, GatewayConfig, parse_config
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.process.supervision import BACKOFF_MAX_S, describe_error, supervise
 
 log = logging.getLogger("vocelio.proxy.config")
 

@@ -31,16 +31,23 @@ import aiohttp
 import redis.asyncio as redis
 from aiohttp import web
 
-from . import keys
-from .apikeys import ApiKeyStore, load_store
-from .errors import Refusal
-from .exchange import Exchange
-from .identity import AuthError, Identity, authorize, identity_headers
-from .jwks import JwksCache
-from .ratelimits import LimitCheck, LimitResult, MemoryLimiter, checks_for, headers_for, ietf_ratelimit
-from .redis_limiter import LimiterUnavailable, RedisLimiter
-from .routing import RouteMatch
-from .tokens import peek, verify_token
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.auth.apikeys import ApiKeyStore, load_store
+from vocelio_proxy.policy.auth.identity import AuthError, Identity, authorize, identity_headers
+from vocelio_proxy.policy.auth.jwks import JwksCache
+from vocelio_proxy.policy.auth.tokens import peek, verify_token
+from vocelio_proxy.policy.error_envelope import Refusal
+from vocelio_proxy.policy.ratelimits import (
+    LimitCheck,
+    LimitResult,
+    MemoryLimiter,
+    checks_for,
+    headers_for,
+    ietf_ratelimit,
+)
+from vocelio_proxy.policy.routing import RouteMatch
+from vocelio_proxy.process.redis_limiter import LimiterUnavailable, RedisLimiter
+from vocelio_proxy.wire.exchange import Exchange
 
 log = logging.getLogger("vocelio.proxy.auth")
 

@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import __version__, keys
-from .readiness import ReadinessFacts, readiness
-from .sysinfo import human_duration, resource_checks
+from vocelio_proxy import __version__
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.readiness import ReadinessFacts, readiness
+from vocelio_proxy.process.sysinfo import human_duration, resource_checks
 
 RESERVED_PATHS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs", "/openapi.json")
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"

@@ -36,18 +36,18 @@ from json.encoder import encode_basestring_ascii
 
 from aiohttp import web
 
-from . import keys
-from .authority import parse_authority
-from .cors import preflight_headers, response_headers
-from .endpoints import ENDPOINTS, Reply
-from .errors import Refusal
-from .exchange import BodyError, Exchange
-from .forwarding import ForwardedTrust, accept_request_id, without_underscored
-from .paths import PathError, normalize_path
-from .proxying import Proxy
-from .responses import send_error, send_reply
-from .server import HttpConnection
-from .settings import ProxySettings
+from vocelio_contract.paths import PathError, normalize_path
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.pipeline.endpoints import ENDPOINTS, Reply
+from vocelio_proxy.pipeline.proxying import Proxy
+from vocelio_proxy.pipeline.responses import send_error, send_reply
+from vocelio_proxy.policy.authority import parse_authority
+from vocelio_proxy.policy.cors import preflight_headers, response_headers
+from vocelio_proxy.policy.error_envelope import Refusal
+from vocelio_proxy.policy.forwarded_headers import ForwardedTrust, accept_request_id, without_underscored
+from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.exchange import BodyError, Exchange
+from vocelio_proxy.wire.server import HttpConnection
 
 log = logging.getLogger("vocelio.proxy")
 #: A str as a JSON string literal, ASCII only (C-accelerated; escapes quotes, control

@@ -38,22 +38,34 @@ from typing import Any
 
 from aiohttp import web
 
-from . import keys
-from .compression import choose_encoding, compress
-from .config import Service
-from .errors import Refusal
-from .exchange import BodySource, Exchange
-from .forwarding import child_traceparent, response_head, upstream_request_headers
-from .health import EndpointState, record_passive_result
-from .paths import PathError
-from .responses import add_gateway_headers, send_error
-from .retries import attempt_budget, connect_budget, is_retryable_status, may_retry_method, may_start_retry
-from .routing import RouteMatch
-from .runtime import ServiceRuntime
-from .server import HttpConnection, status_line
-from .tunnel import open_upgrade
-from .upgrades import H2C_HEADERS, offered_upgrade, offers_websocket, switch_problem, valid_websocket_key
-from .upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chunk, request_head
+from vocelio_contract.config import Service
+from vocelio_contract.paths import PathError
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.pipeline.responses import add_gateway_headers, send_error
+from vocelio_proxy.policy.compression import choose_encoding, compress
+from vocelio_proxy.policy.error_envelope import Refusal
+from vocelio_proxy.policy.forwarded_headers import child_traceparent, response_head, upstream_request_headers
+from vocelio_proxy.policy.health import EndpointState, record_passive_result
+from vocelio_proxy.policy.retries import (
+    attempt_budget,
+    connect_budget,
+    is_retryable_status,
+    may_retry_method,
+    may_start_retry,
+)
+from vocelio_proxy.policy.routing import RouteMatch
+from vocelio_proxy.policy.upgrades import (
+    H2C_HEADERS,
+    offered_upgrade,
+    offers_websocket,
+    switch_problem,
+    valid_websocket_key,
+)
+from vocelio_proxy.process.routing_state import ServiceRuntime
+from vocelio_proxy.wire.exchange import BodySource, Exchange
+from vocelio_proxy.wire.server import HttpConnection, status_line
+from vocelio_proxy.wire.tunnel import open_upgrade
+from vocelio_proxy.wire.upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chunk, request_head
 
 log = logging.getLogger("vocelio.proxy")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from .errors import Refusal, error_body
-from .exchange import Exchange
-from .server import HttpConnection
+from vocelio_proxy.policy.error_envelope import Refusal, error_body
+from vocelio_proxy.wire.exchange import Exchange
+from vocelio_proxy.wire.server import HttpConnection
 
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),

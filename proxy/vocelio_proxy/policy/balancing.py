@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from .clock import Clock
-from .config import Service
-from .health import EndpointState
+from vocelio_contract.config import Service
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.policy.health import EndpointState
 
 
 class _Weighted(Protocol):

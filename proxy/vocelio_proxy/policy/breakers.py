@@ -17,9 +17,9 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from .clock import Clock
-from .config import CircuitBreaker as BreakerSettings
-from .windows import RollingCounter
+from vocelio_contract.config import CircuitBreaker as BreakerSettings
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.policy.counting_window import RollingCounter
 
 _SUCCESS, _FAILURE = 0, 1
 

@@ -9,7 +9,7 @@ import gzip
 
 import brotli
 
-from .settings import CompressionSettings
+from vocelio_proxy.settings import CompressionSettings
 
 
 def _accepted(accept_encoding: str) -> dict[str, float]:

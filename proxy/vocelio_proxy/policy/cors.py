@@ -7,7 +7,7 @@ origin; an origin is never reflected because it asked."""
 
 from __future__ import annotations
 
-from .settings import CorsSettings
+from vocelio_proxy.settings import CorsSettings
 
 
 def origin_allowed(settings: CorsSettings, origin: str) -> bool:

@@ -27,7 +27,7 @@ import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from .authority import parse_authority
+from vocelio_proxy.policy.authority import parse_authority
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate",

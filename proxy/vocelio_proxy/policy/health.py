@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import Endpoint, HealthCheck, PassiveHealth
+from vocelio_contract.config import Endpoint, HealthCheck, PassiveHealth
 
 
 @dataclass(slots=True)

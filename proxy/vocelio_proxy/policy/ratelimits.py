@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .config import RateTier, Service
-from .identity import Identity
+from vocelio_contract.config import RateTier, Service
+from vocelio_proxy.policy.auth.identity import Identity
 
 
 class LimitCheck(NamedTuple):

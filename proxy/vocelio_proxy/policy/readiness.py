@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .settings import ReadinessPolicy
+from vocelio_proxy.settings import ReadinessPolicy
 
 
 @dataclass(frozen=True, slots=True)

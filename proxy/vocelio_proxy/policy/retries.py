@@ -13,9 +13,9 @@ Pure; used by the proxy handler."""
 
 from __future__ import annotations
 
-from .clock import Clock
-from .config import Retry, Timeouts
-from .windows import RollingCounter
+from vocelio_contract.config import Retry, Timeouts
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.policy.counting_window import RollingCounter
 
 _REQUESTS, _RETRIES = 0, 1
 _BUDGET_WINDOW_S = 10.0

@@ -35,8 +35,16 @@ import sys
 from collections.abc import Container, Sequence
 from typing import NamedTuple
 
-from .config import Service
-from .paths import DEFAULT_POLICY, PathError, PathPolicy, decode_path, fold_path, normalize_path, route_key
+from vocelio_contract.config import Service
+from vocelio_contract.paths import (
+    DEFAULT_POLICY,
+    PathError,
+    PathPolicy,
+    decode_path,
+    fold_path,
+    normalize_path,
+    route_key,
+)
 
 # What a canonical path may still spell in two ways a decoding backend reads alike: an
 # escape that stays encoded (non-ASCII, `%2B`, `%3B`, ...) and its raw twin ('+', ';').

@@ -18,8 +18,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .runtime import GatewayRuntime
-from .supervision import WatcherStatus
+from vocelio_proxy.process.routing_state import GatewayRuntime
+from vocelio_proxy.process.supervision import WatcherStatus
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

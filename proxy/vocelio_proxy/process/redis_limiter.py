@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
-from .metrics import ProxyMetrics
-from .ratelimits import LimitCheck, LimitResult, MemoryLimiter, result_for
-from .settings import RateLimitSettings
+from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter, result_for
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.settings import RateLimitSettings
 
 log = logging.getLogger("vocelio.proxy.ratelimit")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .balancing import ServiceBalancer
-from .breakers import Breaker
-from .clock import Clock
-from .config import GatewayConfig, Service
-from .paths import DEFAULT_POLICY, PathPolicy
-from .retries import RetryBudget
-from .routing import Router
+from vocelio_contract.config import GatewayConfig, Service
+from vocelio_contract.paths import DEFAULT_POLICY, PathPolicy
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.policy.balancing import ServiceBalancer
+from vocelio_proxy.policy.breakers import Breaker
+from vocelio_proxy.policy.retries import RetryBudget
+from vocelio_proxy.policy.routing import Router
 
 
 @dataclass(slots=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .clock import Clock
-from .config import ConfigError, GatewayConfig
-from .paths import DEFAULT_POLICY, PathPolicy
-from .runtime import GatewayRuntime, build_runtime
-from .supervision import WatcherStatus
+from vocelio_contract.config import ConfigError, GatewayConfig
+from vocelio_contract.paths import DEFAULT_POLICY, PathPolicy
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.process.routing_state import GatewayRuntime, build_runtime
+from vocelio_proxy.process.supervision import WatcherStatus
 
 log = logging.getLogger("vocelio.proxy.config")
 

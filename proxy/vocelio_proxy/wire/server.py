@@ -47,16 +47,16 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from .errors import error_body
-from .exchange import BodyError, Exchange
-from .forwarding import new_request_id
-from .http1.body import BodyBuffer
-from .http1.chunks import LAST_CHUNK, encode_chunk
-from .http1.framing import WireError, response_framing, response_has_body
-from .http1.heads import CONTINUE, response_head, status_line
-from .http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
-from .http1.reader import RequestReader
-from .settings import LimitSettings
+from vocelio_proxy.policy.error_envelope import error_body
+from vocelio_proxy.policy.forwarded_headers import new_request_id
+from vocelio_proxy.settings import LimitSettings
+from vocelio_proxy.wire.exchange import BodyError, Exchange
+from vocelio_proxy.wire.http1.body import BodyBuffer
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.framing import WireError, response_framing, response_has_body
+from vocelio_proxy.wire.http1.heads import CONTINUE, response_head, status_line
+from vocelio_proxy.wire.http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
+from vocelio_proxy.wire.http1.reader import RequestReader
 
 __all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
 

@@ -26,13 +26,20 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from .http1.answers import UpstreamHeadReader
-from .http1.framing import BY_LENGTH, NO_BODY, UNTIL_CLOSE, WireError, parse_content_length, upstream_body_framing
-from .http1.limits import UPGRADE_REFUSAL_MAX_BODY
-from .upstream import UpstreamError
+from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
+from vocelio_proxy.wire.http1.framing import (
+    BY_LENGTH,
+    NO_BODY,
+    UNTIL_CLOSE,
+    WireError,
+    parse_content_length,
+    upstream_body_framing,
+)
+from vocelio_proxy.wire.http1.limits import UPGRADE_REFUSAL_MAX_BODY
+from vocelio_proxy.wire.upstream import UpstreamError
 
 if TYPE_CHECKING:
-    from .server import HttpConnection
+    from vocelio_proxy.wire.server import HttpConnection
 
 
 class UpgradeAnswer:

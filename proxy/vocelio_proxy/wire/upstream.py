@@ -30,11 +30,11 @@ from typing import Any
 
 import httptools
 
-from .http1.answers import UpstreamHeadReader
-from .http1.body import BodyBuffer
-from .http1.chunks import LAST_CHUNK, encode_chunk
-from .http1.framing import UNTIL_CLOSE, WireError, upstream_body_framing
-from .http1.heads import request_head
+from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
+from vocelio_proxy.wire.http1.body import BodyBuffer
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.framing import UNTIL_CLOSE, WireError, upstream_body_framing
+from vocelio_proxy.wire.http1.heads import request_head
 
 __all__ = ["LAST_CHUNK", "UpstreamConnection", "UpstreamError", "UpstreamPool", "UpstreamResponse",
            "encode_chunk", "request_head"]

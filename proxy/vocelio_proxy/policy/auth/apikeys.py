@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .identity import AuthError, Identity
+from vocelio_proxy.policy.auth.identity import AuthError, Identity
 
 _KEY = re.compile(r"^voc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _DUMMY_HASH = hashlib.sha256(b"vocelio-no-such-key").hexdigest()

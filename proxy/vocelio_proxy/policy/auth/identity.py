@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import AuthPolicy
+from vocelio_contract.config import AuthPolicy
 
 ClaimEncoding = Literal["refuse", "percent"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from .clock import Clock
-from .settings import JwtIssuer
-from .tokens import PublicKey, public_key_from_jwk, public_key_from_pem
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.policy.auth.tokens import PublicKey, public_key_from_jwk, public_key_from_pem
+from vocelio_proxy.settings import JwtIssuer
 
 log = logging.getLogger("vocelio.proxy.auth")
 

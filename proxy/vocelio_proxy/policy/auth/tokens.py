@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import get_default_algorithms
 
-from .identity import AuthError, Identity
-from .settings import AuthSettings, JwtIssuer
+from vocelio_proxy.policy.auth.identity import AuthError, Identity
+from vocelio_proxy.settings import AuthSettings, JwtIssuer
 
 _HMAC = frozenset({"HS256", "HS384", "HS512"})
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})

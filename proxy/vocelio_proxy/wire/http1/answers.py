@@ -17,8 +17,8 @@ read sizes, and turn `WireError` into their own upstream errors (a 502)."""
 
 from __future__ import annotations
 
-from .framing import WireError
-from .limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 
 _OWS = (32, 9)
 

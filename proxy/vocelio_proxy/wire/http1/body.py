@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 
-from .limits import BODY_HIGH_WATER, BODY_LOW_WATER
+from vocelio_proxy.wire.http1.limits import BODY_HIGH_WATER, BODY_LOW_WATER
 
 
 class BodyBuffer:

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import httptools
 
-from ..exchange import Exchange
-from .framing import (
+from vocelio_proxy.wire.exchange import Exchange
+from vocelio_proxy.wire.http1.framing import (
     WireError,
     expects_continue,
     index_headers,
@@ -36,7 +36,7 @@ from .framing import (
     request_target,
     valid_authority,
 )
-from .limits import PARSE_SLICE, WireLimits
+from vocelio_proxy.wire.http1.limits import PARSE_SLICE, WireLimits
 
 _OWS = (32, 9)
 
