@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+CRD_DIR = Path(__file__).resolve().parents[3] / "crds"  # operator/vocelio_operator/model/schemas.py
 
 
 def _to_json_schema(node: Any) -> Any:
