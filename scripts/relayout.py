@@ -111,12 +111,7 @@ MOVES: dict[str, str] = {
 # Symbols that left their module (after the move above): (module, name) -> new module.
 SYMBOLS: dict[tuple[str, str], str] = {
     ("vocelio_proxy.lifecycle.sources", "join_sharded"): "vocelio_contract.sharding",
-    ("vocelio_proxy.lifecycle.sources", "read_regular_file"): "vocelio_contract.files",
-    ("vocelio_proxy.lifecycle.sources", "UnreadableFile"): "vocelio_contract.files",
-    ("vocelio_proxy.lifecycle.sources", "MAX_CONFIG_FILE_BYTES"): "vocelio_contract.files",
-    ("vocelio_proxy.process.supervision", "describe_error"): "vocelio_contract.problems",
     ("vocelio_proxy.pipeline.endpoints", "RESERVED_PATHS"): "vocelio_contract.reserved",
-    ("vocelio_operator.translation.rendering", "RESERVED_PREFIXES"): "vocelio_contract.reserved",
     ("vocelio_proxy.policy.auth.apikeys", "ApiKeyRecord"): "vocelio_contract.apikeys",
     ("vocelio_proxy.policy.auth.apikeys", "hash_key"): "vocelio_contract.apikeys",
     ("vocelio_proxy.policy.auth.apikeys", "mint_key"): "vocelio_contract.apikeys",

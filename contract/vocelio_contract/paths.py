@@ -34,10 +34,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import unquote
-
-from vocelio_proxy.settings import PathSettings
 
 CaseMode = Literal["reject-mismatch", "insensitive", "sensitive"]
 ParameterMode = Literal["reject", "strip", "allow"]
@@ -69,6 +67,26 @@ _ASCII = re.compile("[\x00-\x7f]")
 _NON_ASCII_CATEGORIES_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
+class PathChoices(Protocol):
+    """What `PathPolicy.from_settings` reads: the proxy's `PathSettings` (the contract
+    does not import the proxy, so it names the fields it needs)."""
+
+    @property
+    def case(self) -> CaseMode: ...
+    @property
+    def path_parameters(self) -> ParameterMode: ...
+    @property
+    def trailing_dots_and_spaces(self) -> RejectOrAllow: ...
+    @property
+    def encoded_delimiters(self) -> RejectOrAllow: ...
+    @property
+    def double_encoding(self) -> RejectOrAllow: ...
+    @property
+    def non_ascii(self) -> NonAsciiMode: ...
+    @property
+    def format_suffix(self) -> RejectOrAllow: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PathPolicy:
     """The choices of the canonicalisation (see `PathSettings` for each)."""
@@ -91,7 +109,7 @@ class PathPolicy:
         object.__setattr__(self, "_plain", re.compile(f"(?:/[{safe}.]*[{safe}])*/?"))
 
     @classmethod
-    def from_settings(cls, settings: PathSettings) -> PathPolicy:
+    def from_settings(cls, settings: PathChoices) -> PathPolicy:
         return cls(case=settings.case, path_parameters=settings.path_parameters,
                    trailing_dots_and_spaces=settings.trailing_dots_and_spaces,
                    encoded_delimiters=settings.encoded_delimiters, double_encoding=settings.double_encoding,

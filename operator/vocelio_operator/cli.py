@@ -98,7 +98,7 @@ def _mint_key(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from vocelio_proxy.policy.auth.apikeys import load_records, mint_key, secret_manifest
+    from vocelio_contract.apikeys import load_records, mint_key, secret_manifest
 
     expires = dt.datetime.fromisoformat(args.expires.replace("Z", "+00:00")) if args.expires else None
     key, record = mint_key(name=args.name, tenant=args.tenant, tier=args.tier,

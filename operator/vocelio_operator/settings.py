@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vocelio_contract.sharding import PART_BYTES
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_OPERATOR_", extra="forbid")
@@ -20,7 +22,7 @@ class OperatorSettings(BaseSettings):
     api_key_label: str = Field("gateway.vocelio.ai/api-key", description="Label that marks API-key Secrets.")
     coalesce_s: Annotated[float, Field(ge=0, le=10)] = Field(
         0.05, description="Wait this long after an event so a burst renders once.")
-    shard_bytes: Annotated[int, Field(ge=1024, le=1_000_000)] = 900 * 1024
+    shard_bytes: Annotated[int, Field(ge=1024, le=1_000_000)] = PART_BYTES
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8082
     peering: str = Field("vocelio-gateway", description="kopf peering name; replicas with one name elect one.")

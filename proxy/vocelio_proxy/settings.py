@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_proxy.policy.authority import parse_authority
 
 
@@ -217,7 +218,7 @@ class PathSettings(BaseModel):
 
 
 #: The gateway endpoints (see `endpoints.ENDPOINTS`) a listener can serve.
-GATEWAY_ENDPOINTS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/openapi.json", "/docs")
+GATEWAY_ENDPOINTS = RESERVED_PATHS
 #: Always served on the public listener: the seed's health endpoint and the probes.
 ALWAYS_PUBLIC = ("/health", "/livez", "/readyz")
 

@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 from tests.harness.app_fixtures import poll
 from tests.harness.reload_tools import write_atomic
 from vocelio_contract.paths import PathError, PathPolicy, route_key
+from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_operator.local.files import FolderSource, load_folder
 from vocelio_operator.local.standalone import prime
 from vocelio_operator.model.resources import VocelioServiceResource, is_service, parse_resource
-from vocelio_operator.translation.rendering import RESERVED_PREFIXES, RenderResult, render_config
+from vocelio_operator.translation.rendering import RenderResult, render_config
 from vocelio_proxy.policy.routing import Router
 from vocelio_proxy.settings import PathSettings, ProxySettings
 
@@ -190,7 +191,7 @@ def test_no_rendered_config_has_a_prefix_the_router_refuses_or_finds_ambiguous(
                          aliases=sorted({a for a in aliases if a != prefix}))
                 for i, (prefix, year, aliases) in enumerate(specs)]
     result = render_config(services, [], {})
-    reserved = {route_key(p) for p in RESERVED_PREFIXES}
+    reserved = {route_key(p) for p in RESERVED_PATHS}
     owners: dict[str, str] = {}
     for svc in result.config.services:
         for prefix in svc.prefixes:

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import RecordingUpstream, raw_request, resources, settled, status_of
 from tests.harness.trust_tools import envelope_of, request_bytes
+from vocelio_contract.apikeys import mint_key
 from vocelio_contract.config import GatewayConfig
-from vocelio_proxy.policy.auth.apikeys import mint_key
 from vocelio_proxy.policy.auth.identity import IDENTITY_HEADERS
 
 SECRET = "spelling-test-hmac-secret-of-enough-length"

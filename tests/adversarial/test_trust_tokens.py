@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.harness.app_fixtures import service
 from tests.harness.hostile import raw_request, resources, settled, status_of
 from tests.harness.trust_tools import envelope_of, head_of, request_bytes
+from vocelio_contract.apikeys import mint_key
 from vocelio_contract.config import GatewayConfig
-from vocelio_proxy.policy.auth.apikeys import mint_key
 
 SECRET = "mixed-issuer-hmac-secret-of-enough-length!"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.harness.app_fixtures import service
 from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import poll_async
+from vocelio_contract.apikeys import mint_key
 from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.policy.auth.apikeys import mint_key
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -41,7 +41,7 @@ BAD = {
 
 def env() -> dict[str, str]:
     out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join([str(ROOT / "contract"), str(ROOT / "proxy"), str(ROOT / "operator"), str(ROOT)])
+    out["PYTHONPATH"] = os.pathsep.join([str(ROOT / top) for top in ("contract", "proxy", "operator")] + [str(ROOT)])
     return out
 
 

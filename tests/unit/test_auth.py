@@ -14,8 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from vocelio_contract.apikeys import key_hint, mint_key
 from vocelio_contract.config import AuthPolicy
-from vocelio_proxy.policy.auth.apikeys import ApiKeyStore, key_hint, mint_key
+from vocelio_proxy.policy.auth.apikeys import ApiKeyStore
 from vocelio_proxy.policy.auth.identity import AuthError, Identity, authorize
 from vocelio_proxy.policy.auth.tokens import PublicKey, public_key_from_pem, verify_token
 from vocelio_proxy.settings import AuthSettings, JwtIssuer

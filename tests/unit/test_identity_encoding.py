@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocelio_proxy.policy.auth.apikeys import ApiKeyStore, mint_key
+from vocelio_contract.apikeys import mint_key
+from vocelio_proxy.policy.auth.apikeys import ApiKeyStore
 from vocelio_proxy.policy.auth.identity import IDENTITY_HEADERS, AuthError, Identity, identity_headers, percent_encode
 
 

@@ -22,13 +22,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from vocelio_contract.apikeys import mint_key
 from vocelio_contract.config import ConfigError
 from vocelio_contract.paths import PathPolicy
 from vocelio_operator.local.demo import run_demo_backends
 from vocelio_operator.local.files import FolderSource
 from vocelio_operator.local.manifests import ManifestLimits
 from vocelio_proxy.lifecycle.app import Extension, create_app, serve
-from vocelio_proxy.policy.auth.apikeys import mint_key
 from vocelio_proxy.settings import ProxySettings
 
 log = logging.getLogger("vocelio.standalone")

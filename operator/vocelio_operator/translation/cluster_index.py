@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vocelio_contract.apikeys import ApiKeyRecord, record_from_secret_data
 from vocelio_operator.model.resources import (
     DiscoveredEndpoint,
     RateTierResource,
@@ -20,7 +21,6 @@ from vocelio_operator.model.resources import (
     parse_resource,
 )
 from vocelio_operator.translation.rendering import EndpointIndex
-from vocelio_proxy.policy.auth.apikeys import ApiKeyRecord, record_from_secret_data
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 

@@ -30,11 +30,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from vocelio_contract.config import IDEMPOTENT_METHODS, GatewayConfig, RateTier, Service, TierMatch
 from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
+from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_operator.model.resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
-
-#: Paths the proxy serves itself; a route there would be unreachable.
-RESERVED_PREFIXES = frozenset({"/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs",
-                               "/openapi.json"})
 
 _SERVICES = TypeAdapter(list[Service])
 
@@ -250,7 +247,7 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
     """Render every resource; `policy` is the path policy prefixes are judged by (the
     strictest by default: see the module docstring)."""
     outcomes: dict[str, Outcome] = {}
-    reserved_keys = {route_key(p, policy) for p in RESERVED_PREFIXES}
+    reserved_keys = {route_key(p, policy) for p in RESERVED_PATHS}
     claimed: dict[str, tuple[str, str]] = {}  # route key -> (resource id, canonical prefix)
     rendered: list[Service] = []
     candidates: list[tuple[VocelioServiceResource, list[_Prefix], list[str], int, int]] = []

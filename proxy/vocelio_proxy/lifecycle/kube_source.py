@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes_asyncio import client, config, watch
 
 from vocelio_contract.config import ConfigError, GatewayConfig, parse_config
-from vocelio_proxy.lifecycle.sources import join_sharded
+from vocelio_contract.sharding import join_sharded
 from vocelio_proxy.process.supervision import WatcherStatus, describe_error, supervise
 
 log = logging.getLogger("vocelio.proxy.config")

@@ -13,15 +13,14 @@ by the application's cleanup context (`app._background`)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
 from vocelio_contract.config import ConfigError, GatewayConfig, parse_config
+from vocelio_contract.sharding import join_sharded
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.process.supervision import BACKOFF_MAX_S, describe_error, supervise
@@ -84,21 +83,6 @@ class ConfigSource(Protocol):
     def load(self) -> GatewayConfig: ...
 
     def describe(self) -> str: ...
-
-
-def join_sharded(manifest_raw: str | bytes, read_part: Callable[[int], str | bytes]) -> GatewayConfig:
-    """Reassemble a config split over ConfigMaps (see the operator's `sharding`)."""
-    try:
-        manifest = json.loads(manifest_raw)
-        parts = [read_part(i) for i in range(int(manifest["parts"]))]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"incomplete sharded config: {exc}") from exc
-    raw = b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
-    config = parse_config(raw)
-    if config.hash != manifest.get("hash"):
-        # Parts from two different versions (a swap in progress): wait for the next swap.
-        raise ConfigError("config parts do not match the manifest hash")
-    return config
 
 
 class FileSource:

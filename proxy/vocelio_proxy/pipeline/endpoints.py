@@ -16,12 +16,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_proxy import __version__
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.policy.readiness import ReadinessFacts, readiness
 from vocelio_proxy.process.sysinfo import human_duration, resource_checks
 
-RESERVED_PATHS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/docs", "/openapi.json")
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
 _JSON = "application/json; charset=utf-8"
 
