@@ -31,7 +31,7 @@ from tests.harness.breakers_tools import (
 )
 from tests.harness.hostile import raw_request, resources, settled
 from vocelio_contract.config import Endpoint, GatewayConfig
-from vocelio_proxy.pipeline.handling import GatewayHandler
+from vocelio_proxy.lifecycle.app import gateway_handler
 from vocelio_proxy.policy.breakers import BreakerState
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 
@@ -228,7 +228,7 @@ async def test_a_body_that_breaks_releases_the_probe_without_a_verdict(recording
     switch = Switch()
     up = await recording_upstream(switch)
     gw = await gateway_factory(config(up.endpoint()))
-    handler = GatewayHandler(gw.app)
+    handler = gateway_handler(gw.app)
     before = resources(gw.app)
     await make_half_open(gw)
     body = BrokenBody(chunks, BodyError(status, "The request body is malformed"))

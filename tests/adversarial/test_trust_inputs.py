@@ -22,7 +22,7 @@ from tests.harness.hostile import RecordingUpstream, raw_request, resources, set
 from tests.harness.trust_tools import envelope_of, request_bytes
 from vocelio_contract.config import AuthPolicy, GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
-from vocelio_proxy.pipeline.handling import GatewayHandler
+from vocelio_proxy.lifecycle.app import gateway_handler
 from vocelio_proxy.wire.exchange import Exchange
 
 LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "service", "status", "duration_ms",
@@ -188,7 +188,7 @@ async def test_every_logged_field_is_escaped_whatever_it_holds(recording_upstrea
     up = await recording_upstream()
     sink = io.BytesIO()
     gw = await gateway_factory(one_service(up), access_log_sink=sink, access_log=True)
-    handler = GatewayHandler(gw.app)
+    handler = gateway_handler(gw.app)
     ex = Exchange(HOSTILE, "/p" + HOSTILE + "?token=secret", "1.1", [], {}, HOSTILE, False, None, None, False)
     ex.request_id = ex.client_ip = ex.service_label = ex.upstream = HOSTILE
     ex.status = 200

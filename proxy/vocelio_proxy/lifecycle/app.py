@@ -1,5 +1,6 @@
-"""The proxy application factory and its lifecycle: builds the aiohttp
-application that holds settings, state and clients under `AppKey`s and owns
+"""The proxy's composition root: builds the aiohttp application that holds
+settings, state and clients under `AppKey`s (the only module that reads them:
+the pipeline's parts are built here with what each one uses) and owns
 every background task (config watch, health checks, pool sweeping, log
 flushing) through `cleanup_ctx`, so all of them are cancelled on shutdown.
 `start_gateway` starts the application and the HTTP server in front of it (and,
@@ -15,6 +16,8 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
+import redis.asyncio as redis
 from aiohttp import web
 
 from vocelio_contract.paths import PathPolicy
@@ -22,10 +25,15 @@ from vocelio_proxy.clock import Clock, SystemClock
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.lifecycle.healthchecks import run_health_checks
 from vocelio_proxy.lifecycle.sources import ConfigSource, FileSource, watch_source
-from vocelio_proxy.pipeline.edge import install_edge
+from vocelio_proxy.pipeline.edge import ApiKeyFile, EdgeGate, EdgePolicy
+from vocelio_proxy.pipeline.endpoints import GatewayView
 from vocelio_proxy.pipeline.handling import AdminHandler, GatewayHandler
+from vocelio_proxy.pipeline.proxying import Proxy
+from vocelio_proxy.policy.auth.jwks import JwksCache, JwksFetch, JwksUnavailable
+from vocelio_proxy.policy.ratelimits import MemoryLimiter
 from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.redis_limiter import RedisLimiter
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.server import HttpServer
@@ -54,7 +62,7 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     app.cleanup_ctx.append(lambda app: app[keys.ACCESS_LOG].run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
-    app.cleanup_ctx.append(install_edge)
+    app.cleanup_ctx.append(_edge)
     for extension in extensions or []:
         app.cleanup_ctx.append(extension)
     return app
@@ -89,6 +97,60 @@ def _background(source: ConfigSource | None) -> Extension:
         health_pool.close()
 
     return tasks
+
+
+def jwks_fetcher(session: aiohttp.ClientSession) -> JwksFetch:
+    """The JWKS cache's fetcher over the app's HTTP client: a 3 s budget, any status
+    but 2xx or a body that is not JSON is `JwksUnavailable`."""
+
+    async def fetch(url: str) -> object:
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                resp.raise_for_status()
+                return await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise JwksUnavailable(str(exc)) from exc
+
+    return fetch
+
+
+async def _edge(app: web.Application) -> AsyncIterator[None]:
+    """Builds the edge policy with its clients (HTTP for JWKS, Redis when configured)
+    and closes them on shutdown."""
+    settings = app[keys.SETTINGS]
+    session = aiohttp.ClientSession()
+    client = None
+    limiter = None
+    memory = MemoryLimiter(settings.rate_limit.max_tracked_callers)
+    if settings.redis_url:
+        timeout = settings.rate_limit.redis_timeout_s
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                      health_check_interval=0, max_connections=8)
+        limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
+    jwks = JwksCache(jwks_fetcher(session), settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
+    gate = EdgeGate(settings, app[keys.CLOCK], app[keys.METRICS], app[keys.STATE], jwks, limiter, memory,
+                    ApiKeyFile(settings.api_keys_path))
+    gate.key_file.refresh()
+    policy: EdgePolicy = gate
+    app[keys.EDGE_POLICY] = policy
+    app[keys.EDGE_GATE] = gate
+    yield
+    await session.close()
+    if limiter is not None:
+        await limiter.close()
+    if client is not None:
+        await client.aclose()
+
+
+def gateway_handler(app: web.Application, *, admin: bool = False) -> GatewayHandler:
+    """A listener's pipeline (the admin listener's with `admin`), built from the
+    started application's parts."""
+    settings = app[keys.SETTINGS]
+    view = GatewayView(settings, app[keys.STATE], app[keys.CLOCK], app[keys.METRICS])
+    proxy = Proxy(settings, app[keys.STATE], app[keys.POOL], app[keys.METRICS], app[keys.CLOCK],
+                  app.get(keys.EDGE_POLICY))
+    access_log = app[keys.ACCESS_LOG] if settings.access_log else None
+    return (AdminHandler if admin else GatewayHandler)(view, proxy, access_log)
 
 
 async def _sweep(pool: UpstreamPool) -> None:
@@ -137,13 +199,13 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
     await app.startup()
     app.freeze()
     settings = app[keys.SETTINGS]
-    server = _http_server(app, GatewayHandler(app))
+    server = _http_server(app, gateway_handler(app))
     admin: HttpServer | None = None
     admin_port: int | None = None
     try:
         bound = await server.listen(host, port)
         if settings.admin.port is not None:
-            admin = _http_server(app, AdminHandler(app))
+            admin = _http_server(app, gateway_handler(app, admin=True))
             admin_port = await admin.listen(settings.admin.host, settings.admin.port)
     except BaseException:
         await server.shutdown(0)

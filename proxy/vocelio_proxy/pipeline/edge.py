@@ -1,9 +1,9 @@
 """The edge policy run before forwarding: authenticate (JWT or API key, else
 anonymous by client IP), authorize against the route's policy, apply the
 caller's rate tier and the service's own limit, and return the identity
-headers for the upstream, or the refusal to answer. Installed by `install_edge`
-as the app's `EDGE_POLICY`; its clients (Redis, JWKS fetcher) live in the
-app's cleanup context.
+headers for the upstream, or the refusal to answer. Built by the composition
+root (`lifecycle.app`), which owns its clients (Redis, the JWKS fetcher) and
+passes them in; `Proxy` calls it as its `EdgePolicy`.
 
 Credentials are read in one meaning: `Authorization` (Bearer only) or
 `X-API-Key`, each at most once, never both (401 otherwise); header names with
@@ -24,14 +24,10 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
-import redis.asyncio as redis
-from aiohttp import web
-
-from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.clock import Clock
 from vocelio_proxy.policy.auth.apikeys import ApiKeyStore, load_store
 from vocelio_proxy.policy.auth.identity import AuthError, Identity, authorize, identity_headers
 from vocelio_proxy.policy.auth.jwks import JwksCache
@@ -46,10 +42,17 @@ from vocelio_proxy.policy.ratelimits import (
     ietf_ratelimit,
 )
 from vocelio_proxy.policy.routing import RouteMatch
+from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.redis_limiter import LimiterUnavailable, RedisLimiter
+from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.exchange import Exchange
 
 log = logging.getLogger("vocelio.proxy.auth")
+
+#: An edge policy (auth + rate limiting) run before forwarding. It returns a
+#: refusal to answer instead, or the identity headers to add upstream.
+EdgePolicy = Callable[[Exchange, RouteMatch], Awaitable[Refusal | dict[str, str]]]
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vocelio"'}
 _INVALID = {"WWW-Authenticate": 'Bearer realm="vocelio", error="invalid_token"'}
@@ -130,13 +133,16 @@ class ApiKeyFile:
 
 
 class EdgeGate:
-    def __init__(self, app: web.Application, jwks: JwksCache, limiter: RedisLimiter | None,
-                 memory: MemoryLimiter, key_file: ApiKeyFile) -> None:
-        self._app = app
-        self._settings = app[keys.SETTINGS]
-        self._clock = app[keys.CLOCK]
-        self._metrics = app[keys.METRICS]
-        self._state = app[keys.STATE]
+    """The edge policy (an `EdgePolicy`): takes the settings, clock, metrics and
+    gateway state it reads, and its clients: the JWKS cache, the Redis limiter
+    (None without Redis), the in-process limiter and the API-key file."""
+
+    def __init__(self, settings: ProxySettings, clock: Clock, metrics: ProxyMetrics, state: GatewayState,
+                 jwks: JwksCache, limiter: RedisLimiter | None, memory: MemoryLimiter, key_file: ApiKeyFile) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._state = state
         self._jwks = jwks
         self._limiter = limiter
         self._memory = memory
@@ -246,33 +252,3 @@ def _single(ex: Exchange, name: str) -> str | None:
     if value is not None and "," in value and sum(1 for k, _ in ex.headers if k.lower() == name) > 1:
         raise AuthError("duplicate", f"The {name} header is sent more than once")
     return value
-
-
-def install_edge(app: web.Application) -> AsyncIterator[None]:
-    """A cleanup-context body: builds the edge policy with its clients and closes them on shutdown."""
-
-    async def lifecycle() -> AsyncIterator[None]:
-        settings = app[keys.SETTINGS]
-        session = aiohttp.ClientSession()
-        client = None
-        limiter = None
-        memory = MemoryLimiter(settings.rate_limit.max_tracked_callers)
-        if settings.redis_url:
-            timeout = settings.rate_limit.redis_timeout_s
-            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                          health_check_interval=0, max_connections=8)
-            limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
-        jwks = JwksCache(session, settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
-        policy = EdgeGate(app, jwks, limiter, memory, ApiKeyFile(settings.api_keys_path))
-        policy.key_file.refresh()
-        gate: keys.EdgePolicy = policy
-        app[keys.EDGE_POLICY] = gate
-        app[keys.EDGE_GATE] = policy
-        yield
-        await session.close()
-        if limiter is not None:
-            await limiter.close()
-        if client is not None:
-            await client.aclose()
-
-    return lifecycle()

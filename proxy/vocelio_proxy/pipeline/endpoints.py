@@ -1,6 +1,7 @@
 """The gateway's own HTTP endpoints: `/`, `/health`, `/livez`, `/readyz`,
-`/status`, `/metrics`, `/openapi.json` and `/docs`, each a function from the
-application's state to a `Reply`. The request pipeline (`handling`) answers
+`/status`, `/metrics`, `/openapi.json` and `/docs`, each a function from a
+`GatewayView` (settings, state, clock, metrics: handed over by the composition
+root) to a `Reply`. The request pipeline (`handling`) answers
 these paths before routing, so no VocelioService can shadow them (the
 renderer also rejects those prefixes)."""
 
@@ -13,14 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_proxy import __version__
-from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.clock import Clock
 from vocelio_proxy.policy.readiness import ReadinessFacts, readiness
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.process.sysinfo import human_duration, resource_checks
+from vocelio_proxy.settings import ProxySettings
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
 _JSON = "application/json; charset=utf-8"
@@ -34,12 +37,22 @@ class Reply:
     headers: dict[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayView:
+    """What the gateway's own endpoints read, passed in explicitly."""
+
+    settings: ProxySettings
+    state: GatewayState
+    clock: Clock
+    metrics: ProxyMetrics
+
+
 def _json(data: Any, status: int = 200) -> Reply:
     return Reply(status, json.dumps(data).encode())
 
 
-def handle_root(app: web.Application) -> Reply:
-    state = app[keys.STATE]
+def handle_root(view: GatewayView) -> Reply:
+    state = view.state
     rt = state.runtime
     return _json({
         "name": "Vocelio Gateway",
@@ -50,12 +63,12 @@ def handle_root(app: web.Application) -> Reply:
     })
 
 
-def handle_livez(app: web.Application) -> Reply:
+def handle_livez(view: GatewayView) -> Reply:
     return _json({"status": "alive"})
 
 
-def readiness_of(app: web.Application) -> tuple[bool, str]:
-    state = app[keys.STATE]
+def readiness_of(view: GatewayView) -> tuple[bool, str]:
+    state = view.state
     rt = state.runtime
     open_count = 0
     total = 0
@@ -66,16 +79,16 @@ def readiness_of(app: web.Application) -> tuple[bool, str]:
         draining=state.draining, config_loaded=rt is not None, health_round_done=state.health_round_done,
         services=total, services_with_open_breaker=open_count,
     )
-    return readiness(app[keys.SETTINGS].readiness, facts)
+    return readiness(view.settings.readiness, facts)
 
 
-def handle_readyz(app: web.Application) -> Reply:
-    ready, reason = readiness_of(app)
+def handle_readyz(view: GatewayView) -> Reply:
+    ready, reason = readiness_of(view)
     return _json({"ready": ready, "reason": reason}, 200 if ready else 503)
 
 
-def _services_summary(app: web.Application) -> dict[str, Any]:
-    rt = app[keys.STATE].runtime
+def _services_summary(view: GatewayView) -> dict[str, Any]:
+    rt = view.state.runtime
     services = list(rt.services.values()) if rt else []
     healthy_total = 0
     instance_total = 0
@@ -100,11 +113,11 @@ def _services_summary(app: web.Application) -> dict[str, Any]:
     }
 
 
-def handle_health(app: web.Application) -> Reply:
-    state = app[keys.STATE]
-    clock = app[keys.CLOCK]
+def handle_health(view: GatewayView) -> Reply:
+    state = view.state
+    clock = view.clock
     uptime = clock.monotonic() - state.started_at
-    services = _services_summary(app)
+    services = _services_summary(view)
     latency = services.pop("_latency")
     checks = resource_checks()
     checks["network"] = {"status": "healthy" if latency < 1000 else "degraded", "response_time_ms": latency}
@@ -126,8 +139,8 @@ def handle_health(app: web.Application) -> Reply:
     return _json(body, 503 if gateway_status == "unhealthy" else 200)
 
 
-def handle_status(app: web.Application) -> Reply:
-    state = app[keys.STATE]
+def handle_status(view: GatewayView) -> Reply:
+    state = view.state
     rt = state.runtime
     now = time.monotonic()
     services = []
@@ -152,7 +165,7 @@ def handle_status(app: web.Application) -> Reply:
                     for ep in svc.balancer.endpoints()
                 ],
             })
-    ready, reason = readiness_of(app)
+    ready, reason = readiness_of(view)
     return _json({
         "ready": ready,
         "readiness_reason": reason,
@@ -175,8 +188,8 @@ def handle_status(app: web.Application) -> Reply:
     })
 
 
-def handle_metrics(app: web.Application) -> Reply:
-    registry = app[keys.METRICS].registry
+def handle_metrics(view: GatewayView) -> Reply:
+    registry = view.metrics.registry
     return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
 
@@ -200,12 +213,12 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-def handle_openapi(app: web.Application) -> Reply:
+def handle_openapi(view: GatewayView) -> Reply:
     return _json(openapi_document())
 
 
-def handle_docs(app: web.Application) -> Reply:
-    rt = app[keys.STATE].runtime
+def handle_docs(view: GatewayView) -> Reply:
+    rt = view.state.runtime
     rows = []
     if rt is not None:
         for svc in sorted(rt.config.services, key=lambda s: s.prefixes[0]):
@@ -229,7 +242,7 @@ OpenAPI: <a href="/openapi.json">/openapi.json</a></p>
 
 
 #: Path -> endpoint; GET and HEAD only.
-ENDPOINTS: dict[str, Callable[[web.Application], Reply]] = {
+ENDPOINTS: dict[str, Callable[[GatewayView], Reply]] = {
     "/": handle_root,
     "/health": handle_health,
     "/livez": handle_livez,

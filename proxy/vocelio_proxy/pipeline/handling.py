@@ -3,7 +3,8 @@ id and client address (through trusted proxies), early refusals (method,
 header names with underscores, host, CORS preflight, declared body size), path
 normalisation, the gateway's own endpoints or the proxy, a catch-all error
 envelope, then the request metrics and one JSON access-log line. Built once
-per listener by `app.start_gateway` and called by the server for each
+per listener by the composition root (`lifecycle.app.gateway_handler`), with
+the collaborators it uses passed in, and called by the server for each
 `Exchange`: `GatewayHandler` for the public listener, `AdminHandler` for the
 admin listener (gateway endpoints only).
 
@@ -34,20 +35,17 @@ import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
-from aiohttp import web
-
 from vocelio_contract.paths import PathError, normalize_path
-from vocelio_proxy.lifecycle import appkeys as keys
-from vocelio_proxy.pipeline.endpoints import ENDPOINTS, Reply
+from vocelio_proxy.pipeline.endpoints import ENDPOINTS, GatewayView, Reply
 from vocelio_proxy.pipeline.proxying import Proxy
 from vocelio_proxy.pipeline.responses import send_error, send_reply
 from vocelio_proxy.policy.authority import parse_authority
 from vocelio_proxy.policy.cors import preflight_headers, response_headers
 from vocelio_proxy.policy.error_envelope import Refusal
 from vocelio_proxy.policy.forwarded_headers import ForwardedTrust, accept_request_id, without_underscored
+from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.wire.exchange import BodyError, Exchange
-from vocelio_proxy.wire.server import HttpConnection
+from vocelio_proxy.wire.exchange import BodyError, Exchange, ResponseWriter
 
 log = logging.getLogger("vocelio.proxy")
 #: A str as a JSON string literal, ASCII only (C-accelerated; escapes quotes, control
@@ -60,10 +58,10 @@ _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
 _FRAGMENT = "Invalid request target: a request target has no fragment ('#')"
-Endpoint = Callable[[web.Application], Reply]
+Endpoint = Callable[[GatewayView], Reply]
 
 
-def admin_only(app: web.Application) -> Reply:
+def admin_only(view: GatewayView) -> Reply:
     """Marks, in the public listener's table, an endpoint served only on the admin
     listener: its path is answered 404 like an unrouted path (never proxied)."""
     return Reply(404, b"")
@@ -78,14 +76,18 @@ def public_endpoints(settings: ProxySettings) -> dict[str, Endpoint]:
 
 
 class GatewayHandler:
-    def __init__(self, app: web.Application) -> None:
-        settings = app[keys.SETTINGS]
-        self._app = app
+    """The public listener's pipeline. `view` is what the gateway's own endpoints
+    read (and the pipeline's settings, metrics and clock); `proxy` serves routed
+    requests; `access_log` is None when access logging is off."""
+
+    def __init__(self, view: GatewayView, proxy: Proxy, access_log: AccessLog | None) -> None:
+        settings = view.settings
+        self._view = view
         self._settings = settings
-        self._path_policy = app[keys.STATE].path_policy
-        self._metrics = app[keys.METRICS]
-        self._clock = app[keys.CLOCK]
-        self._access_log = app[keys.ACCESS_LOG] if settings.access_log else None
+        self._path_policy = view.state.path_policy
+        self._metrics = view.metrics
+        self._clock = view.clock
+        self._access_log = access_log
         self._trust = ForwardedTrust(settings.trusted_proxies, settings.trusted_proxy_cidrs)
         self._check_peers = bool(self._trust.networks)
         self._trusted_hosts = frozenset(settings.trusted_hosts)
@@ -93,9 +95,9 @@ class GatewayHandler:
         self._underscores = settings.headers_with_underscores
         self._max_body = settings.limits.max_body_bytes
         self._endpoints = public_endpoints(settings)
-        self._proxy = Proxy(app)
+        self._proxy = proxy
 
-    async def __call__(self, ex: Exchange, out: HttpConnection) -> None:
+    async def __call__(self, ex: Exchange, out: ResponseWriter) -> None:
         started = time.perf_counter()
         lookup = ex.lookup
         ex.request_id = accept_request_id(lookup.get("x-request-id"))
@@ -129,11 +131,11 @@ class GatewayHandler:
             metrics.in_flight_count -= 1
             self._record(ex, time.perf_counter() - started)
 
-    def _refuse(self, out: HttpConnection, ex: Exchange, status: int, message: str,
+    def _refuse(self, out: ResponseWriter, ex: Exchange, status: int, message: str,
                 headers: dict[str, str] | None = None) -> None:
         send_error(out, ex, self._clock.wall(), Refusal(status, message, headers=headers))
 
-    async def _dispatch(self, ex: Exchange, out: HttpConnection) -> None:
+    async def _dispatch(self, ex: Exchange, out: ResponseWriter) -> None:
         if "#" in ex.target:
             self._refuse(out, ex, 400, _FRAGMENT)
             return
@@ -153,15 +155,15 @@ class GatewayHandler:
             return
         self._serve_endpoint(ex, out, path, endpoint)
 
-    def _serve_endpoint(self, ex: Exchange, out: HttpConnection, path: str, endpoint: Endpoint) -> None:
+    def _serve_endpoint(self, ex: Exchange, out: ResponseWriter, path: str, endpoint: Endpoint) -> None:
         """A gateway endpoint answers GET and HEAD (both listeners)."""
         if ex.method not in _ENDPOINT_METHODS:
             self._refuse(out, ex, 405, f"{path} answers GET and HEAD only", {"Allow": "GET, HEAD"})
             return
-        reply = endpoint(self._app)
+        reply = endpoint(self._view)
         send_reply(out, ex, reply.status, reply.body, reply.content_type, reply.headers)
 
-    def _refused_early(self, ex: Exchange, out: HttpConnection) -> bool:
+    def _refused_early(self, ex: Exchange, out: ResponseWriter) -> bool:
         """Hardening before routing: method, host, CORS preflight, declared body size.
         (URL and header sizes are enforced by the server while it parses.)"""
         if ex.method == "CONNECT":
@@ -193,7 +195,7 @@ class GatewayHandler:
             return True
         return False
 
-    def _underscored(self, ex: Exchange, out: HttpConnection) -> bool:
+    def _underscored(self, ex: Exchange, out: ResponseWriter) -> bool:
         """Apply `headers_with_underscores` to a request with such a header name;
         True when it was refused."""
         mode = self._underscores
@@ -242,14 +244,14 @@ class AdminHandler(GatewayHandler):
     a 404 envelope for any other path (nothing is proxied). No host or CORS checks:
     it is reached by scrapers and operators on a private address."""
 
-    def __init__(self, app: web.Application) -> None:
-        super().__init__(app)
+    def __init__(self, view: GatewayView, proxy: Proxy, access_log: AccessLog | None) -> None:
+        super().__init__(view, proxy, access_log)
         self._endpoints = dict(ENDPOINTS)
 
-    def _refused_early(self, ex: Exchange, out: HttpConnection) -> bool:
+    def _refused_early(self, ex: Exchange, out: ResponseWriter) -> bool:
         return False
 
-    async def _dispatch(self, ex: Exchange, out: HttpConnection) -> None:
+    async def _dispatch(self, ex: Exchange, out: ResponseWriter) -> None:
         if "#" in ex.target:
             self._refuse(out, ex, 400, _FRAGMENT)
             return
@@ -261,7 +263,7 @@ class AdminHandler(GatewayHandler):
         self._serve_endpoint(ex, out, path, endpoint)
 
 
-def _client_gone(ex: Exchange, out: HttpConnection) -> None:
+def _client_gone(ex: Exchange, out: ResponseWriter) -> None:
     """Before any answer, a client that left is recorded as nginx's 499 (client closed
     request): a 4xx, so disconnects never read as gateway errors."""
     out.abort()

@@ -25,7 +25,8 @@ client's pace is never a verdict about the upstream:
   back for a client that reads slowly is not a verdict either (an upstream's
   own send timeout may have fired because of that client).
 
-Built once per application by `handling.GatewayHandler`."""
+Built once per listener by the composition root (`lifecycle.app.gateway_handler`) and
+called by `handling.GatewayHandler`."""
 
 from __future__ import annotations
 
@@ -36,22 +37,22 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
-
 from vocelio_contract.config import Service
 from vocelio_contract.paths import PathError
-from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.clock import Clock
+from vocelio_proxy.pipeline.edge import EdgePolicy
 from vocelio_proxy.pipeline.responses import add_gateway_headers, send_error
 from vocelio_proxy.policy.compression import choose_encoding, compress
 from vocelio_proxy.policy.error_envelope import Refusal
 from vocelio_proxy.policy.forwarded_headers import child_traceparent, response_head, upstream_request_headers
 from vocelio_proxy.policy.health import EndpointState, record_passive_result
 from vocelio_proxy.policy.retries import (
+    Attempt,
     attempt_budget,
     connect_budget,
-    is_retryable_status,
     may_retry_method,
-    may_start_retry,
+    retry_after_error,
+    retry_after_status,
 )
 from vocelio_proxy.policy.routing import RouteMatch
 from vocelio_proxy.policy.upgrades import (
@@ -61,11 +62,21 @@ from vocelio_proxy.policy.upgrades import (
     switch_problem,
     valid_websocket_key,
 )
+from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.routing_state import ServiceRuntime
-from vocelio_proxy.wire.exchange import BodySource, Exchange
-from vocelio_proxy.wire.server import HttpConnection, status_line
+from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.exchange import BodySource, Exchange, ResponseWriter
+from vocelio_proxy.wire.http1.heads import status_line
 from vocelio_proxy.wire.tunnel import open_upgrade
-from vocelio_proxy.wire.upstream import LAST_CHUNK, UpstreamConnection, UpstreamError, encode_chunk, request_head
+from vocelio_proxy.wire.upstream import (
+    LAST_CHUNK,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    encode_chunk,
+    request_head,
+)
 
 log = logging.getLogger("vocelio.proxy")
 
@@ -103,24 +114,28 @@ _FAILURE_MESSAGES = {
 
 
 class Proxy:
-    def __init__(self, app: web.Application) -> None:
-        settings = app[keys.SETTINGS]
-        self._state = app[keys.STATE]
-        self._pool = app[keys.POOL]
-        self._metrics = app[keys.METRICS]
-        self._clock = app[keys.CLOCK]
-        self._gate = app.get(keys.EDGE_POLICY)
+    """Serves routed requests. Takes what it uses: the settings, the gateway state
+    (the live runtime), the upstream pool, metrics, the clock, and the edge policy
+    (None: no authentication or rate limiting)."""
+
+    def __init__(self, settings: ProxySettings, state: GatewayState, pool: UpstreamPool, metrics: ProxyMetrics,
+                 clock: Clock, gate: EdgePolicy | None) -> None:
+        self._state = state
+        self._pool = pool
+        self._metrics = metrics
+        self._clock = clock
+        self._gate = gate
         self._trusted_hops = settings.trusted_proxies
         self._max_body = settings.limits.max_body_bytes
         self._compression = settings.compression
         # Deadlines run on the event loop's clock, the one the upstream timers use.
         self._now = asyncio.get_running_loop().time
 
-    def _refuse(self, out: HttpConnection, ex: Exchange, status: int, message: str,
+    def _refuse(self, out: ResponseWriter, ex: Exchange, status: int, message: str,
                 retry_after: float | None = None) -> None:
         send_error(out, ex, self._clock.wall(), Refusal(status, message, retry_after))
 
-    async def handle(self, ex: Exchange, out: HttpConnection, path: str) -> None:
+    async def handle(self, ex: Exchange, out: ResponseWriter, path: str) -> None:
         """Serve `ex`, whose normalised path is `path`, from the routed service."""
         routed_at = self._now()
         rt = self._state.runtime
@@ -180,7 +195,7 @@ class Proxy:
             headers = [(k, v) for k, v in headers if k.lower() not in H2C_HEADERS]
         return headers
 
-    def _upstream_failed(self, out: HttpConnection, ex: Exchange, service: Service, endpoint: str,
+    def _upstream_failed(self, out: ResponseWriter, ex: Exchange, service: Service, endpoint: str,
                          exc: UpstreamError) -> None:
         """Answer an upstream failure: the envelope says what happened, the log says where."""
         timed_out = exc.kind == "timeout" or isinstance(exc.__cause__, TimeoutError)
@@ -193,7 +208,7 @@ class Proxy:
             what = _FAILURE_MESSAGES.get(exc.kind, "failed")
             self._refuse(out, ex, 502, f"The {service.name} service {what}")
 
-    def _paced_out(self, out: HttpConnection, ex: Exchange, service: Service, endpoint: str,
+    def _paced_out(self, out: ResponseWriter, ex: Exchange, service: Service, endpoint: str,
                    exc: UpstreamError, waiting_for_client: bool) -> None:
         """Answer an attempt that ended while the client's body was still arriving
         (`_ClientsPace`, or a paced attempt's timeout): no verdict, no health record.
@@ -209,7 +224,7 @@ class Proxy:
         else:
             self._refuse(out, ex, 502, f"The {service.name} service {_FAILURE_MESSAGES.get(exc.kind, 'failed')}")
 
-    async def _forward(self, ex: Exchange, out: HttpConnection, svc: ServiceRuntime, match: RouteMatch,
+    async def _forward(self, ex: Exchange, out: ResponseWriter, svc: ServiceRuntime, match: RouteMatch,
                        identity: dict[str, str], deadline: float) -> None:
         service = svc.service
         breaker = svc.breaker
@@ -255,7 +270,6 @@ class Proxy:
             now = self._now
             svc.budget.record_request()
             tried: set[str] = set()
-            attempts = service.retry.attempts
             attempt = 0
             while True:
                 attempt += 1
@@ -307,11 +321,11 @@ class Proxy:
                         return
                     _record_outcome(svc, ep, False, self._clock.monotonic())
                     metrics.upstream_errors.labels(service.name, exc.kind).inc()
-                    stale = exc.reused and exc.kind == "reset" and not exc.response_started
-                    retry_ok = ((exc.kind == "connect" or replayable) and attempt < attempts + (1 if stale else 0)
-                                and may_start_retry(timeouts, deadline - now()))
-                    if retry_ok and (stale or svc.budget.try_acquire()):
-                        metrics.retries.labels(service.name, "stale" if stale else exc.kind).inc()
+                    reason = retry_after_error(service.retry, timeouts, svc.budget,
+                                               Attempt(attempt, replayable, deadline - now()), kind=exc.kind,
+                                               reused=exc.reused, response_started=exc.response_started)
+                    if reason is not None:
+                        metrics.retries.labels(service.name, reason).inc()
                         continue
                     verdict = False
                     self._upstream_failed(out, ex, service, key, exc)
@@ -342,8 +356,8 @@ class Proxy:
                     self._upstream_failed(out, ex, service, key, UpstreamError(
                         "protocol", f"unexpected {status} to a request without an upgrade"))
                     return
-                if (is_retryable_status(service.retry, status) and replayable and attempt < attempts
-                        and may_start_retry(timeouts, deadline - now()) and svc.budget.try_acquire()):
+                left = deadline - now()
+                if retry_after_status(service.retry, timeouts, svc.budget, Attempt(attempt, replayable, left), status):
                     ep.in_flight -= 1
                     conn.abort()
                     _record_outcome(svc, ep, False, self._clock.monotonic())
@@ -377,7 +391,7 @@ class Proxy:
         finally:
             breaker.settle(admission, verdict)
 
-    async def _respond(self, ex: Exchange, out: HttpConnection, conn: UpstreamConnection, status: int,
+    async def _respond(self, ex: Exchange, out: ResponseWriter, conn: UpstreamConnection, status: int,
                        upstream_headers: list[tuple[str, str]], idle_s: float) -> None:
         head = response_head(upstream_headers)
         headers = head.headers
@@ -425,7 +439,7 @@ class Proxy:
             out.write(compressor.flush())
         out.finish()
 
-    async def _tunnel(self, ex: Exchange, out: HttpConnection, svc: ServiceRuntime, match: RouteMatch,
+    async def _tunnel(self, ex: Exchange, out: ResponseWriter, svc: ServiceRuntime, match: RouteMatch,
                       identity: dict[str, str], offered: str, deadline: float) -> None:
         """Forward an upgrade request offering `offered` (allowed protocols only); after a
         valid 101, relay bytes both ways until either side closes or the tunnel idles out.

@@ -1,16 +1,15 @@
 """Writes gateway-generated responses (the error envelope, the gateway's own
 endpoints) and adds the headers every response carries: the request id, the
 security headers (unless the upstream set them), rate-limit fields and CORS.
-Used by the request pipeline and the proxy handler; the bytes go out through
-`server.HttpConnection`."""
+Used by the request pipeline and the proxy handler; the bytes go out through a
+`ResponseWriter`."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
 from vocelio_proxy.policy.error_envelope import Refusal, error_body
-from vocelio_proxy.wire.exchange import Exchange
-from vocelio_proxy.wire.server import HttpConnection
+from vocelio_proxy.wire.exchange import Exchange, ResponseWriter
 
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
@@ -36,7 +35,7 @@ def add_gateway_headers(ex: Exchange, headers: list[tuple[str, str]], present: C
                     headers.append((name, value))
 
 
-def send_reply(out: HttpConnection, ex: Exchange, status: int, body: bytes, content_type: str | None = JSON,
+def send_reply(out: ResponseWriter, ex: Exchange, status: int, body: bytes, content_type: str | None = JSON,
                headers: dict[str, str] | None = None) -> None:
     """A whole gateway-generated response."""
     head: list[tuple[str, str]] = [("Date", out.date)]
@@ -48,7 +47,7 @@ def send_reply(out: HttpConnection, ex: Exchange, status: int, body: bytes, cont
     out.send(ex, status, head, body)
 
 
-def send_error(out: HttpConnection, ex: Exchange, wall_time: float, refusal: Refusal) -> None:
+def send_error(out: ResponseWriter, ex: Exchange, wall_time: float, refusal: Refusal) -> None:
     """The product's JSON error envelope."""
     retry_after = refusal.retry_after
     headers = dict(refusal.headers or {})

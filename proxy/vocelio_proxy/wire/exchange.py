@@ -4,12 +4,17 @@ name), the peer, the body source, and the facts the pipeline records on the
 way (request id, client address, service, upstream, attempts, status).
 Created by `http1.reader.RequestReader` (for `server.HttpConnection`) once a
 head passed the wire rules; read and annotated by `handling`, `edge` and
-`proxying`. No I/O here."""
+`proxying`. Beside it, `ResponseWriter`: what the pipeline writes its answer
+through (implemented by `server.HttpConnection`; tests pass their own), so the
+pipeline never depends on the concrete server. No I/O here."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class BodyError(Exception):
@@ -80,3 +85,43 @@ class Exchange:
     def path(self) -> str:
         """The target without its query string (still percent-encoded)."""
         return self.target.partition("?")[0]
+
+
+class TunnelClient(Protocol):
+    """The client's side of an upgrade tunnel, as the upstream side (`tunnel`) relays
+    into it: raw bytes out, back-pressure, and the end."""
+
+    def tunnel_write(self, data: bytes) -> None: ...
+
+    def tunnel_pause(self) -> None: ...
+
+    def tunnel_resume(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ResponseWriter(TunnelClient, Protocol):
+    """Where the pipeline writes the answer to one `Exchange`: a whole response
+    (`send`), a streamed one (`start`, `write`, `drain`, `finish`), a tunnel after a
+    101 (`start_tunnel`), or the end of the connection (`close` after the answer,
+    `abort` at once)."""
+
+    @property
+    def date(self) -> str:
+        """The current `Date` header value (cached by the server once per second)."""
+        ...
+
+    def send(self, ex: Exchange, status: int, headers: list[tuple[str, str]], body: bytes,
+             length: int | None = None) -> None: ...
+
+    def start(self, ex: Exchange, status: int, headers: list[tuple[str, str]], length: int | None) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def start_tunnel(self, ex: Exchange, head: bytes, peer: asyncio.Transport) -> asyncio.Future[None]: ...

@@ -3,7 +3,7 @@ sends the upgrade request on a fresh connection, reads the answer, and after a
 101 relays raw bytes to the client's connection with back-pressure both ways.
 The gateway does not parse frames: like Envoy and nginx it joins two byte
 streams once both sides agreed to switch. Used by `proxying` for upgrade
-requests; the client side is `server.HttpConnection.start_tunnel`.
+requests; the client side is `server.HttpConnection.start_tunnel` (a `TunnelClient`).
 
 The answer to the upgrade request is read by the same rules as every upstream
 answer (`http1.answers.UpstreamHeadReader`, `http1.framing.upstream_body_framing`):
@@ -22,10 +22,11 @@ with no activity for `idle_timeout_s` both sides are closed."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 
+from vocelio_proxy.wire.exchange import TunnelClient
 from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
 from vocelio_proxy.wire.http1.framing import (
     BY_LENGTH,
@@ -37,9 +38,6 @@ from vocelio_proxy.wire.http1.framing import (
 )
 from vocelio_proxy.wire.http1.limits import UPGRADE_REFUSAL_MAX_BODY
 from vocelio_proxy.wire.upstream import UpstreamError
-
-if TYPE_CHECKING:
-    from vocelio_proxy.wire.server import HttpConnection
 
 
 class UpgradeAnswer:
@@ -68,7 +66,7 @@ class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
         self._framing = NO_BODY
         self._switched = False
         self._pending: list[bytes] = []
-        self._client: HttpConnection | None = None
+        self._client: TunnelClient | None = None
         # The idle timer: one lazily re-armed handle per tunnel, moved only when it fires.
         self._loop = asyncio.get_running_loop()
         self._last_activity = 0.0
@@ -175,7 +173,7 @@ class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def attach(self, client: HttpConnection) -> None:
+    def attach(self, client: TunnelClient) -> None:
         """Start relaying upstream bytes to the client (after the 101 head was written)."""
         self._client = client
         for chunk in self._pending:

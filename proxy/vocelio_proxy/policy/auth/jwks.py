@@ -1,5 +1,6 @@
 """Verification keys per issuer: the static PEM keys of the settings (parsed
-once, on first use) and a JWKS cache fetched with the app's HTTP client,
+once, on first use) and a JWKS cache filled through the `JwksFetch` it is given
+(the composition root passes one over the app's HTTP client),
 refreshed when a token names an unknown `kid` (at most once per configured
 interval, so a flood of forged kids cannot hammer the issuer), keeping previous
 keys through a rotation. A JWKS document is hostile input too: entries that are
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import aiohttp
 
 from vocelio_proxy.clock import Clock
 from vocelio_proxy.policy.auth.tokens import PublicKey, public_key_from_jwk, public_key_from_pem
@@ -21,9 +21,17 @@ from vocelio_proxy.settings import JwtIssuer
 log = logging.getLogger("vocelio.proxy.auth")
 
 
+class JwksUnavailable(Exception):
+    """The JWKS document could not be fetched or decoded (the fetcher's one error)."""
+
+
+#: Fetches and decodes the JSON document at a JWKS URL; raises `JwksUnavailable`.
+JwksFetch = Callable[[str], Awaitable[Any]]
+
+
 class JwksCache:
-    def __init__(self, session: aiohttp.ClientSession, min_interval_s: float, clock: Clock) -> None:
-        self._session = session
+    def __init__(self, fetch: JwksFetch, min_interval_s: float, clock: Clock) -> None:
+        self._fetch = fetch
         self._clock = clock
         self._min_interval_s = min_interval_s
         self._keys: dict[str, dict[str | None, PublicKey]] = {}
@@ -65,10 +73,8 @@ class JwksCache:
                 return
             self._fetched_at[issuer.issuer] = now
             try:
-                async with self._session.get(issuer.jwks_url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                    resp.raise_for_status()
-                    document = await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                document = await self._fetch(issuer.jwks_url)
+            except JwksUnavailable as exc:
                 log.warning("JWKS fetch failed", extra={"fields": {"issuer": issuer.issuer, "error": str(exc)}})
                 return
             self._keys[issuer.issuer] = merge_jwks(self._keys.get(issuer.issuer, {}), document)
