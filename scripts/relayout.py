@@ -112,6 +112,7 @@ MOVES: dict[str, str] = {
 SYMBOLS: dict[tuple[str, str], str] = {
     ("vocelio_proxy.lifecycle.sources", "join_sharded"): "vocelio_contract.sharding",
     ("vocelio_proxy.pipeline.endpoints", "RESERVED_PATHS"): "vocelio_contract.reserved",
+    ("vocelio_proxy.lifecycle.appkeys", "EdgePolicy"): "vocelio_proxy.pipeline.edge",
     ("vocelio_proxy.policy.auth.apikeys", "ApiKeyRecord"): "vocelio_contract.apikeys",
     ("vocelio_proxy.policy.auth.apikeys", "hash_key"): "vocelio_contract.apikeys",
     ("vocelio_proxy.policy.auth.apikeys", "mint_key"): "vocelio_contract.apikeys",

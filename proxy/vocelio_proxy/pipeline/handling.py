@@ -45,7 +45,8 @@ from vocelio_proxy.policy.error_envelope import Refusal
 from vocelio_proxy.policy.forwarded_headers import ForwardedTrust, accept_request_id, without_underscored
 from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.wire.exchange import BodyError, Exchange, ResponseWriter
+from vocelio_proxy.wire.exchange import BodyError, Exchange
+from vocelio_proxy.wire.tunnel import UpgradableWriter
 
 log = logging.getLogger("vocelio.proxy")
 #: A str as a JSON string literal, ASCII only (C-accelerated; escapes quotes, control
@@ -97,7 +98,7 @@ class GatewayHandler:
         self._endpoints = public_endpoints(settings)
         self._proxy = proxy
 
-    async def __call__(self, ex: Exchange, out: ResponseWriter) -> None:
+    async def __call__(self, ex: Exchange, out: UpgradableWriter) -> None:
         started = time.perf_counter()
         lookup = ex.lookup
         ex.request_id = accept_request_id(lookup.get("x-request-id"))
@@ -131,11 +132,11 @@ class GatewayHandler:
             metrics.in_flight_count -= 1
             self._record(ex, time.perf_counter() - started)
 
-    def _refuse(self, out: ResponseWriter, ex: Exchange, status: int, message: str,
+    def _refuse(self, out: UpgradableWriter, ex: Exchange, status: int, message: str,
                 headers: dict[str, str] | None = None) -> None:
         send_error(out, ex, self._clock.wall(), Refusal(status, message, headers=headers))
 
-    async def _dispatch(self, ex: Exchange, out: ResponseWriter) -> None:
+    async def _dispatch(self, ex: Exchange, out: UpgradableWriter) -> None:
         if "#" in ex.target:
             self._refuse(out, ex, 400, _FRAGMENT)
             return
@@ -155,7 +156,7 @@ class GatewayHandler:
             return
         self._serve_endpoint(ex, out, path, endpoint)
 
-    def _serve_endpoint(self, ex: Exchange, out: ResponseWriter, path: str, endpoint: Endpoint) -> None:
+    def _serve_endpoint(self, ex: Exchange, out: UpgradableWriter, path: str, endpoint: Endpoint) -> None:
         """A gateway endpoint answers GET and HEAD (both listeners)."""
         if ex.method not in _ENDPOINT_METHODS:
             self._refuse(out, ex, 405, f"{path} answers GET and HEAD only", {"Allow": "GET, HEAD"})
@@ -163,7 +164,7 @@ class GatewayHandler:
         reply = endpoint(self._view)
         send_reply(out, ex, reply.status, reply.body, reply.content_type, reply.headers)
 
-    def _refused_early(self, ex: Exchange, out: ResponseWriter) -> bool:
+    def _refused_early(self, ex: Exchange, out: UpgradableWriter) -> bool:
         """Hardening before routing: method, host, CORS preflight, declared body size.
         (URL and header sizes are enforced by the server while it parses.)"""
         if ex.method == "CONNECT":
@@ -195,7 +196,7 @@ class GatewayHandler:
             return True
         return False
 
-    def _underscored(self, ex: Exchange, out: ResponseWriter) -> bool:
+    def _underscored(self, ex: Exchange, out: UpgradableWriter) -> bool:
         """Apply `headers_with_underscores` to a request with such a header name;
         True when it was refused."""
         mode = self._underscores
@@ -248,10 +249,10 @@ class AdminHandler(GatewayHandler):
         super().__init__(view, proxy, access_log)
         self._endpoints = dict(ENDPOINTS)
 
-    def _refused_early(self, ex: Exchange, out: ResponseWriter) -> bool:
+    def _refused_early(self, ex: Exchange, out: UpgradableWriter) -> bool:
         return False
 
-    async def _dispatch(self, ex: Exchange, out: ResponseWriter) -> None:
+    async def _dispatch(self, ex: Exchange, out: UpgradableWriter) -> None:
         if "#" in ex.target:
             self._refuse(out, ex, 400, _FRAGMENT)
             return
@@ -263,7 +264,7 @@ class AdminHandler(GatewayHandler):
         self._serve_endpoint(ex, out, path, endpoint)
 
 
-def _client_gone(ex: Exchange, out: ResponseWriter) -> None:
+def _client_gone(ex: Exchange, out: UpgradableWriter) -> None:
     """Before any answer, a client that left is recorded as nginx's 499 (client closed
     request): a 4xx, so disconnects never read as gateway errors."""
     out.abort()

@@ -66,9 +66,9 @@ from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.routing_state import ServiceRuntime
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.wire.exchange import BodySource, Exchange, ResponseWriter
+from vocelio_proxy.wire.exchange import BodySource, Exchange
 from vocelio_proxy.wire.http1.heads import status_line
-from vocelio_proxy.wire.tunnel import open_upgrade
+from vocelio_proxy.wire.tunnel import UpgradableWriter, open_upgrade
 from vocelio_proxy.wire.upstream import (
     LAST_CHUNK,
     UpstreamConnection,
@@ -131,11 +131,11 @@ class Proxy:
         # Deadlines run on the event loop's clock, the one the upstream timers use.
         self._now = asyncio.get_running_loop().time
 
-    def _refuse(self, out: ResponseWriter, ex: Exchange, status: int, message: str,
+    def _refuse(self, out: UpgradableWriter, ex: Exchange, status: int, message: str,
                 retry_after: float | None = None) -> None:
         send_error(out, ex, self._clock.wall(), Refusal(status, message, retry_after))
 
-    async def handle(self, ex: Exchange, out: ResponseWriter, path: str) -> None:
+    async def handle(self, ex: Exchange, out: UpgradableWriter, path: str) -> None:
         """Serve `ex`, whose normalised path is `path`, from the routed service."""
         routed_at = self._now()
         rt = self._state.runtime
@@ -195,7 +195,7 @@ class Proxy:
             headers = [(k, v) for k, v in headers if k.lower() not in H2C_HEADERS]
         return headers
 
-    def _upstream_failed(self, out: ResponseWriter, ex: Exchange, service: Service, endpoint: str,
+    def _upstream_failed(self, out: UpgradableWriter, ex: Exchange, service: Service, endpoint: str,
                          exc: UpstreamError) -> None:
         """Answer an upstream failure: the envelope says what happened, the log says where."""
         timed_out = exc.kind == "timeout" or isinstance(exc.__cause__, TimeoutError)
@@ -208,7 +208,7 @@ class Proxy:
             what = _FAILURE_MESSAGES.get(exc.kind, "failed")
             self._refuse(out, ex, 502, f"The {service.name} service {what}")
 
-    def _paced_out(self, out: ResponseWriter, ex: Exchange, service: Service, endpoint: str,
+    def _paced_out(self, out: UpgradableWriter, ex: Exchange, service: Service, endpoint: str,
                    exc: UpstreamError, waiting_for_client: bool) -> None:
         """Answer an attempt that ended while the client's body was still arriving
         (`_ClientsPace`, or a paced attempt's timeout): no verdict, no health record.
@@ -224,7 +224,7 @@ class Proxy:
         else:
             self._refuse(out, ex, 502, f"The {service.name} service {_FAILURE_MESSAGES.get(exc.kind, 'failed')}")
 
-    async def _forward(self, ex: Exchange, out: ResponseWriter, svc: ServiceRuntime, match: RouteMatch,
+    async def _forward(self, ex: Exchange, out: UpgradableWriter, svc: ServiceRuntime, match: RouteMatch,
                        identity: dict[str, str], deadline: float) -> None:
         service = svc.service
         breaker = svc.breaker
@@ -391,7 +391,7 @@ class Proxy:
         finally:
             breaker.settle(admission, verdict)
 
-    async def _respond(self, ex: Exchange, out: ResponseWriter, conn: UpstreamConnection, status: int,
+    async def _respond(self, ex: Exchange, out: UpgradableWriter, conn: UpstreamConnection, status: int,
                        upstream_headers: list[tuple[str, str]], idle_s: float) -> None:
         head = response_head(upstream_headers)
         headers = head.headers
@@ -439,7 +439,7 @@ class Proxy:
             out.write(compressor.flush())
         out.finish()
 
-    async def _tunnel(self, ex: Exchange, out: ResponseWriter, svc: ServiceRuntime, match: RouteMatch,
+    async def _tunnel(self, ex: Exchange, out: UpgradableWriter, svc: ServiceRuntime, match: RouteMatch,
                       identity: dict[str, str], offered: str, deadline: float) -> None:
         """Forward an upgrade request offering `offered` (allowed protocols only); after a
         valid 101, relay bytes both ways until either side closes or the tunnel idles out.

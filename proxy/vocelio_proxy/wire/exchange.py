@@ -11,10 +11,7 @@ pipeline never depends on the concrete server. No I/O here."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    import asyncio
+from typing import Protocol
 
 
 class BodyError(Exception):
@@ -104,9 +101,9 @@ class TunnelClient(Protocol):
 
 class ResponseWriter(TunnelClient, Protocol):
     """Where the pipeline writes the answer to one `Exchange`: a whole response
-    (`send`), a streamed one (`start`, `write`, `drain`, `finish`), a tunnel after a
-    101 (`start_tunnel`), or the end of the connection (`close` after the answer,
-    `abort` at once)."""
+    (`send`), a streamed one (`start`, `write`, `drain`, `finish`), or the end of the
+    connection (`close` after the answer, `abort` at once). A writer that can also
+    become a tunnel after a 101 is a `tunnel.UpgradableWriter`."""
 
     @property
     def date(self) -> str:
@@ -123,5 +120,3 @@ class ResponseWriter(TunnelClient, Protocol):
     async def drain(self) -> None: ...
 
     def finish(self) -> None: ...
-
-    def start_tunnel(self, ex: Exchange, head: bytes, peer: asyncio.Transport) -> asyncio.Future[None]: ...

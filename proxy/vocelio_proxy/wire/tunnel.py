@@ -22,11 +22,11 @@ with no activity for `idle_timeout_s` both sides are closed."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 
-from vocelio_proxy.wire.exchange import TunnelClient
+from vocelio_proxy.wire.exchange import Exchange, ResponseWriter, TunnelClient
 from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
 from vocelio_proxy.wire.http1.framing import (
     BY_LENGTH,
@@ -38,6 +38,14 @@ from vocelio_proxy.wire.http1.framing import (
 )
 from vocelio_proxy.wire.http1.limits import UPGRADE_REFUSAL_MAX_BODY
 from vocelio_proxy.wire.upstream import UpstreamError
+
+
+class UpgradableWriter(ResponseWriter, Protocol):
+    """A `ResponseWriter` that can hand its connection over to a tunnel: writes the
+    101 `head`, then relays raw bytes between the client and `peer` (the upstream
+    side) until either closes (`server.HttpConnection`)."""
+
+    def start_tunnel(self, ex: Exchange, head: bytes, peer: asyncio.Transport) -> asyncio.Future[None]: ...
 
 
 class UpgradeAnswer:
