@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests.harness.controlplane import ROOT, ControlPlane, start_control_plane
+from tests.harness.controlplane import BIN_DIR, ROOT, ControlPlane, start_control_plane
 from tests.harness.kube import Kube
 from tests.harness.kubelet import ensure_node
 from tests.harness.podnet import PodNetwork
@@ -71,10 +71,33 @@ def namespace(control_plane: ControlPlane, kube: Kube) -> Iterator[str]:
     kube.delete(f"/api/v1/namespaces/{name}")
 
 
+#: Fixtures that need the control plane or the binaries `make cluster-bins` builds (helm).
+CLUSTER_FIXTURES = frozenset({"control_plane", "kube", "pod_network", "namespace", "helm_binary"})
+#: Fixtures that need a real redis-server.
+REDIS_FIXTURES = frozenset({"redis_server"})
+#: Folders whose every test drives the control plane or helm (their module helpers call the binaries).
+CLUSTER_FOLDERS = frozenset({"cluster", "operator_cluster", "helm"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers follow what a test uses, so `-m "not cluster"` cannot drift: a test that
+    requests a cluster fixture (directly or through another fixture: `fixturenames`
+    is the whole closure) or lives in a cluster folder is `cluster`; one that requests
+    `redis_server` is `redis`."""
     for item in items:
-        if Path(str(item.fspath)).parent.name in ("cluster", "operator_cluster", "helm"):
+        used = set(getattr(item, "fixturenames", ()))
+        if used & CLUSTER_FIXTURES or Path(str(item.fspath)).parent.name in CLUSTER_FOLDERS:
             item.add_marker(pytest.mark.cluster)
+        if used & REDIS_FIXTURES:
+            item.add_marker(pytest.mark.redis)
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    """The helm binary `make cluster-bins` builds (marks the test `cluster`)."""
+    path = BIN_DIR / "helm"
+    assert path.exists(), f"{path} missing: run `make cluster-bins`"
+    return path
 
 
 @pytest.fixture
