@@ -90,7 +90,7 @@ def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": float(non2xx.group(1)) if non2xx else 0}
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901 - one script: start each peer, measure, print, stop
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 64])

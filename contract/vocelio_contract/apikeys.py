@@ -60,7 +60,7 @@ def load_records(raw: bytes | str) -> list[ApiKeyRecord]:
         raise ValueError(f"invalid API key record: {exc.errors()[0]['msg']}") from exc
 
 
-SECRET_LABEL = "gateway.vocelio.ai/api-key"
+SECRET_LABEL = "gateway.vocelio.ai/api-key"  # noqa: S105 - a label name, no secret
 
 
 def secret_manifest(record: ApiKeyRecord, namespace: str) -> dict[str, Any]:

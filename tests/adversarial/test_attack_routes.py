@@ -71,7 +71,8 @@ def test_a_newer_service_whose_prefix_differs_only_by_case_or_escapes_is_the_one
         match = router.resolve("/api/v1/x/admin/keys")
     except PathError as exc:  # the established route must keep serving
         raise AssertionError(f"the established route was switched off: {exc}") from exc
-    assert match is not None and match.service.name == "admin"
+    assert match is not None
+    assert match.service.name == "admin"
 
 
 # Found by the attack helper: a prefix that canonicalises onto a gateway endpoint, or that the

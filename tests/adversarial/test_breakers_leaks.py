@@ -236,7 +236,8 @@ async def test_a_body_that_breaks_releases_the_probe_without_a_verdict(recording
                   {"host": "t", "transfer-encoding": "chunked"}, "127.0.0.1", True, body, None, False)
     out = CapturingWriter()
     await handler(ex, out)  # type: ignore[arg-type]
-    assert out.status == status and out.closed
+    assert out.status == status
+    assert out.closed
     assert breaker_of(gw).state is BreakerState.HALF_OPEN  # no verdict about the upstream
     await no_leaks(gw, before)
     await first_200_after(gw, "/api/v1/svc/after", 2.0)

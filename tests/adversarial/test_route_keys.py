@@ -84,7 +84,8 @@ def test_every_respelling_of_an_established_prefix_is_the_newcomers_conflict(new
     assert [s.name for s in result.config.services] == ["admin"]
     for policy in PROXY_POLICIES:
         match = Router.build(result.config.services, policy).resolve("/api/v1/x/admin/keys")
-        assert match is not None and match.service.name == "admin"
+        assert match is not None
+        assert match.service.name == "admin"
 
 
 @pytest.mark.parametrize("newcomer", RESPELLINGS)
@@ -116,7 +117,8 @@ def test_the_older_resource_wins_whichever_spelling_it_uses() -> None:
 def test_an_accepted_respelt_prefix_is_routed_in_canonical_form_and_says_so() -> None:
     result = render_config([resource("tilde", "/%7Euser/%61pi/")], [], {})
     reason, message = outcome(result, "tilde")
-    assert reason == "Accepted" and "routed as /~user/api" in message
+    assert reason == "Accepted"
+    assert "routed as /~user/api" in message
     assert result.config.services[0].prefixes == ["/~user/api"]
 
 
@@ -200,11 +202,13 @@ def test_no_rendered_config_has_a_prefix_the_router_refuses_or_finds_ambiguous(
             assert owners.setdefault(key, svc.name) == svc.name, (prefix, owners)
     for policy in PROXY_POLICIES:
         router = Router.build(result.config.services, policy)
-        assert router.ambiguous_prefixes == [] and router.refused_prefixes == []
+        assert router.ambiguous_prefixes == []
+        assert router.refused_prefixes == []
         for svc in result.config.services:
             for prefix in svc.prefixes:
                 match = router.resolve(prefix.rstrip("/") + "/z")
-                assert match is not None and match.service.name == svc.name, (prefix, policy)
+                assert match is not None, (prefix, policy)
+                assert match.service.name == svc.name, (prefix, policy)
     # Whoever claimed a key first (oldest, then namespace and name) holds it.
     order = sorted(services, key=lambda r: (r.metadata.creation_timestamp, r.metadata.namespace, r.metadata.name))
     accepted = {s.name for s in result.config.services}

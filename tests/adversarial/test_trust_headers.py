@@ -145,7 +145,8 @@ async def test_underscore_names_are_refused_with_400_when_configured(recording_u
         answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x", [(name, "v")]))
         assert status_of(answer) == 400, name
         body = envelope_of(answer)
-        assert body["status_code"] == 400 and "underscores" in body["message"]
+        assert body["status_code"] == 400
+        assert "underscores" in body["message"]
     assert up.requests == []
     assert status_of(await raw_request(gw.port, request_bytes("/api/v1/svc/x", [("X-Custom", "ok")]))) == 200
     await settled(gw.app, before)
@@ -156,7 +157,8 @@ async def test_underscore_names_that_are_not_owned_pass_when_allowed(recording_u
     answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x", [("X_Custom", "1"), ("X_Vocelio_User", "a")]))
     assert status_of(answer) == 200
     sent = up.requests[-1].headers
-    assert ("X_Custom", "1") in sent and not [k for k, _ in sent if k.lower() == "x_vocelio_user"]
+    assert ("X_Custom", "1") in sent
+    assert not [k for k, _ in sent if k.lower() == "x_vocelio_user"]
 
 
 @pytest.mark.parametrize("mode", ["allow", "drop"])

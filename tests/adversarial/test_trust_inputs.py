@@ -74,7 +74,8 @@ async def test_every_access_log_line_is_one_json_object_whatever_the_client_send
     sink.truncate()
     for line in data.decode("ascii").splitlines():  # ASCII: every other character is escaped
         entry = json.loads(line)
-        assert isinstance(entry, dict) and set(entry) == LOG_FIELDS, line
+        assert isinstance(entry, dict), line
+        assert set(entry) == LOG_FIELDS, line
         assert entry["client"] == "127.0.0.1" or "%" not in entry["client"]
 
 
@@ -111,7 +112,8 @@ async def test_a_raw_hash_anywhere_in_the_target_is_refused_before_routing(recor
     assert status_of(answer) == 400, answer[:200]
     if target.startswith("/"):  # (a target that is not origin-form is already the parser's 400)
         assert "fragment" in envelope_of(answer)["message"]
-    assert up.requests == [] and up.connections == 0
+    assert up.requests == []
+    assert up.connections == 0
     await settled(gw.app, before)
 
 
@@ -197,7 +199,8 @@ async def test_every_logged_field_is_escaped_whatever_it_holds(recording_upstrea
     lines = sink.getvalue().decode("ascii").splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])
-    assert set(entry) == LOG_FIELDS and "forged" not in entry
+    assert set(entry) == LOG_FIELDS
+    assert "forged" not in entry
     assert entry["path"] == "/p" + HOSTILE  # the query, where clients put tokens, is never logged
     for name in ("request_id", "method", "service", "upstream", "client"):
         assert entry[name] == HOSTILE, name

@@ -84,7 +84,8 @@ async def test_a_101_that_does_not_answer_the_offer_is_a_502_and_never_a_tunnel(
         rest, closed = await read_until_closed(reader, 3)
         assert closed
         data = json.loads(rest)
-        assert data["status_code"] == 502 and "invalid response" in data["message"]
+        assert data["status_code"] == 502
+        assert "invalid response" in data["message"]
         await poll(lambda: up.closed == 1, "the gateway closed the upstream connection")
         assert up.received == []
         assert metric(gw, "vocelio_upgrades_refused_total", service="svc") == 1
@@ -140,9 +141,12 @@ async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(record
     answer = await raw_request(gw.port, b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n",
                                read_timeout_s=2)
     assert status_of(answer) == 200, answer
-    assert up.paths() == ["/x"] and up.protocol_errors == []
+    assert up.paths() == ["/x"]
+    assert up.protocol_errors == []
     raw = b"".join(up.raw).lower()
-    assert b"http2-settings" not in raw and b"h2c" not in raw and b"upgrade" not in raw
+    assert b"http2-settings" not in raw
+    assert b"h2c" not in raw
+    assert b"upgrade" not in raw
     await settled(gw.app, before)
 
 
@@ -178,7 +182,8 @@ async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream, gat
                    + b"\r\nSec-WebSocket-Key: " + WS_KEY.encode() + b"\r\nContent-Length: 5\r\n\r\nhello")
         answer = await raw_request(gw.port, request, read_timeout_s=2)
         assert status_of(answer) == 400
-    assert up.requests == [] and up.connections == 0
+    assert up.requests == []
+    assert up.connections == 0
 
 
 @pytest.mark.parametrize("key", [None, "", "c2hvcnQ=", "!!!!", "dGhlIHNhbXBsZSBub25jZQ==AAAA"])
@@ -234,7 +239,8 @@ async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory) -> None:
         started = loop.time()
         _, closed = await read_until_closed(reader, 3)
         idle_for = loop.time() - started
-        assert closed and 0.25 <= idle_for <= 1.5, idle_for
+        assert closed, idle_for
+        assert 0.25 <= idle_for <= 1.5, idle_for
         await poll(lambda: up.closed == 1, "upstream side closed")
         assert metric(gw, "vocelio_tunnel_idle_closes_total", service="svc") == 1
         writer.close()
@@ -250,7 +256,8 @@ async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
             await writer.drain()
             await asyncio.sleep(0.1)  # the traffic pattern under test, not a wait for a condition
         await poll(lambda: b"".join(up.received) == b"0123456789", "every byte relayed")
-        assert up.closed == 0 and not reader.at_eof()
+        assert up.closed == 0
+        assert not reader.at_eof()
         writer.close()
 
 
@@ -278,7 +285,8 @@ async def test_tunnels_pass_through_the_breaker(gateway_factory) -> None:
         assert status_of(answer_1) == 503
         assert breaker_of(gw).state is BreakerState.OPEN
         answer_2 = await raw_request(gw.port, ws_request("/api/v1/svc/socket"), read_timeout_s=2)
-        assert status_of(answer_2) == 503 and b"circuit breaker open" in answer_2
+        assert status_of(answer_2) == 503
+        assert b"circuit breaker open" in answer_2
         assert up.connections == 1  # the open breaker kept the upgrade away from the upstream
 
 
@@ -304,7 +312,8 @@ async def test_a_healthy_tunnel_during_half_open_is_a_successful_probe_and_frees
         await poll(lambda: breaker.state is BreakerState.HALF_OPEN, "half-open")
         reader, writer = await handshake(gw)
         # The switch was the verdict: the breaker closed while the tunnel stays open.
-        assert breaker.state is BreakerState.CLOSED and breaker.probes_in_flight == 0
+        assert breaker.state is BreakerState.CLOSED
+        assert breaker.probes_in_flight == 0
         writer.write(b"x")
         assert await reader.readexactly(1) == b"x"
         writer.close()

@@ -55,15 +55,20 @@ async def test_protected_routes_answer_401_then_403_then_forward_identity(upstre
         service("billing", up.endpoint(), auth={"mode": "jwt", "roles": ["billing-admin"]}),
         service("agents", up.endpoint(), auth={"mode": "jwt"})]), auth=AUTH)
     status, headers, body = await gw.get("/api/v1/billing/invoices")
-    assert status == 401 and json.loads(body)["status_code"] == 401 and "WWW-Authenticate" in headers
+    assert status == 401
+    assert json.loads(body)["status_code"] == 401
+    assert "WWW-Authenticate" in headers
     status, _, body = await gw.get("/api/v1/billing/invoices", headers=bearer())
-    assert status == 403 and "billing-admin" in json.loads(body)["message"]
+    assert status == 403
+    assert "billing-admin" in json.loads(body)["message"]
     status, _, body = await gw.get("/api/v1/agents/x", headers={**bearer(), "X-Vocelio-Roles": "admin",
                                                                 "X-Vocelio-Tenant": "globex"})
     sent = json.loads(body)["headers"]
     assert status == 200
-    assert sent["X-Vocelio-User"] == "u1" and sent["X-Vocelio-Tenant"] == "acme"
-    assert sent["X-Vocelio-Roles"] == "agent" and sent["X-Vocelio-Auth-Method"] == "jwt"
+    assert sent["X-Vocelio-User"] == "u1"
+    assert sent["X-Vocelio-Tenant"] == "acme"
+    assert sent["X-Vocelio-Roles"] == "agent"
+    assert sent["X-Vocelio-Auth-Method"] == "jwt"
     assert "Authorization" in sent  # the token itself is the upstream's to use too
 
 
@@ -72,8 +77,10 @@ async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory
     gw = await gateway_factory(GatewayConfig(services=[service("agents", up.endpoint())]), auth=AUTH)
     expired = token(exp=int(time.time()) - 3600)
     status, _, body = await gw.get("/api/v1/agents/x", headers={"Authorization": f"Bearer {expired}"})
-    assert status == 401 and "expired" in json.loads(body)["message"]
-    assert expired.encode() not in body and not up.hits  # even a public route refuses bad credentials
+    assert status == 401
+    assert "expired" in json.loads(body)["message"]
+    assert expired.encode() not in body
+    assert not up.hits
 
 
 async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, gateway_factory, tmp_path: Path) -> None:
@@ -84,11 +91,13 @@ async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, ga
     gw = await gateway_factory(GatewayConfig(services=[service("dev", up.endpoint(), auth={"mode": "api-key"})]),
                                api_keys_path=keys_file)
     status, _, body = await gw.get("/api/v1/dev/x", headers={"X-API-Key": key})
-    assert status == 200 and json.loads(body)["headers"]["X-Vocelio-Tier"] == "premium"
+    assert status == 200
+    assert json.loads(body)["headers"]["X-Vocelio-Tier"] == "premium"
     assert (await gw.get("/api/v1/dev/x", headers={"X-API-Key": key[:-3] + "AAA"}))[0] == 401
     keys_file.write_text(json.dumps([record.model_copy(update={"disabled": True}).model_dump(mode="json")]))
     status, _, body = await gw.get("/api/v1/dev/x", headers={"X-API-Key": key})
-    assert status == 401 and "disabled" in json.loads(body)["message"]
+    assert status == 401
+    assert "disabled" in json.loads(body)["message"]
 
 
 async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_prefix(upstream_factory,
@@ -118,7 +127,8 @@ async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(ups
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS), auth=AUTH)
     status, headers, _ = await gw.get("/api/v1/svc/x")
     assert status == 200
-    assert headers["X-RateLimit-Limit"] == "3" and headers["X-RateLimit-Remaining"] == "2"
+    assert headers["X-RateLimit-Limit"] == "3"
+    assert headers["X-RateLimit-Remaining"] == "2"
     assert int(headers["X-RateLimit-Reset"]) > time.time()
     assert headers["RateLimit-Policy"] == '"anonymous";q=3;w=60'
     assert headers["RateLimit"].startswith('"anonymous";r=2;t=')
@@ -126,11 +136,15 @@ async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(ups
         await gw.get("/api/v1/svc/x")
     status, headers, body = await gw.get("/api/v1/svc/x")
     data = json.loads(body)
-    assert status == 429 and data["status_code"] == 429 and data["retry_after"] >= 1
-    assert int(headers["Retry-After"]) >= 1 and headers["X-RateLimit-Remaining"] == "0"
+    assert status == 429
+    assert data["status_code"] == 429
+    assert data["retry_after"] >= 1
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["X-RateLimit-Remaining"] == "0"
     # An authenticated caller is in another tier and bucket.
     status, headers, _ = await gw.get("/api/v1/svc/x", headers=bearer())
-    assert status == 200 and headers["X-RateLimit-Limit"] == "5"
+    assert status == 200
+    assert headers["X-RateLimit-Limit"] == "5"
 
 
 @pytest.mark.redis
@@ -206,7 +220,8 @@ async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstrea
     assert await poll_async("limiter back on Redis", back, 10)
     # Redis restarted empty: its counts start again from the requests made since.
     status, headers, _ = await gw.get("/api/v1/svc/x")
-    assert status == 200 and int(headers["X-RateLimit-Remaining"]) >= 7
+    assert status == 200
+    assert int(headers["X-RateLimit-Remaining"]) >= 7
 
 
 @pytest.mark.redis
@@ -219,7 +234,9 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory, gatew
     assert (await gw.get("/api/v1/svc/x"))[0] == 200
     redis_server.kill()
     status, headers, body = await gw.get("/api/v1/svc/x")
-    assert status == 503 and "Retry-After" in headers and json.loads(body)["status_code"] == 503
+    assert status == 503
+    assert "Retry-After" in headers
+    assert json.loads(body)["status_code"] == 503
     hits = len(up.hits)
     redis_server.start()
 
@@ -235,7 +252,9 @@ async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_fac
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                trusted_hosts=["api.vocelio.test"])
     status, _, body = await gw.get("/api/v1/svc/x", headers={"Host": "evil.test"})
-    assert status == 421 and json.loads(body)["status_code"] == 421 and not up.hits
+    assert status == 421
+    assert json.loads(body)["status_code"] == 421
+    assert not up.hits
     status, _, _ = await gw.get("/api/v1/svc/x", headers={"Host": "api.vocelio.test:8080"})
     assert status == 200
 
@@ -247,7 +266,8 @@ async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gatew
     status, headers, _ = await gw.request("OPTIONS", "/api/v1/svc/x", headers={
         "Origin": "https://app.vocelio.ai", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "Authorization, Content-Type"})
-    assert status == 204 and headers["Access-Control-Allow-Origin"] == "https://app.vocelio.ai"
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "https://app.vocelio.ai"
     assert not up.hits
     status, _, _ = await gw.request("OPTIONS", "/api/v1/svc/x", headers={
         "Origin": "https://evil.test", "Access-Control-Request-Method": "POST"})
@@ -261,7 +281,8 @@ async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), max_body_bytes=1000)]))
     status, _, body = await gw.request("POST", "/api/v1/svc/x", data=b"x" * 2000)
-    assert status == 413 and json.loads(body)["status_code"] == 413
+    assert status == 413
+    assert json.loads(body)["status_code"] == 413
 
     async def chunks():  # type: ignore[no-untyped-def]
         for _ in range(10):
@@ -276,7 +297,8 @@ async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory, gat
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                limits={"max_url_bytes": 300, "max_headers": 20})
     status, _, body = await gw.get("/api/v1/svc/" + "a" * 400)
-    assert status == 414 and json.loads(body)["status_code"] == 414
+    assert status == 414
+    assert json.loads(body)["status_code"] == 414
     status, _, _ = await gw.get("/api/v1/svc/x", headers={f"X-H{i}": "v" for i in range(30)})
     assert status == 431
 
@@ -293,13 +315,16 @@ async def test_compressible_responses_are_compressed_for_clients_that_ask(upstre
 
     gw.session = aiohttp.ClientSession(auto_decompress=False)
     status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "gzip, br"})
-    assert status == 200 and headers["Content-Encoding"] == "br"
+    assert status == 200
+    assert headers["Content-Encoding"] == "br"
     assert json.loads(brotli.decompress(body)) == payload
     status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "gzip"})
-    assert headers["Content-Encoding"] == "gzip" and json.loads(gzip.decompress(body)) == payload
+    assert headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body)) == payload
     status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "identity"})
     await gw.session.close()
-    assert "Content-Encoding" not in headers and json.loads(body) == payload
+    assert "Content-Encoding" not in headers
+    assert json.loads(body) == payload
 
 
 async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_factory, gateway_factory) -> None:

@@ -22,6 +22,7 @@ from vocelio_proxy.lifecycle.sources import ConfigSource, StaticSource
 from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.server import HttpServer
 
 from .waiting import poll_async
 
@@ -118,6 +119,8 @@ class Gateway:
     url: str
     app: web.Application
     session: aiohttp.ClientSession
+    #: The public listener's HTTP server.
+    server: HttpServer
 
     @property
     def port(self) -> int:
@@ -153,7 +156,7 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
         running.append(started)
         session = aiohttp.ClientSession()
         sessions.append(session)
-        gw = Gateway(f"http://127.0.0.1:{started.port}", app, session)
+        gw = Gateway(f"http://127.0.0.1:{started.port}", app, session, started.server)
         if wait_ready:
             await poll(lambda: gw.state.runtime is not None and gw.state.health_round_done, "gateway ready")
         return gw

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import socket
 import struct
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import h11
 
+from tests.harness.app_fixtures import Gateway
 from vocelio_proxy.wire.exchange import Exchange
 from vocelio_proxy.wire.http1.framing import WireError
 from vocelio_proxy.wire.http1.limits import WireLimits
@@ -268,9 +268,6 @@ def responses_in(answer: bytes, head_requests: int = 0) -> list[tuple[int, dict[
     return out
 
 
-def http_server_of(app: object) -> HttpServer:
-    """The `HttpServer` serving `app` (the gateway fixture does not expose it)."""
-    for obj in gc.get_objects():
-        if isinstance(obj, HttpServer) and getattr(obj.handler, "_app", None) is app:
-            return obj
-    raise LookupError("no HttpServer serves this app")
+def http_server_of(gateway: Gateway) -> HttpServer:
+    """The `HttpServer` of the gateway fixture's public listener."""
+    return gateway.server

@@ -85,10 +85,12 @@ async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire) -
     reader, writer = await connect()
     writer.write(b"GET /api/v1/svc/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     status, headers, _ = await read_response(reader)
-    assert status == 200 and headers["connection"] == "keep-alive"
+    assert status == 200
+    assert headers["connection"] == "keep-alive"
     writer.write(b"GET /api/v1/svc/b HTTP/1.0\r\n\r\n")
     status, headers, _ = await read_response(reader)
-    assert status == 200 and headers["connection"] == "close"
+    assert status == 200
+    assert headers["connection"] == "close"
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
@@ -110,7 +112,8 @@ async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sen
     assert status == 100
     writer.write(b"data")
     status, _, body = await read_response(reader)
-    assert status == 200 and json.loads(body)["body"] == 4
+    assert status == 200
+    assert json.loads(body)["body"] == 4
 
 
 async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire) -> None:
@@ -118,15 +121,18 @@ async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire) -> None:
     reader, writer = await connect()
     writer.write(b"HEAD /livez HTTP/1.1\r\nHost: t\r\n\r\nGET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
     status, headers, _ = await read_response(reader, head_request=True)
-    assert status == 200 and int(headers["content-length"]) > 0
+    assert status == 200
+    assert int(headers["content-length"]) > 0
     status, _, body = await read_response(reader)
-    assert status == 200 and json.loads(body) == {"status": "alive"}
+    assert status == 200
+    assert json.loads(body) == {"status": "alive"}
 
 
 async def test_gateway_endpoints_refuse_other_methods_with_405(wire) -> None:
     gw, _ = wire
     status, headers, body = await gw.request("POST", "/health")
-    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
     assert json.loads(body)["status_code"] == 405
 
 
@@ -135,7 +141,8 @@ async def test_connect_is_refused(wire) -> None:
     reader, writer = await connect()
     writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
     status, _, body = await read_response(reader)
-    assert status == 405 and json.loads(body)["error"] == "Method not allowed"
+    assert status == 405
+    assert json.loads(body)["error"] == "Method not allowed"
 
 
 async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes(wire) -> None:
@@ -145,7 +152,8 @@ async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes
     status, _, _ = await read_response(reader)
     assert status == 200
     status, headers, body = await read_response(reader)
-    assert status == 400 and headers["connection"] == "close"
+    assert status == 400
+    assert headers["connection"] == "close"
     assert json.loads(body)["status_code"] == 400
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
@@ -159,7 +167,8 @@ async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gat
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n")  # the head never ends
     status, _, body = await read_response(reader)
-    assert status == 408 and json.loads(body)["status_code"] == 408
+    assert status == 408
+    assert json.loads(body)["status_code"] == 408
     writer.close()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -178,8 +187,10 @@ async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_fa
     writer.write(b"GET /api/v1/svc/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     status, headers, body = await read_response(reader)
-    assert status == 403 and json.loads(body) == {"refused": True}
-    assert headers["connection"] == "close" and "x-request-id" in headers
+    assert status == 403
+    assert json.loads(body) == {"refused": True}
+    assert headers["connection"] == "close"
+    assert "x-request-id" in headers
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
 
@@ -242,11 +253,15 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
     lines = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert len(lines) == 2
     first = lines[0]
-    assert first["request_id"] == "log-1" and first["status"] == 200 and first["service"] == "svc"
+    assert first["request_id"] == "log-1"
+    assert first["status"] == 200
+    assert first["service"] == "svc"
     assert first["path"] == '/api/v1/svc/a"b'
     assert "secret" not in sink.getvalue().decode()
-    assert first["upstream"] == f"127.0.0.1:{up.port}" and first["attempts"] == 1
-    assert lines[1]["status"] == 404 and lines[1]["upstream"] is None
+    assert first["upstream"] == f"127.0.0.1:{up.port}"
+    assert first["attempts"] == 1
+    assert lines[1]["status"] == 404
+    assert lines[1]["upstream"] is None
 
 
 
@@ -266,14 +281,16 @@ async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_resp
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /api/v1/svc/big HTTP/1.1\r\nHost: t\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding: chunked" in head.lower()
     rest = await asyncio.wait_for(reader.read(), 5)  # until the gateway cuts the stream
     assert part[:1000] in rest
     assert not rest.endswith(b"0\r\n\r\n")  # never the terminating chunk of a complete body
     writer.close()
     registry = gw.app[keys.METRICS].registry
     assert registry.get_sample_value("vocelio_upstream_errors_total", {"service": "svc", "kind": "timeout"}) == 1
-    assert "unhandled error" not in caplog.text and "mid-response" in caplog.text
+    assert "unhandled error" not in caplog.text
+    assert "mid-response" in caplog.text
 
 
 async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, upstream_factory) -> None:
@@ -293,7 +310,8 @@ async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, ups
         msg = await sock.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert "X-Vocelio-User" not in seen
-    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Request-ID"] == "ws-1"
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Request-ID"] == "ws-1"
     assert seen["X-Vocelio-Auth-Method"] == "anonymous"
 
 
@@ -320,7 +338,8 @@ async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(ga
     writer.write(b"".join(requests))
     for i in range(300):
         status, headers, body = await read_response(reader)
-        assert status == 200 and headers["x-request-id"] == f"r{i}"
+        assert status == 200
+        assert headers["x-request-id"] == f"r{i}"
         echoed = json.loads(body)
         assert echoed["path"] == f"/{i}"
         expected = len(f"body-{i}") * (i % 7 + 1) if i % 3 == 2 else 3 if i % 3 == 1 else 0
@@ -338,10 +357,13 @@ async def test_requests_split_at_every_byte_are_read_the_same(wire) -> None:
         writer.write(data[i:i + 1])
         await writer.drain()
     status, _, body = await read_response(reader)
-    assert status == 200 and json.loads(body)["body"] == 4
+    assert status == 200
+    assert json.loads(body)["body"] == 4
     status, _, body = await read_response(reader)
     echoed = json.loads(body)
-    assert status == 200 and echoed["path"] == "/b?q=1" and echoed["headers"]["Host"] == "t"
+    assert status == 200
+    assert echoed["path"] == "/b?q=1"
+    assert echoed["headers"]["Host"] == "t"
 
 
 async def _bare_server(handler, **limits):  # type: ignore[no-untyped-def]
@@ -365,7 +387,8 @@ async def test_a_stalled_body_ends_even_when_the_handler_never_reads_it() -> Non
         writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\npartial")
         started = asyncio.get_running_loop().time()
         status, headers, body = await read_response(reader)
-        assert status == 408 and headers["connection"] == "close"
+        assert status == 408
+        assert headers["connection"] == "close"
         assert json.loads(body)["status_code"] == 408
         assert asyncio.get_running_loop().time() - started < 2.0
         assert await asyncio.wait_for(reader.read(), 5) == b""
@@ -392,7 +415,8 @@ async def test_a_malformed_chunk_ends_a_request_whose_handler_is_busy() -> None:
         await asyncio.sleep(0.1)
         writer.write(b"xyz\r\n")
         status, headers, _ = await read_response(reader)
-        assert status == 400 and headers["connection"] == "close"
+        assert status == 400
+        assert headers["connection"] == "close"
         await asyncio.wait_for(ended.wait(), 5)
         writer.close()
     finally:
@@ -408,10 +432,14 @@ async def test_a_body_reader_gets_body_error_after_the_body_breaks() -> None:
     body = RequestBody(Conn(), False, WireLimits())  # type: ignore[arg-type]
     body.feed(b"abc")
     body.fail(BodyError(408, "stalled"))
-    got = []
-    with pytest.raises(BodyError) as failure:
+    got: list[bytes] = []
+
+    async def read_all() -> None:
         async for chunk in body.chunks():
             got.append(chunk)
+
+    with pytest.raises(BodyError) as failure:
+        await read_all()
     assert got == [b"abc"]  # what arrived is still delivered first
     assert failure.value.status == 408
 

@@ -82,8 +82,10 @@ async def test_open_breaker_returns_503_with_retry_after_without_touching_upstre
     hits = len(up.hits)
     status, headers, body = await gw.get("/api/v1/svc/x")
     data = envelope(body)
-    assert status == 503 and data["status_code"] == 503
-    assert int(headers["Retry-After"]) >= 29 and data["retry_after"] == int(headers["Retry-After"])
+    assert status == 503
+    assert data["status_code"] == 503
+    assert int(headers["Retry-After"]) >= 29
+    assert data["retry_after"] == int(headers["Retry-After"])
     assert len(up.hits) == hits
     status_doc = json.loads((await gw.get("/status"))[2])
     assert status_doc["services"][0]["breaker"] == "open"
@@ -105,7 +107,8 @@ async def test_failing_health_checks_eject_an_endpoint_and_recovery_restores_it(
     b.hits.clear()
     for _ in range(6):
         assert (await gw.get("/api/v1/svc/x"))[0] == 200
-    assert len(a.hits) == 6 and not b.hits
+    assert len(a.hits) == 6
+    assert not b.hits
     b.health_status = 200
     await poll(lambda: svc.balancer.counts() == (2, 2), "b back in rotation")
     for _ in range(6):
@@ -131,7 +134,8 @@ async def test_passive_failures_eject_an_endpoint_from_real_traffic(upstream_fac
 async def test_no_healthy_endpoint_is_a_503_envelope(gateway_factory) -> None:
     gw = await gateway_factory(GatewayConfig(services=[service("svc")]))
     status, headers, body = await gw.get("/api/v1/svc/x")
-    assert status == 503 and "Retry-After" in headers
+    assert status == 503
+    assert "Retry-After" in headers
     assert "no healthy endpoint" in envelope(body)["message"]  # type: ignore[operator]
 
 

@@ -71,7 +71,8 @@ def test_retries_exclude_endpoints_already_tried() -> None:
     b = ServiceBalancer(service(Backend(name="b", endpoints=[ep(1), ep(2)])), ManualClock())
     for _ in range(5):
         chosen = b.pick(frozenset({"10.0.0.1:80"}))
-        assert chosen is not None and chosen.endpoint.address == "10.0.0.2"
+        assert chosen is not None
+        assert chosen.endpoint.address == "10.0.0.2"
 
 
 def test_least_request_prefers_the_less_loaded_of_two_choices() -> None:

@@ -93,7 +93,8 @@ def test_old_outcomes_leave_the_window() -> None:
 def test_a_closed_breaker_admits_without_a_probe_ticket() -> None:
     b, _ = breaker()
     admission = b.allow()
-    assert admission.allowed and admission.probe == 0
+    assert admission.allowed
+    assert admission.probe == 0
 
 
 def test_the_open_time_passing_makes_the_breaker_half_open() -> None:
@@ -107,8 +108,12 @@ def test_the_open_time_passing_makes_the_breaker_half_open() -> None:
 def test_half_open_admits_a_bounded_number_of_probes_then_closes_on_success() -> None:
     b, _ = half_open()
     first, second, third = b.allow(), b.allow(), b.allow()
-    assert first.allowed and first.probe and second.allowed and second.probe != first.probe
-    assert not third.allowed and 0 < third.retry_after_s <= 1
+    assert first.allowed
+    assert first.probe
+    assert second.allowed
+    assert second.probe != first.probe
+    assert not third.allowed
+    assert 0 < third.retry_after_s <= 1
     b.record(True, first.probe)
     assert b.state is BreakerState.HALF_OPEN
     b.record(True, second.probe)
@@ -132,7 +137,8 @@ def test_a_released_probe_frees_its_slot_without_a_verdict() -> None:
     b.release(first.probe)
     assert b.state is BreakerState.HALF_OPEN  # no verdict: neither closed nor reopened
     third = b.allow()
-    assert third.allowed and third.probe
+    assert third.allowed
+    assert third.probe
     b.record(True, second.probe)
     b.record(True, third.probe)
     assert b.state is BreakerState.CLOSED
@@ -142,7 +148,8 @@ def test_settle_without_a_verdict_is_a_release_and_with_one_is_a_record() -> Non
     b, _ = half_open()
     first, second = b.allow(), b.allow()
     b.settle(first, None)
-    assert b.probes_in_flight == 1 and b.state is BreakerState.HALF_OPEN
+    assert b.probes_in_flight == 1
+    assert b.state is BreakerState.HALF_OPEN
     b.settle(second, False)
     assert b.state is BreakerState.OPEN
 
@@ -165,7 +172,8 @@ def test_the_retry_after_of_a_full_half_open_breaker_never_exceeds_the_probe_tim
     b.allow()
     clock.advance(0.2)
     refused = b.allow()
-    assert not refused.allowed and abs(refused.retry_after_s - 0.3) < 1e-9
+    assert not refused.allowed
+    assert abs(refused.retry_after_s - 0.3) < 1e-9
 
 
 def test_a_late_verdict_from_an_expired_probe_still_counts() -> None:

@@ -20,4 +20,5 @@ def test_loop_histograms_are_cumulative_with_sum_and_count() -> None:
     assert samples[("vocelio_request_duration_seconds_count", None)] == 5
     assert abs(samples[("vocelio_request_duration_seconds_sum", None)] - 99.2065) < 1e-9
     requests = families["vocelio_requests"].samples
-    assert requests[0].labels == {"service": "svc", "method": "GET", "code_class": "2xx"} and requests[0].value == 5
+    assert requests[0].labels == {"service": "svc", "method": "GET", "code_class": "2xx"}
+    assert requests[0].value == 5

@@ -77,11 +77,12 @@ def test_rendering_is_deterministic_whatever_the_input_order() -> None:
 def test_every_field_problem_names_its_field() -> None:
     doc = {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
            "metadata": {"name": "x"}, "spec": {"pathPrefix": "nope", "backends": [{"weight": 0}]}}
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=r"spec\.pathPrefix") as info:
         parse_resource(doc)
     message = str(info.value)
     assert "spec.pathPrefix" in message
-    assert "spec.backends.0" in message and "exactly one of serviceRef or staticEndpoints" in message
+    assert "spec.backends.0" in message
+    assert "exactly one of serviceRef or staticEndpoints" in message
 
 
 def test_invalid_documents_are_reported_and_the_rest_still_load(tmp_path: Path) -> None:
@@ -93,5 +94,7 @@ def test_invalid_documents_are_reported_and_the_rest_still_load(tmp_path: Path) 
     assert len(loaded.tiers) == 5
     assert len(loaded.problems) == 1
     problem = loaded.problems[0]
-    assert "bad.yaml" in problem and "RateTier/broken" in problem
-    assert "spec.requests" in problem and "exactly one of" in problem
+    assert "bad.yaml" in problem
+    assert "RateTier/broken" in problem
+    assert "spec.requests" in problem
+    assert "exactly one of" in problem

@@ -121,7 +121,8 @@ def test_integer_and_float_time_claims_are_accepted(times: str) -> None:
 def test_a_token_without_a_subject_is_refused(subject: str, message: str) -> None:
     with pytest.raises(AuthError) as caught:
         verify('{"iss":"iss","exp":' + str(EXP) + subject + "}")
-    assert str(caught.value) == message and caught.value.reason == "claims"
+    assert str(caught.value) == message
+    assert caught.value.reason == "claims"
 
 
 def test_the_user_claim_is_the_configured_one() -> None:

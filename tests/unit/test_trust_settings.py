@@ -67,7 +67,9 @@ def test_whatever_parses_has_no_userinfo_path_or_whitespace_and_one_reading(text
     if parsed is None:
         return
     assert not set(text) & set("@/?#% \t\r\n\\\x00")
-    assert parsed.host == parsed.host.lower() and parsed.host and not parsed.host.endswith(".")
+    assert parsed.host == parsed.host.lower()
+    assert parsed.host
+    assert not parsed.host.endswith(".")
     assert parsed.port is None or 0 <= parsed.port <= 65535
     assert parse_authority(str(parsed)) == parsed  # normal form is a fixed point
     # The host is the text before the one colon outside an IPv6 literal, without case or root dot.

@@ -62,7 +62,8 @@ def test_websocket_keys_must_be_base64_of_sixteen_bytes() -> None:
     assert not valid_websocket_key("")
     assert not valid_websocket_key("c2hvcnQ=")  # "short"
     assert not valid_websocket_key("not base64!!")
-    assert offers_websocket("foo, WebSocket/13") and not offers_websocket("foo")
+    assert offers_websocket("foo, WebSocket/13")
+    assert not offers_websocket("foo")
 
 
 def test_a_valid_websocket_switch_is_accepted() -> None:

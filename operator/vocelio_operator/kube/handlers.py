@@ -29,7 +29,7 @@ async def _api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa: C901 - handler declarations
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)

@@ -224,8 +224,11 @@ class Proxy:
         else:
             self._refuse(out, ex, 502, f"The {service.name} service {_FAILURE_MESSAGES.get(exc.kind, 'failed')}")
 
-    async def _forward(self, ex: Exchange, out: UpgradableWriter, svc: ServiceRuntime, match: RouteMatch,
+    async def _forward(self, ex: Exchange, out: UpgradableWriter, svc: ServiceRuntime, match: RouteMatch,  # noqa: C901
                        identity: dict[str, str], deadline: float) -> None:
+        # One function on purpose: the attempt loop is the proxy's hot path (a call per
+        # step costs measurable CPU, bench/cpu_per_request.py); the decisions it takes are
+        # the pure policy's (retries, health, breakers).
         service = svc.service
         breaker = svc.breaker
         body = ex.body

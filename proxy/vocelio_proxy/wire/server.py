@@ -672,7 +672,7 @@ class HttpConnection(asyncio.Protocol):
     def idle(self) -> bool:
         return self._task is None and not self._reading_head and self._parsing is None and not self._backlog
 
-    def tick(self, now: float, header_timeout_s: float, idle_timeout_s: float) -> None:
+    def tick(self, now: float, header_timeout_s: float, idle_timeout_s: float) -> None:  # noqa: C901 - hot path
         """Enforce the connection's timeouts (called by the server's housekeeping tick):
         head (408), body progress (408), a broken body nobody answered, answers the
         client does not take, and idle keep-alive."""
