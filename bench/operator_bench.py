@@ -101,7 +101,7 @@ def bench_reconcile() -> None:
 
         def proxy_status() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as resp:
-                return resp.read().decode()
+                return str(resp.read().decode())
 
         poll("proxy loaded the config", lambda: proxy_status().count("/api/v1/svc-") >= 50, 60)
         to_configmap, to_proxy = [], []

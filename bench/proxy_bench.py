@@ -170,9 +170,9 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             if not gw:
                 continue
             for ref in ("nginx reverse proxy", "minimal aiohttp proxy"):
-                r = results.get((ref, conns))
-                if r:
-                    print(f"gateway / {ref} at {conns} connections: throughput x{gw['rps'] / r['rps']:.2f}")
+                ref_result = results.get((ref, conns))
+                if ref_result:
+                    print(f"gateway / {ref} at {conns} connections: throughput x{gw['rps'] / ref_result['rps']:.2f}")
             rl = results.get(("vocelio gateway + redis limit", conns))
             if rl:
                 print(f"rate limiting on Redis costs {100 * (1 - rl['rps'] / gw['rps']):.1f}% of throughput "

@@ -54,7 +54,7 @@ def backend_routes(forwarded: str, readings: list[Reading]) -> dict[str | None, 
     return out
 
 
-def misreadings(raw: str, policy: PathPolicy, readings: list[Reading]) -> dict[str, object]:
+def misreadings(raw: str, policy: PathPolicy, readings: list[Reading]) -> dict[str | None, object]:
     """The backend readings of an accepted path that land under another route than the
     one applied (route -> sample readings); empty when refused, unrouted or in agreement."""
     try:

@@ -26,7 +26,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.app_fixtures import poll
+from tests.harness.app_fixtures import GatewayFactory, poll
+from tests.harness.hostile import RecordingUpstreamFactory
 from tests.harness.reload_tools import write_atomic
 from vocelio_contract.paths import PathError, PathPolicy, route_key
 from vocelio_contract.reserved import RESERVED_PATHS
@@ -168,7 +169,7 @@ BASES = ["/api/v1/x", "/api/v1/x/admin", "/api/v1/y", "/caf%C3%A9", "/a+b", "/st
 @st.composite
 def respelt(draw: st.DrawFn) -> str:
     base = draw(st.sampled_from(BASES))
-    out = []
+    out: list[str] = []
     for ch in base:
         if ch.isalpha() and not out[-2:].count("%") and draw(st.booleans()):
             ch = ch.swapcase()
@@ -255,7 +256,7 @@ def test_an_established_service_that_respells_its_own_prefix_keeps_it(tmp_path: 
 
 
 async def test_a_respelt_newcomer_never_switches_off_the_established_route_of_a_running_gateway(
-        recording_upstream, gateway_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await recording_upstream()
     port = int(up.endpoint().port)
     write_atomic(tmp_path / "admin.yaml", manifest("admin", ESTABLISHED, namespace="team-a", mode="jwt",

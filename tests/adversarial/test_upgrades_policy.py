@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.harness.app_fixtures import Gateway, poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
 from tests.harness.breakers_tools import (
     WS_KEY,
     RawUpgradeUpstream,
@@ -27,7 +28,7 @@ from tests.harness.breakers_tools import (
     ws_accept,
     ws_request,
 )
-from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, resources, settled, status_of
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.policy.breakers import BreakerState
@@ -35,7 +36,7 @@ from vocelio_proxy.policy.breakers import BreakerState
 PLAIN_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
-async def gateway(gateway_factory: Any, up: Any, **kw: Any) -> Gateway:
+async def gateway(gateway_factory: GatewayFactory, up: Any, **kw: Any) -> Gateway:
     kw.setdefault("circuit_breaker", {"consecutive_failures": 1000})
     return await gateway_factory(GatewayConfig(services=[service(
         "svc", up.endpoint(), health_check={"enabled": False}, retry={"attempts": 1},
@@ -71,7 +72,8 @@ BAD_SWITCHES = {
 
 
 @pytest.mark.parametrize("answer", BAD_SWITCHES.values(), ids=BAD_SWITCHES.keys())
-async def test_a_101_that_does_not_answer_the_offer_is_a_502_and_never_a_tunnel(gateway_factory, answer) -> None:
+async def test_a_101_that_does_not_answer_the_offer_is_a_502_and_never_a_tunnel(
+        gateway_factory: GatewayFactory, answer: Callable[[bytes], bytes]) -> None:
     async with raw_upgrade_upstream(answer) as up:
         gw = await gateway(gateway_factory, up)
         before = resources(gw.app)
@@ -102,7 +104,8 @@ PLAIN_SWITCHES = {
 
 
 @pytest.mark.parametrize("answer", PLAIN_SWITCHES.values(), ids=PLAIN_SWITCHES.keys())
-async def test_a_101_to_a_request_that_asked_for_no_upgrade_is_a_502(gateway_factory, answer: bytes) -> None:
+async def test_a_101_to_a_request_that_asked_for_no_upgrade_is_a_502(gateway_factory: GatewayFactory,
+                                                                     answer: bytes) -> None:
     async with raw_upgrade_upstream(lambda head: answer) as up:
         gw = await gateway(gateway_factory, up)
         before = resources(gw.app)
@@ -133,7 +136,8 @@ H2C_ATTEMPTS = {
 
 
 @pytest.mark.parametrize("headers", H2C_ATTEMPTS.values(), ids=H2C_ATTEMPTS.keys())
-async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(recording_upstream, gateway_factory,
+async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(recording_upstream: RecordingUpstreamFactory,
+                                                                          gateway_factory: GatewayFactory,
                                                                           headers: bytes) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up)
@@ -150,8 +154,8 @@ async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(record
     await settled(gw.app, before)
 
 
-async def test_a_service_without_upgrades_serves_websocket_requests_as_plain_requests(recording_upstream,
-                                                                                      gateway_factory) -> None:
+async def test_a_service_without_upgrades_serves_websocket_requests_as_plain_requests(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up, upgrades=[])
     answer = await raw_request(gw.port, ws_request("/api/v1/svc/socket"), read_timeout_s=2)
@@ -159,7 +163,7 @@ async def test_a_service_without_upgrades_serves_websocket_requests_as_plain_req
     assert b"upgrade" not in b"".join(up.raw).lower()
 
 
-async def test_only_the_allowed_protocols_of_an_offer_are_forwarded(gateway_factory) -> None:
+async def test_only_the_allowed_protocols_of_an_offer_are_forwarded(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway(gateway_factory, up)
         reader, writer = await open_raw(gw.port)
@@ -174,7 +178,8 @@ async def test_only_the_allowed_protocols_of_an_offer_are_forwarded(gateway_fact
         writer.close()
 
 
-async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream, gateway_factory) -> None:
+async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream: RecordingUpstreamFactory,
+                                                         gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up)
     for upgrade in ("websocket", "h2c"):
@@ -187,7 +192,8 @@ async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream, gat
 
 
 @pytest.mark.parametrize("key", [None, "", "c2hvcnQ=", "!!!!", "dGhlIHNhbXBsZSBub25jZQ==AAAA"])
-async def test_a_websocket_upgrade_without_a_valid_key_is_refused(recording_upstream, gateway_factory,
+async def test_a_websocket_upgrade_without_a_valid_key_is_refused(recording_upstream: RecordingUpstreamFactory,
+                                                                  gateway_factory: GatewayFactory,
                                                                   key: str | None) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up)
@@ -213,7 +219,7 @@ def endpoint_in_flight(gw: Gateway) -> int:
     return resources(gw.app).endpoint_in_flight
 
 
-async def test_a_valid_tunnel_relays_counts_in_flight_and_settles(gateway_factory) -> None:
+async def test_a_valid_tunnel_relays_counts_in_flight_and_settles(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway(gateway_factory, up)
         before = resources(gw.app)
@@ -230,7 +236,7 @@ async def test_a_valid_tunnel_relays_counts_in_flight_and_settles(gateway_factor
         assert metric(gw, "vocelio_tunnels_open", service="svc") == 0
 
 
-async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory) -> None:
+async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.3})
         before = resources(gw.app)
@@ -247,7 +253,7 @@ async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory) -> None:
         await settled(gw.app, before)
 
 
-async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
+async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head), echo=False) as up:
         gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.5})
         reader, writer = await handshake(gw)
@@ -261,7 +267,7 @@ async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
         writer.close()
 
 
-async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
+async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head), echo=False) as up:
         gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.5})
         reader, writer = await handshake(gw)
@@ -273,7 +279,7 @@ async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
         writer.close()
 
 
-async def test_tunnels_pass_through_the_breaker(gateway_factory) -> None:
+async def test_tunnels_pass_through_the_breaker(gateway_factory: GatewayFactory) -> None:
     answers = iter([b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"])
 
     def answer(head: bytes) -> bytes:
@@ -290,7 +296,7 @@ async def test_tunnels_pass_through_the_breaker(gateway_factory) -> None:
         assert up.connections == 1  # the open breaker kept the upgrade away from the upstream
 
 
-async def test_an_invalid_101_counts_as_an_upstream_failure(gateway_factory) -> None:
+async def test_an_invalid_101_counts_as_an_upstream_failure(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head, accept="bm9wZQ==")) as up:
         gw = await gateway(gateway_factory, up, circuit_breaker={"consecutive_failures": 2, "open_s": 30})
         for _ in range(2):
@@ -298,7 +304,8 @@ async def test_an_invalid_101_counts_as_an_upstream_failure(gateway_factory) -> 
         assert breaker_of(gw).state is BreakerState.OPEN
 
 
-async def test_a_healthy_tunnel_during_half_open_is_a_successful_probe_and_frees_its_slot(gateway_factory) -> None:
+async def test_a_healthy_tunnel_during_half_open_is_a_successful_probe_and_frees_its_slot(
+        gateway_factory: GatewayFactory) -> None:
     answers = iter([b"HTTP/1.1 500 Boom\r\nContent-Length: 0\r\n\r\n"])
 
     def answer(head: bytes) -> bytes:

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import resources, settled
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
+from tests.harness.hostile import RecordingUpstreamFactory, resources, settled
 from tests.harness.wire_tools import close_quietly, http_server_of, read_until_closed, responses_in
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
@@ -22,7 +22,7 @@ GET = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
 @pytest.fixture
-async def capped(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def capped(recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> Gateway:
     up = await recording_upstream()
     return await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(),
                                                                  health_check={"enabled": False})]),
@@ -52,7 +52,7 @@ async def _refused_answer(port: int, send: bytes = b"") -> bytes:
 
 
 @pytest.mark.parametrize("send", [b"", GET, GET * 3], ids=["silent", "one-request", "pipelined"])
-async def test_a_connection_over_the_cap_gets_a_503_envelope_and_an_orderly_close(capped, send: bytes) -> None:
+async def test_a_connection_over_the_cap_gets_a_503_envelope_and_an_orderly_close(capped: Gateway, send: bytes) -> None:
     server = http_server_of(capped)
     before = resources(capped.app)
     held = [await _open_served(capped.port) for _ in range(CAP)]
@@ -73,7 +73,7 @@ async def test_a_connection_over_the_cap_gets_a_503_envelope_and_an_orderly_clos
     await settled(capped.app, before)
 
 
-async def test_the_cap_frees_as_connections_close(capped) -> None:
+async def test_the_cap_frees_as_connections_close(capped: Gateway) -> None:
     server = http_server_of(capped)
     held = [await _open_served(capped.port) for _ in range(CAP)]
     assert (await _refused_answer(capped.port)).startswith(b"HTTP/1.1 503")
@@ -84,7 +84,7 @@ async def test_the_cap_frees_as_connections_close(capped) -> None:
         await close_quietly(writer)
 
 
-async def test_a_burst_of_connections_is_split_into_served_and_refused_never_reset(capped) -> None:
+async def test_a_burst_of_connections_is_split_into_served_and_refused_never_reset(capped: Gateway) -> None:
     server = http_server_of(capped)
     before = resources(capped.app)
     opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", capped.port) for _ in range(40)))

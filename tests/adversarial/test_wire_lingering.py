@@ -17,8 +17,15 @@ import json
 import psutil
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.upstream_answer_tools import read_answer, upload_then_read
 from tests.harness.wire_tools import http_server_of, responses_in
 from vocelio_contract.config import GatewayConfig
@@ -31,7 +38,8 @@ FAST = {"client_header_timeout_s": 0.4, "limits": {"max_body_bytes": LIMIT, "lin
 
 
 @pytest.fixture
-async def edge(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def edge(recording_upstream: RecordingUpstreamFactory,
+               gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                **FAST)
@@ -68,7 +76,7 @@ UPLOADS = {
                          ids=["alone", "pipelined garbage after"])
 @pytest.mark.parametrize(("head", "body", "status"), UPLOADS.values(), ids=UPLOADS.keys())
 async def test_an_answer_sent_before_the_upload_was_read_reaches_the_client(
-        edge, head: bytes, body: bytes, status: int, after: bytes) -> None:
+        edge: tuple[Gateway, RecordingUpstream], head: bytes, body: bytes, status: int, after: bytes) -> None:
     gw, up = edge
     before = resources(gw.app)
     got = await upload_then_read(gw.port, head, body, after=after)
@@ -80,7 +88,8 @@ async def test_an_answer_sent_before_the_upload_was_read_reaches_the_client(
     await settled(gw.app, before)
 
 
-async def test_a_100_continue_client_that_waits_gets_the_refusal_and_may_still_send(edge) -> None:
+async def test_a_100_continue_client_that_waits_gets_the_refusal_and_may_still_send(
+        edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
@@ -99,7 +108,7 @@ async def test_a_100_continue_client_that_waits_gets_the_refusal_and_may_still_s
     assert up.requests == []
 
 
-async def test_a_lingering_connection_ends_when_the_client_goes_quiet(edge) -> None:
+async def test_a_lingering_connection_ends_when_the_client_goes_quiet(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, _ = edge
     server = http_server_of(gw)
     before = resources(gw.app)
@@ -117,7 +126,7 @@ async def test_a_lingering_connection_ends_when_the_client_goes_quiet(edge) -> N
 
 
 async def test_the_answer_ends_with_a_fin_while_the_gateway_still_reads_and_the_client_closing_ends_it(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                client_header_timeout_s=0.4, limits={"lingering_time_s": 30, "lingering_timeout_s": 30})
@@ -147,7 +156,7 @@ async def test_the_answer_ends_with_a_fin_while_the_gateway_still_reads_and_the_
     b"POST /api/v1/svc/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(OVER)[:-5],
 ], ids=["refused head", "refused body"])
 async def test_a_client_that_keeps_sending_is_closed_after_the_lingering_time_without_growing_memory(
-        edge, head: bytes) -> None:
+        edge: tuple[Gateway, RecordingUpstream], head: bytes) -> None:
     gw, _ = edge
     server = http_server_of(gw)
     rss = psutil.Process().memory_info().rss
@@ -176,7 +185,8 @@ async def test_a_client_that_keeps_sending_is_closed_after_the_lingering_time_wi
     await poll(lambda: not server.connections, "the lingering connection closed")
 
 
-async def test_lingering_connections_count_against_the_connection_cap(recording_upstream, gateway_factory) -> None:
+async def test_lingering_connections_count_against_the_connection_cap(recording_upstream: RecordingUpstreamFactory,
+                                                                      gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                client_header_timeout_s=0.4,
@@ -205,7 +215,7 @@ async def test_lingering_connections_count_against_the_connection_cap(recording_
     await settled(gw.app, before)
 
 
-async def test_answers_to_requests_read_whole_close_without_lingering(edge) -> None:
+async def test_answers_to_requests_read_whole_close_without_lingering(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     server = http_server_of(gw)
     keep = b"POST /api/v1/svc/a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
@@ -218,7 +228,8 @@ async def test_answers_to_requests_read_whole_close_without_lingering(edge) -> N
     assert len(up.requests) == 3
 
 
-async def test_lingering_can_be_switched_off(recording_upstream, gateway_factory) -> None:
+async def test_lingering_can_be_switched_off(recording_upstream: RecordingUpstreamFactory,
+                                             gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                limits={"lingering_time_s": 0})

@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import brotli
@@ -18,7 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
 from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import poll_async
 from vocelio_contract.apikeys import mint_key
@@ -49,7 +50,8 @@ def bearer(**kw: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(**kw)}"}
 
 
-async def test_protected_routes_answer_401_then_403_then_forward_identity(upstream_factory, gateway_factory) -> None:
+async def test_protected_routes_answer_401_then_403_then_forward_identity(upstream_factory: UpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[
         service("billing", up.endpoint(), auth={"mode": "jwt", "roles": ["billing-admin"]}),
@@ -72,7 +74,8 @@ async def test_protected_routes_answer_401_then_403_then_forward_identity(upstre
     assert "Authorization" in sent  # the token itself is the upstream's to use too
 
 
-async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory, gateway_factory) -> None:
+async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory: UpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("agents", up.endpoint())]), auth=AUTH)
     expired = token(exp=int(time.time()) - 3600)
@@ -83,7 +86,8 @@ async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory
     assert not up.hits
 
 
-async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, gateway_factory, tmp_path: Path) -> None:
+async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory: UpstreamFactory,
+                                                            gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     key, record = mint_key(tenant="acme", tier="premium", roles=["integrator"])
     keys_file = tmp_path / "keys.json"
@@ -100,8 +104,8 @@ async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, ga
     assert "disabled" in json.loads(body)["message"]
 
 
-async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_prefix(upstream_factory,
-                                                                                     gateway_factory) -> None:
+async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_prefix(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[
         service("public", up.endpoint(), prefixes=["/api/v1/public"]),
@@ -113,16 +117,16 @@ async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_pr
     assert not up.hits
 
 
-async def test_a_spoofed_forwarded_for_does_not_move_a_caller_into_another_bucket(upstream_factory,
-                                                                                  gateway_factory) -> None:
+async def test_a_spoofed_forwarded_for_does_not_move_a_caller_into_another_bucket(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS))
     statuses = [(await gw.get("/api/v1/svc/x", headers={"X-Forwarded-For": f"10.9.9.{i}"}))[0] for i in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
 
 
-async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(upstream_factory,
-                                                                             gateway_factory) -> None:
+async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(upstream_factory: UpstreamFactory,
+                                                                             gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS), auth=AUTH)
     status, headers, _ = await gw.get("/api/v1/svc/x")
@@ -148,8 +152,9 @@ async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(ups
 
 
 @pytest.mark.redis
-async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(upstream_factory, tmp_path: Path,
-                                                                               redis_server: RedisServer) -> None:
+async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(upstream_factory: UpstreamFactory,
+                                                                                tmp_path: Path,
+                                                                                redis_server: RedisServer) -> None:
     import os
     import signal
     import subprocess
@@ -197,7 +202,8 @@ async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(
 
 
 @pytest.mark.redis
-async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstream_factory, gateway_factory,
+async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstream_factory: UpstreamFactory,
+                                                                         gateway_factory: GatewayFactory,
                                                                          redis_server: RedisServer) -> None:
     up = await upstream_factory()
     tiers = [RateTier(name="anonymous", requests=10, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
@@ -225,7 +231,8 @@ async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstrea
 
 
 @pytest.mark.redis
-async def test_redis_outage_fails_closed_when_configured(upstream_factory, gateway_factory,
+async def test_redis_outage_fails_closed_when_configured(upstream_factory: UpstreamFactory,
+                                                         gateway_factory: GatewayFactory,
                                                          redis_server: RedisServer) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS),
@@ -247,7 +254,8 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory, gatew
     assert len(up.hits) == hits + 1
 
 
-async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_factory, gateway_factory) -> None:
+async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_factory: UpstreamFactory,
+                                                                    gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                trusted_hosts=["api.vocelio.test"])
@@ -259,7 +267,8 @@ async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_fac
     assert status == 200
 
 
-async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gateway_factory) -> None:
+async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory: UpstreamFactory,
+                                                         gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                cors={"allow_origins": ["https://app.vocelio.ai"]})
@@ -277,14 +286,15 @@ async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gatew
     assert "X-RateLimit-Remaining" in headers["Access-Control-Expose-Headers"]
 
 
-async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory, gateway_factory) -> None:
+async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory: UpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), max_body_bytes=1000)]))
     status, _, body = await gw.request("POST", "/api/v1/svc/x", data=b"x" * 2000)
     assert status == 413
     assert json.loads(body)["status_code"] == 413
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b"y" * 300
 
@@ -292,7 +302,8 @@ async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory
     assert status == 413
 
 
-async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory, gateway_factory) -> None:
+async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory: UpstreamFactory,
+                                                           gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                limits={"max_url_bytes": 300, "max_headers": 20})
@@ -303,7 +314,8 @@ async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory, gat
     assert status == 431
 
 
-async def test_compressible_responses_are_compressed_for_clients_that_ask(upstream_factory, gateway_factory) -> None:
+async def test_compressible_responses_are_compressed_for_clients_that_ask(upstream_factory: UpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     payload = {"items": list(range(2000))}
 
     async def big_json(request: web.Request) -> web.StreamResponse:
@@ -327,7 +339,8 @@ async def test_compressible_responses_are_compressed_for_clients_that_ask(upstre
     assert json.loads(body) == payload
 
 
-async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_factory, gateway_factory) -> None:
+async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_factory: UpstreamFactory,
+                                                                     gateway_factory: GatewayFactory) -> None:
     from jwt.algorithms import RSAAlgorithm
 
     old_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

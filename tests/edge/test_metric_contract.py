@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
 from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 from vocelio_operator.kube.metrics import OperatorMetrics
 
@@ -43,15 +43,15 @@ def referenced_names(helm: Path) -> set[str]:
 
 
 def exposed(text: str) -> set[str]:
-    out = set()
+    out: set[str] = set()
     for family in text_string_to_metric_families(text):
         out.update(sample.name for sample in family.samples)
         out.add(family.name)
     return out
 
 
-async def test_every_metric_the_chart_references_is_exposed(upstream_factory, gateway_factory,
-                                                            helm_binary: Path) -> None:
+async def test_every_metric_the_chart_references_is_exposed(upstream_factory: UpstreamFactory,
+                                                            gateway_factory: GatewayFactory, helm_binary: Path) -> None:
     up = await upstream_factory()
     tiers = [RateTier(name="anonymous", requests=10, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=tiers))

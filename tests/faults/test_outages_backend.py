@@ -17,7 +17,7 @@ import asyncio
 import json
 from collections import Counter
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, service
 from tests.harness.hostile import resources, settled
 from tests.harness.reload_tools import BackendProcess, while_loaded
 from vocelio_contract.config import Endpoint, GatewayConfig
@@ -35,7 +35,7 @@ def retries_by_reason(metrics: str) -> Counter[str]:
     return out
 
 
-async def test_a_backend_killed_mid_load_costs_no_request(gateway_factory) -> None:
+async def test_a_backend_killed_mid_load_costs_no_request(gateway_factory: GatewayFactory) -> None:
     a = BackendProcess("a").start()
     b = BackendProcess("b").start()
     try:

@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from tests.harness.app_fixtures import Gateway, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, service
 from tests.harness.redis_server import RedisServer
 from tests.harness.reload_tools import while_loaded
 from tests.harness.waiting import poll_async
@@ -35,7 +35,8 @@ TIERS = [RateTier(name="anonymous", requests=1_000_000, window_s=60, key_by="ip"
                   match=TierMatch(kind="anonymous"))]
 
 
-async def gateway(gateway_factory, upstream_factory, redis_server: RedisServer, mode: str) -> Gateway:
+async def gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, redis_server: RedisServer,
+                  mode: str) -> Gateway:
     up = await upstream_factory()
     return await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS),
                                  redis_url=redis_server.url,
@@ -49,7 +50,8 @@ async def fallback_gauge(gw: Gateway) -> float:
     raise AssertionError("no fallback gauge")
 
 
-async def test_redis_killed_mid_load_fails_open_without_losing_a_request(gateway_factory, upstream_factory,
+async def test_redis_killed_mid_load_fails_open_without_losing_a_request(gateway_factory: GatewayFactory,
+                                                                         upstream_factory: UpstreamFactory,
                                                                          redis_server: RedisServer) -> None:
     gw = await gateway(gateway_factory, upstream_factory, redis_server, "open")
     seen: dict[str, float] = {}
@@ -82,7 +84,7 @@ async def test_redis_killed_mid_load_fails_open_without_losing_a_request(gateway
 
 
 async def test_redis_killed_mid_load_fails_closed_with_503_envelopes_then_recovers(
-        gateway_factory, upstream_factory, redis_server: RedisServer) -> None:
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, redis_server: RedisServer) -> None:
     gw = await gateway(gateway_factory, upstream_factory, redis_server, "closed")
     phase = ["before"]
     by_phase: dict[str, Counter[int]] = {p: Counter() for p in ("before", "outage", "recovering", "after")}

@@ -6,15 +6,16 @@ the new version applies; delete the file, the route 404s."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness.app_fixtures import poll
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll
 from tests.harness.reload_tools import service_yaml, write_atomic
 from vocelio_operator.local.files import FolderSource
 
-BREAKAGES = {
+BREAKAGES: dict[str, Callable[[str], str]] = {
     "YAML syntax error": lambda text: text + "  : [\n",
     "non-UTF-8 byte": lambda text: text.replace("rewrite", "rew\udcffrite"),
     "apiVersion a number": lambda text: text.replace("gateway.vocelio.ai/v1alpha1", "1"),
@@ -37,7 +38,7 @@ def write(path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("how", sorted(BREAKAGES))
 async def test_a_broken_file_keeps_serving_the_old_version_until_fixed_and_deletion_removes_it(
-        how: str, upstream_factory, gateway_factory, tmp_path: Path) -> None:
+        how: str, upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     write(tmp_path / "one.yaml", service_yaml("one", up.port, rewrite="/v1"))
     write(tmp_path / "other.yaml", service_yaml("other", up.port))
@@ -75,7 +76,7 @@ async def test_a_broken_file_keeps_serving_the_old_version_until_fixed_and_delet
 
 
 async def test_only_the_broken_document_of_a_multi_document_file_keeps_its_old_version(
-        upstream_factory, gateway_factory, tmp_path: Path) -> None:
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     docs = [service_yaml(n, up.port, rewrite=f"/{n}1") for n in ("a", "b", "c")]
     write(tmp_path / "all.yaml", "---\n".join(docs))

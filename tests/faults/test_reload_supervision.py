@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.lifecycle.kube_source import KubeConfigMapSource
 from vocelio_proxy.process.supervision import WatcherStatus, supervise
@@ -52,8 +52,9 @@ def metric(text: str, line_start: str) -> float:
     raise AssertionError(f"{line_start} not in metrics")
 
 
-async def test_a_crashed_watcher_is_logged_counted_shown_and_restarted(upstream_factory, gateway_factory,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_crashed_watcher_is_logged_counted_shown_and_restarted(upstream_factory: UpstreamFactory,
+                                                                       gateway_factory: GatewayFactory,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     up = await upstream_factory()
     source = FaultySource(GatewayConfig(services=[service("one", up.endpoint())]))
     gw = await gateway_factory(source=source, config_poll_s=0.05)
@@ -83,8 +84,8 @@ async def test_a_crashed_watcher_is_logged_counted_shown_and_restarted(upstream_
     assert crashes[0].exc_info is not None
 
 
-async def test_an_unexpected_load_failure_is_a_rejected_reload_that_is_retried(upstream_factory,
-                                                                               gateway_factory) -> None:
+async def test_an_unexpected_load_failure_is_a_rejected_reload_that_is_retried(upstream_factory: UpstreamFactory,
+                                                                               gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     source = FaultySource(GatewayConfig(services=[service("one", up.endpoint())]))
     gw = await gateway_factory(source=source, config_poll_s=0.05)
@@ -101,7 +102,7 @@ async def test_an_unexpected_load_failure_is_a_rejected_reload_that_is_retried(u
     assert gw.state.last_error == ""
 
 
-async def test_a_load_failure_before_any_config_shows_in_status_with_its_cause(gateway_factory) -> None:
+async def test_a_load_failure_before_any_config_shows_in_status_with_its_cause(gateway_factory: GatewayFactory) -> None:
     source = FaultySource(GatewayConfig())
     source.fail_load = 10_000
     gw = await gateway_factory(source=source, config_poll_s=0.05, wait_ready=False)
@@ -165,7 +166,7 @@ async def test_a_loop_that_returns_is_restarted_too() -> None:
         await task
 
 
-async def test_the_api_source_loop_is_supervised_and_shown_in_status(gateway_factory,
+async def test_the_api_source_loop_is_supervised_and_shown_in_status(gateway_factory: GatewayFactory,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # No in-cluster service account and no kubeconfig: the client set-up fails outside the
     # reconnect loop, which used to end the task silently.

@@ -40,8 +40,14 @@ class Upstream:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: What the `upstream_factory` fixture gives a test: `await make(handler=None, name="up")`.
+UpstreamFactory = Callable[..., Awaitable[Upstream]]
+#: What the `raw_upstream` fixture gives a test: `await make(respond)` -> port.
+RawUpstreamFactory = Callable[[Callable[[bytes], bytes | None]], Awaitable[int]]
+
+
 @pytest.fixture
-async def upstream_factory() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+async def upstream_factory() -> AsyncIterator[UpstreamFactory]:
     runners: list[web.AppRunner] = []
 
     async def make(handler: Handler | None = None, name: str = "up") -> Upstream:
@@ -76,7 +82,7 @@ async def upstream_factory() -> AsyncIterator[Callable[..., Awaitable[Upstream]]
 
 
 @pytest.fixture
-async def raw_upstream() -> AsyncIterator[Callable[[Callable[[bytes], bytes | None]], Awaitable[int]]]:
+async def raw_upstream() -> AsyncIterator[RawUpstreamFactory]:
     """A TCP server that answers each request with exact bytes (`respond(request_head)`)."""
     servers: list[asyncio.Server] = []
 
@@ -138,8 +144,12 @@ class Gateway:
             return resp.status, dict(resp.headers), await resp.read()
 
 
+#: What the `gateway_factory` fixture gives a test: `await make(config, ..., **settings)`.
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
 @pytest.fixture
-async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
     running: list[RunningGateway] = []
     sessions: list[aiohttp.ClientSession] = []
 

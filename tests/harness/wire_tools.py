@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import h11
+from h11._state import MIGHT_SWITCH_PROTOCOL  # h11 exports it, but not in __all__
 
 from tests.harness.app_fixtures import Gateway
 from vocelio_proxy.wire.exchange import Exchange
@@ -114,7 +115,7 @@ def read_with_h11(data: bytes) -> Outcome:
                 outcome.end = "incomplete" if (current is not None or conn.trailing_data[0]) else "ok"
                 return outcome
             if event is h11.PAUSED:
-                outcome.end = "upgrade" if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL else "closed"
+                outcome.end = "upgrade" if conn.their_state is MIGHT_SWITCH_PROTOCOL else "closed"
                 return outcome
             if isinstance(event, h11.Request):
                 headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
@@ -140,7 +141,7 @@ def read_with_h11(data: bytes) -> Outcome:
                 if conn.their_state is h11.MUST_CLOSE:
                     outcome.end = "closed"
                     return outcome
-                if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+                if conn.their_state is MIGHT_SWITCH_PROTOCOL:
                     current_upgrade = outcome.requests[-1]
                     current_upgrade.upgrade = True
                     outcome.end = "upgrade"

@@ -4,15 +4,17 @@ bodies stream both ways."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
 from vocelio_contract.config import GatewayConfig
 
 
-async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory, gateway_factory) -> None:
+async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory: UpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[
         service("ai-agents", up.endpoint(), prefixes=["/api/v1/ai-agents", "/ai-agents/v1"])]))
@@ -22,7 +24,8 @@ async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstre
         assert json.loads(body)["path"] == "/agents?limit=5"
 
 
-async def test_forwarded_headers_request_id_and_trace_are_set(upstream_factory, gateway_factory) -> None:
+async def test_forwarded_headers_request_id_and_trace_are_set(upstream_factory: UpstreamFactory,
+                                                              gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -41,7 +44,8 @@ async def test_forwarded_headers_request_id_and_trace_are_set(upstream_factory, 
     assert "X-Drop" not in sent
 
 
-async def test_large_bodies_stream_both_ways(upstream_factory, gateway_factory) -> None:
+async def test_large_bodies_stream_both_ways(upstream_factory: UpstreamFactory,
+                                             gateway_factory: GatewayFactory) -> None:
     async def stream(request: web.Request) -> web.StreamResponse:
         total = 0
         async for chunk in request.content.iter_any():
@@ -58,7 +62,7 @@ async def test_large_bodies_stream_both_ways(upstream_factory, gateway_factory) 
     up = await upstream_factory(stream)
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
 
-    async def upload():  # type: ignore[no-untyped-def]
+    async def upload() -> AsyncIterator[bytes]:
         for _ in range(80):
             yield b"x" * 65536
 
@@ -68,7 +72,8 @@ async def test_large_bodies_stream_both_ways(upstream_factory, gateway_factory) 
     assert body.endswith(str(80 * 65536).encode())
 
 
-async def test_upstream_response_headers_and_status_pass_through(upstream_factory, gateway_factory) -> None:
+async def test_upstream_response_headers_and_status_pass_through(upstream_factory: UpstreamFactory,
+                                                                 gateway_factory: GatewayFactory) -> None:
     async def created(request: web.Request) -> web.StreamResponse:
         return web.Response(status=201, text="made", headers={"X-Frame-Options": "SAMEORIGIN", "X-App": "1"})
 
@@ -81,7 +86,8 @@ async def test_upstream_response_headers_and_status_pass_through(upstream_factor
     assert headers["X-Content-Type-Options"] == "nosniff"
 
 
-async def test_websocket_upgrades_are_relayed(upstream_factory, gateway_factory) -> None:
+async def test_websocket_upgrades_are_relayed(upstream_factory: UpstreamFactory,
+                                              gateway_factory: GatewayFactory) -> None:
     async def ws(request: web.Request) -> web.StreamResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
@@ -98,7 +104,8 @@ async def test_websocket_upgrades_are_relayed(upstream_factory, gateway_factory)
         assert msg.data == "echo:hello"
 
 
-async def test_keep_alive_connections_are_reused(upstream_factory, gateway_factory) -> None:
+async def test_keep_alive_connections_are_reused(upstream_factory: UpstreamFactory,
+                                                 gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     from vocelio_proxy.lifecycle import appkeys as keys

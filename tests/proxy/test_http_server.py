@@ -9,19 +9,21 @@ import asyncio
 import io
 import json
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, RawUpstreamFactory, UpstreamFactory, poll, service
 from tests.harness.waiting import poll_async
 from vocelio_contract.config import Endpoint, GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import LimitSettings
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.limits import WireLimits
-from vocelio_proxy.wire.server import HttpConnection, HttpServer, RequestBody
+from vocelio_proxy.wire.server import Handler, HttpConnection, HttpServer, RequestBody
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -50,8 +52,13 @@ async def read_response(reader: asyncio.StreamReader, head_request: bool = False
     return status, headers, await asyncio.wait_for(reader.read(), 5)
 
 
+#: Opens a raw connection to the `wire` fixture's gateway.
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
 @pytest.fixture
-async def wire(gateway_factory, upstream_factory):  # type: ignore[no-untyped-def]
+async def wire(gateway_factory: GatewayFactory,
+               upstream_factory: UpstreamFactory) -> AsyncIterator[tuple[Gateway, Connect]]:
     """A gateway with one echoing service, and a function that opens raw connections to it."""
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
@@ -68,7 +75,7 @@ async def wire(gateway_factory, upstream_factory):  # type: ignore[no-untyped-de
         writer.close()
 
 
-async def test_pipelined_requests_are_answered_in_order(wire) -> None:
+async def test_pipelined_requests_are_answered_in_order(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"".join(
@@ -80,7 +87,7 @@ async def test_pipelined_requests_are_answered_in_order(wire) -> None:
         assert json.loads(body)["path"] == f"/{i}"
 
 
-async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire) -> None:
+async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"GET /api/v1/svc/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -94,7 +101,7 @@ async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire) -
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
-async def test_chunked_uploads_reach_the_upstream_whole(wire) -> None:
+async def test_chunked_uploads_reach_the_upstream_whole(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"POST /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -104,7 +111,8 @@ async def test_chunked_uploads_reach_the_upstream_whole(wire) -> None:
     assert json.loads(body)["body"] == 11
 
 
-async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sent(wire) -> None:
+async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sent(
+        wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"PUT /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
@@ -116,7 +124,7 @@ async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sen
     assert json.loads(body)["body"] == 4
 
 
-async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire) -> None:
+async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"HEAD /livez HTTP/1.1\r\nHost: t\r\n\r\nGET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -128,7 +136,7 @@ async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire) -> None:
     assert json.loads(body) == {"status": "alive"}
 
 
-async def test_gateway_endpoints_refuse_other_methods_with_405(wire) -> None:
+async def test_gateway_endpoints_refuse_other_methods_with_405(wire: tuple[Gateway, Connect]) -> None:
     gw, _ = wire
     status, headers, body = await gw.request("POST", "/health")
     assert status == 405
@@ -136,7 +144,7 @@ async def test_gateway_endpoints_refuse_other_methods_with_405(wire) -> None:
     assert json.loads(body)["status_code"] == 405
 
 
-async def test_connect_is_refused(wire) -> None:
+async def test_connect_is_refused(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
@@ -145,7 +153,7 @@ async def test_connect_is_refused(wire) -> None:
     assert json.loads(body)["error"] == "Method not allowed"
 
 
-async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes(wire) -> None:
+async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n\r\nNONSENSE\x01 / HTTP/9\r\n\r\n")
@@ -158,8 +166,8 @@ async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
-async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gateway_factory,
-                                                                             upstream_factory) -> None:
+async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gateway_factory: GatewayFactory,
+                                                                             upstream_factory: UpstreamFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                client_header_timeout_s=0.5, client_idle_timeout_s=0.5)
@@ -177,7 +185,8 @@ async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gat
     writer.close()
 
 
-async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_factory, upstream_factory) -> None:
+async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_factory: GatewayFactory,
+                                                                      upstream_factory: UpstreamFactory) -> None:
     async def refuse(request: web.Request) -> web.StreamResponse:
         return web.json_response({"refused": True}, status=403)
 
@@ -195,7 +204,7 @@ async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_fa
     writer.close()
 
 
-async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_factory) -> None:
+async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_factory: GatewayFactory) -> None:
     upstream_closed = asyncio.Event()
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -223,14 +232,14 @@ async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_f
     server.close()
 
 
-def _in_flight(gw, count: int):  # type: ignore[no-untyped-def]
+def _in_flight(gw: Gateway, count: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return bool(gw.app[keys.METRICS].in_flight_count == count)
 
     return check
 
 
-async def test_server_level_refusals_are_counted(wire) -> None:
+async def test_server_level_refusals_are_counted(wire: tuple[Gateway, Connect]) -> None:
     gw, connect = wire
     reader, writer = await connect()
     writer.write(b"BROKEN\r\n\r\n")
@@ -238,7 +247,8 @@ async def test_server_level_refusals_are_counted(wire) -> None:
     assert gw.app[keys.METRICS].requests.values[("gateway", "OTHER", "4xx")] == 1
 
 
-async def test_each_request_writes_one_json_access_log_line(gateway_factory, upstream_factory) -> None:
+async def test_each_request_writes_one_json_access_log_line(gateway_factory: GatewayFactory,
+                                                            upstream_factory: UpstreamFactory) -> None:
     up = await upstream_factory()
     sink = io.BytesIO()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
@@ -265,8 +275,8 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
 
 
 
-async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_response(gateway_factory, raw_upstream,
-                                                                                      caplog) -> None:
+async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_response(
+        gateway_factory: GatewayFactory, raw_upstream: RawUpstreamFactory, caplog: pytest.LogCaptureFixture) -> None:
     part = b"x" * 100_000
 
     def respond(head: bytes) -> bytes | None:
@@ -293,7 +303,8 @@ async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_resp
     assert "mid-response" in caplog.text
 
 
-async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, upstream_factory) -> None:
+async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory: GatewayFactory,
+                                                            upstream_factory: UpstreamFactory) -> None:
     seen: dict[str, str] = {}
 
     async def ws(request: web.Request) -> web.StreamResponse:
@@ -318,8 +329,8 @@ async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, ups
 # -- the wire core's guarantees at the server (see docs/security/wire.md) ------------------------------
 
 
-async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(gateway_factory,
-                                                                            upstream_factory) -> None:
+async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(gateway_factory: GatewayFactory,
+                                                                            upstream_factory: UpstreamFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                limits={"max_pipelined_requests": 3, "max_connection_buffer_bytes": 16384})
@@ -347,7 +358,7 @@ async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(ga
     writer.close()
 
 
-async def test_requests_split_at_every_byte_are_read_the_same(wire) -> None:
+async def test_requests_split_at_every_byte_are_read_the_same(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     data = (b"POST /api/v1/svc/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -366,7 +377,7 @@ async def test_requests_split_at_every_byte_are_read_the_same(wire) -> None:
     assert echoed["headers"]["Host"] == "t"
 
 
-async def _bare_server(handler, **limits):  # type: ignore[no-untyped-def]
+async def _bare_server(handler: Handler, **limits: Any) -> tuple[HttpServer, int]:
     server = HttpServer(handler, LimitSettings(**limits), header_timeout_s=2.0, idle_timeout_s=5.0)
     port = await server.listen("127.0.0.1", 0)
     return server, port

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.mount import write_configmap_volume
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
@@ -20,8 +20,8 @@ from vocelio_proxy.lifecycle.sources import FileSource
 from vocelio_proxy.settings import ProxySettings
 
 
-async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, gateway_factory,
-                                                              tmp_path: Path) -> None:
+async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory: UpstreamFactory,
+                                                              gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     a = await upstream_factory(name="a")
     b = await upstream_factory(name="b")
     first = GatewayConfig(services=[service("one", a.endpoint())]).seal()
@@ -40,7 +40,8 @@ async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, 
     assert json.loads(body)["upstream"] == "b"
 
 
-async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_factory, gateway_factory,
+async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_factory: UpstreamFactory,
+                                                                  gateway_factory: GatewayFactory,
                                                                   tmp_path: Path) -> None:
     up = await upstream_factory()
     good = GatewayConfig(services=[service("one", up.endpoint())]).seal()
@@ -57,7 +58,7 @@ async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_facto
     assert 'vocelio_config_reloads_total{result="invalid"} 1.0' in metrics
 
 
-async def test_not_ready_until_a_config_is_loaded(gateway_factory, tmp_path: Path) -> None:
+async def test_not_ready_until_a_config_is_loaded(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     gw = await gateway_factory(source=FileSource(tmp_path / "missing.json"), wait_ready=False, config_poll_s=0.05)
     status, _, body = await gw.get("/readyz")
     assert status == 503
@@ -70,7 +71,8 @@ async def test_not_ready_until_a_config_is_loaded(gateway_factory, tmp_path: Pat
     assert (await gw.get("/readyz"))[0] == 200
 
 
-async def test_unknown_routes_and_bad_paths_get_the_error_envelope(upstream_factory, gateway_factory) -> None:
+async def test_unknown_routes_and_bad_paths_get_the_error_envelope(upstream_factory: UpstreamFactory,
+                                                                   gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     status, headers, body = await gw.get("/api/v1/nope")
@@ -88,7 +90,8 @@ async def test_unknown_routes_and_bad_paths_get_the_error_envelope(upstream_fact
     assert up.hits == ["/ok"]
 
 
-async def test_health_reports_the_product_shape(upstream_factory, gateway_factory) -> None:
+async def test_health_reports_the_product_shape(upstream_factory: UpstreamFactory,
+                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("a", up.endpoint()), service("b", up.endpoint())]))
     status, _, body = await gw.get("/health")
@@ -102,7 +105,8 @@ async def test_health_reports_the_product_shape(upstream_factory, gateway_factor
     assert doc["services"]["summary"]["overall_health"] == 100.0
 
 
-async def test_metrics_docs_and_info_are_served(upstream_factory, gateway_factory) -> None:
+async def test_metrics_docs_and_info_are_served(upstream_factory: UpstreamFactory,
+                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     await gw.get("/api/v1/svc/x")
@@ -123,7 +127,7 @@ async def test_metrics_docs_and_info_are_served(upstream_factory, gateway_factor
     assert root["services"] == 1
 
 
-async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_factory) -> None:
+async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_factory: UpstreamFactory) -> None:
     release = asyncio.Event()
     arrived = asyncio.Event()
 
@@ -165,8 +169,9 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
         await asyncio.open_connection("127.0.0.1", port_box[0])
 
 
-async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory, gateway_factory,
-                                                                                 tmp_path: Path) -> None:
+async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory: UpstreamFactory,
+                                                                                  gateway_factory: GatewayFactory,
+                                                                                  tmp_path: Path) -> None:
     from vocelio_operator.local.files import FolderSource
 
     up = await upstream_factory()
@@ -191,8 +196,9 @@ spec: {pathPrefix: no-slash, backends: []}
     assert "spec.pathPrefix" in problems[0]
 
 
-async def test_a_config_path_that_is_a_fifo_is_a_rejected_reload_not_a_hang(upstream_factory, gateway_factory,
-                                                                           tmp_path: Path) -> None:
+async def test_a_config_path_that_is_a_fifo_is_a_rejected_reload_not_a_hang(upstream_factory: UpstreamFactory,
+                                                                            gateway_factory: GatewayFactory,
+                                                                            tmp_path: Path) -> None:
     import os
 
     up = await upstream_factory()

@@ -11,7 +11,7 @@ from vocelio_proxy.policy.balancing import ServiceBalancer
 
 def service(*backends: Backend, policy: str = "round-robin", panic: int = 50) -> Service:
     return Service(name="s", prefixes=["/s"], backends=list(backends),
-                   load_balancing=LoadBalancing(policy=policy, panic_threshold_percent=panic))  # type: ignore[arg-type]
+                   load_balancing=LoadBalancing(policy=policy, panic_threshold_percent=panic))
 
 
 def ep(n: int, weight: int = 1, ready: bool = True) -> Endpoint:

@@ -18,6 +18,11 @@ from vocelio_proxy.policy.breakers import Admission, Breaker, BreakerState
 from vocelio_proxy.process.routing_state import default_probe_timeout
 
 
+def state_of(breaker: Breaker) -> BreakerState:
+    """The breaker's state, read through a call so the checker does not carry an
+    earlier `is` narrowing across the calls that change it."""
+    return breaker.state
+
 def breaker(probe_timeout_s: float = 5.0, **kw: Any) -> tuple[Breaker, ManualClock]:
     clock = ManualClock()
     settings = CircuitBreaker(**{"consecutive_failures": 3, "open_s": 10, "half_open_max_probes": 2,
@@ -30,14 +35,14 @@ def tripped(**kw: Any) -> tuple[Breaker, ManualClock]:
     b, clock = breaker(**kw)
     for _ in range(3):
         b.record(False)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
     return b, clock
 
 
 def half_open(**kw: Any) -> tuple[Breaker, ManualClock]:
     b, clock = tripped(**kw)
     clock.advance(10)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     return b, clock
 
 
@@ -45,9 +50,9 @@ def test_consecutive_failures_open_the_breaker() -> None:
     b, _ = breaker()
     for _ in range(2):
         b.record(False)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
     b.record(False)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
 
 
 def test_an_open_breaker_refuses_with_the_remaining_open_time() -> None:
@@ -63,7 +68,7 @@ def test_a_success_resets_the_consecutive_count() -> None:
     for _ in range(5):
         b.record(False)
         b.record(True)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
 
 
 def test_error_rate_over_the_window_opens_after_the_minimum_requests() -> None:
@@ -71,10 +76,10 @@ def test_error_rate_over_the_window_opens_after_the_minimum_requests() -> None:
     for _ in range(4):
         b.record(True)
         b.record(False)
-    assert b.state is BreakerState.CLOSED  # 8 requests < min 10
+    assert state_of(b) is BreakerState.CLOSED  # 8 requests < min 10
     b.record(True)
     b.record(False)
-    assert b.state is BreakerState.OPEN  # 5/10 failed = 50%
+    assert state_of(b) is BreakerState.OPEN  # 5/10 failed = 50%
 
 
 def test_old_outcomes_leave_the_window() -> None:
@@ -82,12 +87,12 @@ def test_old_outcomes_leave_the_window() -> None:
     for _ in range(4):
         b.record(False)
         b.record(True)
-    assert b.state is BreakerState.CLOSED  # 8 requests: under the minimum
+    assert state_of(b) is BreakerState.CLOSED  # 8 requests: under the minimum
     clock.advance(11)
     for _ in range(9):
         b.record(True)
     b.record(False)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
 
 
 def test_a_closed_breaker_admits_without_a_probe_ticket() -> None:
@@ -100,9 +105,9 @@ def test_a_closed_breaker_admits_without_a_probe_ticket() -> None:
 def test_the_open_time_passing_makes_the_breaker_half_open() -> None:
     b, clock = tripped()
     clock.advance(9.9)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
     clock.advance(0.1)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
 
 
 def test_half_open_admits_a_bounded_number_of_probes_then_closes_on_success() -> None:
@@ -115,9 +120,9 @@ def test_half_open_admits_a_bounded_number_of_probes_then_closes_on_success() ->
     assert not third.allowed
     assert 0 < third.retry_after_s <= 1
     b.record(True, first.probe)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.record(True, second.probe)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
     assert b.allow() == Admission(True)
 
 
@@ -126,7 +131,7 @@ def test_a_failed_probe_reopens_the_breaker() -> None:
     probe = b.allow()
     assert probe.probe
     b.record(False, probe.probe)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
     assert not b.allow().allowed
 
 
@@ -135,13 +140,13 @@ def test_a_released_probe_frees_its_slot_without_a_verdict() -> None:
     first, second = b.allow(), b.allow()
     assert not b.allow().allowed
     b.release(first.probe)
-    assert b.state is BreakerState.HALF_OPEN  # no verdict: neither closed nor reopened
+    assert state_of(b) is BreakerState.HALF_OPEN  # no verdict: neither closed nor reopened
     third = b.allow()
     assert third.allowed
     assert third.probe
     b.record(True, second.probe)
     b.record(True, third.probe)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
 
 
 def test_settle_without_a_verdict_is_a_release_and_with_one_is_a_record() -> None:
@@ -149,9 +154,9 @@ def test_settle_without_a_verdict_is_a_release_and_with_one_is_a_record() -> Non
     first, second = b.allow(), b.allow()
     b.settle(first, None)
     assert b.probes_in_flight == 1
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.settle(second, False)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
 
 
 def test_a_probe_that_never_finishes_frees_its_slot_after_the_probe_timeout() -> None:
@@ -182,7 +187,7 @@ def test_a_late_verdict_from_an_expired_probe_still_counts() -> None:
     clock.advance(6)
     assert b.probes_in_flight == 0
     b.record(False, slow.probe)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
 
 
 def test_a_probe_of_an_earlier_half_open_episode_gives_no_verdict() -> None:
@@ -191,9 +196,9 @@ def test_a_probe_of_an_earlier_half_open_episode_gives_no_verdict() -> None:
     failed = b.allow()
     b.record(False, failed.probe)  # reopens; `old` is still out there
     clock.advance(10)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.record(False, old.probe)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.release(old.probe)
     assert b.probes_in_flight == 0
 
@@ -202,7 +207,7 @@ def test_requests_admitted_while_closed_give_no_verdict_in_half_open() -> None:
     b, _ = half_open()
     b.record(False)
     b.record(True)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
 
 
 def test_a_disabled_breaker_always_admits() -> None:

@@ -6,6 +6,7 @@ without a gateway."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def routes(config: GatewayConfig) -> dict[str, tuple[list[str], str | None]]:
     return {s.name: (s.prefixes, s.rewrite) for s in config.services}
 
 
-BREAKAGES = {
+BREAKAGES: dict[str, Callable[[str], str]] = {
     "YAML syntax": lambda text: text + "  : [\n",
     "non-UTF-8 byte": lambda text: text.replace("rewrite", "rew\udcffrite"),
     "apiVersion a number": lambda text: text.replace("gateway.vocelio.ai/v1alpha1", "1"),
@@ -169,10 +170,10 @@ def test_a_subfolder_that_cannot_be_listed_keeps_the_resources_last_seen_under_i
     source.load()
     real_scandir = os.scandir
 
-    def refusing(path: object) -> object:
+    def refusing(path: str) -> Iterator[os.DirEntry[str]]:
         if str(path) == str(tmp_path / "team"):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)  # type: ignore[arg-type]
+        return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refusing)
     assert set(routes(source.load())) == {"a", "b"}

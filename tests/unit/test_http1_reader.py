@@ -191,7 +191,12 @@ def test_content_length_bodies_bigger_than_a_slice_are_fed_whole() -> None:
     data = _req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d" % len(body)) + body
     sink = Recorder()
     chunks: list[int] = []
-    sink.body_data = lambda data: chunks.append(len(data)) or Recorder.body_data(sink, data)  # type: ignore[method-assign]
+
+    def counted(data: bytes) -> None:
+        chunks.append(len(data))
+        Recorder.body_data(sink, data)
+
+    sink.body_data = counted  # type: ignore[method-assign]
     reader = RequestReader(sink, WireLimits())
     assert reader.feed(data) == len(data)
     assert sink.requests[0].body == body

@@ -5,7 +5,7 @@ from vocelio_proxy.settings import ReadinessPolicy
 
 
 def facts(**kw: object) -> ReadinessFacts:
-    base = {"draining": False, "config_loaded": True, "health_round_done": True, "services": 3,
+    base: dict[str, object] = {"draining": False, "config_loaded": True, "health_round_done": True, "services": 3,
             "services_with_open_breaker": 0}
     base.update(kw)
     return ReadinessFacts(**base)  # type: ignore[arg-type]

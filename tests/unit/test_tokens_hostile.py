@@ -34,8 +34,8 @@ EC384_KEY = ec.generate_private_key(ec.SECP384R1())
 
 
 def pem(key: Any) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return str(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode())
 
 
 RSA_PEM, EC_PEM, EC384_PEM = pem(RSA_KEY), pem(EC_KEY), pem(EC384_KEY)
@@ -292,7 +292,7 @@ CLAIM_VALUE = JSON | ANY_TEXT | st.sampled_from(["agent", "a,b", " x", "x ", "\r
 def assert_headers_are_clean(identity: Identity) -> None:
     for encoding in ("refuse", "percent"):
         try:
-            headers = identity_headers(identity, encoding)  # type: ignore[arg-type]
+            headers = identity_headers(identity, encoding)
         except AuthError as exc:
             # Refusing is one of two allowed outcomes here, so the check is on the caught error.
             assert encoding == "refuse"

@@ -5,6 +5,8 @@ settings checked, and JWT issuer keys that fit their algorithms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -154,7 +156,7 @@ def test_the_auth_failure_limit_and_claim_encoding_have_safe_defaults() -> None:
     assert ProxySettings().headers_with_underscores == "drop"
 
 
-def test_settings_that_do_not_load_give_one_line_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_settings_that_do_not_load_give_one_line_naming_the_field(tmp_path: Path) -> None:
     import subprocess
     import sys
 
