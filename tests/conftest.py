@@ -4,6 +4,7 @@ once (seconds when the binaries are cached)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -77,6 +78,17 @@ CLUSTER_FIXTURES = frozenset({"control_plane", "kube", "pod_network", "namespace
 REDIS_FIXTURES = frozenset({"redis_server"})
 #: Folders whose every test drives the control plane or helm (their module helpers call the binaries).
 CLUSTER_FOLDERS = frozenset({"cluster", "operator_cluster", "helm"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the expected files of tests/golden from the current translation")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the golden files should be rewritten (--update-golden or VOCELIO_UPDATE_GOLDEN=1)."""
+    return bool(request.config.getoption("--update-golden") or os.environ.get("VOCELIO_UPDATE_GOLDEN"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,13 +18,7 @@ from vocelio_operator.kube.writer import ApiWriter
 from vocelio_operator.settings import OperatorSettings
 from vocelio_operator.translation.cluster_index import ClusterIndex, ResourceRef
 from vocelio_operator.translation.rendering import Outcome, render_config
-from vocelio_operator.translation.status import (
-    desired_conditions,
-    merge_conditions,
-    same_conditions,
-    status_body,
-    transition_events,
-)
+from vocelio_operator.translation.status import resource_status, same_conditions, transition_events
 
 log = logging.getLogger("vocelio.operator")
 
@@ -127,16 +121,12 @@ class Reconciler:
 
     async def _report(self, outcomes: dict[str, Outcome]) -> None:
         for key, ref in list(self.index.refs.items()):
-            outcome = outcomes.get(key)
-            invalid = self.index.invalid.get(key)
-            if outcome is None and invalid is None:
-                continue
-            if outcome is None:
-                outcome = Outcome(ref.kind, f"{ref.namespace}/{ref.name}", ref.generation)
-            desired = desired_conditions(outcome, True, invalid)
             previous = self._reported.get(key, {}).get("conditions") or list(ref.conditions)
-            conditions = merge_conditions(previous, desired, _now())
-            body = status_body(outcome, conditions)
+            body = resource_status(ref.kind, ref.namespace, ref.name, ref.generation, outcomes.get(key),
+                                   self.index.invalid.get(key), previous, _now())
+            if body is None:
+                continue
+            conditions = body["conditions"]
             if self._unchanged(key, ref, body):
                 continue
             await self.writer.patch_status(ref, body)

@@ -62,6 +62,21 @@ def merge_conditions(previous: Sequence[dict[str, Any]], desired: list[dict[str,
     return out
 
 
+def resource_status(kind: str, namespace: str, name: str, generation: int, outcome: Outcome | None,
+                    invalid_message: str | None, previous: Sequence[dict[str, Any]], now: str,
+                    programmed: bool = True) -> dict[str, Any] | None:
+    """The status subresource of one resource after a render: from its outcome (or the
+    parse problem that kept it out of the render), keeping `previous` transition
+    times. None when the render did not see the resource at all. Used by the
+    reconciler and the golden tests (tests/golden)."""
+    if outcome is None and invalid_message is None:
+        return None
+    if outcome is None:
+        outcome = Outcome(kind, f"{namespace}/{name}", generation)
+    conditions = merge_conditions(previous, desired_conditions(outcome, programmed, invalid_message), now)
+    return status_body(outcome, conditions)
+
+
 def status_body(outcome: Outcome, conditions: list[dict[str, Any]]) -> dict[str, Any]:
     body: dict[str, Any] = {"observedGeneration": outcome.generation, "conditions": conditions}
     if outcome.kind == "VocelioService":
