@@ -156,10 +156,6 @@ def scan_folder(folder: Path) -> Listing:
     return listing
 
 
-def manifest_files(folder: Path) -> list[Path]:
-    return scan_folder(folder).files
-
-
 @dataclass
 class LoadedResources:
     services: list[VocelioServiceResource] = field(default_factory=list)

@@ -10,7 +10,7 @@ admin listener (gateway endpoints only).
 
 What the pipeline decides once, so nothing after it reads a second meaning:
 
-* the client address (`forwarding.ForwardedTrust`); with trusted-proxy CIDRs,
+* the client address (`forwarded_headers.ForwardedTrust`); with trusted-proxy CIDRs,
   the X-Forwarded-Proto/Host of a peer that is not a trusted proxy are removed
   from the request here (the forwarded-header policy then trusts what is left);
 * header names with `_` (`headers_with_underscores`): dropped from the request

@@ -75,11 +75,6 @@ def child_traceparent(value: str | None) -> str:
     return f"00-{_bits(128) or 1:032x}-{span}-01"
 
 
-def connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
-    listed = headers.get("connection", "") or headers.get("Connection", "")
-    return frozenset(t.strip().lower() for t in listed.split(",") if t.strip())
-
-
 def is_respelled_owned(lower: str) -> bool:
     """True for a lower-case header name with `_` that reads, with `_` as `-`, as
     a name the gateway owns (see `NEVER_RESPELLED`) or an identity header."""

@@ -1,6 +1,6 @@
 """Longest-prefix routing from a canonical path (`paths.normalize_path`) to a
 service, with optional prefix rewrite. Built once per config by `Router.build`
-(from `runtime.build_runtime`); `Router.resolve` is called by the proxy handler
+(from `routing_state.build_runtime`); `Router.resolve` is called by the proxy handler
 for every request. Pure.
 
 A prefix matches on segment boundaries: `/api/v1/billing` matches

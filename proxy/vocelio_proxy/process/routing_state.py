@@ -32,9 +32,6 @@ class GatewayRuntime:
     router: Router
     services: dict[str, ServiceRuntime]
 
-    def by_name(self, service_id: str) -> ServiceRuntime:
-        return self.services[service_id]
-
 
 def default_probe_timeout(service: Service) -> float:
     """How long a half-open probe may hold its slot unless configured: the longest a

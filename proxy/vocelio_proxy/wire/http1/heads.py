@@ -54,11 +54,6 @@ def status_line(status: int) -> str:
         raise HeadError(f"status {status} is not a valid HTTP status code") from None
 
 
-def valid_status(status: int) -> bool:
-    """Three digits, 100-599 (RFC 9110 §15)."""
-    return 100 <= status <= 599
-
-
 def _checked(text: str, lines: int) -> bytes:
     # A head of N lines has exactly N CRs and N LFs; one more of either means a
     # field carried a line break of its own. Two C-speed counts over the text
