@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,14 @@ from tests.harness.kube import Kube
 from tests.harness.kubelet import ensure_node
 from tests.harness.podnet import PodNetwork
 from tests.harness.redis_server import RedisServer
+
+# A checkout run with PYTHONPATH naming the source roots (helper worktrees used
+# `proxy:operator` before the contract package existed) also gets `contract/`, in this
+# process and in the gateways and CLIs the tests start (they inherit the environment).
+_contract = str(ROOT / "contract")
+if os.environ.get("PYTHONPATH") and _contract not in os.environ["PYTHONPATH"].split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join([_contract, os.environ["PYTHONPATH"]])
+    sys.path.insert(0, _contract)
 
 # Generated tests judge behaviour, not speed: on a loaded 2-core CI machine a per-example
 # deadline would fail for the wrong reason. Failing examples are printed for replay.
