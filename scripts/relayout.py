@@ -89,6 +89,12 @@ MOVES: dict[str, str] = {
     "vocelio_proxy.sources": "vocelio_proxy.lifecycle.sources",
     "vocelio_proxy.kube_source": "vocelio_proxy.lifecycle.kube_source",
     "vocelio_proxy.healthchecks": "vocelio_proxy.lifecycle.healthchecks",
+    # Modules that branches merged after the layout add (moved when the script is re-run).
+    "vocelio_proxy.tracing": "vocelio_proxy.process.tracing",
+    "vocelio_proxy.tracecontext": "vocelio_proxy.policy.tracecontext",
+    "vocelio_proxy.buildinfo": "vocelio_proxy.process.buildinfo",
+    "vocelio_operator.tenancy": "vocelio_operator.translation.tenancy",
+    "vocelio_operator.keywatch": "vocelio_operator.kube.keywatch",
     # Operator: model.
     "vocelio_operator.resources": "vocelio_operator.model.resources",
     "vocelio_operator.schemas": "vocelio_operator.model.schemas",
