@@ -371,6 +371,34 @@ def rewrite_python_imports(path: Path, text: str) -> str:
     return "".join(lines)
 
 
+_CONFLICT = re.compile(r"^<<<<<<< [^\n]*\n(.*?)(?:^\|\|\|\|\|\|\| [^\n]*\n.*?)?^=======\n(.*?)^>>>>>>> [^\n]*\n",
+                       re.S | re.M)
+_IMPORT_LINE = re.compile(r"^(?:\s*(?:from|import)\s.*|\s+\w+(?:\s+as\s+\w+)?,|\)|\s*#.*|\s*)$")
+
+
+def _only_imports(text: str) -> bool:
+    """Import statements, the names of a parenthesised import (each ending in a comma),
+    comments and blank lines: nothing else."""
+    return all(_IMPORT_LINE.match(line) for line in text.splitlines())
+
+
+def resolve_import_conflicts(text: str) -> tuple[str, int]:
+    """Merge-conflict hunks made only of import lines (one side rewrote the imports, the
+    other added some) become both sides; the rewrite pass and ruff then put them in the
+    layout's names and order and drop what is unused. Other hunks stay for a human."""
+    resolved = 0
+
+    def union(match: re.Match[str]) -> str:
+        nonlocal resolved
+        ours, theirs = match.group(1), match.group(2)
+        if not (_only_imports(ours) and _only_imports(theirs)):
+            return match.group(0)
+        resolved += 1
+        return ours + theirs
+
+    return _CONFLICT.sub(union, text), resolved
+
+
 def _dotted(match: re.Match[str]) -> str:
     return map_module(match.group(0))
 
@@ -411,8 +439,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="report what is left to do; change nothing")
     parser.add_argument("--no-ruff", action="store_true", help="do not sort the rewritten imports")
+    parser.add_argument("--resolve-import-conflicts", action="store_true",
+                        help="after merging a branch: hunks that only hold imports become both sides, rewritten")
     args = parser.parse_args()
     changes: list[str] = []
+    unioned: list[Path] = []
+    if args.resolve_import_conflicts and not args.check:
+        for path in tracked_files():
+            if path.suffix != ".py":
+                continue
+            text = path.read_text(errors="surrogateescape")
+            if "<<<<<<< " not in text:
+                continue
+            new_text, count = resolve_import_conflicts(text)
+            if count:
+                path.write_text(new_text, errors="surrogateescape")
+                unioned.append(path)
+                left = "; conflicts remain" if "<<<<<<< " in new_text else ""
+                changes.append(f"resolved {count} import conflict(s) in {path.relative_to(ROOT)}{left}")
     move_modules(changes, args.check)
     rewritten: list[Path] = []
     for path in tracked_files():
@@ -432,6 +476,12 @@ def main() -> int:
     if python and not args.check and not args.no_ruff:
         ruff = Path(sys.executable).parent / "ruff"
         command = [str(ruff) if ruff.exists() else "ruff", "check", "--quiet", "--select", "I", "--fix", *python]
+        subprocess.run(command, cwd=ROOT, check=False)
+    settled = [str(p) for p in unioned if "<<<<<<< " not in p.read_text(errors="surrogateescape")]
+    if settled and not args.no_ruff:
+        # Both sides' imports: drop the ones the merged code no longer uses, then sort.
+        ruff = Path(sys.executable).parent / "ruff"
+        command = [str(ruff) if ruff.exists() else "ruff", "check", "--quiet", "--select", "F401,I", "--fix", *settled]
         subprocess.run(command, cwd=ROOT, check=False)
     for change in changes:
         print(change)
