@@ -424,7 +424,8 @@ def rewrite_text(path: Path, text: str) -> str:
 
 
 def tracked_files() -> list[Path]:
-    names = git("ls-files", "-co", "--exclude-standard").splitlines()
+    # Unmerged paths are listed once per stage: each file once.
+    names = dict.fromkeys(git("ls-files", "-co", "--exclude-standard").splitlines())
     out = []
     for name in names:
         path = ROOT / name
