@@ -108,3 +108,35 @@ def test_the_repository_is_in_the_layout() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "relayout.py"), "--check"],
                             capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stdout
+
+
+def test_import_only_conflict_hunks_become_both_sides_and_others_stay(tmp_path: Path) -> None:
+    flat_tree(tmp_path)
+    assert relayout(tmp_path).returncode == 0
+    moved = tmp_path / "proxy/vocelio_proxy/pipeline/handling.py"
+    moved.write_text(
+        '"""Pipeline."""\n'
+        "<<<<<<< HEAD\n"
+        "from vocelio_proxy.wire.server import HttpServer\n"
+        "=======\n"
+        "from .server import HttpServer\n"
+        "from .config import GatewayConfig\n"
+        ">>>>>>> flat\n"
+        "\n"
+        "<<<<<<< HEAD\n"
+        "X = 1\n"
+        "=======\n"
+        "X = 2\n"
+        ">>>>>>> flat\n")
+    result = relayout(tmp_path, "--resolve-import-conflicts")
+    assert result.returncode == 0, result.stderr
+    report = "resolved 1 import conflict(s) in proxy/vocelio_proxy/pipeline/handling.py; conflicts remain"
+    assert report in result.stdout
+    text = moved.read_text()
+    assert text.count("<<<<<<<") == 1  # the code conflict is left for a human
+    assert "from vocelio_proxy.wire.server import HttpServer\nfrom .server import HttpServer\n" in text
+    # Once the human resolved the rest, a plain run puts the relative imports in the layout.
+    moved.write_text(text.split("\n\n<<<<<<<")[0] + "\n\nX = 2\n")
+    assert relayout(tmp_path).returncode == 0
+    assert "from .server" not in moved.read_text()
+    assert "from vocelio_contract.config import GatewayConfig" in moved.read_text()
