@@ -11,39 +11,50 @@ import yaml
 from tests.harness.golden import GOLDEN, cases, load_index, render
 from vocelio_operator.translation.cluster_index import ClusterIndex
 from vocelio_operator.translation.indexing import (
+    IndexedKey,
     IndexedResource,
     IndexedSlice,
     ServiceKey,
     refresh,
     resource_entry,
+    secret_entry,
     slice_entry,
 )
 
+Indexes = tuple[dict[str, list[IndexedResource]], dict[ServiceKey, list[IndexedSlice]], dict[str, list[IndexedKey]]]
 
-def indexes(case: str) -> tuple[dict[str, list[IndexedResource]], dict[ServiceKey, list[IndexedSlice]]]:
+
+def indexes(case: str) -> Indexes:
     """What kopf's indexes hold after listing the case's objects."""
     resources: dict[str, list[IndexedResource]] = {}
     slices: dict[ServiceKey, list[IndexedSlice]] = {}
+    keys: dict[str, list[IndexedKey]] = {}
     for doc in yaml.safe_load_all((GOLDEN / case / "input.yaml").read_text()):
-        if not doc or doc.get("kind") == "Secret":
+        if not doc:
             continue
-        if doc.get("kind") == "EndpointSlice":
+        if doc.get("kind") == "Secret":
+            for name, indexed_key in secret_entry(doc).items():
+                keys.setdefault(name, []).append(indexed_key)
+        elif doc.get("kind") == "EndpointSlice":
             for service, entry in (slice_entry(doc) or {}).items():
                 slices.setdefault(service, []).append(entry)
         else:
             for key, resource in resource_entry(doc).items():
                 resources.setdefault(key, []).append(resource)
-    return resources, slices
+    return resources, slices, keys
 
 
 def test_every_golden_case_renders_the_same_from_the_indexes_as_from_events() -> None:
     for case in cases():
-        resources, slices = indexes(case)
+        resources, slices, keys = indexes(case)
         index = ClusterIndex()
-        refresh(index, resources, slices)
-        expected = render(load_index(case))
+        refresh(index, resources, slices, keys)
+        events = load_index(case)
+        expected = render(events)
         assert render(index).config.to_json() == expected.config.to_json(), case
         assert render(index).outcomes == expected.outcomes, case
+        assert index.api_keys_document() == events.api_keys_document(), case
+        assert index.api_key_problems == events.api_key_problems, case
 
 
 def test_an_invalid_resource_is_indexed_with_its_problem() -> None:
@@ -63,7 +74,7 @@ def test_a_slice_of_no_service_is_not_indexed() -> None:
 
 
 def test_refresh_replaces_what_left_the_indexes_and_keeps_the_api_keys() -> None:
-    resources, slices = indexes("canary-weights")
+    resources, slices, _ = indexes("canary-weights")
     index = ClusterIndex()
     index.api_keys["vocelio-system/k"] = None  # type: ignore[assignment]  # a record the secret watch put
     refresh(index, resources, slices)

@@ -2,7 +2,8 @@
 kopf fills its indexes from its own LIST and watch of each kind, and holds every
 other handler until all of them are filled, so a view built from the indexes is
 complete by construction (no second LIST at start). `resource_entry` and
-`slice_entry` are the pure cores of the `@kopf.index` functions in `kube.handlers`;
+`slice_entry` and `secret_entry` are the pure cores of the `@kopf.index` functions in
+`kube.handlers`;
 `refresh` puts the indexes' content into the reconciler's `ClusterIndex` before a
 render (API-key records and anything else the index holds are left as they are)."""
 
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vocelio_contract.apikeys import ApiKeyRecord
 from vocelio_operator.model.resources import (
     DiscoveredEndpoint,
     RateTierResource,
@@ -61,10 +63,28 @@ def slice_entry(body: Mapping[str, Any]) -> dict[ServiceKey, IndexedSlice] | Non
     return {key: IndexedSlice(name, tuple(scratch.slices[key][name]))}
 
 
+@dataclass(frozen=True)
+class IndexedKey:
+    """One API-key Secret as indexed: its record, or why it has none."""
+
+    record: ApiKeyRecord | None
+    problem: str | None
+
+
+def secret_entry(body: Mapping[str, Any]) -> dict[str, IndexedKey]:
+    """{"namespace/name": entry} for an API-key Secret."""
+    scratch = ClusterIndex()
+    scratch.upsert_api_key_secret(body)
+    [(key, record)] = scratch.api_keys.items() or [(next(iter(scratch.api_key_problems)), None)]
+    return {key: IndexedKey(record, scratch.api_key_problems.get(key))}
+
+
 def refresh(index: ClusterIndex, resources: Mapping[str, Iterable[IndexedResource]],
-            slices: Mapping[ServiceKey, Iterable[IndexedSlice]]) -> None:
-    """Replace the index's resources, references, problems and slices with the kopf
-    indexes' content (a kopf `Index` maps a key to the values of every object under it)."""
+            slices: Mapping[ServiceKey, Iterable[IndexedSlice]],
+            keys: Mapping[str, Iterable[IndexedKey]] | None = None) -> None:
+    """Replace the index's resources, references, problems and slices (and API keys,
+    when `keys` is given) with the kopf indexes' content (a kopf `Index` maps a key to
+    the values of every object under it)."""
     services: dict[str, VocelioServiceResource] = {}
     tiers: dict[str, RateTierResource] = {}
     refs: dict[str, ResourceRef] = {}
@@ -80,3 +100,13 @@ def refresh(index: ClusterIndex, resources: Mapping[str, Iterable[IndexedResourc
                 tiers[key] = entry.resource
     index.services, index.tiers, index.refs, index.invalid = services, tiers, refs, invalid
     index.slices = {key: {s.name: list(s.endpoints) for s in entries} for key, entries in slices.items() if entries}
+    if keys is not None:
+        records: dict[str, ApiKeyRecord] = {}
+        problems: dict[str, str] = {}
+        for key, values in keys.items():
+            for value in values:
+                if value.record is not None:
+                    records[key] = value.record
+                if value.problem is not None:
+                    problems[key] = value.problem
+        index.api_keys, index.api_key_problems = records, problems
