@@ -7,25 +7,37 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 
-.PHONY: run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
+.PHONY: help run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
+.DEFAULT_GOAL := help
+
+## help: list the targets with what they do (this text)
+help:
+	@echo "Vocelio Gateway - make targets:"
+	@awk '/^## [a-z-]+: / { line = substr($$0, 4); i = index(line, ": "); printf "  %-16s %s\n", substr(line, 1, i - 1), substr(line, i + 2) }' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "setup: installing the Python dependencies into $(VENV) with pip (1-3 minutes the first time)"
+	@start=$$(date +%s); \
+	test -x $(BIN)/python || $(PY) -m venv $(VENV); \
+	$(BIN)/pip install --quiet --upgrade pip && \
+	$(BIN)/pip install --quiet -e '.[dev]' && \
+	touch $(STAMP) && \
+	echo "setup: Python dependencies installed in $$(( $$(date +%s) - start ))s"
 
 ## run: start the standalone gateway with the 18 example services and demo backends
 run: $(STAMP)
 	$(BIN)/vocelio-gateway standalone --resources examples/resources --demo-backends --port $(PORT)
 
-## system-deps: Debian packages the tests need (redis-server, nginx, wrk, iproute2)
+## system-deps: Debian packages the tests need (redis-server, nginx, wrk, iproute2, promtool)
 system-deps:
 	bash scripts/install-system-deps.sh
 
 ## cluster-bins: build kube-apiserver/controller-manager/etcd/kubectl and helm into .cache/bin
 cluster-bins:
-	bash tests/controlplane/build.sh
+	@echo "cluster-bins: Kubernetes control plane and helm for the cluster tests, built from source with Go into .cache/bin"
+	@echo "cluster-bins: about 8-10 minutes on 2 cores the first time, seconds when cached"
+	@start=$$(date +%s); bash tests/controlplane/build.sh && \
+	echo "cluster-bins: ready in $$(( $$(date +%s) - start ))s"
 
 ## dev-cluster: start the test control plane and print a KUBECONFIG line (Ctrl-C stops it)
 dev-cluster: $(STAMP) cluster-bins
@@ -39,8 +51,10 @@ lint: $(STAMP)
 
 ## test: install everything the tests need, then lint and run the whole suite
 test: $(STAMP) system-deps cluster-bins lint
+	@echo "test: running the whole suite (unit, proxy, cluster, helm: 10-20 minutes)"
 	$(BIN)/pytest
 
+## unit: the unit tests only (seconds; no cluster, no Debian packages)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
@@ -71,5 +85,34 @@ kind-deploy: images
 bench-operator: $(STAMP) cluster-bins
 	$(BIN)/python -m bench.operator_bench
 
+## clean: remove the virtualenv, the built cluster binaries and the tool caches
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+
+# --- Chart operations and checks (issue 14) ---
+.PHONY: crds-apply chart-readme chart-checks
+KUBECTL ?= kubectl
+CHECKS_VENV := .cache/chart-checks
+CHECKS_STAMP := $(CHECKS_VENV)/.installed
+
+## crds-apply: install or upgrade the CRDs on kubectl's current cluster (helm never upgrades crds/)
+crds-apply:
+	$(KUBECTL) apply --server-side --force-conflicts --field-manager=vocelio-gateway-crds -f crds/
+
+## chart-readme: regenerate charts/vocelio-gateway/README.md from the values' `# --` comments
+chart-readme: $(STAMP)
+	$(BIN)/python scripts/chart_readme.py
+
+# checkov and kubernetes-validate, at the versions of pyproject's chart-checks extra, in their own
+# venv: checkov pins packaging<24, which pytest 9 (in .venv) refuses.
+$(CHECKS_STAMP): pyproject.toml
+	@echo "chart-checks: installing checkov and kubernetes-validate into $(CHECKS_VENV) (about a minute)"
+	test -x $(CHECKS_VENV)/bin/python || $(PY) -m venv $(CHECKS_VENV)
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["chart-checks"]))' > $(CHECKS_VENV)/requirements.txt
+	$(CHECKS_VENV)/bin/pip install --quiet -r $(CHECKS_VENV)/requirements.txt
+	touch $(CHECKS_STAMP)
+
+## chart-checks: the chart policy tools the tests run (checkov, kubernetes-validate)
+chart-checks: $(CHECKS_STAMP)
+
+test: chart-checks

@@ -8,18 +8,23 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# promtool (Debian's prometheus package) checks the live /metrics and the chart's alert rules.
+command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to install: ${need[*]}" >&2
     exit 1
   fi
-  echo "install-system-deps: installing ${need[*]}"
+  echo "install-system-deps: installing ${need[*]} with apt-get (about a minute)"
+  started=$SECONDS
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  echo "install-system-deps: installed in $((SECONDS - started))s"
 fi
 # Debian starts services on install; the tests start their own on free ports.
-systemctl stop redis-server nginx 2>/dev/null || true
+systemctl stop redis-server nginx prometheus 2>/dev/null || true
 service redis-server stop 2>/dev/null || true
 service nginx stop 2>/dev/null || true
+service prometheus stop 2>/dev/null || true
 echo "install-system-deps: ok"

@@ -92,7 +92,8 @@ MOVES: dict[str, str] = {
     # Modules that branches merged after the layout add (moved when the script is re-run).
     "vocelio_proxy.tracing": "vocelio_proxy.process.tracing",
     "vocelio_proxy.tracecontext": "vocelio_proxy.policy.tracecontext",
-    "vocelio_proxy.buildinfo": "vocelio_proxy.process.buildinfo",
+    "vocelio_proxy.buildinfo": "vocelio_contract.buildinfo",
+    "vocelio_proxy.process.buildinfo": "vocelio_contract.buildinfo",
     "vocelio_operator.tenancy": "vocelio_operator.translation.tenancy",
     "vocelio_operator.keywatch": "vocelio_operator.kube.keywatch",
     # Operator: model.
@@ -119,6 +120,7 @@ SYMBOLS: dict[tuple[str, str], str] = {
     ("vocelio_proxy.lifecycle.sources", "join_sharded"): "vocelio_contract.sharding",
     ("vocelio_proxy.pipeline.endpoints", "RESERVED_PATHS"): "vocelio_contract.reserved",
     ("vocelio_proxy.lifecycle.appkeys", "EdgePolicy"): "vocelio_proxy.pipeline.edge",
+    ("vocelio_proxy.settings", "normal_log_level"): "vocelio_contract.logs",
     ("vocelio_proxy.policy.auth.apikeys", "ApiKeyRecord"): "vocelio_contract.apikeys",
     ("vocelio_proxy.policy.auth.apikeys", "hash_key"): "vocelio_contract.apikeys",
     ("vocelio_proxy.policy.auth.apikeys", "mint_key"): "vocelio_contract.apikeys",

@@ -4,12 +4,14 @@ reconciler through kopf's memo."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vocelio_contract.logs import normal_log_level
 from vocelio_contract.sharding import PART_BYTES
+from vocelio_operator.translation.tenancy.policy import TenancySettings
 
 
 class OperatorSettings(BaseSettings):
@@ -27,4 +29,22 @@ class OperatorSettings(BaseSettings):
     liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8082
     peering: str = Field("vocelio-gateway", description="kopf peering name; replicas with one name elect one.")
     priority: int = Field(0, description="kopf peering priority of this replica.")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level, any letter case (debug, info, warning, error).")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line; text: human-readable lines (development).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return normal_log_level(value)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    tenancy: TenancySettings = Field(
+        default_factory=lambda: TenancySettings(),
+        description="Tenant isolation (docs/multi-tenancy.md): static endpoints, prefix claims, API-key "
+                    "namespaces and allowances. From the chart's `tenancy` values as JSON.")

@@ -1,18 +1,27 @@
 """`vocelio-proxy`: run the proxy against a GatewayConfig file, print the
-config JSON Schema, or check a config file. The process entry point."""
+config JSON Schema, or check a config file. The process entry point.
+
+Every user error is one line on stderr and a non-zero exit status, never a
+traceback (`clierrors.guarded`). Settings come from the settings file, then
+the `VOCELIO_*` environment (which overrides the file), then the flags."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
+from vocelio_contract.buildinfo import version_line
 from vocelio_contract.config import ConfigError, json_schema, parse_config
 from vocelio_contract.logs import setup_logging
+from vocelio_proxy.clierrors import OneLineParser, UserError, env_help, guarded, one_line
 from vocelio_proxy.lifecycle.app import create_app, serve
 from vocelio_proxy.lifecycle.sources import MAX_CONFIG_FILE_BYTES, read_regular_file
-from vocelio_proxy.settings import SettingsError, load_settings
+from vocelio_proxy.settings import ProxySettings, load_settings
+
+log = logging.getLogger("vocelio.proxy")
 
 
 def _run(coro: object) -> None:
@@ -24,23 +33,35 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vocelio-proxy", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="vocelio-proxy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="environment variables: see `vocelio-proxy serve --help`")
+    parser.add_argument("--version", action="version", version=version_line("vocelio-proxy"))
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("serve", help="serve traffic")
+    run = sub.add_parser("serve", help="serve traffic", formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=env_help(ProxySettings, "VOCELIO_", nested=True))
     run.add_argument("--config", type=Path, help="GatewayConfig JSON file (hot-reloaded)")
     run.add_argument("--config-from-api", metavar="NAMESPACE/NAME",
                      help="watch the config ConfigMap through the Kubernetes API instead of a file")
     run.add_argument("--settings", type=Path, help="settings file (YAML)")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
-    run.add_argument("--log-level")
+    run.add_argument("--log-level", help="debug, info, warning or error (any case)")
+    run.add_argument("--log-format", help="json (default) or text (human-readable, for development)")
     run.add_argument("--no-access-log", action="store_true")
     sub.add_parser("schema", help="print the GatewayConfig JSON Schema")
     check = sub.add_parser("check-config", help="validate a GatewayConfig file")
     check.add_argument("file", type=Path)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(f"vocelio-proxy {args.command}", lambda: _command(args))
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "schema":
         sys.stdout.write(json_schema())
         return 0
@@ -48,30 +69,53 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = parse_config(read_regular_file(args.file, MAX_CONFIG_FILE_BYTES))
         except ConfigError as exc:
-            print(f"{args.file}: invalid: {' '.join(str(exc).split())}", file=sys.stderr)
+            print(f"{args.file}: invalid: {one_line(str(exc))}", file=sys.stderr)
             return 1
         print(f"{args.file}: ok, version {cfg.version}, {len(cfg.services)} services")
         return 0
-    try:
-        settings = load_settings(args.settings, config_path=args.config, host=args.host, port=args.port,
-                                 log_level=args.log_level, access_log=False if args.no_access_log else None)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level)
+    return _serve(args)
 
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.settings, config_path=args.config, host=args.host, port=args.port,
+                             log_level=args.log_level, log_format=args.log_format,
+                             access_log=False if args.no_access_log else None)
     source = None
     if args.config_from_api:
+        namespace, _, name = args.config_from_api.partition("/")
+        if not namespace or not name or "/" in name:
+            raise UserError(f"--config-from-api: {args.config_from_api!r} is not NAMESPACE/NAME")
         from vocelio_proxy.lifecycle.kube_source import KubeConfigMapSource
 
-        namespace, _, name = args.config_from_api.partition("/")
         source = KubeConfigMapSource(namespace, name)
+    elif settings.config_path is None:
+        raise UserError("no config: give --config FILE (or VOCELIO_CONFIG_PATH) or --config-from-api NAMESPACE/NAME")
+    setup_logging(settings.log_level, settings.log_format)
+    if source is None and settings.config_path is not None:
+        _warn_when_empty(settings.config_path)
 
     async def go() -> None:
+
         await serve(create_app(settings, source), settings)
 
     _run(go())
     return 0
+
+
+def _warn_when_empty(path: Path) -> None:
+    """Say loudly, at start-up, that the gateway is about to serve nothing: a missing
+    file (the mount may still appear) or a config without services."""
+    try:
+        services = len(parse_config(read_regular_file(path, MAX_CONFIG_FILE_BYTES)).services)
+    except (OSError, ConfigError) as exc:
+        message = f"the config {path} cannot be used yet ({one_line(str(exc))}): every path answers 404 or 503 " \
+                  "until a valid one appears"
+    else:
+        if services:
+            return
+        message = f"the config {path} has no services: every path answers 404 until one is added"
+    print(f"vocelio-proxy serve: warning: {message}", file=sys.stderr, flush=True)
+    log.warning("starting with no services", extra={"fields": {"config": str(path)}})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Proxy static settings: everything that is not dynamic config. Read from
-`VOCELIO_*` environment variables, an optional settings file (YAML/JSON) and CLI
-flags (highest precedence). Consumed by the application factory; the Helm chart
-renders these as env."""
+"""Proxy static settings: everything that is not dynamic config. Read from an
+optional settings file (YAML/JSON), then `VOCELIO_*` environment variables
+(which override the file, 12-factor style), then CLI flags (highest
+precedence). Consumed by the application factory; the Helm chart renders these
+as env."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParseError
 
+from vocelio_contract.logs import normal_log_level
 from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_proxy.policy.authority import parse_authority
 
@@ -59,6 +62,19 @@ class JwtIssuer(BaseModel):
     secret: str | None = Field(None, description="HMAC secret for HS* algorithms.", repr=False)
     public_keys: dict[str, str] = Field(default_factory=dict, description="kid -> PEM public key.", repr=False)
     jwks_url: str | None = Field(None, description="JWKS document with the issuer's public keys.")
+    secret_file: Path | None = Field(
+        None, description="File holding the HMAC secret (a mounted Secret key; the chart's "
+                          "credentials.jwtIssuerSecrets), read at load instead of `secret`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_from_file(cls, data: Any) -> Any:
+        # Credentials stay in Secrets: the settings file names a mounted file, never holds the secret.
+        if isinstance(data, dict) and data.get("secret_file") is not None:
+            if data.get("secret") is not None:
+                raise ValueError(f"issuer {data.get('issuer')!r}: set secret or secret_file, not both")
+            data = {**data, "secret": read_credential(Path(data["secret_file"]), f"issuer {data.get('issuer')!r}")}
+        return data
 
     @model_validator(mode="after")
     def _keys_fit_the_algorithms(self) -> JwtIssuer:
@@ -70,6 +86,19 @@ class JwtIssuer(BaseModel):
                 raise ValueError(f"issuer {self.issuer!r}: public key {kid!r} is not a PEM RSA, P-256 or P-384 "
                                  "public key")
         return self
+
+
+def read_credential(path: Path, what: str) -> str:
+    """A credential from a mounted file (one trailing newline dropped); a one-line error naming
+    the file, never its content, when it cannot be read or is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: cannot read credential file {path} ({type(exc).__name__})") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ValueError(f"{what}: credential file {path} is empty")
+    return text
 
 
 def _public_key_kind(pem: str) -> str | None:
@@ -250,6 +279,34 @@ class AdminListener(BaseModel):
         return paths
 
 
+class TracingSettings(BaseModel):
+    """Span export (off by default). Off, the gateway passes W3C trace context through
+    unchanged; with `otlp-http` it records one span per proxied request and exports it
+    with OTLP/HTTP (JSON encoding) to `endpoint` (docs/operations/observability.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    exporter: Literal["none", "otlp-http"] = Field(
+        "none", description="none: pass trace context through, export nothing; otlp-http: export the gateway's "
+                            "spans to an OpenTelemetry collector (or Jaeger, Tempo) over OTLP/HTTP.")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces URL.")
+    service_name: str = Field("vocelio-gateway", description="The `service.name` of the exported spans.")
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0, description="Share of the traces the gateway starts that are sampled; a caller's sampled flag "
+                         "is always followed.")
+    export_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        5.0, description="Spans are sent in batches at this interval (and at shutdown).")
+    max_queue: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        2048, description="Most spans waiting for export; beyond it new spans are dropped and counted.")
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(10.0, description="Timeout of one export request.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise ValueError(f"tracing.endpoint: {url!r} is not an http(s) URL")
+        return url
+
+
 class ResourceFileSettings(BaseModel):
     """Bounds for reading resource YAML files (standalone mode, `validate`): a file past a
     bound is a reported problem for that file, never a crash or a hang."""
@@ -272,7 +329,11 @@ class ProxySettings(BaseSettings):
     config_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     resources_dir: Path | None = Field(None, description="Standalone mode: a folder of resource YAML files.")
     api_keys_path: Path | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level, any letter case (debug, info, warning, error).")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line (production); text: human-readable lines "
+                            "for development (process logs and the access log).")
     access_log: bool = True
     trusted_proxies: Annotated[int, Field(ge=0, le=10)] = 0
     trusted_hosts: list[str] = Field(default_factory=list, description="Allowed Host values; empty allows any.")
@@ -288,6 +349,11 @@ class ProxySettings(BaseSettings):
     client_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         75.0, description="Idle keep-alive client connections are closed after this time.")
     redis_url: str | None = Field(None, description="Redis for global rate limits; unset: per-process limiter.")
+    redis_password: str | None = Field(
+        None, repr=False, description="Redis password for a URL without one (env VOCELIO_REDIS_PASSWORD, from a "
+                                      "Secret: the chart's credentials.redisPassword).")
+    redis_password_file: Path | None = Field(
+        None, description="File holding the Redis password (a mounted Secret key), read at load.")
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     limits: LimitSettings = LimitSettings()
@@ -306,6 +372,18 @@ class ProxySettings(BaseSettings):
                                  description="A separate listener for /status, /metrics and /docs.")
     resource_files: ResourceFileSettings = Field(
         ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
+    tracing: TracingSettings = Field(default_factory=lambda: TracingSettings(),
+                                     description="Span export (off: trace context passes through).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return normal_log_level(value)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("trusted_hosts")
     @classmethod
@@ -329,6 +407,14 @@ class ProxySettings(BaseSettings):
         return cidrs
 
     @model_validator(mode="after")
+    def _redis_password_from_file(self) -> ProxySettings:
+        if self.redis_password_file is not None:
+            if self.redis_password is not None:
+                raise ValueError("set redis_password or redis_password_file, not both")
+            self.redis_password = read_credential(self.redis_password_file, "redis_password_file")
+        return self
+
+    @model_validator(mode="after")
     def _trust_settings_agree(self) -> ProxySettings:
         if self.trusted_proxy_cidrs and self.trusted_proxies == 0:
             raise ValueError("trusted_proxy_cidrs needs trusted_proxies >= 1: the most proxy hops to walk "
@@ -343,26 +429,76 @@ class SettingsError(ValueError):
     """Settings that do not load, as one line per problem (`field: why`)."""
 
 
-def settings_problems(exc: ValidationError) -> str:
-    """A ValidationError as one line per problem, without pydantic's type codes and URLs."""
+def settings_problems(exc: ValidationError, from_env: frozenset[str] = frozenset()) -> str:
+    """A ValidationError as one line per problem, without pydantic's type codes and URLs.
+    A problem in a setting that came from the environment names its variable."""
     lines = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
+        parts = [str(part) for part in error["loc"]]
+        where = ".".join(parts)
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        if parts and parts[0] in from_env:
+            where += f" (environment {env_name(parts)})"
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
 
 
-def load_settings(settings_file: Path | None = None, **overrides: Any) -> ProxySettings:
-    """Settings from env, then the file, then explicit overrides (CLI flags).
-    Raises `SettingsError` with a one-line message when they do not load."""
-    data: dict[str, Any] = {}
+def env_name(parts: list[str]) -> str:
+    """The environment variable of a settings path: ["auth", "leeway_s"] -> VOCELIO_AUTH__LEEWAY_S."""
+    return "VOCELIO_" + "__".join(p.upper() for p in parts)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return out
+
+
+def read_settings_file(settings_file: Path) -> dict[str, Any]:
+    """The mapping in a settings file; `SettingsError` (one line) when it cannot be read or parsed."""
+    try:
+        text = settings_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{settings_file}: cannot read the settings file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{settings_file}: the settings file is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise SettingsError(f"{settings_file}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{settings_file}: settings must be a mapping")
+    return data
+
+
+def load_settings(settings_file: Path | None = None, defaults: dict[str, Any] | None = None,
+                  **overrides: Any) -> ProxySettings:
+    """Settings from `defaults` (the command's own, lowest), then the file, then the
+    `VOCELIO_*` environment (12-factor: the environment overrides the file), then
+    explicit overrides (CLI flags; None means not given). Raises `SettingsError` with a
+    one-line message when they do not load."""
+    data: dict[str, Any] = dict(defaults or {})
     if settings_file is not None:
-        data = yaml.safe_load(settings_file.read_text()) or {}
-        if not isinstance(data, dict):
-            raise SettingsError(f"{settings_file}: settings must be a mapping")
-    data.update({k: v for k, v in overrides.items() if v is not None})
+        data = _merged(data, read_settings_file(settings_file))
+    try:
+        env = EnvSettingsSource(ProxySettings)()
+    except EnvParseError as exc:
+        raise SettingsError(f"invalid settings: {' '.join(str(exc).split())} (a list or mapping is "
+                            "written as JSON, e.g. VOCELIO_TRUSTED_HOSTS='[\"api.example.com\"]')") from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data = _merged(_merged(data, env), given)
     try:
         return ProxySettings(**data)
     except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {settings_problems(exc)}") from None
+        from_env = frozenset(env) - frozenset(given)
+        raise SettingsError(f"invalid settings: {settings_problems(exc, from_env)}") from None

@@ -33,7 +33,8 @@ from vocelio_proxy.lifecycle.app import gateway_handler
 from vocelio_proxy.wire.exchange import Exchange
 
 LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "service", "status", "duration_ms",
-              "upstream", "attempts", "client"}
+              "upstream", "attempts", "client", "bytes_received", "bytes_sent",
+              "trace_id", "span_id"}
 
 
 def one_service(up: RecordingUpstream, **kw: Any) -> GatewayConfig:

@@ -87,7 +87,7 @@ async def _exchange(port: int, pieces: list[bytes], pause_s: float = 0.1,
 def _counted(gw: Gateway) -> dict[str, float]:
     """Requests recorded by status class, over all services (the gateway's own included)."""
     out: dict[str, float] = {}
-    for (_, _, code_class), count in gw.app[keys.METRICS].requests.values.items():
+    for (_, _, code_class), count in gw.app[keys.METRICS].requests_by_class().items():
         out[code_class] = out.get(code_class, 0) + count
     return out
 

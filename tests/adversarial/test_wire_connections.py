@@ -65,7 +65,7 @@ async def test_a_connection_over_the_cap_gets_a_503_envelope_and_an_orderly_clos
     assert envelope["status_code"] == 503
     assert "connection limit" in envelope["message"]
     assert server.refused_connections == 1
-    assert capped.app[keys.METRICS].requests.values[("gateway", "OTHER", "5xx")] == 1
+    assert capped.app[keys.METRICS].requests_by_class()[("gateway", "OTHER", "5xx")] == 1
     assert len(server.connections) == CAP
     for _, writer in held:
         await close_quietly(writer)

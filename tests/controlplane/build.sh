@@ -12,7 +12,9 @@ helm_version="v3.20.2"
 mkdir -p "$out"
 export GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
 
-stamp="$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" "$here/build.sh" | sha256sum | cut -c1-16)"
+# The control plane's cache key: its Go inputs and the version it is stamped with (not the whole
+# script, so a change to the helm section below does not rebuild Kubernetes).
+stamp="$( (cat "$here/go.mod" "$here/go.sum" "$here/main.go"; echo "controlplane $k8s_version") | sha256sum | cut -c1-16)"
 if [[ -x "$out/controlplane" && "$(cat "$out/.controlplane.stamp" 2>/dev/null)" == "$stamp" ]]; then
   echo "controlplane: cached ($out)"
 else
@@ -33,12 +35,31 @@ for name in kube-apiserver kube-controller-manager etcd kubectl; do
   ln -sf controlplane "$out/$name"
 done
 
-if [[ -x "$out/helm" && "$(cat "$out/.helm.stamp" 2>/dev/null)" == "$helm_version" ]]; then
+# helm is stamped the way upstream's Makefile stamps a release (helm's Makefile, LDFLAGS): version,
+# commit and tree state, and the Kubernetes version helm assumes when it has no cluster to ask
+# (`helm template`, `helm lint`): major = client-go major + 1, minor = client-go minor, read from
+# the client-go that helm's own go.mod pins. Without these, helm defaults to Kubernetes v1.20 and
+# the chart's kubeVersion (>=1.30) refuses every offline render.
+helm_commit="8fb76d6ab555577e98e23b7500009537a471feee"  # git rev-parse v3.20.2^{commit} in helm/helm
+helm_gomod="$(go mod download -json "helm.sh/helm/v3@$helm_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
+client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$helm_gomod")"  # e.g. v0.35.1
+IFS=. read -r cg_major cg_minor _ <<< "${client_go#v}"
+helm_k8s_major=$((cg_major + 1))
+helm_k8s_minor="$cg_minor"
+hv="helm.sh/helm/v3/internal/version"
+helm_ld="-w -s -X $hv.version=$helm_version -X $hv.metadata= -X $hv.gitCommit=$helm_commit -X $hv.gitTreeState=clean"
+for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ld="$helm_ld -X $p.k8sVersionMajor=$helm_k8s_major -X $p.k8sVersionMinor=$helm_k8s_minor"
+done
+helm_stamp="$(echo "helm $helm_version $helm_ld" | sha256sum | cut -c1-16)"
+if [[ -x "$out/helm" && "$(cat "$out/.helm.stamp" 2>/dev/null)" == "$helm_stamp" ]]; then
   echo "helm: cached ($out)"
 else
-  echo "helm: building $helm_version"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" "helm.sh/helm/v3/cmd/helm@$helm_version"
-  echo "$helm_version" > "$out/.helm.stamp"
+  echo "helm: building $helm_version (assumes Kubernetes v$helm_k8s_major.$helm_k8s_minor offline; about a minute)"
+  start=$(date +%s)
+  GOBIN="$out" go install -trimpath -ldflags "$helm_ld" "helm.sh/helm/v3/cmd/helm@$helm_version"
+  echo "$helm_stamp" > "$out/.helm.stamp"
+  echo "helm: built in $(( $(date +%s) - start ))s"
 fi
 "$out/kubectl" version --client
 "$out/helm" version --short

@@ -29,7 +29,7 @@ def referenced_names(helm: Path) -> set[str]:
         for target in panel["targets"]:
             names.update(NAME.findall(target["expr"]))
     rendered = subprocess.run(
-        [str(helm), "template", "vg", str(CHART), "--kube-version", "1.37.2", "--set", "image.tag=0.1.0",
+        [str(helm), "template", "vg", str(CHART), "--set", "image.tag=0.1.0",
          "--set", "monitoring.prometheusRule=true"], capture_output=True, text=True, check=True).stdout
     for doc in yaml.safe_load_all(rendered):
         if doc and doc["kind"] == "PrometheusRule":

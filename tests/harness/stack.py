@@ -32,8 +32,11 @@ BIN = Path(sys.executable).parent
 
 def install_crds(cp: ControlPlane, kube: Kube) -> None:
     cp.kubectl("apply", "-f", str(ROOT / "crds"))
-    cp.kubectl("wait", "--for=condition=Established", "crd/vocelioservices.gateway.vocelio.ai",
-               "crd/ratetiers.gateway.vocelio.ai", "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s")
+    # `kubectl wait` fails at once on a CRD whose status has no conditions yet: poll it.
+    poll("CRDs established", lambda: cp.kubectl(
+        "wait", "--for=condition=Established", "crd/vocelioservices.gateway.vocelio.ai",
+        "crd/ratetiers.gateway.vocelio.ai", "crd/clusterkopfpeerings.kopf.dev",
+        "crd/referencegrants.gateway.networking.k8s.io", "--timeout=30s", check=False).returncode == 0, 60)
     try:
         kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                            "metadata": {"name": CONFIG_NAMESPACE}})

@@ -285,7 +285,8 @@ def test_api_key_secrets_reach_the_proxies_as_hashes_only(stack: Stack, tmp_path
     import subprocess
 
     result = subprocess.run([str(BIN / "vocelio-gateway"), "mint-key", "--name", "ci", "--tenant", "acme",
-                             "--tier", "premium", "--namespace", NS, "--output", str(manifest)],
+                             # Keys are read in the gateway's namespace (plus tenancy.apiKeys.namespaces).
+                             "--tier", "premium", "--namespace", CONFIG_NAMESPACE, "--output", str(manifest)],
                             capture_output=True, text=True, check=True)
     key = result.stderr.split("store it now): ")[1].split()[0]
     assert key not in manifest.read_text()

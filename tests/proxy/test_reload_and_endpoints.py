@@ -111,7 +111,7 @@ async def test_metrics_docs_and_info_are_served(upstream_factory: UpstreamFactor
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     await gw.get("/api/v1/svc/x")
     metrics = (await gw.get("/metrics"))[2].decode()
-    assert 'vocelio_requests_total{code_class="2xx",method="GET",service="svc"} 1.0' in metrics
+    assert 'vocelio_requests_total{code="200",code_class="2xx",method="GET",service="svc"} 1.0' in metrics
     assert "vocelio_request_duration_seconds_bucket" in metrics
     assert "vocelio_upstream_duration_seconds_bucket" in metrics
     assert "vocelio_requests_in_flight" in metrics

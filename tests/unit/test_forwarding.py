@@ -8,13 +8,13 @@ import pytest
 from vocelio_proxy.policy.forwarded_headers import (
     ForwardedTrust,
     accept_request_id,
-    child_traceparent,
     client_address,
     downstream_response_headers,
     is_respelled_owned,
     response_head,
     upstream_request_headers,
 )
+from vocelio_proxy.policy.tracecontext import propagate
 
 
 def build_list(headers: list[tuple[str, str]], trusted: int = 0) -> list[tuple[str, str]]:
@@ -146,13 +146,12 @@ def test_request_ids_are_propagated_when_well_formed() -> None:
     assert accept_request_id(None).startswith("req_")
 
 
-def test_traceparent_keeps_the_trace_and_replaces_the_span() -> None:
+def test_a_valid_traceparent_passes_through_unchanged_and_junk_starts_a_trace() -> None:
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    child = child_traceparent(parent)
-    assert child.startswith("00-0af7651916cd43dd8448eb211c80319c-")
-    assert not child.endswith("b7ad6b7169203331-01")
-    fresh = child_traceparent("junk")
+    assert propagate(parent, None) == (parent, None)
+    fresh, state = propagate("junk", "a=1")
     assert re.match(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$", fresh)
+    assert state is None
 
 
 def test_response_framing_headers_are_left_to_the_server() -> None:

@@ -171,4 +171,4 @@ def test_settings_that_do_not_load_give_one_line_naming_the_field(tmp_path: Path
     result = subprocess.run([sys.executable, "-m", "vocelio_proxy.cli", "serve", "--settings", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [str(info.value)]
+    assert result.stderr.strip().splitlines() == [f"vocelio-proxy serve: {info.value}"]

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
+from vocelio_operator.kube.keywatch import watch_key_secrets
 from vocelio_operator.kube.metrics import OperatorMetrics
 from vocelio_operator.kube.reconciler import Reconciler
 from vocelio_operator.kube.writer import ApiWriter
 from vocelio_operator.model.resources import GROUP, VERSION
 from vocelio_operator.settings import OperatorSettings
+from vocelio_operator.translation.tenancy.grants import GRANT_GROUP, GRANT_VERSION
+from vocelio_operator.translation.tenancy.policy import key_namespaces
 
 log = logging.getLogger("vocelio.operator")
 
@@ -56,14 +60,19 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
         memo.api = api
         memo.reconciler = reconciler
         memo.task = asyncio.create_task(reconciler.run(), name="reconciler")
+        # API-key Secrets only where keys may live (a Role each), not through kopf's cluster-wide watch.
+        memo.key_tasks = [asyncio.create_task(watch_key_secrets(api, ns, op.api_key_label,
+                                                                 _keys_listed(reconciler), _key_changed(reconciler)),
+                                              name=f"api-keys/{ns}")
+                          for ns in key_namespaces(op.tenancy, op.config_namespace)]
         reconciler.mark_dirty()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        task = memo.get("task")
-        if task is not None:
+        tasks = [t for t in [memo.get("task"), *(memo.get("key_tasks") or [])] if t is not None]
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if memo.get("api") is not None:
             await memo.api.close()
 
@@ -99,18 +108,37 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
             log.debug("endpoint slice event", extra={"fields": {"service": "/".join(key)}})
             reconciler.mark_dirty()
 
-    @kopf.on.event("", "v1", "secrets", labels={settings.api_key_label: "true"}, registry=registry)
-    def api_key_secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    @kopf.on.event(GRANT_GROUP, GRANT_VERSION, "referencegrants", registry=registry)
+    def reference_grant_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        # A grant given or taken back re-renders every service that references across namespaces.
         reconciler: Reconciler = memo.reconciler
         body: dict[str, Any] = dict(event["object"])
         meta = body["metadata"]
         if event["type"] == "DELETED":
+            reconciler.index.remove_grant(meta.get("namespace", "default"), meta["name"])
+        else:
+            reconciler.index.upsert_grant(body)
+        reconciler.mark_dirty()
+
+    return registry
+
+
+def _keys_listed(reconciler: Reconciler) -> Callable[[str, list[Mapping[str, Any]]], None]:
+    def listed(namespace: str, bodies: list[Mapping[str, Any]]) -> None:
+        reconciler.index.replace_api_key_secrets(namespace, bodies)
+        reconciler.mark_dirty()
+    return listed
+
+
+def _key_changed(reconciler: Reconciler) -> Callable[[str, Mapping[str, Any]], None]:
+    def changed(kind: str, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        if kind == "DELETED":
             reconciler.index.remove_api_key_secret(meta.get("namespace", "default"), meta["name"])
         else:
             reconciler.index.upsert_api_key_secret(body)
         reconciler.mark_dirty()
-
-    return registry
+    return changed
 
 
 async def run_operator(settings: OperatorSettings) -> None:

@@ -1,9 +1,12 @@
 """Prometheus metrics of the operator (its own registry, served on the metrics
-port by the CLI). Names are a contract for dashboards and alerts (README)."""
+port by the CLI). Names are a contract for dashboards and alerts; they are
+documented in docs/operations/observability.md."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from vocelio_contract.buildinfo import build_labels
 
 
 class OperatorMetrics:
@@ -22,5 +25,9 @@ class OperatorMetrics:
                                        "Endpoint addresses known from EndpointSlices.", registry=r)
         self.last_write = Gauge("vocelio_operator_last_successful_write_timestamp_seconds",
                                 "Wall time of the last successful config write.", registry=r)
+        labels = build_labels("operator")
+        build = Gauge("vocelio_build_info", "The running build: version, Python and source commit (always 1).",
+                      list(labels), registry=r)
+        build.labels(**labels).set(1)
         self.status_patches = Counter("vocelio_operator_status_patches", "Status subresource patches.",
                                       registry=r)

@@ -18,7 +18,13 @@ from vocelio_operator.kube.writer import ApiWriter
 from vocelio_operator.settings import OperatorSettings
 from vocelio_operator.translation.cluster_index import ClusterIndex, ResourceRef
 from vocelio_operator.translation.rendering import Outcome, render_config
-from vocelio_operator.translation.status import resource_status, same_conditions, transition_events
+from vocelio_operator.translation.status import (
+    resource_status,
+    same_conditions,
+    transition_events,
+)
+from vocelio_operator.translation.tenancy.keys import judge_keys
+from vocelio_operator.translation.tenancy.policy import address_policy, key_namespaces, key_policy, tenancy_policy
 
 log = logging.getLogger("vocelio.operator")
 
@@ -39,6 +45,10 @@ class Reconciler:
         self.last_hash: str | None = None
         self.last_keys_digest: str | None = None
         self._reported: dict[str, dict[str, Any]] = {}
+        #: "namespace/name" of an API-key Secret -> the refusal last posted as an Event about it.
+        self._key_refusals: dict[str, str] = {}
+        #: One address policy for the operator's life: its verdict memo spares re-parsing every endpoint.
+        self._addresses = address_policy(settings.tenancy)
         self.passes = 0
 
     def mark_dirty(self) -> None:
@@ -46,7 +56,10 @@ class Reconciler:
 
     async def prime(self) -> None:
         """Seed the index from one LIST of everything, then render only a complete view."""
-        snapshot = await self.writer.list_snapshot(self.settings.namespaces, self.settings.api_key_label)
+        namespaces = key_namespaces(self.settings.tenancy, self.settings.config_namespace)
+        snapshot = await self.writer.list_snapshot(self.settings.namespaces, self.settings.api_key_label, namespaces)
+        for body in snapshot["grants"]:
+            self.index.upsert_grant(body)
         for body in snapshot["resources"]:
             self.index.upsert_resource(body)
         for body in snapshot["slices"]:
@@ -91,8 +104,10 @@ class Reconciler:
     async def reconcile_once(self) -> None:
         self.passes += 1
         started = time.perf_counter()
+        tenancy = tenancy_policy(self.settings.tenancy, self.settings.config_namespace,
+                                 self.index.grants_by_namespace(), self._addresses)
         result = render_config(list(self.index.services.values()), list(self.index.tiers.values()),
-                               self.index.endpoint_index())
+                               self.index.endpoint_index(), tenancy=tenancy)
         self.metrics.render_duration.observe(time.perf_counter() - started)
         config = result.config
         text = config.to_json()
@@ -101,7 +116,9 @@ class Reconciler:
         rendered_at = time.perf_counter()
         # Keys before routes: a proxy that reads a config naming a key-authenticated route finds the keys
         # already published, so a new route never answers 401 for a key that exists.
-        keys_text, keys_digest = self.index.api_keys_document()
+        refused = judge_keys(self.index.api_keys, key_policy(self.settings.tenancy, self.settings.config_namespace),
+                             self.settings.config_namespace)
+        keys_text, keys_digest = self.index.api_keys_document(refused)
         if keys_digest != self.last_keys_digest:
             await self.writer.apply_secret(self.settings.config_namespace, self.settings.api_keys_secret,
                                            {"keys.json": keys_text}, keys_digest)
@@ -118,6 +135,20 @@ class Reconciler:
                 "services": len(config.services), "render_ms": round((rendered_at - started) * 1000, 1),
                 "write_ms": round((time.perf_counter() - rendered_at) * 1000, 1)}})
         await self._report(result.outcomes)
+        await self._report_keys({**self.index.api_key_problems, **refused})
+
+    async def _report_keys(self, refused: dict[str, str]) -> None:
+        """An Event on each API-key Secret whose key is not published, once per reason."""
+        for key in [k for k in self._key_refusals if k not in refused]:
+            del self._key_refusals[key]
+        for key, message in sorted(refused.items()):
+            if self._key_refusals.get(key) == message:
+                continue
+            namespace, name = key.split("/", 1)
+            reason = "InvalidApiKey" if key in self.index.api_key_problems else "ApiKeyNotAllowed"
+            await self.writer.post_secret_event(namespace, name, self.index.api_key_uids.get(key, ""), "Warning",
+                                                reason, message)
+            self._key_refusals[key] = message
 
     async def _report(self, outcomes: dict[str, Outcome]) -> None:
         for key, ref in list(self.index.refs.items()):

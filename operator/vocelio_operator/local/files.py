@@ -52,6 +52,7 @@ from vocelio_operator.local.manifests import (
     parse_stream,
 )
 from vocelio_operator.model.resources import RateTierResource, VocelioServiceResource, is_service
+from vocelio_operator.model.schemas import CrdsMissing
 from vocelio_operator.translation.rendering import RenderResult, render_config
 from vocelio_proxy.lifecycle.sources import UnreadableFile, read_regular_file
 from vocelio_proxy.process.supervision import describe_error
@@ -84,7 +85,7 @@ class FileResult:
 
 
 def load_file(path: Path, limits: ManifestLimits = DEFAULT_LIMITS) -> FileResult:
-    """Read and parse one manifest file; never raises."""
+    """Read and parse one manifest file; raises only CrdsMissing (a broken install)."""
     try:
         data = read_regular_file(path, limits.max_file_bytes)
     except UnreadableFile as exc:
@@ -95,6 +96,8 @@ def load_file(path: Path, limits: ManifestLimits = DEFAULT_LIMITS) -> FileResult
         return FileResult(path, empty=True)
     try:
         documents, problem = parse_stream(data, limits)
+    except CrdsMissing:
+        raise  # a broken install, not this file's problem: the command fails in one line
     except Exception as exc:  # defensive: parse_stream handles every error it knows
         log.error("unexpected error while parsing a resource file", exc_info=exc,
                   extra={"fields": {"file": str(path)}})

@@ -29,7 +29,7 @@ from vocelio_operator.model.resources import (
     is_service,
     parse_resource,
 )
-from vocelio_operator.model.schemas import schema_problems
+from vocelio_operator.model.schemas import CrdsMissing, schema_problems
 from vocelio_proxy.process.supervision import describe_error
 from vocelio_proxy.settings import ResourceFileSettings
 
@@ -260,6 +260,8 @@ def check_document(index: int, doc: object) -> DocumentResult | None:
             # cross-field rules for fields the schema did not already flag.
             flagged = {p.split(":", 1)[0] for p in problems}
             problems += [str(p) for p in exc.problems if p.path not in flagged]
+    except CrdsMissing:
+        raise  # a broken install, not this document's problem: never pass documents unchecked
     except Exception as exc:  # a validator tripping on an odd value: still this document's problem
         log.warning("validator failed on a document", exc_info=exc)
         problems = [f"cannot validate: {describe_error(exc)}"]

@@ -88,6 +88,11 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
         settings = settings.model_copy(update={"shutdown_delay_s": 0.0})
     source = prime(resources_dir, settings)
     loaded = source.loaded
+    if not loaded.services:
+        # Loud, not fatal: the folder is watched, and services added later are served.
+        print(f"warning: no VocelioService in {resources_dir}: every path answers 404 until one is added",
+              file=sys.stderr, flush=True)
+        log.warning("starting with no services", extra={"fields": {"resources": str(resources_dir)}})
     app = create_app(settings, source, extensions=extensions)
     names = sorted(r.metadata.name for r in loaded.services)
 

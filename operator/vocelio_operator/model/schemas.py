@@ -1,19 +1,47 @@
-"""Offline checks against the CRDs' own OpenAPI schemas (crds/*.yaml), so
-`vocelio-gateway validate` and the standalone file provider reject what the API
-server would: types, ranges, patterns, enums and unknown fields. CEL rules are
-mirrored by the resource models with the same messages. Used by `files`."""
+"""Offline checks against the CRDs' own OpenAPI schemas, so `vocelio-gateway
+validate` and the standalone file provider reject what the API server would:
+types, ranges, patterns, enums and unknown fields. CEL rules are mirrored by the
+resource models with the same messages. Used by `files` (through `manifests`)
+and by `vocelio-gateway crds`.
+
+The CRDs ship inside the package (`vocelio_operator/crds/`, package data: the
+same bytes as the repository's `crds/`), so an installed wheel or image checks
+exactly what a checkout does. A package without them is broken, and says so:
+there is no fallback to weaker checks."""
 
 from __future__ import annotations
 
 import copy
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
 from jsonschema import Draft7Validator
 
-CRD_DIR = Path(__file__).resolve().parents[3] / "crds"  # operator/vocelio_operator/model/schemas.py
+GROUP = "gateway.vocelio.ai"
+# The kinds this package's CRDs must define; a package missing one is refused, not half-checked.
+REQUIRED_KINDS = frozenset({"VocelioService", "RateTier"})
+
+
+class CrdsMissing(FileNotFoundError):
+    """The package's CRD files are absent or incomplete (a broken install): an OSError, so every
+    command reports it as one line like any other missing file."""
+
+
+def crd_files() -> list[Traversable]:
+    """The CRD manifests shipped in the package, sorted by name."""
+    folder = resources.files("vocelio_operator").joinpath("crds")  # the package root, not this module's
+    if not folder.is_dir():
+        raise CrdsMissing("the CRDs are missing from the installed vocelio_operator package (vocelio_operator/crds/); "
+                          "reinstall the package")
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+
+
+def crd_manifests() -> str:
+    """Every shipped CRD as one multi-document YAML stream (for `kubectl apply -f -`)."""
+    return "".join(f"---\n{f.read_text(encoding='utf-8').rstrip()}\n" for f in crd_files())
 
 
 def _to_json_schema(node: Any) -> Any:
@@ -31,18 +59,20 @@ def _to_json_schema(node: Any) -> Any:
 
 @cache
 def validators() -> dict[str, Draft7Validator]:
-    """Kind -> validator; empty when the CRDs are not next to the package (an installed image)."""
+    """Kind -> validator for every gateway kind; CrdsMissing when the package lacks one."""
     found: dict[str, Draft7Validator] = {}
-    if not CRD_DIR.is_dir():
-        return found
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        if crd.get("spec", {}).get("group") != "gateway.vocelio.ai":
+    for path in crd_files():
+        crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if crd.get("spec", {}).get("group") != GROUP:
             continue
         schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
         schema["properties"]["metadata"] = {"type": "object"}
         schema["properties"].pop("status", None)
         found[crd["spec"]["names"]["kind"]] = Draft7Validator(_to_json_schema(schema))
+    missing = REQUIRED_KINDS - found.keys()
+    if missing:
+        raise CrdsMissing(f"the installed vocelio_operator package has no CRD for {', '.join(sorted(missing))}; "
+                          "reinstall the package")
     return found
 
 

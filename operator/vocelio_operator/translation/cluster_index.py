@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from vocelio_operator.model.resources import (
     parse_resource,
 )
 from vocelio_operator.translation.rendering import EndpointIndex
+from vocelio_operator.translation.tenancy.grants import ReferenceGrant, parse_grant
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -64,10 +65,35 @@ class ClusterIndex:
     slices: dict[tuple[str, str], dict[str, list[DiscoveredEndpoint]]] = field(default_factory=dict)
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     api_key_problems: dict[str, str] = field(default_factory=dict)
+    #: "namespace/name" of each API-key Secret -> its uid (Events about it name the object).
+    api_key_uids: dict[str, str] = field(default_factory=dict)
+    #: "namespace/name" -> ReferenceGrant (gateway.networking.k8s.io).
+    grants: dict[str, ReferenceGrant] = field(default_factory=dict)
+
+    def upsert_grant(self, body: Mapping[str, Any]) -> None:
+        grant = parse_grant(body)
+        self.grants[f"{grant.namespace}/{grant.name}"] = grant
+
+    def remove_grant(self, namespace: str, name: str) -> None:
+        self.grants.pop(f"{namespace}/{name}", None)
+
+    def grants_by_namespace(self) -> dict[str, list[ReferenceGrant]]:
+        out: dict[str, list[ReferenceGrant]] = {}
+        for grant in self.grants.values():
+            out.setdefault(grant.namespace, []).append(grant)
+        return out
+
+    def replace_api_key_secrets(self, namespace: str, bodies: list[Mapping[str, Any]]) -> None:
+        """A fresh listing of one namespace's key Secrets replaces what the index held for it."""
+        for key in [k for k in {**self.api_keys, **self.api_key_problems} if k.split("/", 1)[0] == namespace]:
+            self.remove_api_key_secret(*key.split("/", 1))
+        for body in bodies:
+            self.upsert_api_key_secret(body)
 
     def upsert_api_key_secret(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        self.api_key_uids[key] = str(meta.get("uid") or "")
         data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
         try:
             self.api_keys[key] = record_from_secret_data(data)
@@ -79,10 +105,13 @@ class ClusterIndex:
     def remove_api_key_secret(self, namespace: str, name: str) -> None:
         self.api_keys.pop(f"{namespace}/{name}", None)
         self.api_key_problems.pop(f"{namespace}/{name}", None)
+        self.api_key_uids.pop(f"{namespace}/{name}", None)
 
-    def api_keys_document(self) -> tuple[str, str]:
-        """The proxies' keys file (hashes and metadata only) and its digest."""
-        records = sorted((r.model_dump(mode="json") for r in self.api_keys.values()), key=lambda r: r["id"])
+    def api_keys_document(self, refused: Collection[str] = ()) -> tuple[str, str]:
+        """The proxies' keys file (hashes and metadata only) and its digest, without the
+        Secrets named in `refused` ("namespace/name": outside their namespace's allowance)."""
+        records = sorted((r.model_dump(mode="json") for k, r in self.api_keys.items() if k not in refused),
+                         key=lambda r: r["id"])
         text = json.dumps(records, sort_keys=True, indent=1) + "\n"
         return text, hashlib.sha256(text.encode()).hexdigest()
 

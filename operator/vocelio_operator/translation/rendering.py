@@ -32,6 +32,8 @@ from vocelio_contract.config import IDEMPOTENT_METHODS, GatewayConfig, RateTier,
 from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
 from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_operator.model.resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
+from vocelio_operator.translation.tenancy.grants import reference_permitted
+from vocelio_operator.translation.tenancy.policy import TenancyPolicy
 
 _SERVICES = TypeAdapter(list[Service])
 
@@ -79,16 +81,28 @@ def _resolve_port(ref: ServiceRef, ep: DiscoveredEndpoint) -> int | None:
     return None
 
 
-def _backends(res: VocelioServiceResource,
-              endpoints: EndpointIndex) -> tuple[list[dict[str, Any]], list[str], int, int]:
+#: Why a backend did not resolve, most telling first: the ResolvedRefs reason is the first present.
+_REASONS = ("RefNotPermitted", "StaticEndpointsDisabled", "AddressNotAllowed", "BackendNotFound")
+
+
+def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
+              tenancy: TenancyPolicy | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]], int, int]:
+    """Rendered backends, (reason, message) problems, ready and total endpoint counts. With a
+    tenancy policy (cluster mode), endpoints it refuses are left out and reported as problems."""
     backends: list[dict[str, Any]] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     ready = total = 0
     for index, spec in enumerate(res.spec.backends):
         eps: list[dict[str, Any]] = []
         if spec.static_endpoints is not None:
             name = spec.name or f"static-{index}"
             for st in spec.static_endpoints:
+                refused = tenancy.addresses.static_refusal(st.address) if tenancy is not None else None
+                if refused is not None:
+                    reason = "AddressNotAllowed" if tenancy and tenancy.addresses.static_endpoints \
+                        else "StaticEndpointsDisabled"
+                    problems.append((reason, f"backend {name}: {refused}"))
+                    continue
                 eps.append({"address": st.address, "port": st.port, "weight": st.weight, "ready": True})
         else:
             ref = spec.service_ref
@@ -96,10 +110,18 @@ def _backends(res: VocelioServiceResource,
             namespace = ref.namespace or res.metadata.namespace
             name = spec.name or f"{namespace}-{ref.name}"
             found = endpoints.get((namespace, ref.name))
-            if found is None:
-                problems.append(f"Service {namespace}/{ref.name} has no EndpointSlices")
+            if tenancy is not None and not reference_permitted(res.metadata.namespace, namespace, ref.name,
+                                                               tenancy.grants.get(namespace, ())):
+                # Nothing of the other namespace is rendered, not even whether the Service exists.
+                problems.append(("RefNotPermitted",
+                                 f"backend {name}: Service {namespace}/{ref.name} is in another namespace and no "
+                                 f"ReferenceGrant in {namespace} allows VocelioServices from "
+                                 f"{res.metadata.namespace} to use it"))
+            elif found is None:
+                problems.append(("BackendNotFound", f"Service {namespace}/{ref.name} has no EndpointSlices"))
             else:
                 unresolved = 0
+                refused_addresses: list[str] = []
                 resolved: dict[int, int | None] = {}  # endpoints of one slice share their ports mapping
                 for dep in found:
                     port = resolved.get(id(dep.ports), -1)
@@ -108,9 +130,18 @@ def _backends(res: VocelioServiceResource,
                     if port is None:
                         unresolved += 1
                         continue
+                    if tenancy is not None:
+                        refused = tenancy.addresses.refusal(dep.address)
+                        if refused is not None:
+                            refused_addresses.append(refused)
+                            continue
                     eps.append({"address": dep.address, "port": port, "ready": dep.ready, "name": dep.pod})
+                if refused_addresses:
+                    problems.append(("AddressNotAllowed", f"backend {name}: Service {namespace}/{ref.name}: "
+                                     f"{refused_addresses[0]}"))
                 if unresolved and not eps:
-                    problems.append(f"port {ref.port!r} not found on Service {namespace}/{ref.name}")
+                    problems.append(("BackendNotFound",
+                                     f"port {ref.port!r} not found on Service {namespace}/{ref.name}"))
         eps.sort(key=lambda e: (e["address"], e["port"]))
         # Duplicate addresses (an address in two slices) would double its share.
         unique = list({(e["address"], e["port"]): e for e in eps}.values())
@@ -242,15 +273,23 @@ def _rejected(res: VocelioServiceResource, reason: str, message: str) -> Outcome
                    accepted_message=message)
 
 
+def _resolved_reason(problems: list[tuple[str, str]]) -> str:
+    found = {reason for reason, _ in problems}
+    return next((r for r in _REASONS if r in found), "ResolvedRefs")
+
+
 def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[RateTierResource],
-                  endpoints: EndpointIndex, policy: PathPolicy = DEFAULT_POLICY) -> RenderResult:
+                  endpoints: EndpointIndex, policy: PathPolicy = DEFAULT_POLICY,
+                  tenancy: TenancyPolicy | None = None) -> RenderResult:
     """Render every resource; `policy` is the path policy prefixes are judged by (the
-    strictest by default: see the module docstring)."""
+    strictest by default: see the module docstring). `tenancy` (cluster mode) judges
+    prefix claims, cross-namespace references and backend addresses
+    (docs/multi-tenancy.md); standalone mode passes none."""
     outcomes: dict[str, Outcome] = {}
     reserved_keys = {route_key(p, policy) for p in RESERVED_PATHS}
     claimed: dict[str, tuple[str, str]] = {}  # route key -> (resource id, canonical prefix)
     rendered: list[Service] = []
-    candidates: list[tuple[VocelioServiceResource, list[_Prefix], list[str], int, int]] = []
+    candidates: list[tuple[VocelioServiceResource, list[_Prefix], list[tuple[str, str]], int, int]] = []
     service_data: list[dict[str, Any]] = []
     for res in sorted(services, key=_order_key):
         key = f"VocelioService/{res.id}"
@@ -267,7 +306,13 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
         if len(set(canonical)) != len(canonical):
             outcomes[key] = _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
             continue
-        backends, problems, ready, total = _backends(res, endpoints)
+        # Before any claim is registered: a refused claim never routes and never blocks a prefix.
+        not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
+            if tenancy is not None else None
+        if not_allowed is not None:
+            outcomes[key] = _rejected(res, "PrefixNotAllowed", not_allowed)
+            continue
+        backends, problems, ready, total = _backends(res, endpoints, tenancy)
         candidates.append((res, prefixes, problems, ready, total))
         service_data.append(_service(res, canonical, backends))
     built = _validate_services(service_data) if service_data else []
@@ -292,8 +337,8 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
         outcomes[key] = Outcome(
             "VocelioService", res.id, gen,
             accepted_message="Resource is valid and routed" + (f" (prefix {respelled[0]})" if respelled else ""),
-            resolved=not problems, resolved_reason="ResolvedRefs" if not problems else "BackendNotFound",
-            resolved_message="All references resolved" if not problems else "; ".join(problems),
+            resolved=not problems, resolved_reason=_resolved_reason(problems),
+            resolved_message="All references resolved" if not problems else "; ".join(m for _, m in problems),
             ready_endpoints=ready, total_endpoints=total)
     rendered.sort(key=lambda s: (s.namespace, s.name))
     tier_list: list[RateTier] = []

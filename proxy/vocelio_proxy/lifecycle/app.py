@@ -32,9 +32,10 @@ from vocelio_proxy.pipeline.proxying import Proxy
 from vocelio_proxy.policy.auth.jwks import JwksCache, JwksFetch, JwksUnavailable
 from vocelio_proxy.policy.ratelimits import MemoryLimiter
 from vocelio_proxy.process.accesslog import AccessLog
-from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.metrics import ProxyMetrics, code_label
 from vocelio_proxy.process.redis_limiter import RedisLimiter
 from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.server import HttpServer
 from vocelio_proxy.wire.upstream import UpstreamPool
@@ -60,6 +61,9 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
         source = FileSource(settings.config_path)
     app[keys.ACCESS_LOG] = AccessLog()
     app.cleanup_ctx.append(lambda app: app[keys.ACCESS_LOG].run())
+    if settings.tracing.exporter == "otlp-http":
+        app[keys.SPANS] = SpanExporter(settings.tracing, app[keys.METRICS])
+        app.cleanup_ctx.append(lambda app: app[keys.SPANS].run())
     app.cleanup_ctx.append(_clients)
     app.cleanup_ctx.append(_background(source))
     app.cleanup_ctx.append(_edge)
@@ -125,7 +129,8 @@ async def _edge(app: web.Application) -> AsyncIterator[None]:
     if settings.redis_url:
         timeout = settings.rate_limit.redis_timeout_s
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                      health_check_interval=0, max_connections=8)
+                                      health_check_interval=0, max_connections=8,
+                                      password=settings.redis_password)  # a URL's own password wins
         limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
     jwks = JwksCache(jwks_fetcher(session), settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
     gate = EdgeGate(settings, app[keys.CLOCK], app[keys.METRICS], app[keys.STATE], jwks, limiter, memory,
@@ -147,10 +152,11 @@ def gateway_handler(app: web.Application, *, admin: bool = False) -> GatewayHand
     started application's parts."""
     settings = app[keys.SETTINGS]
     view = GatewayView(settings, app[keys.STATE], app[keys.CLOCK], app[keys.METRICS])
+    spans = app.get(keys.SPANS)
     proxy = Proxy(settings, app[keys.STATE], app[keys.POOL], app[keys.METRICS], app[keys.CLOCK],
-                  app.get(keys.EDGE_POLICY))
+                  app.get(keys.EDGE_POLICY), spans)
     access_log = app[keys.ACCESS_LOG] if settings.access_log else None
-    return (AdminHandler if admin else GatewayHandler)(view, proxy, access_log)
+    return (AdminHandler if admin else GatewayHandler)(view, proxy, access_log, spans)
 
 
 async def _sweep(pool: UpstreamPool) -> None:
@@ -190,7 +196,7 @@ def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
     return HttpServer(
         handler, settings.limits, header_timeout_s=settings.client_header_timeout_s,
         idle_timeout_s=settings.client_idle_timeout_s,
-        on_reject=lambda status: metrics.count_request("gateway", "OTHER", f"{status // 100}xx", 0.0))
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0))
 
 
 async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:

@@ -12,6 +12,7 @@ from vocelio_proxy.pipeline.edge import EdgeGate, EdgePolicy
 from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.upstream import UpstreamPool
 
@@ -21,5 +22,7 @@ STATE = web.AppKey("state", GatewayState)
 POOL = web.AppKey("pool", UpstreamPool)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
+#: Present only when span export is on (`tracing.exporter`).
+SPANS = web.AppKey("spans", SpanExporter)
 EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
 EDGE_GATE = web.AppKey("edge_gate", EdgeGate)

@@ -206,6 +206,7 @@ class EdgeGate:
             try:
                 identity = await self.authenticate(ex)
                 upstream = identity_headers(identity, self._encoding)
+                ex.caller = identity  # for the access log: user, tenant, key id (never the credential)
             except AuthError as exc:
                 self._metrics.auth_failures.labels(exc.reason).inc()
                 await self._count_failure(caller)

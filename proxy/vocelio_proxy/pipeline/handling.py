@@ -2,9 +2,10 @@
 id and client address (through trusted proxies), early refusals (method,
 header names with underscores, host, CORS preflight, declared body size), path
 normalisation, the gateway's own endpoints or the proxy, a catch-all error
-envelope, then the request metrics and one JSON access-log line. Built once
-per listener by the composition root (`lifecycle.app.gateway_handler`), with
-the collaborators it uses passed in, and called by the server for each
+envelope, then the request metrics and one access-log line (JSON, or text
+with `log_format: text`). Built once per listener by the composition root
+(`lifecycle.app.gateway_handler`), with the collaborators it uses passed in, and
+called by the server for each
 `Exchange`: `GatewayHandler` for the public listener, `AdminHandler` for the
 admin listener (gateway endpoints only).
 
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
+from vocelio_contract.logs import text_value
 from vocelio_contract.paths import PathError, normalize_path
 from vocelio_proxy.pipeline.endpoints import ENDPOINTS, GatewayView, Reply
 from vocelio_proxy.pipeline.proxying import Proxy
@@ -43,7 +45,10 @@ from vocelio_proxy.policy.authority import parse_authority
 from vocelio_proxy.policy.cors import preflight_headers, response_headers
 from vocelio_proxy.policy.error_envelope import Refusal
 from vocelio_proxy.policy.forwarded_headers import ForwardedTrust, accept_request_id, without_underscored
+from vocelio_proxy.policy.tracecontext import ids
 from vocelio_proxy.process.accesslog import AccessLog
+from vocelio_proxy.process.metrics import CODE_LABELS as _CODES
+from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.tunnel import UpgradableWriter
@@ -54,7 +59,9 @@ log = logging.getLogger("vocelio.proxy")
 _json = encode_basestring_ascii
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+#: Longest user agent and caller name logged (characters; the rest is cut).
+_MAX_AGENT = 256
+_MAX_NAME = 128
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
@@ -79,9 +86,11 @@ def public_endpoints(settings: ProxySettings) -> dict[str, Endpoint]:
 class GatewayHandler:
     """The public listener's pipeline. `view` is what the gateway's own endpoints
     read (and the pipeline's settings, metrics and clock); `proxy` serves routed
-    requests; `access_log` is None when access logging is off."""
+    requests; `access_log` is None when access logging is off, `spans` when span
+    export is."""
 
-    def __init__(self, view: GatewayView, proxy: Proxy, access_log: AccessLog | None) -> None:
+    def __init__(self, view: GatewayView, proxy: Proxy, access_log: AccessLog | None,
+                 spans: SpanExporter | None = None) -> None:
         settings = view.settings
         self._view = view
         self._settings = settings
@@ -89,6 +98,8 @@ class GatewayHandler:
         self._metrics = view.metrics
         self._clock = view.clock
         self._access_log = access_log
+        self._line = self._text_line if settings.log_format == "text" else self._json_line
+        self._spans = spans
         self._trust = ForwardedTrust(settings.trusted_proxies, settings.trusted_proxy_cidrs)
         self._check_peers = bool(self._trust.networks)
         self._trusted_hosts = frozenset(settings.trusted_hosts)
@@ -223,21 +234,69 @@ class GatewayHandler:
     def _record(self, ex: Exchange, elapsed: float) -> None:
         status = ex.status
         method = ex.method if ex.method in _METHODS else "OTHER"
-        self._metrics.count_request(ex.service_label, method, _CODE_CLASS.get(status // 100, "5xx"), elapsed)
+        body = ex.body
+        received = ex.head_bytes + (getattr(body, "received", 0) if body is not None else 0)
+        metrics = self._metrics
+        metrics.count_request(ex.service_label, method, _CODES[status] if 0 <= status < 1000 else "5xx", elapsed)
+        metrics.count_bytes(ex.service_label, received, ex.sent_bytes)
+        if ex.span_parent is not None and self._spans is not None:
+            self._spans.end(ex, ex.span_parent, status, elapsed)
         if self._access_log is not None:
-            # Built by hand (json.dumps costs several times more), and every field that can
-            # carry text a client chose is escaped: the method and path as sent, the service
-            # label, the upstream key, the request id and the client address (taken from
-            # X-Forwarded-For through trusted proxies). Escaping is the guarantee that no
-            # input splits or forges a line, whatever validation happened upstream of here.
-            # The query string is never logged: clients put tokens there.
-            upstream = _json(ex.upstream) if ex.upstream else "null"
-            self._access_log.write_line(
-                f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
+            self._access_log.write_line(self._line(ex, status, elapsed, received))
+
+    def _json_line(self, ex: Exchange, status: int, elapsed: float, received: int) -> str:
+        # Built by hand (json.dumps costs several times more), and every field that can
+        # carry text a client chose is escaped: the method and path as sent, the service
+        # label, the upstream key, the request id, the client address (taken from
+        # X-Forwarded-For through trusted proxies), the user agent and the caller's names.
+        # Escaping is the guarantee that no input splits or forges a line, whatever
+        # validation happened upstream of here. The query string is never logged: clients
+        # put tokens there; no credential is ever logged (the caller is named by user,
+        # tenant and key id only).
+        upstream = _json(ex.upstream) if ex.upstream else "null"
+        trace = _trace_ids(ex)
+        agent = ex.lookup.get("user-agent")
+        caller = ex.caller
+        line = (f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
                 f'"request_id": {_json(ex.request_id)}, "method": {_json(ex.method)}, '
                 f'"path": {_json(ex.path)}, "service": {_json(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
-                f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}}}')
+                f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}, '
+                f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}')
+        if trace is not None:
+            line += f', "trace_id": "{trace[0]}", "span_id": "{trace[1]}"'
+        else:
+            line += ', "trace_id": null, "span_id": null'
+        if agent:
+            line += f', "user_agent": {_json(agent[:_MAX_AGENT])}'
+        if caller is not None:
+            line += f', "auth": "{caller.method}"'
+            for name, value in (("user", caller.user), ("tenant", caller.tenant), ("key_id", caller.key_id)):
+                if value:
+                    line += f', "{name}": {_json(value[:_MAX_NAME])}'
+        return line + "}"
+
+    def _text_line(self, ex: Exchange, status: int, elapsed: float, received: int) -> str:
+        """The development format: `access GET /api/x 200 3.2ms svc=... ` (every free text escaped)."""
+        trace = _trace_ids(ex)
+        clock = time.strftime("%H:%M:%S")
+        line = (f"{clock} access {text_value(ex.method)} {text_value(ex.path)} {status} "
+                f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} "
+                f"client={text_value(ex.client_ip)} in={received}B out={ex.sent_bytes}B "
+                f"request_id={text_value(ex.request_id)}")
+        if ex.upstream:
+            line += f" upstream={text_value(ex.upstream)} attempts={ex.attempts}"
+        if trace is not None:
+            line += f" trace_id={trace[0]} span_id={trace[1]}"
+        caller = ex.caller
+        if caller is not None:
+            for name, value in (("user", caller.user), ("tenant", caller.tenant), ("key_id", caller.key_id)):
+                if value:
+                    line += f" {name}={text_value(value[:_MAX_NAME])}"
+        agent = ex.lookup.get("user-agent")
+        if agent:
+            line += f" user_agent={text_value(agent[:_MAX_AGENT])}"
+        return line
 
 
 class AdminHandler(GatewayHandler):
@@ -245,8 +304,9 @@ class AdminHandler(GatewayHandler):
     a 404 envelope for any other path (nothing is proxied). No host or CORS checks:
     it is reached by scrapers and operators on a private address."""
 
-    def __init__(self, view: GatewayView, proxy: Proxy, access_log: AccessLog | None) -> None:
-        super().__init__(view, proxy, access_log)
+    def __init__(self, view: GatewayView, proxy: Proxy, access_log: AccessLog | None,
+                 spans: SpanExporter | None = None) -> None:
+        super().__init__(view, proxy, access_log, spans)
         self._endpoints = dict(ENDPOINTS)
 
     def _refused_early(self, ex: Exchange, out: UpgradableWriter) -> bool:
@@ -262,6 +322,15 @@ class AdminHandler(GatewayHandler):
             self._refuse(out, ex, 404, "Not a gateway endpoint")
             return
         self._serve_endpoint(ex, out, path, endpoint)
+
+
+def _trace_ids(ex: Exchange) -> tuple[str, str] | None:
+    """(trace id, span id) for the access log: of the context sent upstream (valid by
+    construction, so sliced), else of the client's `traceparent` when it is valid."""
+    sent = ex.traceparent
+    if sent is not None:
+        return sent[3:35], sent[36:52]
+    return ids(ex.lookup.get("traceparent"))
 
 
 def _client_gone(ex: Exchange, out: UpgradableWriter) -> None:

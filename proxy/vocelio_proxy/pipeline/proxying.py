@@ -44,7 +44,7 @@ from vocelio_proxy.pipeline.edge import EdgePolicy
 from vocelio_proxy.pipeline.responses import add_gateway_headers, send_error
 from vocelio_proxy.policy.compression import choose_encoding, compress
 from vocelio_proxy.policy.error_envelope import Refusal
-from vocelio_proxy.policy.forwarded_headers import child_traceparent, response_head, upstream_request_headers
+from vocelio_proxy.policy.forwarded_headers import response_head, upstream_request_headers
 from vocelio_proxy.policy.health import EndpointState, record_passive_result
 from vocelio_proxy.policy.retries import (
     Attempt,
@@ -55,6 +55,7 @@ from vocelio_proxy.policy.retries import (
     retry_after_status,
 )
 from vocelio_proxy.policy.routing import RouteMatch
+from vocelio_proxy.policy.tracecontext import propagate
 from vocelio_proxy.policy.upgrades import (
     H2C_HEADERS,
     offered_upgrade,
@@ -65,6 +66,7 @@ from vocelio_proxy.policy.upgrades import (
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.routing_state import ServiceRuntime
 from vocelio_proxy.process.state import GatewayState
+from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.exchange import BodySource, Exchange
 from vocelio_proxy.wire.http1.heads import status_line
@@ -115,16 +117,17 @@ _FAILURE_MESSAGES = {
 
 class Proxy:
     """Serves routed requests. Takes what it uses: the settings, the gateway state
-    (the live runtime), the upstream pool, metrics, the clock, and the edge policy
-    (None: no authentication or rate limiting)."""
+    (the live runtime), the upstream pool, metrics, the clock, the edge policy (None:
+    no authentication or rate limiting) and the span exporter (None: export off)."""
 
     def __init__(self, settings: ProxySettings, state: GatewayState, pool: UpstreamPool, metrics: ProxyMetrics,
-                 clock: Clock, gate: EdgePolicy | None) -> None:
+                 clock: Clock, gate: EdgePolicy | None, spans: SpanExporter | None = None) -> None:
         self._state = state
         self._pool = pool
         self._metrics = metrics
         self._clock = clock
         self._gate = gate
+        self._spans = spans
         self._trusted_hops = settings.trusted_proxies
         self._max_body = settings.limits.max_body_bytes
         self._compression = settings.compression
@@ -186,10 +189,16 @@ class Proxy:
 
     def _upstream_headers(self, ex: Exchange, identity: dict[str, str]) -> list[tuple[str, str]]:
         lookup = ex.lookup
+        if ex.traceparent is None:  # once per request: every retry carries the same context
+            if self._spans is None:
+                ex.traceparent, ex.tracestate = propagate(lookup.get("traceparent"), lookup.get("tracestate"))
+            else:
+                ex.traceparent, ex.tracestate, ex.span_parent = self._spans.begin(
+                    lookup.get("traceparent"), lookup.get("tracestate"))
         headers = upstream_request_headers(
             ex.headers, remote=ex.client_ip, scheme="http", host=lookup.get("host", ""),
             trusted_hops=self._trusted_hops, request_id=ex.request_id,
-            traceparent=child_traceparent(lookup.get("traceparent")), identity=identity)
+            traceparent=ex.traceparent, identity=identity, tracestate=ex.tracestate)
         if "http2-settings" in lookup:
             # Part of an h2c upgrade, which is never forwarded (even when Connection did not list it).
             headers = [(k, v) for k, v in headers if k.lower() not in H2C_HEADERS]

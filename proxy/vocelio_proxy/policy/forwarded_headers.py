@@ -12,7 +12,8 @@ What an upstream receives, whatever the client sent:
   request came through one (`trusted_hops > 0`; with CIDRs the pipeline removes
   the values of untrusted peers first) and the value is one `http`/`https` or
   one valid authority; else the gateway's own scheme and the `Host`;
-* `X-Request-ID`, `traceparent`: the gateway's;
+* `X-Request-ID`: the gateway's; `traceparent`/`tracestate`: the caller's when
+  valid, unchanged, else a new trace (`tracecontext`);
 * `X-Vocelio-*`: only the gateway's identity headers (`identity.IDENTITY_HEADERS`);
 * no client header whose name, lower-cased with `_` read as `-`, is one of the
   above, a hop-by-hop or framing header, or a credential header the gateway
@@ -37,14 +38,13 @@ HOP_BY_HOP = frozenset({
 #: Headers the gateway itself sets for upstreams; any client-sent copy is dropped.
 IDENTITY_PREFIX = "x-vocelio-"
 GATEWAY_OWNED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
-                           "forwarded", "traceparent", "x-request-id"})
+                           "forwarded", "traceparent", "tracestate", "x-request-id"})
 #: Names whose underscore spellings are always dropped: a backend that reads `_` as `-`
 #: (CGI/WSGI environ, many frameworks) must never see a second copy of these.
 NEVER_RESPELLED = GATEWAY_OWNED | HOP_BY_HOP | {"content-length", "authorization", "x-api-key", "host"}
 
 _DROP_UPSTREAM = HOP_BY_HOP | {"content-length"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _PROTOS = frozenset({"http", "https"})
 
 
@@ -65,14 +65,6 @@ def accept_request_id(value: str | None) -> str:
     return new_request_id()
 
 
-def child_traceparent(value: str | None) -> str:
-    """Continue the caller's trace with a new span id, or start a trace."""
-    span = f"{_bits(64) or 1:016x}"
-    if value:
-        match = _TRACEPARENT.match(value.strip().lower())
-        if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
-            return f"00-{match.group(1)}-{span}-{match.group(3)}"
-    return f"00-{_bits(128) or 1:032x}-{span}-01"
 
 
 def is_respelled_owned(lower: str) -> bool:
@@ -180,7 +172,7 @@ def client_address(remote: str, forwarded_for: str | None, trusted_hops: int) ->
     return ForwardedTrust(trusted_hops).client(remote, forwarded_for)
 
 
-def upstream_request_headers(
+def upstream_request_headers(  # noqa: C901 - one branch per header family the gateway owns
     client_headers: Iterable[tuple[str, str]],
     *,
     remote: str,
@@ -190,6 +182,7 @@ def upstream_request_headers(
     request_id: str,
     traceparent: str,
     identity: Mapping[str, str] | None = None,
+    tracestate: str | None = None,
 ) -> list[tuple[str, str]]:
     """Build the header list sent upstream (without Content-Length/Transfer-Encoding,
     which the forwarder sets from the body it streams). `remote` is the client
@@ -232,6 +225,8 @@ def upstream_request_headers(
     out.append(("X-Forwarded-Host", forwarded_host))
     out.append(("X-Request-ID", request_id))
     out.append(("traceparent", traceparent))
+    if tracestate is not None:
+        out.append(("tracestate", tracestate))
     if identity:
         out.extend(identity.items())
     return out

@@ -1,4 +1,5 @@
-"""The buffered access log: one JSON line per request, collected in memory and
+"""The buffered access log: one line per request (JSON, or text with
+`log_format: text`; the request pipeline, `handling`, builds it), collected in memory and
 written in batches (every 250 ms or 256 lines, and on shutdown), the way
 nginx's `access_log ... buffer=` does, because a write and flush per request
 costs the proxy a third of its throughput. Owned by the application; written
@@ -25,7 +26,7 @@ class AccessLog:
         self.write_line(json.dumps(entry))
 
     def write_line(self, line: str) -> None:
-        """One already-serialised JSON object (no newline)."""
+        """One already-built line (no newline)."""
         self._lines.append(line)
         if len(self._lines) >= _MAX_LINES:
             self.flush()

@@ -1,12 +1,20 @@
 """Prometheus metrics of the proxy: one registry per application (no globals).
-Names and labels are a contract for the HPA, dashboards and alerts; they are
-listed in the README. Per-request series are incremented by the proxy handler;
-state gauges (breakers, endpoints) are read at scrape time by a collector."""
+Names and labels are a contract for the HPA, dashboards and alerts; every
+metric and label, and the bound on each label's values, is documented in
+docs/operations/observability.md. Per-request series are incremented by the
+proxy handler (`handling`); state gauges (breakers, endpoints) are read at
+scrape time by a collector.
+
+The `code` label of `vocelio_requests_total` is bounded: the exact status for
+the codes registered with IANA (Python's `http.HTTPStatus`) and nginx's 499,
+and the status class (`2xx`...`5xx`) for any other status; `code_class` is
+derived from it when scraped, so the hot path increments one series."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Collection, Iterator
+from http import HTTPStatus
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -18,8 +26,28 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from vocelio_contract.buildinfo import build_labels
 from vocelio_proxy.process.routing_state import GatewayRuntime
 from vocelio_proxy.process.supervision import WatcherStatus
+
+#: Statuses written as themselves in the `code` label; any other is its class.
+KNOWN_CODES = frozenset(int(s) for s in HTTPStatus) | {499}
+
+
+def _code_label(status: int) -> str:
+    if status in KNOWN_CODES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status < 600 else "5xx"
+
+
+#: `code` label by status (0-999), computed once: the hot path indexes, never formats.
+CODE_LABELS: tuple[str, ...] = tuple(_code_label(s) for s in range(1000))
+
+
+def code_label(status: int) -> str:
+    """The bounded `code` label of a status (see the module doc)."""
+    return CODE_LABELS[status] if 0 <= status < 1000 else "5xx"
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -66,8 +94,16 @@ class ProxyMetrics:
     def __init__(self, runtime: Callable[[], GatewayRuntime | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = LoopCounter("vocelio_requests", "Requests answered, by service, method and status class.",
-                                    ["service", "method", "code_class"])
+        # Keyed (service, method, code); exposed with code_class as well (see _HotPathCollector).
+        self.requests = LoopCounter("vocelio_requests",
+                                    "Requests answered, by service, method, status code and status class.",
+                                    ["service", "method", "code"])
+        self.request_bytes = LoopCounter("vocelio_request_bytes",
+                                         "Bytes received from clients (request line, headers and body), by service.",
+                                         ["service"])
+        self.response_bytes = LoopCounter("vocelio_response_bytes",
+                                          "Bytes sent to clients (status line, headers and body), by service.",
+                                          ["service"])
         self.request_duration = LoopHistogram("vocelio_request_duration_seconds",
                                               "Time from request received to response headers sent.", ["service"])
         self.upstream_duration = LoopHistogram("vocelio_upstream_duration_seconds",
@@ -102,6 +138,12 @@ class ProxyMetrics:
         self.upgrades_refused = Counter("vocelio_upgrades_refused",
                                         "Upgrade answers refused (an invalid or unexpected 101), by service.",
                                         ["service"], registry=r)
+        self.spans = Counter("vocelio_trace_spans",
+                             "Spans of the span exporter (tracing.exporter) by result: exported, failed, dropped.",
+                             ["result"], registry=r)
+        build = Gauge("vocelio_build_info", "The running build: version, Python and source commit (always 1).",
+                      list(build_labels("proxy")), registry=r)
+        build.labels(**build_labels("proxy")).set(1)
         r.register(_StateCollector(runtime))
         r.register(_HotPathCollector(self))
         self._watchers_tracked = False
@@ -116,9 +158,23 @@ class ProxyMetrics:
         self._watchers_tracked = True
         self.registry.register(_WatcherCollector(watchers, problems))
 
-    def count_request(self, service: str, method: str, code_class: str, seconds: float) -> None:
-        self.requests.inc((service, method, code_class))
+    def count_request(self, service: str, method: str, code: str, seconds: float) -> None:
+        """One answered request; `code` is `code_label(status)`."""
+        self.requests.inc((service, method, code))
         self.request_duration.observe((service,), seconds)
+
+    def count_bytes(self, service: str, received: int, sent: int) -> None:
+        key = (service,)
+        self.request_bytes.inc(key, received)
+        self.response_bytes.inc(key, sent)
+
+    def requests_by_class(self) -> dict[tuple[str, str, str], float]:
+        """Requests by (service, method, code_class): the totals of the `code` series."""
+        out: dict[tuple[str, str, str], float] = {}
+        for (service, method, code), value in self.requests.values.items():
+            key = (service, method, code[0] + "xx")
+            out[key] = out.get(key, 0.0) + value
+        return out
 
     def observe_upstream(self, service: str, seconds: float) -> None:
         self.upstream_duration.observe((service,), seconds)
@@ -130,7 +186,12 @@ class _HotPathCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self._m
-        for counter in (m.requests, m.ratelimit_decisions):
+        requests = CounterMetricFamily(m.requests.name, m.requests.documentation,
+                                       labels=["service", "method", "code_class", "code"])
+        for (service, method, code), value in sorted(m.requests.values.items()):
+            requests.add_metric([service, method, code[0] + "xx", code], value)
+        yield requests
+        for counter in (m.ratelimit_decisions, m.request_bytes, m.response_bytes):
             family = CounterMetricFamily(counter.name, counter.documentation, labels=counter.labels)
             for key, value in sorted(counter.values.items()):
                 family.add_metric(list(key), value)

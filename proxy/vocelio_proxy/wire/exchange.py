@@ -11,7 +11,10 @@ pipeline never depends on the concrete server. No I/O here."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from vocelio_proxy.policy.auth.identity import Identity
 
 
 class BodyError(Exception):
@@ -40,9 +43,9 @@ class BodySource(Protocol):
 
 class Exchange:
     __slots__ = (
-        "attempts", "body", "client_ip", "content_length", "cors_headers", "extra_headers", "headers", "keep_alive",
-        "lookup", "method", "peer", "request_id", "service_label", "status", "target", "upgrade", "upstream",
-        "version",
+        "attempts", "body", "caller", "client_ip", "content_length", "cors_headers", "extra_headers", "head_bytes",
+        "headers", "keep_alive", "lookup", "method", "peer", "request_id", "sent_bytes", "service_label", "span_parent",
+        "status", "target", "traceparent", "tracestate", "upgrade", "upstream", "version",
     )
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]],
@@ -73,6 +76,17 @@ class Exchange:
         #: Headers the edge policy adds to the response (rate-limit fields).
         self.extra_headers: dict[str, str] | None = None
         self.cors_headers: dict[str, str] | None = None
+        #: Bytes of the request line and headers as received (set by the reader).
+        self.head_bytes = 0
+        #: Bytes written to the client for this answer: status line, headers, body (the server).
+        self.sent_bytes = 0
+        #: The trace context sent upstream (`tracecontext.propagate`); None until proxied.
+        self.traceparent: str | None = None
+        self.tracestate: str | None = None
+        #: With span export: the parent id of the gateway's span ("" for a root), None for no span.
+        self.span_parent: str | None = None
+        #: The authenticated caller (set by the edge policy; None when anonymous).
+        self.caller: Identity | None = None
 
     @property
     def host(self) -> str:

@@ -509,6 +509,7 @@ class HttpConnection(asyncio.Protocol):
         ex.status = status
         if body and with_body:
             data += body
+        ex.sent_bytes += len(data)
         self.write_raw(data)
 
     def start(self, ex: Exchange, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
@@ -519,12 +520,15 @@ class HttpConnection(asyncio.Protocol):
             self._chunked = False
         data = response_head(status, headers, framing)
         ex.status = status
+        ex.sent_bytes += len(data)
         self.write_raw(data)
         self._response_open = True
 
     def write(self, data: bytes) -> None:
         if not data or self._head_only:
             return
+        if self._handled is not None:
+            self._handled.sent_bytes += len(data)  # the payload (chunk framing is not counted)
         self.write_raw(encode_chunk(data) if self._chunked else data)
 
     def finish(self) -> None:

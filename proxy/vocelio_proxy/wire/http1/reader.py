@@ -235,6 +235,9 @@ class RequestReader:
                       request_keep_alive(version, lookup.get("connection")), None,
                       None if chunked else length, upgrade)
         self.head_bytes = self._url_bytes + self._header_bytes
+        # The head as written with canonical spacing: "METHOD target HTTP/1.1\r\n", then
+        # "name: value\r\n" per header and the blank line (the metrics and access log).
+        ex.head_bytes = len(method) + self._url_bytes + 12 + self._header_bytes + 4 * len(headers) + 2
         self._in_body = True
         self._trailer_bytes = 0
         self._trailers = 0
