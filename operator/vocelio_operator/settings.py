@@ -29,6 +29,9 @@ class OperatorSettings(BaseSettings):
     liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8082
     peering: str = Field("vocelio-gateway", description="kopf peering name; replicas with one name elect one.")
     priority: int = Field(0, description="kopf peering priority of this replica.")
+    peering_lifetime_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        60, description="How long this replica's peering record lives without a refresh: a replica that "
+                        "stops answering is replaced after this long.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level, any letter case (debug, info, warning, error).")
     log_format: Literal["json", "text"] = Field(

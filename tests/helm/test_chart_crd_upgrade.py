@@ -63,7 +63,7 @@ def make_crds_apply(cp: ControlPlane) -> None:
 
 
 def cli_crds_apply(cp: ControlPlane) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("proxy", "operator"))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("contract", "proxy", "operator"))}
     crds = subprocess.run([sys.executable, "-m", "vocelio_operator.cli", "crds"], capture_output=True, text=True,
                           env=env, timeout=60, check=True).stdout
     cp.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=vocelio-gateway-crds",

@@ -15,6 +15,7 @@ from vocelio_operator.translation.indexing import (
     IndexedResource,
     IndexedSlice,
     ServiceKey,
+    grant_entry,
     refresh,
     resource_entry,
     secret_entry,
@@ -67,6 +68,20 @@ def test_an_invalid_resource_is_indexed_with_its_problem() -> None:
     assert entry.problem is not None
     assert "pathPrefix" in entry.problem
     assert entry.ref.generation == 4
+
+
+def test_grants_are_indexed_by_namespace_and_name_and_replace_the_index_grants() -> None:
+    body = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "let-shop-in", "namespace": "payments"},
+            "spec": {"from": [{"group": "gateway.vocelio.ai", "kind": "VocelioService", "namespace": "shop"}],
+                     "to": [{"group": "", "kind": "Service"}]}}
+    entry = grant_entry(body)
+    assert list(entry) == ["payments/let-shop-in"]
+    index = ClusterIndex()
+    index.upsert_grant({**body, "metadata": {"name": "stale", "namespace": "payments"}})
+    refresh(index, {}, {}, grants={key: [grant] for key, grant in entry.items()})
+    assert list(index.grants) == ["payments/let-shop-in"]
+    assert index.grants_by_namespace()["payments"][0].name == "let-shop-in"
 
 
 def test_a_slice_of_no_service_is_not_indexed() -> None:

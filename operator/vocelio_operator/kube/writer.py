@@ -14,7 +14,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from vocelio_operator.model.resources import GROUP, VERSION
 from vocelio_operator.translation.cluster_index import ResourceRef
-from vocelio_operator.translation.tenancy.grants import GRANT_GROUP, GRANT_VERSION
 
 log = logging.getLogger("vocelio.operator.writer")
 
@@ -30,60 +29,6 @@ class ApiWriter:
         self.custom = client.CustomObjectsApi(api)
         self.discovery = client.DiscoveryV1Api(api)
         self.component = component
-
-    async def list_snapshot(self, namespaces: list[str], api_key_label: str,
-                            key_namespaces: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Everything the renderer needs, listed once at start-up so the first render
-        is complete (watch events then keep it current). API-key Secrets are listed only in
-        `key_namespaces` when given (the operator may read Secrets nowhere else)."""
-        out: dict[str, list[dict[str, Any]]] = {"resources": [], "slices": [], "secrets": [], "grants": []}
-        scopes: list[str | None] = list(namespaces) or [None]
-        for ns in scopes:
-            for plural in PLURALS.values():
-                if ns is None:
-                    listed = await self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
-                else:
-                    listed = await self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
-                out["resources"].extend(listed["items"])
-            slices = await (self.discovery.list_endpoint_slice_for_all_namespaces() if ns is None
-                            else self.discovery.list_namespaced_endpoint_slice(ns))
-            out["slices"].extend(self.api.sanitize_for_serialization(slices)["items"])
-            out["grants"].extend(await self.list_grants(ns))
-            if key_namespaces is not None:
-                continue
-            selector = f"{api_key_label}=true"
-            secrets = await (self.core.list_secret_for_all_namespaces(label_selector=selector) if ns is None
-                             else self.core.list_namespaced_secret(ns, label_selector=selector))
-            out["secrets"].extend(self.api.sanitize_for_serialization(secrets)["items"])
-        for ns in key_namespaces or []:
-            out["secrets"].extend(await self.list_key_secrets(ns, api_key_label))
-        return out
-
-    async def list_key_secrets(self, namespace: str, api_key_label: str) -> list[dict[str, Any]]:
-        """The API-key Secrets of one namespace (none when it does not exist)."""
-        try:
-            listed = await self.core.list_namespaced_secret(namespace, label_selector=f"{api_key_label}=true")
-        except ApiException as exc:
-            if exc.status == 404:
-                return []
-            raise
-        items: list[dict[str, Any]] = self.api.sanitize_for_serialization(listed)["items"]
-        return items
-
-    async def list_grants(self, namespace: str | None) -> list[dict[str, Any]]:
-        """ReferenceGrants (none when their CRD is not installed: then nothing is granted)."""
-        try:
-            if namespace is None:
-                listed = await self.custom.list_cluster_custom_object(GRANT_GROUP, GRANT_VERSION, "referencegrants")
-            else:
-                listed = await self.custom.list_namespaced_custom_object(GRANT_GROUP, GRANT_VERSION, namespace,
-                                                                         "referencegrants")
-        except ApiException as exc:
-            if exc.status == 404:
-                return []
-            raise
-        items: list[dict[str, Any]] = listed["items"]
-        return items
 
     async def current_config_hash(self, namespace: str, name: str) -> str | None:
         try:

@@ -2,8 +2,9 @@
 kopf fills its indexes from its own LIST and watch of each kind, and holds every
 other handler until all of them are filled, so a view built from the indexes is
 complete by construction (no second LIST at start). `resource_entry` and
-`slice_entry` and `secret_entry` are the pure cores of the `@kopf.index` functions in
-`kube.handlers`;
+`slice_entry`, `grant_entry` and `secret_entry` are the pure cores of the `@kopf.index`
+functions in `kube.handlers` (API-key Secrets may instead be listed per namespace by
+`kube.keywatch`);
 `refresh` puts the indexes' content into the reconciler's `ClusterIndex` before a
 render (API-key records and anything else the index holds are left as they are)."""
 
@@ -21,6 +22,7 @@ from vocelio_operator.model.resources import (
     is_service,
 )
 from vocelio_operator.translation.cluster_index import ClusterIndex, ResourceRef
+from vocelio_operator.translation.tenancy.grants import ReferenceGrant, parse_grant
 
 #: (namespace, Service name) an EndpointSlice belongs to.
 ServiceKey = tuple[str, str]
@@ -63,6 +65,12 @@ def slice_entry(body: Mapping[str, Any]) -> dict[ServiceKey, IndexedSlice] | Non
     return {key: IndexedSlice(name, tuple(scratch.slices[key][name]))}
 
 
+def grant_entry(body: Mapping[str, Any]) -> dict[str, ReferenceGrant]:
+    """{"namespace/name": grant} for a ReferenceGrant."""
+    grant = parse_grant(body)
+    return {f"{grant.namespace}/{grant.name}": grant}
+
+
 @dataclass(frozen=True)
 class IndexedKey:
     """One API-key Secret as indexed: its record, or why it has none."""
@@ -81,10 +89,11 @@ def secret_entry(body: Mapping[str, Any]) -> dict[str, IndexedKey]:
 
 def refresh(index: ClusterIndex, resources: Mapping[str, Iterable[IndexedResource]],
             slices: Mapping[ServiceKey, Iterable[IndexedSlice]],
-            keys: Mapping[str, Iterable[IndexedKey]] | None = None) -> None:
-    """Replace the index's resources, references, problems and slices (and API keys,
-    when `keys` is given) with the kopf indexes' content (a kopf `Index` maps a key to
-    the values of every object under it)."""
+            keys: Mapping[str, Iterable[IndexedKey]] | None = None,
+            grants: Mapping[str, Iterable[ReferenceGrant]] | None = None) -> None:
+    """Replace the index's resources, references, problems and slices (and API keys and
+    ReferenceGrants, when given) with the kopf indexes' content (a kopf `Index` maps a
+    key to the values of every object under it)."""
     services: dict[str, VocelioServiceResource] = {}
     tiers: dict[str, RateTierResource] = {}
     refs: dict[str, ResourceRef] = {}
@@ -110,3 +119,5 @@ def refresh(index: ClusterIndex, resources: Mapping[str, Iterable[IndexedResourc
                 if value.problem is not None:
                     problems[key] = value.problem
         index.api_keys, index.api_key_problems = records, problems
+    if grants is not None:
+        index.grants = {key: grant for key, values in grants.items() for grant in values}
