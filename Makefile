@@ -45,7 +45,7 @@ dev-cluster: $(STAMP) cluster-bins
 
 ## lint: ruff, mypy --strict and the import-layering contracts
 lint: $(STAMP)
-	$(BIN)/ruff check proxy operator tests bench
+	$(BIN)/ruff check contract proxy operator tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

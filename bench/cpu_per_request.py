@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy_bench import free_port, start_nginx, wait_http, wrk
+from proxy_bench import free_port, start_nginx, wait_http, wrk  # type: ignore[import-not-found]  # a sibling script
 
 
 def cpu_seconds(pid: int) -> float:

@@ -12,7 +12,7 @@ import sys
 import httptools
 import uvloop
 
-from vocelio_proxy.upstream import UpstreamPool, request_head
+from vocelio_proxy.wire.upstream import UpstreamPool, request_head
 
 _SKIP = (b"host", b"connection")
 

@@ -25,8 +25,8 @@ from tests.harness.controlplane import free_port, start_control_plane  # noqa: E
 from tests.harness.kube import Kube  # noqa: E402
 from tests.harness.stack import BIN, CONFIG_NAME, CONFIG_NAMESPACE, install_crds, poll, start_operator, start_process  # noqa: E402
 
-from vocelio_operator.rendering import render_config  # noqa: E402
-from vocelio_operator.resources import DiscoveredEndpoint, Metadata, VocelioServiceResource, VocelioServiceSpec  # noqa: E402
+from vocelio_operator.model.resources import DiscoveredEndpoint, Metadata, VocelioServiceResource, VocelioServiceSpec  # noqa: E402
+from vocelio_operator.translation.rendering import render_config  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -101,7 +101,7 @@ def bench_reconcile() -> None:
 
         def proxy_status() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as resp:
-                return resp.read().decode()
+                return str(resp.read().decode())
 
         poll("proxy loaded the config", lambda: proxy_status().count("/api/v1/svc-") >= 50, 60)
         to_configmap, to_proxy = [], []

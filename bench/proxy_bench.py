@@ -90,7 +90,7 @@ def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": float(non2xx.group(1)) if non2xx else 0}
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901 - one script: start each peer, measure, print, stop
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 64])
@@ -170,9 +170,9 @@ def main() -> None:
             if not gw:
                 continue
             for ref in ("nginx reverse proxy", "minimal aiohttp proxy"):
-                r = results.get((ref, conns))
-                if r:
-                    print(f"gateway / {ref} at {conns} connections: throughput x{gw['rps'] / r['rps']:.2f}")
+                ref_result = results.get((ref, conns))
+                if ref_result:
+                    print(f"gateway / {ref} at {conns} connections: throughput x{gw['rps'] / ref_result['rps']:.2f}")
             rl = results.get(("vocelio gateway + redis limit", conns))
             if rl:
                 print(f"rate limiting on Redis costs {100 * (1 - rl['rps'] / gw['rps']):.1f}% of throughput "

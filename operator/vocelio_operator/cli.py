@@ -22,15 +22,14 @@ from typing import Any
 
 import yaml
 
-from vocelio_proxy.buildinfo import version_line
+from vocelio_contract.buildinfo import version_line
+from vocelio_contract.logs import setup_logging
+from vocelio_operator.local.files import load_files, rejected_outcomes, render_loaded, scan_folder
+from vocelio_operator.local.manifests import ManifestError, ManifestLimits, one_line
+from vocelio_operator.model.schemas import CrdsMissing, crd_manifests
+from vocelio_operator.settings import OperatorSettings
 from vocelio_proxy.clierrors import OneLineParser, UserError, env_help, guarded
-from vocelio_proxy.logs import setup_logging
 from vocelio_proxy.settings import ProxySettings, load_settings
-
-from .files import load_files, rejected_outcomes, render_loaded, scan_folder
-from .manifests import ManifestError, ManifestLimits, one_line
-from .schemas import CrdsMissing, crd_manifests
-from .settings import OperatorSettings
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -111,7 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                              access_log=False if args.no_access_log else None, api_keys_path=args.api_keys,
                              redis_url=args.redis_url)
     setup_logging(settings.log_level, settings.log_format)
-    from .standalone import run
+    from vocelio_operator.local.standalone import run
 
     return run(settings, args.resources, args.demo_backends)
 
@@ -152,7 +151,7 @@ def _expiry(text: str | None) -> dt.datetime | None:
 def _mint_key(args: argparse.Namespace) -> int:
     import json
 
-    from vocelio_proxy.apikeys import load_records, mint_key, secret_manifest
+    from vocelio_contract.apikeys import load_records, mint_key, secret_manifest
 
     expires = _expiry(args.expires)
     for flag, target in (("--output", args.output), ("--keys-file", args.keys_file)):
@@ -201,7 +200,7 @@ def quoted_yaml(document: dict[str, Any]) -> str:
 def _operator(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .handlers import run_operator
+    from vocelio_operator.kube.handlers import run_operator
 
     overrides = {"namespaces": args.namespace or None, "config_namespace": args.config_namespace,
                  "config_name": args.config_name, "metrics_port": args.metrics_port,
@@ -223,7 +222,7 @@ def _port_free(flag: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("0.0.0.0", port))
+            probe.bind(("0.0.0.0", port))  # noqa: S104 - a probe: is the port free on every interface
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise UserError(f"{flag} {port}: address already in use (another process holds the port)",

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vocelio_proxy.settings import normal_log_level
-
-from .tenancy.policy import TenancySettings
+from vocelio_contract.logs import normal_log_level
+from vocelio_contract.sharding import PART_BYTES
+from vocelio_operator.translation.tenancy.policy import TenancySettings
 
 
 class OperatorSettings(BaseSettings):
@@ -24,11 +24,14 @@ class OperatorSettings(BaseSettings):
     api_key_label: str = Field("gateway.vocelio.ai/api-key", description="Label that marks API-key Secrets.")
     coalesce_s: Annotated[float, Field(ge=0, le=10)] = Field(
         0.05, description="Wait this long after an event so a burst renders once.")
-    shard_bytes: Annotated[int, Field(ge=1024, le=1_000_000)] = 900 * 1024
+    shard_bytes: Annotated[int, Field(ge=1024, le=1_000_000)] = PART_BYTES
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8082
     peering: str = Field("vocelio-gateway", description="kopf peering name; replicas with one name elect one.")
     priority: int = Field(0, description="kopf peering priority of this replica.")
+    peering_lifetime_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        60, description="How long this replica's peering record lives without a refresh: a replica that "
+                        "stops answering is replaced after this long.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level, any letter case (debug, info, warning, error).")
     log_format: Literal["json", "text"] = Field(

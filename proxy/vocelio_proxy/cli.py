@@ -13,12 +13,13 @@ import logging
 import sys
 from pathlib import Path
 
-from .buildinfo import version_line
-from .clierrors import OneLineParser, UserError, env_help, guarded, one_line
-from .config import ConfigError, json_schema, parse_config
-from .logs import setup_logging
-from .settings import ProxySettings, load_settings
-from .sources import MAX_CONFIG_FILE_BYTES, read_regular_file
+from vocelio_contract.buildinfo import version_line
+from vocelio_contract.config import ConfigError, json_schema, parse_config
+from vocelio_contract.logs import setup_logging
+from vocelio_proxy.clierrors import OneLineParser, UserError, env_help, guarded, one_line
+from vocelio_proxy.lifecycle.app import create_app, serve
+from vocelio_proxy.lifecycle.sources import MAX_CONFIG_FILE_BYTES, read_regular_file
+from vocelio_proxy.settings import ProxySettings, load_settings
 
 log = logging.getLogger("vocelio.proxy")
 
@@ -84,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         namespace, _, name = args.config_from_api.partition("/")
         if not namespace or not name or "/" in name:
             raise UserError(f"--config-from-api: {args.config_from_api!r} is not NAMESPACE/NAME")
-        from .kube_source import KubeConfigMapSource
+        from vocelio_proxy.lifecycle.kube_source import KubeConfigMapSource
 
         source = KubeConfigMapSource(namespace, name)
     elif settings.config_path is None:
@@ -94,7 +95,6 @@ def _serve(args: argparse.Namespace) -> int:
         _warn_when_empty(settings.config_path)
 
     async def go() -> None:
-        from .app import create_app, serve
 
         await serve(create_app(settings, source), settings)
 

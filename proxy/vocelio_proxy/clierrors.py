@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError as EnvParseError
 
-from .settings import SettingsError, settings_problems
+from vocelio_proxy.settings import SettingsError, settings_problems
 
 
 class OneLineParser(argparse.ArgumentParser):

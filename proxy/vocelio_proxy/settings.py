@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
-from .authority import parse_authority
+from vocelio_contract.logs import normal_log_level
+from vocelio_contract.reserved import RESERVED_PATHS
+from vocelio_proxy.policy.authority import parse_authority
 
 
 class CorsSettings(BaseModel):
@@ -244,16 +246,8 @@ class PathSettings(BaseModel):
                     "than the one chosen: reject, or allow (only when no backend strips format suffixes).")
 
 
-def normal_log_level(value: object) -> object:
-    """A log level in any letter case (and `warn`) as its upper-case name; anything else
-    unchanged, for the field's own check to refuse."""
-    if isinstance(value, str):
-        level = value.strip().upper()
-        return "WARNING" if level == "WARN" else level
-    return value
-
 #: The gateway endpoints (see `endpoints.ENDPOINTS`) a listener can serve.
-GATEWAY_ENDPOINTS = ("/", "/health", "/livez", "/readyz", "/status", "/metrics", "/openapi.json", "/docs")
+GATEWAY_ENDPOINTS = RESERVED_PATHS
 #: Always served on the public listener: the seed's health endpoint and the probes.
 ALWAYS_PUBLIC = ("/health", "/livez", "/readyz")
 

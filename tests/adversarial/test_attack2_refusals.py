@@ -15,9 +15,9 @@ import contextlib
 
 import pytest
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import status_of
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.app_fixtures import GatewayFactory, service
+from tests.harness.hostile import RecordingUpstreamFactory, status_of
+from vocelio_contract.config import GatewayConfig
 
 BODY = 1_000_000
 
@@ -50,8 +50,8 @@ REFUSED_UPLOADS = {
 
 
 @pytest.mark.parametrize("path", REFUSED_UPLOADS.values(), ids=REFUSED_UPLOADS.keys())
-async def test_a_refusal_sent_before_a_large_body_was_read_reaches_the_client(recording_upstream, gateway_factory,
-                                                                              path: bytes) -> None:
+async def test_a_refusal_sent_before_a_large_body_was_read_reaches_the_client(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, path: bytes) -> None:
     up = await recording_upstream()
     limit = 1000 if path.startswith(b"/api") else 10 * BODY
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, service
 from tests.harness.breakers_tools import raw_upgrade_upstream, switching, ws_request
 from tests.harness.hostile import raw_request, status_of
 from tests.harness.wire_tools import responses_in
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 STALE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\r\nANSWER-MEANT-FOR-FIRST"
 
@@ -77,7 +77,8 @@ NO_BODY_HEADS_DECLARING_A_BODY = {
 
 
 @pytest.mark.parametrize("head", NO_BODY_HEADS_DECLARING_A_BODY.values(), ids=NO_BODY_HEADS_DECLARING_A_BODY.keys())
-async def test_a_late_body_after_a_204_never_becomes_the_next_clients_answer(gateway_factory, head: bytes) -> None:
+async def test_a_late_body_after_a_204_never_becomes_the_next_clients_answer(gateway_factory: GatewayFactory,
+                                                                             head: bytes) -> None:
     async with _late_body_upstream(head) as port:
         gw = await gateway_factory(_config(port))
         first = await raw_request(gw.port, b"GET /api/v1/svc/first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -104,18 +105,20 @@ OVERSIZED_UPGRADE_ANSWERS = {
 
 
 @pytest.mark.parametrize("answer", OVERSIZED_UPGRADE_ANSWERS.values(), ids=OVERSIZED_UPGRADE_ANSWERS.keys())
-async def test_an_answer_to_an_upgrade_over_the_upstream_head_limits_is_a_502(gateway_factory, answer) -> None:
+async def test_an_answer_to_an_upgrade_over_the_upstream_head_limits_is_a_502(gateway_factory: GatewayFactory,
+                                                                              answer: Callable[[bytes], bytes]) -> None:
     async with raw_upgrade_upstream(answer, echo=False) as up:
         gw = await gateway_factory(_config(up.port))
         got = await raw_request(gw.port, ws_request("/api/v1/svc/socket"), read_timeout_s=3)
         assert status_of(got) == 502, got[:200]
-        assert b"X-Pad" not in got and b"X-Big" not in got
+        assert b"X-Pad" not in got
+        assert b"X-Big" not in got
         assert json.loads(got.split(b"\r\n\r\n", 1)[1])["status_code"] == 502
 
 
 @pytest.mark.parametrize("size", [70_000, 300_000])
-async def test_a_refused_upgrade_is_never_relayed_with_a_shorter_body_that_looks_complete(gateway_factory,
-                                                                                       size: int) -> None:
+async def test_a_refused_upgrade_is_never_relayed_with_a_shorter_body_that_looks_complete(
+        gateway_factory: GatewayFactory, size: int) -> None:
     body = b"r" * size
     answer = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % size + body
     async with raw_upgrade_upstream(lambda head: answer, echo=False) as up:
@@ -129,4 +132,5 @@ async def test_a_refused_upgrade_is_never_relayed_with_a_shorter_body_that_looks
         lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
                    if line.lower().startswith(b"content-length:")]
         # A complete-looking answer must carry the upstream's whole body.
-        assert lengths == [size] and rest == body, (lengths, len(rest))
+        assert lengths == [size], (lengths, len(rest))
+        assert rest == body, (lengths, len(rest))

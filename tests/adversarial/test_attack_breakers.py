@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.harness.app_fixtures import Gateway, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
 from tests.harness.breakers_tools import breaker_of, open_raw
-from tests.harness.hostile import RecordingUpstream
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.hostile import RecordingUpstream, RecordingUpstreamFactory
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.policy.breakers import BreakerState
 
 DEADLINE_S = 0.4
 BODY = 4
@@ -46,14 +46,14 @@ async def slow_clients_then_get(gw: Gateway, clients: int) -> int:
     return status
 
 
-async def make(gateway_factory: Any, up: RecordingUpstream, **kw: Any) -> Gateway:
+async def make(gateway_factory: GatewayFactory, up: RecordingUpstream, **kw: Any) -> Gateway:
     return await gateway_factory(GatewayConfig(services=[service(
         "svc", up.endpoint(), health_check={"enabled": False}, retry={"attempts": 1},
         timeouts={"request_s": DEADLINE_S, "connect_s": 0.3}, **kw)]))
 
 
 async def test_clients_that_upload_slowly_never_open_the_breaker_of_a_healthy_service(
-        recording_upstream, gateway_factory) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await make(gateway_factory, up, circuit_breaker={"consecutive_failures": 3, "open_s": 30},
                     passive_health={"consecutive_failures": 1000})
@@ -63,7 +63,7 @@ async def test_clients_that_upload_slowly_never_open_the_breaker_of_a_healthy_se
 
 
 async def test_clients_that_upload_slowly_never_eject_a_healthy_endpoint(
-        recording_upstream, gateway_factory) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await make(gateway_factory, up, circuit_breaker={"enabled": False},
                     passive_health={"consecutive_failures": 3, "base_ejection_s": 30})

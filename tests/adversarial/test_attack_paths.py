@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import raw_request, status_of
-from vocelio_proxy.config import AuthPolicy, GatewayConfig
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
+from tests.harness.hostile import RecordingUpstream, RecordingUpstreamFactory, raw_request, status_of
+from vocelio_contract.config import AuthPolicy, GatewayConfig
 
 PROTECTED = "/api/v1/x/admin"
 
 
 @pytest.fixture
-async def gateway(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def gateway(recording_upstream: RecordingUpstreamFactory,
+                  gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     config = GatewayConfig(services=[
         service("x-public", up.endpoint(), prefixes=["/api/v1/x"], rewrite=None, health_check={"enabled": False}),
@@ -32,7 +33,7 @@ def request(target: str) -> bytes:
 
 @pytest.mark.parametrize("target", ["/api/v1/x?a=1#b", "/api/v1/x?#/../admin", "/api/v1/x/?role=user#&role=admin"])
 async def test_a_fragment_after_the_query_is_refused_and_never_reaches_the_upstream(
-        gateway, target: str) -> None:  # type: ignore[no-untyped-def]
+        gateway: tuple[Gateway, RecordingUpstream], target: str) -> None:
     gw, up = gateway
     answer = await raw_request(gw.port, request(target))
     assert status_of(answer) == 400
@@ -43,7 +44,7 @@ async def test_a_fragment_after_the_query_is_refused_and_never_reaches_the_upstr
 # (default before 5.3) serve /admin.json as /admin; fixed by `paths.format_suffix` (Router).
 @pytest.mark.parametrize("target", ["/api/v1/x/admin.json", "/api/v1/x/admin.xml/", "/api/v1/x/%61dmin.html"])
 async def test_a_format_suffix_on_a_protected_segment_gets_the_protected_policy_or_is_refused(
-        gateway, target: str) -> None:  # type: ignore[no-untyped-def]
+        gateway: tuple[Gateway, RecordingUpstream], target: str) -> None:
     gw, up = gateway
     answer = await raw_request(gw.port, request(target))
     assert status_of(answer) in (400, 401)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vocelio_operator.files import load_folder
-from vocelio_operator.rendering import RenderResult, render_config
-from vocelio_operator.resources import is_service, parse_resource
-from vocelio_proxy.paths import PathError
-from vocelio_proxy.routing import Router
+from vocelio_contract.paths import PathError
+from vocelio_operator.local.files import load_folder
+from vocelio_operator.model.resources import is_service, parse_resource
+from vocelio_operator.translation.rendering import RenderResult, render_config
+from vocelio_proxy.policy.routing import Router
 
 DOC = """apiVersion: gateway.vocelio.ai/v1alpha1
 kind: VocelioService
@@ -71,7 +71,8 @@ def test_a_newer_service_whose_prefix_differs_only_by_case_or_escapes_is_the_one
         match = router.resolve("/api/v1/x/admin/keys")
     except PathError as exc:  # the established route must keep serving
         raise AssertionError(f"the established route was switched off: {exc}") from exc
-    assert match is not None and match.service.name == "admin"
+    assert match is not None
+    assert match.service.name == "admin"
 
 
 # Found by the attack helper: a prefix that canonicalises onto a gateway endpoint, or that the

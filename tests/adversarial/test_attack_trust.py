@@ -13,15 +13,15 @@ import time
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import raw_request, status_of
+from tests.harness.app_fixtures import GatewayFactory, poll, service
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, status_of
 from tests.harness.trust_tools import request_bytes
-from vocelio_proxy import keys
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.forwarding import ForwardedTrust
-from vocelio_proxy.identity import AuthError
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.auth.identity import AuthError
+from vocelio_proxy.policy.auth.tokens import verify_token
+from vocelio_proxy.policy.forwarded_headers import ForwardedTrust
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
-from vocelio_proxy.tokens import verify_token
 
 # An IPv6 zone id is free text to Python's ipaddress (anything but '%' and '/').
 # No comma: X-Forwarded-For is split on commas before each entry is parsed.
@@ -36,7 +36,7 @@ def test_an_x_forwarded_for_entry_with_a_zone_id_is_not_a_client_address(entry: 
 
 
 async def test_a_forged_zone_id_never_reaches_the_upstream_as_the_client_address(
-        recording_upstream, gateway_factory) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(),
                                                                health_check={"enabled": False})]),
@@ -47,7 +47,7 @@ async def test_a_forged_zone_id_never_reaches_the_upstream_as_the_client_address
 
 
 async def test_every_access_log_line_is_one_json_object_whatever_the_forwarded_address(
-        recording_upstream, gateway_factory) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     sink = io.BytesIO()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(),

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, RawUpstreamFactory, service
 from tests.harness.breakers_tools import FAILURE_CORPUS, GET, LEAK_MARKERS, FailureCase
 from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 
 @pytest.fixture
@@ -28,7 +28,8 @@ async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
 
 @pytest.mark.parametrize("case", FAILURE_CORPUS.values(), ids=FAILURE_CORPUS.keys())
 async def test_failing_upstreams_never_show_their_address_and_are_logged_with_the_request_id(
-        raw_upstream, gateway_factory, stack, caplog, case: FailureCase) -> None:
+        raw_upstream: RawUpstreamFactory, gateway_factory: GatewayFactory, stack: contextlib.AsyncExitStack,
+        caplog: pytest.LogCaptureFixture, case: FailureCase) -> None:
     endpoint, request, expected = await case(raw_upstream, stack)
     gw = await gateway_factory(GatewayConfig(services=[service(
         "svc", endpoint, health_check={"enabled": False}, retry={"attempts": 1},
@@ -42,7 +43,8 @@ async def test_failing_upstreams_never_show_their_address_and_are_logged_with_th
     if expected is not None:
         assert status_of(answer) == expected, answer
         envelope = json.loads(body)
-        assert envelope["request_id"] == request_id and envelope["status_code"] == expected
+        assert envelope["request_id"] == request_id
+        assert envelope["status_code"] == expected
     shown = answer.decode("latin-1").replace(request_id, "")
     for marker in (*LEAK_MARKERS, str(endpoint.port)):
         assert marker not in shown, (marker, shown)
@@ -52,7 +54,7 @@ async def test_failing_upstreams_never_show_their_address_and_are_logged_with_th
     await settled(gw.app, before)
 
 
-async def test_a_service_without_endpoints_says_so_without_internals(gateway_factory) -> None:
+async def test_a_service_without_endpoints_says_so_without_internals(gateway_factory: GatewayFactory) -> None:
     gw = await gateway_factory(GatewayConfig(services=[service("svc")]))
     answer = await raw_request(gw.port, GET, read_timeout_s=2)
     assert status_of(answer) == 503

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.app_fixtures import Gateway, poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, RawUpstreamFactory, poll, service
 from tests.harness.breakers_tools import (
     FAILURE_CORPUS,
     BrokenBody,
@@ -29,11 +29,11 @@ from tests.harness.breakers_tools import (
     switching,
     ws_request,
 )
-from tests.harness.hostile import raw_request, resources, settled
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.exchange import BodyError, Exchange
-from vocelio_proxy.handling import GatewayHandler
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, resources, settled
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle.app import gateway_handler
+from vocelio_proxy.policy.breakers import BreakerState
+from vocelio_proxy.wire.exchange import BodyError, Exchange
 
 OPEN_S = 0.2
 
@@ -68,8 +68,10 @@ async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
 
 
 @pytest.mark.parametrize("case", FAILURE_CORPUS.values(), ids=FAILURE_CORPUS.keys())
-async def test_failing_upstreams_leak_nothing_closed_or_half_open(raw_upstream, gateway_factory, stack,
-                                                                   case: FailureCase) -> None:
+async def test_failing_upstreams_leak_nothing_closed_or_half_open(raw_upstream: RawUpstreamFactory,
+                                                                  gateway_factory: GatewayFactory,
+                                                                  stack: contextlib.AsyncExitStack,
+                                                                  case: FailureCase) -> None:
     endpoint, request, _ = await case(raw_upstream, stack)
     gw = await gateway_factory(config(endpoint))
     before = resources(gw.app)
@@ -173,8 +175,8 @@ LEAVES: dict[str, Leave] = {
 
 
 @pytest.mark.parametrize("leave", LEAVES.values(), ids=LEAVES.keys())
-async def test_a_client_leaving_at_any_stage_leaks_nothing_closed_or_half_open(recording_upstream, gateway_factory,
-                                                                               leave: Leave) -> None:
+async def test_a_client_leaving_at_any_stage_leaks_nothing_closed_or_half_open(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, leave: Leave) -> None:
     switch = Switch()
     up = await recording_upstream(switch)
     gw = await gateway_factory(config(up.endpoint()))
@@ -189,7 +191,8 @@ async def test_a_client_leaving_at_any_stage_leaks_nothing_closed_or_half_open(r
     switch.released.set()
 
 
-async def test_a_client_leaving_mid_response_leaks_nothing(raw_upstream, gateway_factory) -> None:
+async def test_a_client_leaving_mid_response_leaks_nothing(raw_upstream: RawUpstreamFactory,
+                                                           gateway_factory: GatewayFactory) -> None:
     # The upstream sends a head and part of a chunked body, then stalls.
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
     gw = await gateway_factory(config(Endpoint(address="127.0.0.1", port=port)))
@@ -203,7 +206,7 @@ async def test_a_client_leaving_mid_response_leaks_nothing(raw_upstream, gateway
     await no_leaks(gw, before)
 
 
-async def test_a_client_leaving_inside_a_tunnel_leaks_nothing(gateway_factory) -> None:
+async def test_a_client_leaving_inside_a_tunnel_leaks_nothing(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway_factory(config(up.endpoint()))
         before = resources(gw.app)
@@ -220,7 +223,8 @@ async def test_a_client_leaving_inside_a_tunnel_leaks_nothing(gateway_factory) -
 
 
 @pytest.mark.parametrize(("chunks", "status"), [([], 400), ([b"abc"], 400), ([b"a" * 70_000, b"b"], 408)])
-async def test_a_body_that_breaks_releases_the_probe_without_a_verdict(recording_upstream, gateway_factory,
+async def test_a_body_that_breaks_releases_the_probe_without_a_verdict(recording_upstream: RecordingUpstreamFactory,
+                                                                       gateway_factory: GatewayFactory,
                                                                        chunks: list[bytes], status: int) -> None:
     """The server raises `BodyError` from the body for malformed framing or a stalled client
     (the client's fault): the pipeline answers it, and the probe slot, the endpoint's
@@ -228,7 +232,7 @@ async def test_a_body_that_breaks_releases_the_probe_without_a_verdict(recording
     switch = Switch()
     up = await recording_upstream(switch)
     gw = await gateway_factory(config(up.endpoint()))
-    handler = GatewayHandler(gw.app)
+    handler = gateway_handler(gw.app)
     before = resources(gw.app)
     await make_half_open(gw)
     body = BrokenBody(chunks, BodyError(status, "The request body is malformed"))
@@ -236,7 +240,8 @@ async def test_a_body_that_breaks_releases_the_probe_without_a_verdict(recording
                   {"host": "t", "transfer-encoding": "chunked"}, "127.0.0.1", True, body, None, False)
     out = CapturingWriter()
     await handler(ex, out)  # type: ignore[arg-type]
-    assert out.status == status and out.closed
+    assert out.status == status
+    assert out.closed
     assert breaker_of(gw).state is BreakerState.HALF_OPEN  # no verdict about the upstream
     await no_leaks(gw, before)
     await first_200_after(gw, "/api/v1/svc/after", 2.0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.app_fixtures import Gateway, poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
 from tests.harness.breakers_tools import (
     Switch,
     breaker_of,
@@ -24,9 +24,9 @@ from tests.harness.breakers_tools import (
     trip_to_half_open,
     ws_request,
 )
-from tests.harness.hostile import RecordingUpstream, resources, settled
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.hostile import RecordingUpstream, RecordingUpstreamFactory, resources, settled
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.policy.breakers import BreakerState
 
 OPEN_S = 0.3
 #: Large: a recovery faster than this proves the slot was released, not timed out.
@@ -40,7 +40,7 @@ PAST_READ_AHEAD_UPLOAD = (b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: t\r\nConte
                           + PAST_READ_AHEAD_BODY)
 
 
-async def gateway(gateway_factory: Any, up: RecordingUpstream, probe_timeout_s: float,
+async def gateway(gateway_factory: GatewayFactory, up: RecordingUpstream, probe_timeout_s: float,
                   **extra: Any) -> Gateway:
     return await gateway_factory(GatewayConfig(services=[service(
         "svc", up.endpoint(), health_check={"enabled": False}, retry={"attempts": 1},
@@ -59,8 +59,8 @@ async def recovered(gw: Gateway, before: Any, within_s: float) -> float:
     return elapsed
 
 
-async def test_a_probe_whose_client_disconnects_mid_body_frees_its_slot(recording_upstream,
-                                                                        gateway_factory) -> None:
+async def test_a_probe_whose_client_disconnects_mid_body_frees_its_slot(recording_upstream: RecordingUpstreamFactory,
+                                                                        gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up, LONG_PROBE_TIMEOUT_S)
     before = resources(gw.app)
@@ -73,8 +73,8 @@ async def test_a_probe_whose_client_disconnects_mid_body_frees_its_slot(recordin
     assert await recovered(gw, before, SLACK_S) < SLACK_S
 
 
-async def test_a_probe_whose_client_closes_politely_mid_body_frees_its_slot(recording_upstream,
-                                                                            gateway_factory) -> None:
+async def test_a_probe_whose_client_closes_politely_mid_body_frees_its_slot(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up, LONG_PROBE_TIMEOUT_S)
     before = resources(gw.app)
@@ -89,7 +89,7 @@ async def test_a_probe_whose_client_closes_politely_mid_body_frees_its_slot(reco
 
 
 async def test_a_probe_whose_body_never_finishes_stops_holding_the_slot_after_the_probe_timeout(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up, SHORT_PROBE_TIMEOUT_S)
     before = resources(gw.app)
@@ -107,8 +107,8 @@ async def test_a_probe_whose_body_never_finishes_stops_holding_the_slot_after_th
     assert probe_slots(gw.app) == 0
 
 
-async def test_a_probe_with_broken_chunk_framing_cannot_keep_the_service_down(recording_upstream,
-                                                                              gateway_factory) -> None:
+async def test_a_probe_with_broken_chunk_framing_cannot_keep_the_service_down(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up, SHORT_PROBE_TIMEOUT_S)
     await trip_to_half_open(gw)
@@ -125,8 +125,8 @@ async def test_a_probe_with_broken_chunk_framing_cannot_keep_the_service_down(re
     writer.close()
 
 
-async def test_a_request_with_broken_chunk_framing_releases_everything(recording_upstream,
-                                                                       gateway_factory) -> None:
+async def test_a_request_with_broken_chunk_framing_releases_everything(recording_upstream: RecordingUpstreamFactory,
+                                                                       gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up, SHORT_PROBE_TIMEOUT_S)
     before = resources(gw.app)
@@ -141,8 +141,8 @@ async def test_a_request_with_broken_chunk_framing_releases_everything(recording
     assert after.probe_slots == before.probe_slots
 
 
-async def test_a_probe_whose_client_leaves_while_the_upstream_thinks_frees_its_slot(recording_upstream,
-                                                                                    gateway_factory) -> None:
+async def test_a_probe_whose_client_leaves_while_the_upstream_thinks_frees_its_slot(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     switch = Switch(mode="hang")
     up = await recording_upstream(switch)
     gw = await gateway(gateway_factory, up, LONG_PROBE_TIMEOUT_S)
@@ -159,8 +159,8 @@ async def test_a_probe_whose_client_leaves_while_the_upstream_thinks_frees_its_s
     assert await recovered(gw, before, SLACK_S) < SLACK_S
 
 
-async def test_a_probe_refused_by_the_gateway_before_sending_frees_its_slot(recording_upstream,
-                                                                            gateway_factory) -> None:
+async def test_a_probe_refused_by_the_gateway_before_sending_frees_its_slot(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up, LONG_PROBE_TIMEOUT_S, max_body_bytes=100)
     before = resources(gw.app)
@@ -172,8 +172,8 @@ async def test_a_probe_refused_by_the_gateway_before_sending_frees_its_slot(reco
     assert await recovered(gw, before, SLACK_S) < SLACK_S
 
 
-async def test_an_upgrade_probe_whose_client_leaves_before_the_101_frees_its_slot(recording_upstream,
-                                                                                  gateway_factory) -> None:
+async def test_an_upgrade_probe_whose_client_leaves_before_the_101_frees_its_slot(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     switch = Switch(mode="hang")
     up = await recording_upstream(switch)
     gw = await gateway(gateway_factory, up, LONG_PROBE_TIMEOUT_S)
@@ -192,7 +192,8 @@ async def test_an_upgrade_probe_whose_client_leaves_before_the_101_frees_its_slo
 
 
 @pytest.mark.parametrize("probes", [1, 3])
-async def test_many_misbehaving_probes_in_a_row_never_wedge_the_service(recording_upstream, gateway_factory,
+async def test_many_misbehaving_probes_in_a_row_never_wedge_the_service(recording_upstream: RecordingUpstreamFactory,
+                                                                        gateway_factory: GatewayFactory,
                                                                         probes: int) -> None:
     switch = Switch()
     up = await recording_upstream(switch)

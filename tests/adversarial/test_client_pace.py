@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness.app_fixtures import Gateway, poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
 from tests.harness.breakers_tools import Switch, breaker_of, probe_slots, trip_to_half_open
 from tests.harness.client_pace_tools import ejections, giving_up_upstream, slow_reader, trickle
-from tests.harness.hostile import Received, resources, settled, status_of
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from tests.harness.hostile import Received, RecordingUpstreamFactory, resources, settled, status_of
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.policy.breakers import BreakerState
 
 DEADLINE_S = 0.5
 #: More than the proxy reads ahead before it involves an upstream.
@@ -35,7 +35,7 @@ def envelope(answer: bytes) -> dict[str, Any]:
     return body
 
 
-async def gateway(gateway_factory: Any, endpoint: Endpoint, *, failures: int = 3, open_s: float = 30,
+async def gateway(gateway_factory: GatewayFactory, endpoint: Endpoint, *, failures: int = 3, open_s: float = 30,
                   ejecting: bool = True, **kw: Any) -> Gateway:
     """Breaker and passive health (when `ejecting`) trip after `failures` failures in a row."""
     kw.setdefault("timeouts", {"request_s": DEADLINE_S, "connect_s": 0.3})
@@ -74,7 +74,8 @@ UPLOADS = {
 
 @pytest.mark.parametrize("upload", UPLOADS.values(), ids=UPLOADS.keys())
 async def test_uploads_that_arrive_after_the_deadline_are_the_clients_408_and_never_a_verdict(
-        recording_upstream, gateway_factory, upload: tuple[bytes, list[bytes]]) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory,
+        upload: tuple[bytes, list[bytes]]) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up.endpoint())
     before = resources(gw.app)
@@ -89,17 +90,18 @@ async def test_uploads_that_arrive_after_the_deadline_are_the_clients_408_and_ne
     await settled(gw.app, before)
 
 
-async def test_a_small_upload_never_reaches_the_upstream_before_it_is_whole(recording_upstream,
-                                                                            gateway_factory) -> None:
+async def test_a_small_upload_never_reaches_the_upstream_before_it_is_whole(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up.endpoint())
     head, pieces = UPLOADS["content-length"]
     await trickle(gw.port, head, pieces, DEADLINE_S / 2)
-    assert up.connections == 0 and up.requests == []  # a slow client holds no upstream connection
+    assert up.connections == 0
+    assert up.requests == []
 
 
 async def test_an_upload_finishing_just_before_the_deadline_leaves_the_upstream_all_of_its_time(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     deadline_s = 1.0
 
     async def thinks(req: Received) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -116,7 +118,8 @@ async def test_an_upload_finishing_just_before_the_deadline_leaves_the_upstream_
     healthy(gw)
 
 
-async def test_slow_uploads_never_take_the_half_open_probe_slot(recording_upstream, gateway_factory) -> None:
+async def test_slow_uploads_never_take_the_half_open_probe_slot(recording_upstream: RecordingUpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     switch = Switch()
     up = await recording_upstream(switch)
     gw = await gateway(gateway_factory, up.endpoint(), failures=1, open_s=0.3, ejecting=False,
@@ -136,7 +139,7 @@ async def test_slow_uploads_never_take_the_half_open_probe_slot(recording_upstre
 
 
 async def test_a_streamed_upload_whose_client_is_too_slow_releases_its_probe_without_verdict(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch())
     gw = await gateway(gateway_factory, up.endpoint(), failures=1, open_s=0.3, ejecting=False)
     await trip_to_half_open(gw)
@@ -150,7 +153,7 @@ async def test_a_streamed_upload_whose_client_is_too_slow_releases_its_probe_wit
 
 
 async def test_a_paced_upload_to_an_upstream_that_never_answers_is_a_504_without_verdict(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     switch = Switch(mode="hang")
     up = await recording_upstream(switch)
     gw = await gateway(gateway_factory, up.endpoint(), failures=1)
@@ -165,7 +168,7 @@ async def test_a_paced_upload_to_an_upstream_that_never_answers_is_a_504_without
 # -- the guard is not a pardon: an upstream failing on its own time is judged ----------
 
 async def test_whole_uploads_to_an_upstream_that_never_answers_still_open_the_breaker(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     switch = Switch(mode="hang")
     up = await recording_upstream(switch)
     gw = await gateway(gateway_factory, up.endpoint())
@@ -177,7 +180,8 @@ async def test_whole_uploads_to_an_upstream_that_never_answers_still_open_the_br
     switch.released.set()
 
 
-async def test_failing_answers_to_uploads_still_count(recording_upstream, gateway_factory) -> None:
+async def test_failing_answers_to_uploads_still_count(recording_upstream: RecordingUpstreamFactory,
+                                                      gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream(Switch(mode="fail"))
     gw = await gateway(gateway_factory, up.endpoint())
     head, pieces = UPLOADS["content-length"]
@@ -191,7 +195,8 @@ async def test_failing_answers_to_uploads_still_count(recording_upstream, gatewa
 GET = b"GET /api/v1/svc/big HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
-async def test_a_client_that_reads_slowly_never_makes_the_upstreams_send_timeout_a_verdict(gateway_factory) -> None:
+async def test_a_client_that_reads_slowly_never_makes_the_upstreams_send_timeout_a_verdict(
+        gateway_factory: GatewayFactory) -> None:
     async with giving_up_upstream(give_up_s=0.3) as up:
         gw = await gateway(gateway_factory, Endpoint(address="127.0.0.1", port=up.port),
                            timeouts={"request_s": 5, "connect_s": 1, "idle_s": 5})
@@ -204,7 +209,7 @@ async def test_a_client_that_reads_slowly_never_makes_the_upstreams_send_timeout
         await settled(gw.app, before)
 
 
-async def test_an_upstream_that_cuts_its_stream_on_its_own_is_still_judged(gateway_factory) -> None:
+async def test_an_upstream_that_cuts_its_stream_on_its_own_is_still_judged(gateway_factory: GatewayFactory) -> None:
     async with giving_up_upstream(cut_after=100_000) as up:
         gw = await gateway(gateway_factory, Endpoint(address="127.0.0.1", port=up.port),
                            timeouts={"request_s": 5, "connect_s": 1, "idle_s": 5})

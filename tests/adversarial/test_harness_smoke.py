@@ -3,12 +3,13 @@ gateway forwarded, and the resource counters settle after plain traffic."""
 
 from __future__ import annotations
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.app_fixtures import GatewayFactory, service
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, resources, settled, status_of
+from vocelio_contract.config import GatewayConfig
 
 
-async def test_the_recording_upstream_sees_the_forwarded_request(recording_upstream, gateway_factory) -> None:
+async def test_the_recording_upstream_sees_the_forwarded_request(recording_upstream: RecordingUpstreamFactory,
+                                                                 gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]))
     before = resources(gw.app)

@@ -11,10 +11,17 @@ import json
 
 import pytest
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.paths_tools import all_readings, readings_that_reach
-from vocelio_proxy.config import AuthPolicy, GatewayConfig
+from vocelio_contract.config import AuthPolicy, GatewayConfig
 
 PROTECTED = "/api/v1/x/admin"
 PREFIXES = ["/api/v1/x", PROTECTED]
@@ -63,7 +70,8 @@ CONTROLS = [
 
 
 @pytest.fixture
-async def gateway(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def gateway(recording_upstream: RecordingUpstreamFactory,
+                  gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     config = GatewayConfig(services=[
         service("x-public", up.endpoint(), prefixes=["/api/v1/x"], rewrite=None, health_check={"enabled": False}),
@@ -78,7 +86,8 @@ def request(target: str) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode("latin-1")
 
 
-async def test_no_spelling_of_a_protected_path_reaches_the_upstream_under_the_public_route(gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_no_spelling_of_a_protected_path_reaches_the_upstream_under_the_public_route(
+        gateway: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = gateway
     assert len(SPELLINGS) >= 50
     before = resources(gw.app)
@@ -98,12 +107,13 @@ async def test_no_spelling_of_a_protected_path_reaches_the_upstream_under_the_pu
         if statuses[target] == 400 and answer.startswith(b"HTTP/1.1 400"):
             body = json.loads(answer.partition(b"\r\n\r\n")[2] or b"{}")
             if body:  # the gateway's envelope (the server's own parse errors may close first)
-                assert body["status_code"] == 400 and body["request_id"], (target, body)
+                assert body["status_code"] == 400, (target, body)
+                assert body["request_id"], (target, body)
     await settled(gw.app, before)
 
 
 async def test_public_paths_reach_the_upstream_in_canonical_form_and_no_reading_makes_them_protected(
-        gateway) -> None:  # type: ignore[no-untyped-def]
+        gateway: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = gateway
     for sent, _ in CONTROLS:
         assert status_of(await raw_request(gw.port, request(sent))) == 200, sent
@@ -113,19 +123,22 @@ async def test_public_paths_reach_the_upstream_in_canonical_form_and_no_reading_
         assert not readings_that_reach(path, PREFIXES, PROTECTED, readings), path
 
 
-async def test_the_protected_spellings_that_canonicalise_to_it_get_its_policy(gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_the_protected_spellings_that_canonicalise_to_it_get_its_policy(
+        gateway: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = gateway
     for target in ["/api/v1/x//admin", "/api/v1/x/./admin", "/api/v1/x/y/%2e%2e/admin", "/api/v1/x/adm%69n"]:
         assert status_of(await raw_request(gw.port, request(target))) == 401, target
     assert up.requests == []
 
 
-async def test_a_path_refused_for_its_spelling_gets_the_400_envelope(gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_a_path_refused_for_its_spelling_gets_the_400_envelope(
+        gateway: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = gateway
     for target in ["/api/v1/x/admin;jsessionid=1", "/api/v1/x/admin.", "/api/v1/x/admin%252e",
                    "/api/v1/x/adm%c4%b1n", "/api/v1/x/admin%23"]:
         answer = await raw_request(gw.port, request(target))
         assert status_of(answer) == 400, (target, answer)
         body = json.loads(answer.partition(b"\r\n\r\n")[2])
-        assert body["status_code"] == 400 and body["message"].startswith("Invalid request path"), body
+        assert body["status_code"] == 400, body
+        assert body["message"].startswith("Invalid request path"), body
     assert up.requests == []

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness.paths_tools import Reading, all_readings, route_of
-from vocelio_proxy.config import Service
-from vocelio_proxy.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path
-from vocelio_proxy.routing import Router
+from vocelio_contract.config import Service
+from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path
+from vocelio_proxy.policy.routing import Router
 
 PREFIXES = ["/", "/api/v1/x", "/api/v1/x/admin", "/api/v1/x/admin/keys", "/api/v1/y", "/a", "/a/b", "/a/b.c",
             "/a/b+c"]
@@ -54,7 +54,7 @@ def backend_routes(forwarded: str, readings: list[Reading]) -> dict[str | None, 
     return out
 
 
-def misreadings(raw: str, policy: PathPolicy, readings: list[Reading]) -> dict[str, object]:
+def misreadings(raw: str, policy: PathPolicy, readings: list[Reading]) -> dict[str | None, object]:
     """The backend readings of an accepted path that land under another route than the
     one applied (route -> sample readings); empty when refused, unrouted or in agreement."""
     try:

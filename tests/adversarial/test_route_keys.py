@@ -26,14 +26,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.app_fixtures import poll
+from tests.harness.app_fixtures import GatewayFactory, poll
+from tests.harness.hostile import RecordingUpstreamFactory
 from tests.harness.reload_tools import write_atomic
-from vocelio_operator.files import FolderSource, load_folder
-from vocelio_operator.rendering import RESERVED_PREFIXES, RenderResult, render_config
-from vocelio_operator.resources import VocelioServiceResource, is_service, parse_resource
-from vocelio_operator.standalone import prime
-from vocelio_proxy.paths import PathError, PathPolicy, route_key
-from vocelio_proxy.routing import Router
+from vocelio_contract.paths import PathError, PathPolicy, route_key
+from vocelio_contract.reserved import RESERVED_PATHS
+from vocelio_operator.local.files import FolderSource, load_folder
+from vocelio_operator.local.standalone import prime
+from vocelio_operator.model.resources import VocelioServiceResource, is_service, parse_resource
+from vocelio_operator.translation.rendering import RenderResult, render_config
+from vocelio_proxy.policy.routing import Router
 from vocelio_proxy.settings import PathSettings, ProxySettings
 
 API = "gateway.vocelio.ai/v1alpha1"
@@ -83,7 +85,8 @@ def test_every_respelling_of_an_established_prefix_is_the_newcomers_conflict(new
     assert [s.name for s in result.config.services] == ["admin"]
     for policy in PROXY_POLICIES:
         match = Router.build(result.config.services, policy).resolve("/api/v1/x/admin/keys")
-        assert match is not None and match.service.name == "admin"
+        assert match is not None
+        assert match.service.name == "admin"
 
 
 @pytest.mark.parametrize("newcomer", RESPELLINGS)
@@ -115,7 +118,8 @@ def test_the_older_resource_wins_whichever_spelling_it_uses() -> None:
 def test_an_accepted_respelt_prefix_is_routed_in_canonical_form_and_says_so() -> None:
     result = render_config([resource("tilde", "/%7Euser/%61pi/")], [], {})
     reason, message = outcome(result, "tilde")
-    assert reason == "Accepted" and "routed as /~user/api" in message
+    assert reason == "Accepted"
+    assert "routed as /~user/api" in message
     assert result.config.services[0].prefixes == ["/~user/api"]
 
 
@@ -165,7 +169,7 @@ BASES = ["/api/v1/x", "/api/v1/x/admin", "/api/v1/y", "/caf%C3%A9", "/a+b", "/st
 @st.composite
 def respelt(draw: st.DrawFn) -> str:
     base = draw(st.sampled_from(BASES))
-    out = []
+    out: list[str] = []
     for ch in base:
         if ch.isalpha() and not out[-2:].count("%") and draw(st.booleans()):
             ch = ch.swapcase()
@@ -190,7 +194,7 @@ def test_no_rendered_config_has_a_prefix_the_router_refuses_or_finds_ambiguous(
                          aliases=sorted({a for a in aliases if a != prefix}))
                 for i, (prefix, year, aliases) in enumerate(specs)]
     result = render_config(services, [], {})
-    reserved = {route_key(p) for p in RESERVED_PREFIXES}
+    reserved = {route_key(p) for p in RESERVED_PATHS}
     owners: dict[str, str] = {}
     for svc in result.config.services:
         for prefix in svc.prefixes:
@@ -199,11 +203,13 @@ def test_no_rendered_config_has_a_prefix_the_router_refuses_or_finds_ambiguous(
             assert owners.setdefault(key, svc.name) == svc.name, (prefix, owners)
     for policy in PROXY_POLICIES:
         router = Router.build(result.config.services, policy)
-        assert router.ambiguous_prefixes == [] and router.refused_prefixes == []
+        assert router.ambiguous_prefixes == []
+        assert router.refused_prefixes == []
         for svc in result.config.services:
             for prefix in svc.prefixes:
                 match = router.resolve(prefix.rstrip("/") + "/z")
-                assert match is not None and match.service.name == svc.name, (prefix, policy)
+                assert match is not None, (prefix, policy)
+                assert match.service.name == svc.name, (prefix, policy)
     # Whoever claimed a key first (oldest, then namespace and name) holds it.
     order = sorted(services, key=lambda r: (r.metadata.creation_timestamp, r.metadata.namespace, r.metadata.name))
     accepted = {s.name for s in result.config.services}
@@ -250,7 +256,7 @@ def test_an_established_service_that_respells_its_own_prefix_keeps_it(tmp_path: 
 
 
 async def test_a_respelt_newcomer_never_switches_off_the_established_route_of_a_running_gateway(
-        recording_upstream, gateway_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await recording_upstream()
     port = int(up.endpoint().port)
     write_atomic(tmp_path / "admin.yaml", manifest("admin", ESTABLISHED, namespace="team-a", mode="jwt",

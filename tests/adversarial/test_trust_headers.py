@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -17,12 +18,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import RecordingUpstream, raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import GatewayFactory, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.trust_tools import envelope_of, request_bytes
-from vocelio_proxy.apikeys import mint_key
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.identity import IDENTITY_HEADERS
+from vocelio_contract.apikeys import mint_key
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.policy.auth.identity import IDENTITY_HEADERS
 
 SECRET = "spelling-test-hmac-secret-of-enough-length"
 AUTH = {"issuers": [{"issuer": "t", "algorithms": ["HS256"], "secret": SECRET}], "failure_limit": {"requests": 0}}
@@ -39,7 +47,7 @@ def token() -> str:
 def spellings(name: str) -> list[str]:
     """Every `_`/`-` mix of `name`, each in three cases: the whole separator space."""
     parts = name.split("-")
-    out = []
+    out: list[str] = []
     for seps in itertools.product("-_", repeat=len(parts) - 1):
         joined = parts[0] + "".join(s + p for s, p in zip(seps, parts[1:], strict=True))
         if "_" in joined:
@@ -69,8 +77,8 @@ def assert_only_gateway_headers(received: Any, *, identity: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize("mode", ["allow", "drop"])
-async def test_no_spelling_of_an_owned_header_reaches_the_upstream(recording_upstream, gateway_factory,
-                                                                    mode: str) -> None:
+async def test_no_spelling_of_an_owned_header_reaches_the_upstream(recording_upstream: RecordingUpstreamFactory,
+                                                                   gateway_factory: GatewayFactory, mode: str) -> None:
     gw, up = await gateway(recording_upstream, gateway_factory, headers_with_underscores=mode)
     before = resources(gw.app)
     spelled = [(s, f"smuggled-{i}") for i, s in enumerate(s for n in OWNED for s in spellings(n))]
@@ -117,9 +125,9 @@ def spelled(draw: st.DrawFn) -> str:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.lists(spelled(), min_size=1, max_size=8), mode=st.sampled_from(["allow", "drop"]))
-async def test_generated_spellings_of_owned_headers_never_reach_the_upstream(recording_upstream, gateway_factory,
-                                                                             shared: dict[str, Any],
-                                                                             names: list[str], mode: str) -> None:
+async def test_generated_spellings_of_owned_headers_never_reach_the_upstream(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, shared: dict[str, Any],
+        names: list[str], mode: str) -> None:
     if mode not in shared:
         shared[mode] = await gateway(recording_upstream, gateway_factory, headers_with_underscores=mode)
     gw, up = shared[mode]
@@ -129,7 +137,8 @@ async def test_generated_spellings_of_owned_headers_never_reach_the_upstream(rec
     assert_only_gateway_headers(up.requests[-1], identity={"X-Vocelio-Auth-Method": "anonymous"})
 
 
-async def test_underscore_names_are_dropped_by_default(recording_upstream, gateway_factory) -> None:
+async def test_underscore_names_are_dropped_by_default(recording_upstream: RecordingUpstreamFactory,
+                                                       gateway_factory: GatewayFactory) -> None:
     gw, up = await gateway(recording_upstream, gateway_factory)
     answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x", [("X_Custom", "1"), ("X-Custom", "2"),
                                                                          ("Accept_Language", "de")]))
@@ -138,29 +147,34 @@ async def test_underscore_names_are_dropped_by_default(recording_upstream, gatew
         ("X-Custom", "2")]
 
 
-async def test_underscore_names_are_refused_with_400_when_configured(recording_upstream, gateway_factory) -> None:
+async def test_underscore_names_are_refused_with_400_when_configured(recording_upstream: RecordingUpstreamFactory,
+                                                                     gateway_factory: GatewayFactory) -> None:
     gw, up = await gateway(recording_upstream, gateway_factory, headers_with_underscores="reject")
     before = resources(gw.app)
     for name in ("X_Custom", "X_Vocelio_User", "x-vocelio_tenant", "X_API_Key", "Authorization_"):
         answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x", [(name, "v")]))
         assert status_of(answer) == 400, name
         body = envelope_of(answer)
-        assert body["status_code"] == 400 and "underscores" in body["message"]
+        assert body["status_code"] == 400
+        assert "underscores" in body["message"]
     assert up.requests == []
     assert status_of(await raw_request(gw.port, request_bytes("/api/v1/svc/x", [("X-Custom", "ok")]))) == 200
     await settled(gw.app, before)
 
 
-async def test_underscore_names_that_are_not_owned_pass_when_allowed(recording_upstream, gateway_factory) -> None:
+async def test_underscore_names_that_are_not_owned_pass_when_allowed(recording_upstream: RecordingUpstreamFactory,
+                                                                     gateway_factory: GatewayFactory) -> None:
     gw, up = await gateway(recording_upstream, gateway_factory, headers_with_underscores="allow")
     answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x", [("X_Custom", "1"), ("X_Vocelio_User", "a")]))
     assert status_of(answer) == 200
     sent = up.requests[-1].headers
-    assert ("X_Custom", "1") in sent and not [k for k, _ in sent if k.lower() == "x_vocelio_user"]
+    assert ("X_Custom", "1") in sent
+    assert not [k for k, _ in sent if k.lower() == "x_vocelio_user"]
 
 
 @pytest.mark.parametrize("mode", ["allow", "drop"])
-async def test_credentials_spelled_with_underscores_never_authenticate(recording_upstream, gateway_factory, tmp_path,
+async def test_credentials_spelled_with_underscores_never_authenticate(recording_upstream: RecordingUpstreamFactory,
+                                                                       gateway_factory: GatewayFactory, tmp_path: Path,
                                                                        mode: str) -> None:
     key, record = mint_key(tenant="acme")
     keys_file = tmp_path / "keys.json"
@@ -181,7 +195,8 @@ async def test_credentials_spelled_with_underscores_never_authenticate(recording
 
 
 @pytest.mark.parametrize("raw_name", [b"X-Vocelio-User ", b"X-Vocelio-User\t", b" X-Vocelio-User", b"X-Vocelio User"])
-async def test_header_names_with_whitespace_are_refused_not_normalised(recording_upstream, gateway_factory,
+async def test_header_names_with_whitespace_are_refused_not_normalised(recording_upstream: RecordingUpstreamFactory,
+                                                                       gateway_factory: GatewayFactory,
                                                                        raw_name: bytes) -> None:
     gw, up = await gateway(recording_upstream, gateway_factory, headers_with_underscores="allow")
     request = (b"GET /api/v1/svc/x HTTP/1.1\r\nHost: gw.test\r\nX-Pad: 1\r\n" + raw_name

@@ -17,13 +17,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.app_fixtures import Gateway, poll, service
-from tests.harness.hostile import RecordingUpstream, raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.trust_tools import envelope_of, request_bytes
-from vocelio_proxy import keys
-from vocelio_proxy.config import AuthPolicy, GatewayConfig
-from vocelio_proxy.exchange import Exchange
-from vocelio_proxy.handling import GatewayHandler
+from vocelio_contract.config import AuthPolicy, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import gateway_handler
+from vocelio_proxy.wire.exchange import Exchange
 
 LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "service", "status", "duration_ms",
               "upstream", "attempts", "client", "bytes_received", "bytes_sent",
@@ -55,8 +62,8 @@ def shared() -> dict[str, Any]:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(xff=st.lists(VALUE_BYTES, min_size=1, max_size=3), target=TARGET, method=METHOD, request_id=VALUE_BYTES)
 async def test_every_access_log_line_is_one_json_object_whatever_the_client_sends(
-        recording_upstream, gateway_factory, shared: dict[str, Any], xff: list[bytes], target: tuple[bytes, bytes],
-        method: bytes, request_id: bytes) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, shared: dict[str, Any],
+        xff: list[bytes], target: tuple[str, bytes], method: bytes, request_id: bytes) -> None:
     if not shared:
         up = await recording_upstream()
         sink = io.BytesIO()
@@ -75,12 +82,13 @@ async def test_every_access_log_line_is_one_json_object_whatever_the_client_send
     sink.truncate()
     for line in data.decode("ascii").splitlines():  # ASCII: every other character is escaped
         entry = json.loads(line)
-        assert isinstance(entry, dict) and set(entry) == LOG_FIELDS, line
+        assert isinstance(entry, dict), line
+        assert set(entry) == LOG_FIELDS, line
         assert entry["client"] == "127.0.0.1" or "%" not in entry["client"]
 
 
 async def test_forged_zone_ids_and_spellings_reach_the_upstream_as_one_canonical_address(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), trusted_proxies=1)
     cases = {
@@ -101,8 +109,9 @@ async def test_forged_zone_ids_and_spellings_reach_the_upstream_as_one_canonical
     "/api/v1/svc/?q=#/../admin", "/health#", "/health?x#y", "/metrics?#", "#", "/#/api/v1/svc/x",
 ])
 @pytest.mark.parametrize("method", ["GET", "POST", "OPTIONS"])
-async def test_a_raw_hash_anywhere_in_the_target_is_refused_before_routing(recording_upstream, gateway_factory,
-                                                                           target: str, method: str) -> None:
+async def test_a_raw_hash_anywhere_in_the_target_is_refused_before_routing(recording_upstream: RecordingUpstreamFactory,
+                                                                           gateway_factory: GatewayFactory, target: str,
+                                                                           method: str) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up))
     before = resources(gw.app)
@@ -112,11 +121,13 @@ async def test_a_raw_hash_anywhere_in_the_target_is_refused_before_routing(recor
     assert status_of(answer) == 400, answer[:200]
     if target.startswith("/"):  # (a target that is not origin-form is already the parser's 400)
         assert "fragment" in envelope_of(answer)["message"]
-    assert up.requests == [] and up.connections == 0
+    assert up.requests == []
+    assert up.connections == 0
     await settled(gw.app, before)
 
 
-async def test_an_encoded_hash_in_the_query_is_data_and_passes_as_sent(recording_upstream, gateway_factory) -> None:
+async def test_an_encoded_hash_in_the_query_is_data_and_passes_as_sent(recording_upstream: RecordingUpstreamFactory,
+                                                                       gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up))
     answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x?tag=%23blue"))
@@ -143,8 +154,8 @@ async def call(gw: Gateway, client: str, credential: str | None) -> bytes:
     return await raw_request(gw.port, request_bytes("/api/v1/svc/x", headers))
 
 
-async def test_an_attacker_rotating_addresses_inside_one_ipv6_64_is_blocked(recording_upstream,
-                                                                            gateway_factory) -> None:
+async def test_an_attacker_rotating_addresses_inside_one_ipv6_64_is_blocked(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), trusted_proxies=1,
                                auth={"issuers": ISSUERS, "failure_limit": {"requests": 3, "window_s": 60}})
@@ -155,8 +166,8 @@ async def test_an_attacker_rotating_addresses_inside_one_ipv6_64_is_blocked(reco
     assert status_of(await call(gw, "2001:db8:7:7::9", None)) == 200  # no credentials: not an attempt
 
 
-async def test_an_ipv4_address_pays_the_same_as_its_ipv4_mapped_spelling(recording_upstream,
-                                                                         gateway_factory) -> None:
+async def test_an_ipv4_address_pays_the_same_as_its_ipv4_mapped_spelling(recording_upstream: RecordingUpstreamFactory,
+                                                                         gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), trusted_proxies=1,
                                auth={"issuers": ISSUERS, "failure_limit": {"requests": 2, "window_s": 60}})
@@ -168,7 +179,7 @@ async def test_an_ipv4_address_pays_the_same_as_its_ipv4_mapped_spelling(recordi
 
 @pytest.mark.parametrize("sub", [None, ""])
 async def test_a_token_without_a_subject_is_a_401_that_never_reaches_the_upstream(
-        recording_upstream, gateway_factory, sub: str | None) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory, sub: str | None) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up, auth=AuthPolicy(mode="jwt")), trusted_proxies=1,
                                auth={"issuers": ISSUERS})
@@ -183,13 +194,14 @@ async def test_a_token_without_a_subject_is_a_401_that_never_reaches_the_upstrea
 HOSTILE = 'a"}\n{"forged": true, "x": "\u2028\\\x00\xff\u00e9'
 
 
-async def test_every_logged_field_is_escaped_whatever_it_holds(recording_upstream, gateway_factory) -> None:
+async def test_every_logged_field_is_escaped_whatever_it_holds(recording_upstream: RecordingUpstreamFactory,
+                                                               gateway_factory: GatewayFactory) -> None:
     # Fields the pipeline validates today (request id, client address, service, upstream) are
     # escaped all the same: the log stays one object per line if a validation ever loosens.
     up = await recording_upstream()
     sink = io.BytesIO()
     gw = await gateway_factory(one_service(up), access_log_sink=sink, access_log=True)
-    handler = GatewayHandler(gw.app)
+    handler = gateway_handler(gw.app)
     ex = Exchange(HOSTILE, "/p" + HOSTILE + "?token=secret", "1.1", [], {}, HOSTILE, False, None, None, False)
     ex.request_id = ex.client_ip = ex.service_label = ex.upstream = HOSTILE
     ex.status = 200
@@ -198,13 +210,15 @@ async def test_every_logged_field_is_escaped_whatever_it_holds(recording_upstrea
     lines = sink.getvalue().decode("ascii").splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])
-    assert set(entry) == LOG_FIELDS and "forged" not in entry
+    assert set(entry) == LOG_FIELDS
+    assert "forged" not in entry
     assert entry["path"] == "/p" + HOSTILE  # the query, where clients put tokens, is never logged
     for name in ("request_id", "method", "service", "upstream", "client"):
         assert entry[name] == HOSTILE, name
 
 
-async def test_quotes_and_odd_bytes_in_the_path_are_logged_escaped(recording_upstream, gateway_factory) -> None:
+async def test_quotes_and_odd_bytes_in_the_path_are_logged_escaped(recording_upstream: RecordingUpstreamFactory,
+                                                                   gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     sink = io.BytesIO()
     gw = await gateway_factory(one_service(up), access_log_sink=sink, access_log=True)

@@ -13,11 +13,18 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import RecordingUpstream, raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import GatewayFactory, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.trust_tools import envelope_of, head_of, request_bytes, running_gateway
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
 
 SECRET = "trust-test-hmac-secret-of-a-decent-length"
 ISSUERS = [{"issuer": "t", "algorithms": ["HS256"], "secret": SECRET}]
@@ -41,8 +48,8 @@ async def forwarded(gw: Any, up: RecordingUpstream, headers: list[tuple[str, str
     return {name: received.header(name) for name in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")}
 
 
-async def test_cidr_trust_walks_forwarded_for_and_sends_one_client_address(recording_upstream,
-                                                                           gateway_factory) -> None:
+async def test_cidr_trust_walks_forwarded_for_and_sends_one_client_address(recording_upstream: RecordingUpstreamFactory,
+                                                                           gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), trusted_proxies=3, trusted_proxy_cidrs=["127.0.0.0/8", "10.0.0.0/8"])
     cases = [
@@ -58,8 +65,8 @@ async def test_cidr_trust_walks_forwarded_for_and_sends_one_client_address(recor
                         "X-Forwarded-Host": ["public.example"]}, xff
 
 
-async def test_a_peer_outside_the_cidrs_cannot_claim_an_address_proto_or_host(recording_upstream,
-                                                                              gateway_factory) -> None:
+async def test_a_peer_outside_the_cidrs_cannot_claim_an_address_proto_or_host(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     tiers = [RateTier(name="anonymous", requests=2, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
     gw = await gateway_factory(GatewayConfig(services=one_service(up).services, rate_tiers=tiers),
@@ -73,7 +80,8 @@ async def test_a_peer_outside_the_cidrs_cannot_claim_an_address_proto_or_host(re
     assert statuses == [200, 429]
 
 
-async def test_a_hop_count_still_trusts_the_peer_and_the_hops_before_it(recording_upstream, gateway_factory) -> None:
+async def test_a_hop_count_still_trusts_the_peer_and_the_hops_before_it(recording_upstream: RecordingUpstreamFactory,
+                                                                        gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), trusted_proxies=1)
     sent = await forwarded(gw, up, [("X-Forwarded-For", "6.6.6.6, 203.0.113.7"), ("X-Forwarded-Proto", "https")])
@@ -82,14 +90,16 @@ async def test_a_hop_count_still_trusts_the_peer_and_the_hops_before_it(recordin
     assert sent["X-Forwarded-Proto"] == ["http"]
 
 
-async def test_without_trusted_proxies_forwarded_headers_mean_nothing(recording_upstream, gateway_factory) -> None:
+async def test_without_trusted_proxies_forwarded_headers_mean_nothing(recording_upstream: RecordingUpstreamFactory,
+                                                                      gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up))
     sent = await forwarded(gw, up, [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https"),
                                     ("X-Forwarded-Host", "evil.example"), ("Forwarded", "for=1.2.3.4"),
                                     ("X-Real-IP", "1.2.3.4")])
     assert sent == {"X-Forwarded-For": ["127.0.0.1"], "X-Forwarded-Proto": ["http"], "X-Forwarded-Host": ["gw.test"]}
-    assert not up.requests[-1].header("Forwarded") and not up.requests[-1].header("X-Real-IP")
+    assert not up.requests[-1].header("Forwarded")
+    assert not up.requests[-1].header("X-Real-IP")
 
 
 @pytest.mark.parametrize(("host", "status"), [
@@ -100,7 +110,8 @@ async def test_without_trusted_proxies_forwarded_headers_mean_nothing(recording_
     ("api.vocelio.test/evil", 400), ("[::1]:80", 421), ("evil.test", 421), ("api.vocelio.test.evil.test", 421),
     ("vocelio.test", 421),
 ])
-async def test_the_trusted_hosts_check_reads_the_authority_one_way(recording_upstream, gateway_factory, host: str,
+async def test_the_trusted_hosts_check_reads_the_authority_one_way(recording_upstream: RecordingUpstreamFactory,
+                                                                   gateway_factory: GatewayFactory, host: str,
                                                                    status: int) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), trusted_hosts=["api.vocelio.test"])
@@ -113,7 +124,7 @@ async def test_the_trusted_hosts_check_reads_the_authority_one_way(recording_ups
 
 
 async def test_failed_authentications_cost_the_caller_until_it_gets_429_before_verification(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     clock = ManualClock()
     gw = await gateway_factory(one_service(up), clock=clock, trusted_proxies=1,
@@ -143,10 +154,12 @@ async def test_failed_authentications_cost_the_caller_until_it_gets_429_before_v
     await settled(gw.app, before)
 
 
-async def test_the_admin_listener_serves_operator_endpoints_and_the_public_one_does_not(recording_upstream) -> None:
+async def test_the_admin_listener_serves_operator_endpoints_and_the_public_one_does_not(
+        recording_upstream: RecordingUpstreamFactory) -> None:
     up = await recording_upstream()
     async with running_gateway(one_service(up), admin={"port": 0}) as gw:
-        assert gw.admin_port is not None and gw.admin_server is not None
+        assert gw.admin_port is not None
+        assert gw.admin_server is not None
         assert gw.admin_server._server is not None
         assert gw.admin_server._server.sockets[0].getsockname()[0] == "127.0.0.1"
         for path in ("/health", "/livez", "/readyz"):
@@ -162,11 +175,13 @@ async def test_the_admin_listener_serves_operator_endpoints_and_the_public_one_d
         assert b"vocelio_requests_in_flight" in metrics
         assert status_of(await raw_request(gw.admin_port, request_bytes("/metrics", method="POST"))) == 405
         answer = await raw_request(gw.admin_port, request_bytes("/api/v1/svc/x"))
-        assert status_of(answer) == 404 and up.requests == []  # the admin listener never proxies
+        assert status_of(answer) == 404
+        assert up.requests == []
         assert status_of(await raw_request(gw.port, request_bytes("/api/v1/svc/x"))) == 200
 
 
-async def test_the_public_listener_serves_the_endpoints_the_settings_choose(recording_upstream) -> None:
+async def test_the_public_listener_serves_the_endpoints_the_settings_choose(
+        recording_upstream: RecordingUpstreamFactory) -> None:
     up = await recording_upstream()
     async with running_gateway(one_service(up), admin={
             "port": 0, "public_endpoints": ["/health", "/livez", "/readyz", "/metrics"]}) as gw:
@@ -178,7 +193,8 @@ async def test_the_public_listener_serves_the_endpoints_the_settings_choose(reco
             assert status_of(await raw_request(gw.port, request_bytes(path))) == 200, path
 
 
-async def test_cors_echoes_only_listed_origins_with_credentials(recording_upstream, gateway_factory) -> None:
+async def test_cors_echoes_only_listed_origins_with_credentials(recording_upstream: RecordingUpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(one_service(up), cors={"allow_origins": ["https://app.example"],
                                                       "allow_credentials": True})
@@ -191,4 +207,5 @@ async def test_cors_echoes_only_listed_origins_with_credentials(recording_upstre
     gw = await gateway_factory(one_service(up), cors={"allow_origins": ["*"]})
     answer = await raw_request(gw.port, request_bytes("/api/v1/svc/x", [("Origin", "https://evil.example")]))
     head = head_of(answer)
-    assert head["access-control-allow-origin"] == ["*"] and "access-control-allow-credentials" not in head
+    assert head["access-control-allow-origin"] == ["*"]
+    assert "access-control-allow-credentials" not in head

@@ -20,11 +20,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import GatewayFactory, service
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, resources, settled, status_of
 from tests.harness.trust_tools import envelope_of, head_of, request_bytes
-from vocelio_proxy.apikeys import mint_key
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.apikeys import mint_key
+from vocelio_contract.config import GatewayConfig
 
 SECRET = "mixed-issuer-hmac-secret-of-enough-length!"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -32,8 +32,8 @@ EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 def pem(key: Any) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return str(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode())
 
 
 RSA_PEM, EC_PEM = pem(RSA_KEY), pem(EC_KEY)
@@ -135,14 +135,16 @@ def assert_refused(answer: bytes, secret_part: bytes, what: str) -> dict[str, An
     assert head["www-authenticate"][0].startswith('Bearer realm="vocelio"'), what
     assert head["content-type"][0].startswith("application/json"), what
     body = envelope_of(answer)
-    assert body["status_code"] == 401 and body["error"] == "Unauthorized" and body["request_id"], what
+    assert body["status_code"] == 401, what
+    assert body["error"] == "Unauthorized", what
+    assert body["request_id"], what
     if len(secret_part) >= 8:
         assert secret_part[-8:] not in answer, what  # the credential is never echoed
     return body
 
 
-async def test_every_odd_token_is_a_401_envelope_and_never_reaches_the_upstream(recording_upstream,
-                                                                                 gateway_factory) -> None:
+async def test_every_odd_token_is_a_401_envelope_and_never_reaches_the_upstream(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     cfg = config()
     for svc in cfg.services:
@@ -157,12 +159,14 @@ async def test_every_odd_token_is_a_401_envelope_and_never_reaches_the_upstream(
     for name, value in AUTHORIZATION_VALUES.items():
         answer = await raw_request(gw.port, request_bytes("/api/v1/open/x", [("Authorization", value)]))
         assert_refused(answer, value, name)
-    assert up.requests == [] and up.connections == 0
+    assert up.requests == []
+    assert up.connections == 0
     after = await settled(gw.app, before)
     assert after.breakers == before.breakers == {s.id: "closed" for s in cfg.services}
 
 
-async def test_credentials_are_read_in_one_meaning(recording_upstream, gateway_factory, tmp_path: Path) -> None:
+async def test_credentials_are_read_in_one_meaning(recording_upstream: RecordingUpstreamFactory,
+                                                   gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await recording_upstream()
     key, record = mint_key(tenant="acme")
     odd_key, odd_record = mint_key(tenant="\u00c5ngstr\u00f6m")
@@ -200,8 +204,8 @@ async def test_credentials_are_read_in_one_meaning(recording_upstream, gateway_f
     await settled(gw.app, before)
 
 
-async def test_valid_tokens_of_every_key_type_pass_with_exactly_the_identity_headers(recording_upstream,
-                                                                                     gateway_factory) -> None:
+async def test_valid_tokens_of_every_key_type_pass_with_exactly_the_identity_headers(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), auth={"mode": "jwt"},
                                                                health_check={"enabled": False})]), auth=AUTH)
@@ -221,8 +225,9 @@ async def test_valid_tokens_of_every_key_type_pass_with_exactly_the_identity_hea
 
 @pytest.mark.parametrize(("sub", "sent"), [("\u0141ukasz", "%C5%81ukasz"), ("100% real", "100%25%20real"),
                                            ("plain", "plain")])
-async def test_percent_encoding_writes_any_claim_as_printable_ascii(recording_upstream, gateway_factory,
-                                                                   sub: str, sent: str) -> None:
+async def test_percent_encoding_writes_any_claim_as_printable_ascii(recording_upstream: RecordingUpstreamFactory,
+                                                                    gateway_factory: GatewayFactory, sub: str,
+                                                                    sent: str) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                auth={**AUTH, "claim_encoding": "percent"})

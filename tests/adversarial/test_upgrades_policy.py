@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.harness.app_fixtures import Gateway, poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
 from tests.harness.breakers_tools import (
     WS_KEY,
     RawUpgradeUpstream,
@@ -27,15 +28,15 @@ from tests.harness.breakers_tools import (
     ws_accept,
     ws_request,
 )
-from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy import keys
-from vocelio_proxy.breakers import BreakerState
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, resources, settled, status_of
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.breakers import BreakerState
 
 PLAIN_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
-async def gateway(gateway_factory: Any, up: Any, **kw: Any) -> Gateway:
+async def gateway(gateway_factory: GatewayFactory, up: Any, **kw: Any) -> Gateway:
     kw.setdefault("circuit_breaker", {"consecutive_failures": 1000})
     return await gateway_factory(GatewayConfig(services=[service(
         "svc", up.endpoint(), health_check={"enabled": False}, retry={"attempts": 1},
@@ -71,7 +72,8 @@ BAD_SWITCHES = {
 
 
 @pytest.mark.parametrize("answer", BAD_SWITCHES.values(), ids=BAD_SWITCHES.keys())
-async def test_a_101_that_does_not_answer_the_offer_is_a_502_and_never_a_tunnel(gateway_factory, answer) -> None:
+async def test_a_101_that_does_not_answer_the_offer_is_a_502_and_never_a_tunnel(
+        gateway_factory: GatewayFactory, answer: Callable[[bytes], bytes]) -> None:
     async with raw_upgrade_upstream(answer) as up:
         gw = await gateway(gateway_factory, up)
         before = resources(gw.app)
@@ -84,7 +86,8 @@ async def test_a_101_that_does_not_answer_the_offer_is_a_502_and_never_a_tunnel(
         rest, closed = await read_until_closed(reader, 3)
         assert closed
         data = json.loads(rest)
-        assert data["status_code"] == 502 and "invalid response" in data["message"]
+        assert data["status_code"] == 502
+        assert "invalid response" in data["message"]
         await poll(lambda: up.closed == 1, "the gateway closed the upstream connection")
         assert up.received == []
         assert metric(gw, "vocelio_upgrades_refused_total", service="svc") == 1
@@ -101,7 +104,8 @@ PLAIN_SWITCHES = {
 
 
 @pytest.mark.parametrize("answer", PLAIN_SWITCHES.values(), ids=PLAIN_SWITCHES.keys())
-async def test_a_101_to_a_request_that_asked_for_no_upgrade_is_a_502(gateway_factory, answer: bytes) -> None:
+async def test_a_101_to_a_request_that_asked_for_no_upgrade_is_a_502(gateway_factory: GatewayFactory,
+                                                                     answer: bytes) -> None:
     async with raw_upgrade_upstream(lambda head: answer) as up:
         gw = await gateway(gateway_factory, up)
         before = resources(gw.app)
@@ -132,7 +136,8 @@ H2C_ATTEMPTS = {
 
 
 @pytest.mark.parametrize("headers", H2C_ATTEMPTS.values(), ids=H2C_ATTEMPTS.keys())
-async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(recording_upstream, gateway_factory,
+async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(recording_upstream: RecordingUpstreamFactory,
+                                                                          gateway_factory: GatewayFactory,
                                                                           headers: bytes) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up)
@@ -140,14 +145,17 @@ async def test_upgrades_that_are_not_allowed_are_served_as_plain_requests(record
     answer = await raw_request(gw.port, b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n",
                                read_timeout_s=2)
     assert status_of(answer) == 200, answer
-    assert up.paths() == ["/x"] and up.protocol_errors == []
+    assert up.paths() == ["/x"]
+    assert up.protocol_errors == []
     raw = b"".join(up.raw).lower()
-    assert b"http2-settings" not in raw and b"h2c" not in raw and b"upgrade" not in raw
+    assert b"http2-settings" not in raw
+    assert b"h2c" not in raw
+    assert b"upgrade" not in raw
     await settled(gw.app, before)
 
 
-async def test_a_service_without_upgrades_serves_websocket_requests_as_plain_requests(recording_upstream,
-                                                                                      gateway_factory) -> None:
+async def test_a_service_without_upgrades_serves_websocket_requests_as_plain_requests(
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up, upgrades=[])
     answer = await raw_request(gw.port, ws_request("/api/v1/svc/socket"), read_timeout_s=2)
@@ -155,7 +163,7 @@ async def test_a_service_without_upgrades_serves_websocket_requests_as_plain_req
     assert b"upgrade" not in b"".join(up.raw).lower()
 
 
-async def test_only_the_allowed_protocols_of_an_offer_are_forwarded(gateway_factory) -> None:
+async def test_only_the_allowed_protocols_of_an_offer_are_forwarded(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway(gateway_factory, up)
         reader, writer = await open_raw(gw.port)
@@ -170,7 +178,8 @@ async def test_only_the_allowed_protocols_of_an_offer_are_forwarded(gateway_fact
         writer.close()
 
 
-async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream, gateway_factory) -> None:
+async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream: RecordingUpstreamFactory,
+                                                         gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up)
     for upgrade in ("websocket", "h2c"):
@@ -178,11 +187,13 @@ async def test_an_upgrade_request_with_a_body_is_refused(recording_upstream, gat
                    + b"\r\nSec-WebSocket-Key: " + WS_KEY.encode() + b"\r\nContent-Length: 5\r\n\r\nhello")
         answer = await raw_request(gw.port, request, read_timeout_s=2)
         assert status_of(answer) == 400
-    assert up.requests == [] and up.connections == 0
+    assert up.requests == []
+    assert up.connections == 0
 
 
 @pytest.mark.parametrize("key", [None, "", "c2hvcnQ=", "!!!!", "dGhlIHNhbXBsZSBub25jZQ==AAAA"])
-async def test_a_websocket_upgrade_without_a_valid_key_is_refused(recording_upstream, gateway_factory,
+async def test_a_websocket_upgrade_without_a_valid_key_is_refused(recording_upstream: RecordingUpstreamFactory,
+                                                                  gateway_factory: GatewayFactory,
                                                                   key: str | None) -> None:
     up = await recording_upstream()
     gw = await gateway(gateway_factory, up)
@@ -208,7 +219,7 @@ def endpoint_in_flight(gw: Gateway) -> int:
     return resources(gw.app).endpoint_in_flight
 
 
-async def test_a_valid_tunnel_relays_counts_in_flight_and_settles(gateway_factory) -> None:
+async def test_a_valid_tunnel_relays_counts_in_flight_and_settles(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway(gateway_factory, up)
         before = resources(gw.app)
@@ -225,7 +236,7 @@ async def test_a_valid_tunnel_relays_counts_in_flight_and_settles(gateway_factor
         assert metric(gw, "vocelio_tunnels_open", service="svc") == 0
 
 
-async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory) -> None:
+async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head)) as up:
         gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.3})
         before = resources(gw.app)
@@ -234,14 +245,15 @@ async def test_an_idle_tunnel_is_closed_on_both_sides(gateway_factory) -> None:
         started = loop.time()
         _, closed = await read_until_closed(reader, 3)
         idle_for = loop.time() - started
-        assert closed and 0.25 <= idle_for <= 1.5, idle_for
+        assert closed, idle_for
+        assert 0.25 <= idle_for <= 1.5, idle_for
         await poll(lambda: up.closed == 1, "upstream side closed")
         assert metric(gw, "vocelio_tunnel_idle_closes_total", service="svc") == 1
         writer.close()
         await settled(gw.app, before)
 
 
-async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
+async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head), echo=False) as up:
         gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.5})
         reader, writer = await handshake(gw)
@@ -250,11 +262,12 @@ async def test_client_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
             await writer.drain()
             await asyncio.sleep(0.1)  # the traffic pattern under test, not a wait for a condition
         await poll(lambda: b"".join(up.received) == b"0123456789", "every byte relayed")
-        assert up.closed == 0 and not reader.at_eof()
+        assert up.closed == 0
+        assert not reader.at_eof()
         writer.close()
 
 
-async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
+async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head), echo=False) as up:
         gw = await gateway(gateway_factory, up, timeouts={"tunnel_idle_s": 0.5})
         reader, writer = await handshake(gw)
@@ -266,7 +279,7 @@ async def test_upstream_bytes_alone_keep_a_tunnel_open(gateway_factory) -> None:
         writer.close()
 
 
-async def test_tunnels_pass_through_the_breaker(gateway_factory) -> None:
+async def test_tunnels_pass_through_the_breaker(gateway_factory: GatewayFactory) -> None:
     answers = iter([b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"])
 
     def answer(head: bytes) -> bytes:
@@ -278,11 +291,12 @@ async def test_tunnels_pass_through_the_breaker(gateway_factory) -> None:
         assert status_of(answer_1) == 503
         assert breaker_of(gw).state is BreakerState.OPEN
         answer_2 = await raw_request(gw.port, ws_request("/api/v1/svc/socket"), read_timeout_s=2)
-        assert status_of(answer_2) == 503 and b"circuit breaker open" in answer_2
+        assert status_of(answer_2) == 503
+        assert b"circuit breaker open" in answer_2
         assert up.connections == 1  # the open breaker kept the upgrade away from the upstream
 
 
-async def test_an_invalid_101_counts_as_an_upstream_failure(gateway_factory) -> None:
+async def test_an_invalid_101_counts_as_an_upstream_failure(gateway_factory: GatewayFactory) -> None:
     async with raw_upgrade_upstream(lambda head: switching(head, accept="bm9wZQ==")) as up:
         gw = await gateway(gateway_factory, up, circuit_breaker={"consecutive_failures": 2, "open_s": 30})
         for _ in range(2):
@@ -290,7 +304,8 @@ async def test_an_invalid_101_counts_as_an_upstream_failure(gateway_factory) -> 
         assert breaker_of(gw).state is BreakerState.OPEN
 
 
-async def test_a_healthy_tunnel_during_half_open_is_a_successful_probe_and_frees_its_slot(gateway_factory) -> None:
+async def test_a_healthy_tunnel_during_half_open_is_a_successful_probe_and_frees_its_slot(
+        gateway_factory: GatewayFactory) -> None:
     answers = iter([b"HTTP/1.1 500 Boom\r\nContent-Length: 0\r\n\r\n"])
 
     def answer(head: bytes) -> bytes:
@@ -304,7 +319,8 @@ async def test_a_healthy_tunnel_during_half_open_is_a_successful_probe_and_frees
         await poll(lambda: breaker.state is BreakerState.HALF_OPEN, "half-open")
         reader, writer = await handshake(gw)
         # The switch was the verdict: the breaker closed while the tunnel stays open.
-        assert breaker.state is BreakerState.CLOSED and breaker.probes_in_flight == 0
+        assert breaker.state is BreakerState.CLOSED
+        assert breaker.probes_in_flight == 0
         writer.write(b"x")
         assert await reader.readexactly(1) == b"x"
         writer.close()

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import resources, settled
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
+from tests.harness.hostile import RecordingUpstream, RecordingUpstreamFactory, resources, settled
 from tests.harness.wire_tools import close_quietly, read_until_closed, responses_in
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 
 TIMEOUT = 0.6
 PATH = b"/api/v1/svc/upload"
@@ -58,7 +58,8 @@ MALFORMED = [
 
 
 @pytest.fixture
-async def edge(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def edge(recording_upstream: RecordingUpstreamFactory,
+               gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                limits={"client_body_timeout_s": TIMEOUT, "max_body_bytes": 1500})
@@ -83,7 +84,7 @@ async def _exchange(port: int, pieces: list[bytes], pause_s: float = 0.1,
         await close_quietly(writer)
 
 
-def _counted(gw) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def _counted(gw: Gateway) -> dict[str, float]:
     """Requests recorded by status class, over all services (the gateway's own included)."""
     out: dict[str, float] = {}
     for (_, _, code_class), count in gw.app[keys.METRICS].requests_by_class().items():
@@ -98,13 +99,15 @@ def _check_envelope(answer: bytes, status: int) -> None:
     _, headers, body = final[0]
     assert headers["connection"] == "close"
     envelope = json.loads(body)
-    assert envelope["status_code"] == status and envelope["request_id"]
+    assert envelope["status_code"] == status
+    assert envelope["request_id"]
 
 
 @pytest.mark.parametrize(("name", "head", "partial"), STALLED, ids=[s[0] for s in STALLED])
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "head-then-body"])
-async def test_a_stalled_body_ends_with_408_and_a_close_within_the_body_timeout(edge, name: str, head: bytes,
-                                                                                 partial: bytes, split: bool) -> None:
+async def test_a_stalled_body_ends_with_408_and_a_close_within_the_body_timeout(edge: tuple[Gateway, RecordingUpstream],
+                                                                                name: str, head: bytes, partial: bytes,
+                                                                                split: bool) -> None:
     gw, up = edge
     before = resources(gw.app)
     counted = _counted(gw)
@@ -120,8 +123,9 @@ async def test_a_stalled_body_ends_with_408_and_a_close_within_the_body_timeout(
 
 @pytest.mark.parametrize(("name", "head", "body", "status"), MALFORMED, ids=[m[0] for m in MALFORMED])
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "head-then-body"])
-async def test_a_malformed_body_ends_with_its_status_and_a_close(edge, name: str, head: bytes, body: bytes,
-                                                                 status: int, split: bool) -> None:
+async def test_a_malformed_body_ends_with_its_status_and_a_close(edge: tuple[Gateway, RecordingUpstream], name: str,
+                                                                 head: bytes, body: bytes, status: int,
+                                                                 split: bool) -> None:
     gw, up = edge
     before = resources(gw.app)
     counted = _counted(gw)
@@ -134,7 +138,7 @@ async def test_a_malformed_body_ends_with_its_status_and_a_close(edge, name: str
     await settled(gw.app, before)
 
 
-async def test_a_body_cut_by_a_half_close_is_400(edge) -> None:
+async def test_a_body_cut_by_a_half_close_is_400(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     before = resources(gw.app)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -148,7 +152,8 @@ async def test_a_body_cut_by_a_half_close_is_400(edge) -> None:
     await settled(gw.app, before)
 
 
-async def test_a_stalled_body_queued_behind_another_request_is_answered_after_it(edge) -> None:
+async def test_a_stalled_body_queued_behind_another_request_is_answered_after_it(
+        edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     before = resources(gw.app)
     first = b"GET /api/v1/svc/first HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -159,7 +164,7 @@ async def test_a_stalled_body_queued_behind_another_request_is_answered_after_it
     await settled(gw.app, before)
 
 
-async def test_the_body_timeout_measures_silence_not_total_time(edge) -> None:
+async def test_the_body_timeout_measures_silence_not_total_time(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     # Ten bytes, one every 0.3 s (half the timeout): slow, but never silent for long.
     pieces = [CL] + [b"x"] * 10
@@ -202,7 +207,8 @@ STALLED_UPSTREAM = [
 
 @pytest.mark.parametrize(("name", "head", "partial"), STALLED_UPSTREAM, ids=[s[0] for s in STALLED_UPSTREAM])
 async def test_a_stalled_body_on_a_request_waiting_upstream_releases_the_upstream_connection(
-        gateway_factory, silent_upstream, name: str, head: bytes, partial: bytes) -> None:
+        gateway_factory: GatewayFactory, silent_upstream: tuple[int, asyncio.Event], name: str, head: bytes,
+        partial: bytes) -> None:
     port, upstream_closed = silent_upstream
     gw = await gateway_factory(GatewayConfig(services=[service(
         "svc", Endpoint(address="127.0.0.1", port=port), health_check={"enabled": False},

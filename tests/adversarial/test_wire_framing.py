@@ -12,12 +12,21 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import Received, echo_responder, raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
+from tests.harness.hostile import (
+    Received,
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    echo_responder,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.wire_tools import read_with_gateway, responses_in
 from tests.unit.test_http1_differential import streams
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.paths import PathError, normalize_path
+from vocelio_contract.config import GatewayConfig
+from vocelio_contract.paths import PathError, normalize_path
 
 P = b"/api/v1/svc"
 
@@ -96,7 +105,8 @@ REFUSED = [
 
 
 @pytest.fixture
-async def edge(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def edge(recording_upstream: RecordingUpstreamFactory,
+               gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(),
                                                                health_check={"enabled": False})]))
@@ -109,8 +119,9 @@ def _envelope(answer: bytes) -> tuple[bytes, dict[str, object]]:
 
 
 @pytest.mark.parametrize(("name", "data", "status"), REFUSED, ids=[r[0] for r in REFUSED])
-async def test_a_message_with_ambiguous_framing_or_target_is_refused_and_closed(edge, name: str, data: bytes,
-                                                                               status: int) -> None:
+async def test_a_message_with_ambiguous_framing_or_target_is_refused_and_closed(edge: tuple[Gateway, RecordingUpstream],
+                                                                                name: str, data: bytes,
+                                                                                status: int) -> None:
     gw, up = edge
     before = resources(gw.app)
     started = time.monotonic()
@@ -118,13 +129,16 @@ async def test_a_message_with_ambiguous_framing_or_target_is_refused_and_closed(
     assert time.monotonic() - started < 4, "the gateway closed the connection"
     assert status_of(answer) == status, answer
     head, envelope = _envelope(answer)
-    assert envelope["status_code"] == status and envelope["request_id"]
+    assert envelope["status_code"] == status
+    assert envelope["request_id"]
     assert b"connection: close" in head
-    assert up.requests == [] and not any(up.raw)
+    assert up.requests == []
+    assert not any(up.raw)
     await settled(gw.app, before)
 
 
-async def test_a_bad_message_after_good_pipelined_ones_ends_the_connection_after_their_answers(edge) -> None:
+async def test_a_bad_message_after_good_pipelined_ones_ends_the_connection_after_their_answers(
+        edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     before = resources(gw.app)
     good = _get(P + b"/one", b"Host: a") + _get(P + b"/two", b"Host: a")
@@ -137,7 +151,8 @@ async def test_a_bad_message_after_good_pipelined_ones_ends_the_connection_after
     await settled(gw.app, before)
 
 
-async def test_an_absolute_form_target_routes_by_its_path_and_its_authority_replaces_host(edge) -> None:
+async def test_an_absolute_form_target_routes_by_its_path_and_its_authority_replaces_host(
+        edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     answer = await raw_request(gw.port, _get(b"http://Public.Example:8080" + P + b"/items?q=1", b"Host: other",
                                              b"Connection: close"))
@@ -149,7 +164,7 @@ async def test_an_absolute_form_target_routes_by_its_path_and_its_authority_repl
 
 
 async def test_trusted_hosts_are_checked_against_the_authority_of_an_absolute_form_target(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                trusted_hosts=["public.example"])
@@ -161,26 +176,29 @@ async def test_trusted_hosts_are_checked_against_the_authority_of_an_absolute_fo
     assert up.paths() == ["/x"]
 
 
-async def test_an_http_1_0_request_needs_no_host(edge) -> None:
+async def test_an_http_1_0_request_needs_no_host(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     answer = await raw_request(gw.port, _get(P + b"/old", version=b"HTTP/1.0"))
-    assert status_of(answer) == 200 and up.paths() == ["/old"]
+    assert status_of(answer) == 200
+    assert up.paths() == ["/old"]
 
 
-async def test_te_trailers_is_understood_and_never_forwarded(edge) -> None:
+async def test_te_trailers_is_understood_and_never_forwarded(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     answer = await raw_request(gw.port, _get(P + b"/x", b"Host: a", b"TE: trailers", b"Connection: close"))
     assert status_of(answer) == 200
     assert up.requests[0].header("te") == []
 
 
-async def test_a_chunked_upload_reaches_the_upstream_with_its_framing_redone(edge) -> None:
+async def test_a_chunked_upload_reaches_the_upstream_with_its_framing_redone(
+        edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     answer = await raw_request(gw.port, _post(b"Transfer-Encoding: Chunked", b"Connection: close",
                                               body=b"5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\n\r\n"))
     assert status_of(answer) == 200
     [received] = up.requests
-    assert received.body == b"hello!" and received.trailers == []
+    assert received.body == b"hello!"
+    assert received.trailers == []
     assert up.protocol_errors == []
 
 
@@ -190,7 +208,8 @@ END = b"GET /__end HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=streams)
-async def test_generated_streams_reach_the_upstream_exactly_as_the_gateway_read_them(catch_all, data: bytes) -> None:
+async def test_generated_streams_reach_the_upstream_exactly_as_the_gateway_read_them(
+        catch_all: tuple[Gateway, RecordingUpstream], data: bytes) -> None:
     gw, up = catch_all
     up.requests.clear()
     up.protocol_errors.clear()
@@ -233,7 +252,8 @@ async def _echo_or_empty(req: Received) -> tuple[int, list[tuple[str, str]], byt
 
 
 @pytest.fixture
-async def catch_all(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def catch_all(recording_upstream: RecordingUpstreamFactory,
+                    gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream(_echo_or_empty)
     gw = await gateway_factory(GatewayConfig(services=[service("all", up.endpoint(), prefixes=["/"], rewrite=None,
                                                                health_check={"enabled": False})]),

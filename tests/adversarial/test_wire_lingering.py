@@ -17,11 +17,18 @@ import json
 import psutil
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import raw_request, resources, settled, status_of
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
 from tests.harness.upstream_answer_tools import read_answer, upload_then_read
 from tests.harness.wire_tools import http_server_of, responses_in
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 #: Uploads: BIG is under the body limit (refused for another reason), OVER above it.
 LIMIT, BIG, OVER = 1_500_000, 1_000_000, 3_000_000
@@ -31,7 +38,8 @@ FAST = {"client_header_timeout_s": 0.4, "limits": {"max_body_bytes": LIMIT, "lin
 
 
 @pytest.fixture
-async def edge(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def edge(recording_upstream: RecordingUpstreamFactory,
+               gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                **FAST)
@@ -68,7 +76,7 @@ UPLOADS = {
                          ids=["alone", "pipelined garbage after"])
 @pytest.mark.parametrize(("head", "body", "status"), UPLOADS.values(), ids=UPLOADS.keys())
 async def test_an_answer_sent_before_the_upload_was_read_reaches_the_client(
-        edge, head: bytes, body: bytes, status: int, after: bytes) -> None:
+        edge: tuple[Gateway, RecordingUpstream], head: bytes, body: bytes, status: int, after: bytes) -> None:
     gw, up = edge
     before = resources(gw.app)
     got = await upload_then_read(gw.port, head, body, after=after)
@@ -80,7 +88,8 @@ async def test_an_answer_sent_before_the_upload_was_read_reaches_the_client(
     await settled(gw.app, before)
 
 
-async def test_a_100_continue_client_that_waits_gets_the_refusal_and_may_still_send(edge) -> None:
+async def test_a_100_continue_client_that_waits_gets_the_refusal_and_may_still_send(
+        edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
@@ -99,9 +108,9 @@ async def test_a_100_continue_client_that_waits_gets_the_refusal_and_may_still_s
     assert up.requests == []
 
 
-async def test_a_lingering_connection_ends_when_the_client_goes_quiet(edge) -> None:
+async def test_a_lingering_connection_ends_when_the_client_goes_quiet(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, _ = edge
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     before = resources(gw.app)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
@@ -117,11 +126,11 @@ async def test_a_lingering_connection_ends_when_the_client_goes_quiet(edge) -> N
 
 
 async def test_the_answer_ends_with_a_fin_while_the_gateway_still_reads_and_the_client_closing_ends_it(
-        recording_upstream, gateway_factory) -> None:
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                client_header_timeout_s=0.4, limits={"lingering_time_s": 30, "lingering_timeout_s": 30})
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     before = resources(gw.app)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     loop = asyncio.get_running_loop()
@@ -130,7 +139,8 @@ async def test_the_answer_ends_with_a_fin_while_the_gateway_still_reads_and_the_
     answer = await read_answer(reader, timeout_s=5)
     # The write side was shut right after the answer (the client reads it to its end at
     # once) while the connection is kept open to read what the client still sends.
-    assert status_of(answer) == 404 and loop.time() - started < 2
+    assert status_of(answer) == 404
+    assert loop.time() - started < 2
     assert len(server.connections) == 1
     writer.write(b"x" * 100_000)
     await writer.drain()
@@ -146,9 +156,9 @@ async def test_the_answer_ends_with_a_fin_while_the_gateway_still_reads_and_the_
     b"POST /api/v1/svc/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(OVER)[:-5],
 ], ids=["refused head", "refused body"])
 async def test_a_client_that_keeps_sending_is_closed_after_the_lingering_time_without_growing_memory(
-        edge, head: bytes) -> None:
+        edge: tuple[Gateway, RecordingUpstream], head: bytes) -> None:
     gw, _ = edge
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     rss = psutil.Process().memory_info().rss
     _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     sent = 0
@@ -175,12 +185,13 @@ async def test_a_client_that_keeps_sending_is_closed_after_the_lingering_time_wi
     await poll(lambda: not server.connections, "the lingering connection closed")
 
 
-async def test_lingering_connections_count_against_the_connection_cap(recording_upstream, gateway_factory) -> None:
+async def test_lingering_connections_count_against_the_connection_cap(recording_upstream: RecordingUpstreamFactory,
+                                                                      gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                client_header_timeout_s=0.4,
                                limits={"max_client_connections": 2, "lingering_time_s": 2, "lingering_timeout_s": 1})
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     before = resources(gw.app)
     held = []
     try:
@@ -189,7 +200,8 @@ async def test_lingering_connections_count_against_the_connection_cap(recording_
             writer.write(b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % BIG + b"x" * 1000)
             assert status_of(await read_answer(reader)) == 404
             held.append(writer)
-        assert server.lingering_closes == 2 and len(server.connections) == 2
+        assert server.lingering_closes == 2
+        assert len(server.connections) == 2
         # Both are still counted: a third connection is over the cap.
         assert status_of(await raw_request(gw.port, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")) == 503
         # The lingering ones end on their own (quiet for lingering_timeout_s); the cap frees.
@@ -203,9 +215,9 @@ async def test_lingering_connections_count_against_the_connection_cap(recording_
     await settled(gw.app, before)
 
 
-async def test_answers_to_requests_read_whole_close_without_lingering(edge) -> None:
+async def test_answers_to_requests_read_whole_close_without_lingering(edge: tuple[Gateway, RecordingUpstream]) -> None:
     gw, up = edge
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     keep = b"POST /api/v1/svc/a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
     close = b"GET /api/v1/svc/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
     answers = responses_in(await raw_request(gw.port, keep + keep + close))
@@ -216,11 +228,12 @@ async def test_answers_to_requests_read_whole_close_without_lingering(edge) -> N
     assert len(up.requests) == 3
 
 
-async def test_lingering_can_be_switched_off(recording_upstream, gateway_factory) -> None:
+async def test_lingering_can_be_switched_off(recording_upstream: RecordingUpstreamFactory,
+                                             gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                limits={"lingering_time_s": 0})
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     await upload_then_read(gw.port, b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % BIG,
                            b"x" * 1000, settle_s=0.1, read_timeout_s=1)
     assert server.lingering_closes == 0

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, RawUpstreamFactory, poll, service
 from tests.harness.hostile import raw_request, resources, settled
 from tests.harness.wire_tools import Flooder, http_server_of
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.http1.limits import PIPELINED_SLICE
-from vocelio_proxy.server import HttpConnection
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.wire.http1.limits import PIPELINED_SLICE
+from vocelio_proxy.wire.server import HttpConnection, HttpServer
 
 MiB = 1024 * 1024
 BUDGET = 128 * 1024
@@ -27,7 +27,7 @@ BUDGET = 128 * 1024
 SLICE_OVERSHOOT = PIPELINED_SLICE // len(b"GET / HTTP/1.0\r\n\r\n") + 1
 
 
-def _connection(server) -> HttpConnection:  # type: ignore[no-untyped-def]
+def _connection(server: HttpServer) -> HttpConnection:
     [conn] = list(server.connections)
     return conn
 
@@ -48,7 +48,7 @@ async def _flood_settles(conn: HttpConnection) -> None:
 
 
 @pytest.fixture
-async def gateway(raw_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def gateway(raw_upstream: RawUpstreamFactory, gateway_factory: GatewayFactory) -> tuple[Gateway, int]:
     # A lean upstream (it keeps nothing): the process's RSS then measures the gateway.
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     gw = await gateway_factory(GatewayConfig(services=[service(
@@ -61,10 +61,10 @@ async def gateway(raw_upstream, gateway_factory):  # type: ignore[no-untyped-def
 # on loopback), so the gateway itself must hold back.
 @pytest.mark.parametrize(("path", "count"), [(b"/health", 20000), (b"/metrics", 3000), (b"/api/v1/svc/x", 20000),
                                              (b"/nowhere", 20000)])
-async def test_thousands_of_pipelined_requests_never_read_do_not_grow_the_process(gateway, path: bytes,
-                                                                                   count: int) -> None:
+async def test_thousands_of_pipelined_requests_never_read_do_not_grow_the_process(gateway: tuple[Gateway, int],
+                                                                                  path: bytes, count: int) -> None:
     gw, _ = gateway
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     request = b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     flood = request * count
     answer_size = len(await raw_request(gw.port, b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
@@ -120,11 +120,11 @@ async def silent_upstream() -> AsyncIterator[int]:
 
 
 async def test_pipelined_uploads_behind_a_slow_request_are_bounded_by_the_connection_budget(
-        gateway_factory, silent_upstream) -> None:
+        gateway_factory: GatewayFactory, silent_upstream: int) -> None:
     gw = await gateway_factory(GatewayConfig(services=[service(
         "svc", Endpoint(address="127.0.0.1", port=silent_upstream), health_check={"enabled": False})]),
         limits={"max_connection_buffer_bytes": BUDGET})
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     body = b"x" * 8192
     request = b"POST /api/v1/svc/up HTTP/1.1\r\nHost: a\r\nContent-Length: 8192\r\n\r\n" + body
     flood = request * 400  # 3.2 MiB of uploads
@@ -174,11 +174,11 @@ async def endless_upstream() -> AsyncIterator[int]:
 
 
 async def test_a_large_answer_the_client_never_reads_does_not_grow_the_process_and_times_out(
-        gateway_factory, endless_upstream) -> None:
+        gateway_factory: GatewayFactory, endless_upstream: int) -> None:
     gw = await gateway_factory(GatewayConfig(services=[service(
         "svc", Endpoint(address="127.0.0.1", port=endless_upstream), health_check={"enabled": False},
         timeouts={"idle_s": 30})]), limits={"client_send_timeout_s": 1.0})
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     gc.collect()
     before = resources(gw.app)
     flooder = await Flooder.start(gw.port, b"GET /api/v1/svc/big HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -193,9 +193,9 @@ async def test_a_large_answer_the_client_never_reads_does_not_grow_the_process_a
     await flooder.close()
 
 
-async def test_many_flooding_connections_stay_within_their_budgets(gateway) -> None:
+async def test_many_flooding_connections_stay_within_their_budgets(gateway: tuple[Gateway, int]) -> None:
     gw, _ = gateway
-    server = http_server_of(gw.app)
+    server = http_server_of(gw)
     request = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"
     flood = request * 2000
     gc.collect()

@@ -9,9 +9,16 @@ import json
 
 import pytest
 
-from tests.harness.app_fixtures import service
-from tests.harness.hostile import raw_request, resources, settled, status_of
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
+from tests.harness.hostile import (
+    RecordingUpstream,
+    RecordingUpstreamFactory,
+    raw_request,
+    resources,
+    settled,
+    status_of,
+)
+from vocelio_contract.config import GatewayConfig
 
 HEAD = b"POST /api/v1/svc/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
 BODY = b"5\r\nhello\r\n6\r\n world\r\n"
@@ -27,7 +34,8 @@ FORGED = [
 
 
 @pytest.fixture
-async def edge(recording_upstream, gateway_factory):  # type: ignore[no-untyped-def]
+async def edge(recording_upstream: RecordingUpstreamFactory,
+               gateway_factory: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     up = await recording_upstream()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})]),
                                limits={"max_header_bytes": 2048})
@@ -36,7 +44,8 @@ async def edge(recording_upstream, gateway_factory):  # type: ignore[no-untyped-
 
 @pytest.mark.parametrize("fields", FORGED, ids=[f[0].split(b":")[0].decode() for f in FORGED])
 @pytest.mark.parametrize("split", [False, True], ids=["one-packet", "trailers-later"])
-async def test_trailer_fields_never_reach_the_upstream(edge, fields: list[bytes], split: bool) -> None:
+async def test_trailer_fields_never_reach_the_upstream(edge: tuple[Gateway, RecordingUpstream], fields: list[bytes],
+                                                       split: bool) -> None:
     gw, up = edge
     before = resources(gw.app)
     trailer = b"0\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
@@ -65,7 +74,8 @@ async def test_trailer_fields_never_reach_the_upstream(edge, fields: list[bytes]
     b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(30)),
     b"".join(b"X-%d: v\r\n" % i for i in range(150)),
 ], ids=["one-large-field", "many-medium-fields", "too-many-fields"])
-async def test_trailers_over_the_header_budget_are_refused(edge, trailer: bytes) -> None:
+async def test_trailers_over_the_header_budget_are_refused(edge: tuple[Gateway, RecordingUpstream],
+                                                           trailer: bytes) -> None:
     gw, up = edge
     before = resources(gw.app)
     answer = await raw_request(gw.port, HEAD + BODY + b"0\r\n" + trailer + b"\r\n")

@@ -9,11 +9,13 @@ gets a tag other than its own got somebody else's answer."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.harness.app_fixtures import Gateway, GatewayFactory
 from tests.harness.hostile import raw_request, resources, settled
 from tests.harness.upstream_answer_tools import (
     OddAnswer,
@@ -62,7 +64,7 @@ ANNOUNCING = {
 @pytest.mark.parametrize("when", ["next", "later"])
 @pytest.mark.parametrize(("method", "head", "status"), ANNOUNCING.values(), ids=ANNOUNCING.keys())
 async def test_bytes_a_no_body_answer_announced_never_become_another_clients_answer(
-        gateway_factory, method: bytes, head: bytes, status: int, when: str) -> None:
+        gateway_factory: GatewayFactory, method: bytes, head: bytes, status: int, when: str) -> None:
     async with scripted_upstream() as up:
         gw = await gateway_factory(plain_config(up.port))
         path = b"/odd/%d" % next(_ids)
@@ -93,7 +95,7 @@ INTERIM_WITH_A_BODY = {
 
 @pytest.mark.parametrize("interim", INTERIM_WITH_A_BODY.values(), ids=INTERIM_WITH_A_BODY.keys())
 async def test_an_interim_answer_that_announces_a_body_is_a_502_and_its_bytes_go_nowhere(
-        gateway_factory, interim: bytes) -> None:
+        gateway_factory: GatewayFactory, interim: bytes) -> None:
     async with scripted_upstream() as up:
         gw = await gateway_factory(plain_config(up.port))
         path = b"/odd/%d" % next(_ids)
@@ -104,7 +106,7 @@ async def test_an_interim_answer_that_announces_a_body_is_a_502_and_its_bytes_go
         await _assert_own_answers(gw.port, up)
 
 
-async def test_a_plain_204_and_304_keep_the_connection_in_the_pool(gateway_factory) -> None:
+async def test_a_plain_204_and_304_keep_the_connection_in_the_pool(gateway_factory: GatewayFactory) -> None:
     # The common path: no-body answers that announce nothing (or a length of 0) are reused.
     async with scripted_upstream() as up:
         gw = await gateway_factory(plain_config(up.port))
@@ -171,12 +173,13 @@ def _statuses(line: bytes, framing: str, interim: bool) -> set[int]:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sequence=st.lists(odd_answers(), min_size=1, max_size=3))
 async def test_generated_odd_answers_never_hand_a_later_client_another_answer(
-        pooled, sequence: list[tuple[bytes, bytes, OddAnswer, set[int]]]) -> None:
+        pooled: tuple[Gateway, ScriptedUpstream], sequence: list[tuple[bytes, bytes, OddAnswer, set[int]]]) -> None:
     gw, up = pooled
     for method, path, answer, statuses in sequence:
         up.script[path] = answer
         got = await _get(gw.port, path, method)
-        assert len(got) == 1 and got[0][0] in statuses, (answer, got)
+        assert len(got) == 1, (answer, got)
+        assert got[0][0] in statuses, (answer, got)
         body = got[0][2]
         # Whatever the odd request got, it is never another request's answer.
         assert tag_of(body) in (None, path), (answer, got)
@@ -185,7 +188,7 @@ async def test_generated_odd_answers_never_hand_a_later_client_another_answer(
 
 
 @pytest.fixture
-async def pooled(gateway_factory):  # type: ignore[no-untyped-def]
+async def pooled(gateway_factory: GatewayFactory) -> AsyncIterator[tuple[Gateway, ScriptedUpstream]]:
     async with scripted_upstream() as up:
         gw = await gateway_factory(plain_config(up.port))
         before = resources(gw.app)

@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import brotli
@@ -18,12 +19,12 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
 from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import poll_async
-from vocelio_proxy.apikeys import mint_key
+from vocelio_contract.apikeys import mint_key
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -49,34 +50,44 @@ def bearer(**kw: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(**kw)}"}
 
 
-async def test_protected_routes_answer_401_then_403_then_forward_identity(upstream_factory, gateway_factory) -> None:
+async def test_protected_routes_answer_401_then_403_then_forward_identity(upstream_factory: UpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[
         service("billing", up.endpoint(), auth={"mode": "jwt", "roles": ["billing-admin"]}),
         service("agents", up.endpoint(), auth={"mode": "jwt"})]), auth=AUTH)
     status, headers, body = await gw.get("/api/v1/billing/invoices")
-    assert status == 401 and json.loads(body)["status_code"] == 401 and "WWW-Authenticate" in headers
+    assert status == 401
+    assert json.loads(body)["status_code"] == 401
+    assert "WWW-Authenticate" in headers
     status, _, body = await gw.get("/api/v1/billing/invoices", headers=bearer())
-    assert status == 403 and "billing-admin" in json.loads(body)["message"]
+    assert status == 403
+    assert "billing-admin" in json.loads(body)["message"]
     status, _, body = await gw.get("/api/v1/agents/x", headers={**bearer(), "X-Vocelio-Roles": "admin",
                                                                 "X-Vocelio-Tenant": "globex"})
     sent = json.loads(body)["headers"]
     assert status == 200
-    assert sent["X-Vocelio-User"] == "u1" and sent["X-Vocelio-Tenant"] == "acme"
-    assert sent["X-Vocelio-Roles"] == "agent" and sent["X-Vocelio-Auth-Method"] == "jwt"
+    assert sent["X-Vocelio-User"] == "u1"
+    assert sent["X-Vocelio-Tenant"] == "acme"
+    assert sent["X-Vocelio-Roles"] == "agent"
+    assert sent["X-Vocelio-Auth-Method"] == "jwt"
     assert "Authorization" in sent  # the token itself is the upstream's to use too
 
 
-async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory, gateway_factory) -> None:
+async def test_invalid_tokens_get_a_401_that_does_not_echo_them(upstream_factory: UpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("agents", up.endpoint())]), auth=AUTH)
     expired = token(exp=int(time.time()) - 3600)
     status, _, body = await gw.get("/api/v1/agents/x", headers={"Authorization": f"Bearer {expired}"})
-    assert status == 401 and "expired" in json.loads(body)["message"]
-    assert expired.encode() not in body and not up.hits  # even a public route refuses bad credentials
+    assert status == 401
+    assert "expired" in json.loads(body)["message"]
+    assert expired.encode() not in body
+    assert not up.hits
 
 
-async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, gateway_factory, tmp_path: Path) -> None:
+async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory: UpstreamFactory,
+                                                            gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     key, record = mint_key(tenant="acme", tier="premium", roles=["integrator"])
     keys_file = tmp_path / "keys.json"
@@ -84,15 +95,17 @@ async def test_api_keys_from_a_file_authenticate_and_reload(upstream_factory, ga
     gw = await gateway_factory(GatewayConfig(services=[service("dev", up.endpoint(), auth={"mode": "api-key"})]),
                                api_keys_path=keys_file)
     status, _, body = await gw.get("/api/v1/dev/x", headers={"X-API-Key": key})
-    assert status == 200 and json.loads(body)["headers"]["X-Vocelio-Tier"] == "premium"
+    assert status == 200
+    assert json.loads(body)["headers"]["X-Vocelio-Tier"] == "premium"
     assert (await gw.get("/api/v1/dev/x", headers={"X-API-Key": key[:-3] + "AAA"}))[0] == 401
     keys_file.write_text(json.dumps([record.model_copy(update={"disabled": True}).model_dump(mode="json")]))
     status, _, body = await gw.get("/api/v1/dev/x", headers={"X-API-Key": key})
-    assert status == 401 and "disabled" in json.loads(body)["message"]
+    assert status == 401
+    assert "disabled" in json.loads(body)["message"]
 
 
-async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_prefix(upstream_factory,
-                                                                                     gateway_factory) -> None:
+async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_prefix(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[
         service("public", up.endpoint(), prefixes=["/api/v1/public"]),
@@ -104,21 +117,22 @@ async def test_a_crafted_path_cannot_reach_a_protected_route_through_a_public_pr
     assert not up.hits
 
 
-async def test_a_spoofed_forwarded_for_does_not_move_a_caller_into_another_bucket(upstream_factory,
-                                                                                  gateway_factory) -> None:
+async def test_a_spoofed_forwarded_for_does_not_move_a_caller_into_another_bucket(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS))
     statuses = [(await gw.get("/api/v1/svc/x", headers={"X-Forwarded-For": f"10.9.9.{i}"}))[0] for i in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
 
 
-async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(upstream_factory,
-                                                                             gateway_factory) -> None:
+async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(upstream_factory: UpstreamFactory,
+                                                                             gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS), auth=AUTH)
     status, headers, _ = await gw.get("/api/v1/svc/x")
     assert status == 200
-    assert headers["X-RateLimit-Limit"] == "3" and headers["X-RateLimit-Remaining"] == "2"
+    assert headers["X-RateLimit-Limit"] == "3"
+    assert headers["X-RateLimit-Remaining"] == "2"
     assert int(headers["X-RateLimit-Reset"]) > time.time()
     assert headers["RateLimit-Policy"] == '"anonymous";q=3;w=60'
     assert headers["RateLimit"].startswith('"anonymous";r=2;t=')
@@ -126,16 +140,21 @@ async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(ups
         await gw.get("/api/v1/svc/x")
     status, headers, body = await gw.get("/api/v1/svc/x")
     data = json.loads(body)
-    assert status == 429 and data["status_code"] == 429 and data["retry_after"] >= 1
-    assert int(headers["Retry-After"]) >= 1 and headers["X-RateLimit-Remaining"] == "0"
+    assert status == 429
+    assert data["status_code"] == 429
+    assert data["retry_after"] >= 1
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["X-RateLimit-Remaining"] == "0"
     # An authenticated caller is in another tier and bucket.
     status, headers, _ = await gw.get("/api/v1/svc/x", headers=bearer())
-    assert status == 200 and headers["X-RateLimit-Limit"] == "5"
+    assert status == 200
+    assert headers["X-RateLimit-Limit"] == "5"
 
 
 @pytest.mark.redis
-async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(upstream_factory, tmp_path: Path,
-                                                                               redis_server: RedisServer) -> None:
+async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(upstream_factory: UpstreamFactory,
+                                                                                tmp_path: Path,
+                                                                                redis_server: RedisServer) -> None:
     import os
     import signal
     import subprocess
@@ -183,7 +202,8 @@ async def test_two_gateway_processes_sharing_redis_admit_no_more_than_the_limit(
 
 
 @pytest.mark.redis
-async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstream_factory, gateway_factory,
+async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstream_factory: UpstreamFactory,
+                                                                         gateway_factory: GatewayFactory,
                                                                          redis_server: RedisServer) -> None:
     up = await upstream_factory()
     tiers = [RateTier(name="anonymous", requests=10, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
@@ -206,11 +226,13 @@ async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstrea
     assert await poll_async("limiter back on Redis", back, 10)
     # Redis restarted empty: its counts start again from the requests made since.
     status, headers, _ = await gw.get("/api/v1/svc/x")
-    assert status == 200 and int(headers["X-RateLimit-Remaining"]) >= 7
+    assert status == 200
+    assert int(headers["X-RateLimit-Remaining"]) >= 7
 
 
 @pytest.mark.redis
-async def test_redis_outage_fails_closed_when_configured(upstream_factory, gateway_factory,
+async def test_redis_outage_fails_closed_when_configured(upstream_factory: UpstreamFactory,
+                                                         gateway_factory: GatewayFactory,
                                                          redis_server: RedisServer) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS),
@@ -219,7 +241,9 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory, gatew
     assert (await gw.get("/api/v1/svc/x"))[0] == 200
     redis_server.kill()
     status, headers, body = await gw.get("/api/v1/svc/x")
-    assert status == 503 and "Retry-After" in headers and json.loads(body)["status_code"] == 503
+    assert status == 503
+    assert "Retry-After" in headers
+    assert json.loads(body)["status_code"] == 503
     hits = len(up.hits)
     redis_server.start()
 
@@ -230,24 +254,29 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory, gatew
     assert len(up.hits) == hits + 1
 
 
-async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_factory, gateway_factory) -> None:
+async def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(upstream_factory: UpstreamFactory,
+                                                                    gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                trusted_hosts=["api.vocelio.test"])
     status, _, body = await gw.get("/api/v1/svc/x", headers={"Host": "evil.test"})
-    assert status == 421 and json.loads(body)["status_code"] == 421 and not up.hits
+    assert status == 421
+    assert json.loads(body)["status_code"] == 421
+    assert not up.hits
     status, _, _ = await gw.get("/api/v1/svc/x", headers={"Host": "api.vocelio.test:8080"})
     assert status == 200
 
 
-async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gateway_factory) -> None:
+async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory: UpstreamFactory,
+                                                         gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                cors={"allow_origins": ["https://app.vocelio.ai"]})
     status, headers, _ = await gw.request("OPTIONS", "/api/v1/svc/x", headers={
         "Origin": "https://app.vocelio.ai", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "Authorization, Content-Type"})
-    assert status == 204 and headers["Access-Control-Allow-Origin"] == "https://app.vocelio.ai"
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "https://app.vocelio.ai"
     assert not up.hits
     status, _, _ = await gw.request("OPTIONS", "/api/v1/svc/x", headers={
         "Origin": "https://evil.test", "Access-Control-Request-Method": "POST"})
@@ -257,13 +286,15 @@ async def test_cors_preflight_is_answered_at_the_gateway(upstream_factory, gatew
     assert "X-RateLimit-Remaining" in headers["Access-Control-Expose-Headers"]
 
 
-async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory, gateway_factory) -> None:
+async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory: UpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), max_body_bytes=1000)]))
     status, _, body = await gw.request("POST", "/api/v1/svc/x", data=b"x" * 2000)
-    assert status == 413 and json.loads(body)["status_code"] == 413
+    assert status == 413
+    assert json.loads(body)["status_code"] == 413
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b"y" * 300
 
@@ -271,17 +302,20 @@ async def test_bodies_over_the_limit_get_413_even_when_streamed(upstream_factory
     assert status == 413
 
 
-async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory, gateway_factory) -> None:
+async def test_oversized_urls_and_headers_get_the_envelope(upstream_factory: UpstreamFactory,
+                                                           gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                limits={"max_url_bytes": 300, "max_headers": 20})
     status, _, body = await gw.get("/api/v1/svc/" + "a" * 400)
-    assert status == 414 and json.loads(body)["status_code"] == 414
+    assert status == 414
+    assert json.loads(body)["status_code"] == 414
     status, _, _ = await gw.get("/api/v1/svc/x", headers={f"X-H{i}": "v" for i in range(30)})
     assert status == 431
 
 
-async def test_compressible_responses_are_compressed_for_clients_that_ask(upstream_factory, gateway_factory) -> None:
+async def test_compressible_responses_are_compressed_for_clients_that_ask(upstream_factory: UpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     payload = {"items": list(range(2000))}
 
     async def big_json(request: web.Request) -> web.StreamResponse:
@@ -293,16 +327,20 @@ async def test_compressible_responses_are_compressed_for_clients_that_ask(upstre
 
     gw.session = aiohttp.ClientSession(auto_decompress=False)
     status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "gzip, br"})
-    assert status == 200 and headers["Content-Encoding"] == "br"
+    assert status == 200
+    assert headers["Content-Encoding"] == "br"
     assert json.loads(brotli.decompress(body)) == payload
     status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "gzip"})
-    assert headers["Content-Encoding"] == "gzip" and json.loads(gzip.decompress(body)) == payload
+    assert headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body)) == payload
     status, headers, body = await gw.get("/api/v1/svc/x", headers={"Accept-Encoding": "identity"})
     await gw.session.close()
-    assert "Content-Encoding" not in headers and json.loads(body) == payload
+    assert "Content-Encoding" not in headers
+    assert json.loads(body) == payload
 
 
-async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_factory, gateway_factory) -> None:
+async def test_jwks_rotation_fetches_a_new_kid_and_keeps_the_old_key(upstream_factory: UpstreamFactory,
+                                                                     gateway_factory: GatewayFactory) -> None:
     from jwt.algorithms import RSAAlgorithm
 
     old_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -10,9 +10,9 @@ import asyncio
 import redis.asyncio as redis
 
 from tests.harness.redis_server import RedisServer
-from vocelio_proxy.metrics import ProxyMetrics
-from vocelio_proxy.ratelimits import LimitCheck, MemoryLimiter
-from vocelio_proxy.redis_limiter import RedisLimiter
+from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter
+from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.redis_limiter import RedisLimiter
 from vocelio_proxy.settings import RateLimitSettings
 
 NOW = 1_800_000_000.25
@@ -45,7 +45,7 @@ async def test_a_concurrent_batch_matches_the_in_process_limiter_request_by_requ
         reference = MemoryLimiter()
         expected = [reference.decide(checks, NOW) for checks in requests]
 
-        def per_caller(results):  # type: ignore[no-untyped-def]
+        def per_caller(results: list[list[LimitResult]]) -> list[list[tuple[bool, int]]]:
             return [[(r.allowed, r.remaining) for r in rs if r.check.name != "tenant"] for rs in results]
 
         # The per-caller limits decide exactly as in process (the tenant limit never refuses).

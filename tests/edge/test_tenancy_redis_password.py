@@ -13,7 +13,7 @@ import redis
 
 from tests.harness.app_fixtures import service
 from tests.harness.redis_server import RedisServer
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 
 TIERS = [RateTier(name="anonymous", requests=100, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.harness.app_fixtures import Gateway, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
 from tests.harness.breakers_tools import Switch, hanging_endpoint
-from tests.harness.hostile import RecordingUpstream, resources, settled
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from tests.harness.hostile import RecordingUpstream, RecordingUpstreamFactory, resources, settled
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 #: Scheduling slack on a shared machine: the bound is request_s, the test allows this much over.
 SLACK_S = 0.6
@@ -32,7 +32,7 @@ async def stuck(recording_upstream: Any) -> AsyncIterator[tuple[RecordingUpstrea
     switch.released.set()
 
 
-async def gateway(gateway_factory: Any, *endpoints: Endpoint, **timeouts: float) -> Gateway:
+async def gateway(gateway_factory: GatewayFactory, *endpoints: Endpoint, **timeouts: float) -> Gateway:
     attempts = int(timeouts.pop("attempts", 3))
     return await gateway_factory(GatewayConfig(services=[service(
         "svc", *endpoints, health_check={"enabled": False}, timeouts=timeouts,
@@ -48,18 +48,21 @@ async def timed(gw: Gateway, method: str = "GET", **kw: Any) -> tuple[int, float
     return status, loop.time() - start, json.loads(body) if body.startswith(b"{") else {}
 
 
-async def test_a_slow_upstream_gets_its_504_at_the_deadline_whatever_the_attempts(stuck, gateway_factory) -> None:
+async def test_a_slow_upstream_gets_its_504_at_the_deadline_whatever_the_attempts(
+        stuck: tuple[RecordingUpstream, Switch], gateway_factory: GatewayFactory) -> None:
     up, _ = stuck
     gw = await gateway(gateway_factory, up.endpoint(), request_s=2.0, attempts=3)
     before = resources(gw.app)
     status, elapsed, body = await timed(gw)
-    assert status == 504 and body["status_code"] == 504
+    assert status == 504
+    assert body["status_code"] == 504
     assert 2.0 - 0.05 <= elapsed <= 2.0 + SLACK_S, elapsed
     assert len(up.requests) == 1  # the first attempt had the whole deadline: nothing left to retry
     await settled(gw.app, before)
 
 
-async def test_per_try_timeouts_retry_within_the_deadline(stuck, gateway_factory) -> None:
+async def test_per_try_timeouts_retry_within_the_deadline(stuck: tuple[RecordingUpstream, Switch],
+                                                          gateway_factory: GatewayFactory) -> None:
     up, _ = stuck
     gw = await gateway(gateway_factory, up.endpoint(), request_s=2.0, per_try_s=0.5, attempts=3)
     status, elapsed, _ = await timed(gw)
@@ -68,7 +71,8 @@ async def test_per_try_timeouts_retry_within_the_deadline(stuck, gateway_factory
     assert len(up.requests) == 3
 
 
-async def test_the_last_attempt_gets_only_what_is_left_of_the_deadline(stuck, gateway_factory) -> None:
+async def test_the_last_attempt_gets_only_what_is_left_of_the_deadline(stuck: tuple[RecordingUpstream, Switch],
+                                                                       gateway_factory: GatewayFactory) -> None:
     up, _ = stuck
     gw = await gateway(gateway_factory, up.endpoint(), request_s=1.3, per_try_s=0.5, attempts=10)
     status, elapsed, _ = await timed(gw)
@@ -77,7 +81,8 @@ async def test_the_last_attempt_gets_only_what_is_left_of_the_deadline(stuck, ga
     assert len(up.requests) == 3  # 0.5 + 0.5 + the 0.3 left
 
 
-async def test_no_retry_starts_below_the_floor(stuck, gateway_factory) -> None:
+async def test_no_retry_starts_below_the_floor(stuck: tuple[RecordingUpstream, Switch],
+                                               gateway_factory: GatewayFactory) -> None:
     up, _ = stuck
     gw = await gateway(gateway_factory, up.endpoint(), request_s=1.0, per_try_s=0.45, retry_floor_s=0.2,
                        attempts=10)
@@ -87,7 +92,8 @@ async def test_no_retry_starts_below_the_floor(stuck, gateway_factory) -> None:
     assert len(up.requests) == 2  # 0.1 s left after two attempts: under the 0.2 s floor
 
 
-async def test_connect_time_counts_against_the_deadline(stuck, gateway_factory) -> None:
+async def test_connect_time_counts_against_the_deadline(stuck: tuple[RecordingUpstream, Switch],
+                                                        gateway_factory: GatewayFactory) -> None:
     up, _ = stuck
     with hanging_endpoint() as blackhole:
         gw = await gateway(gateway_factory, blackhole, up.endpoint(), request_s=1.0, connect_s=0.6, attempts=3)
@@ -97,26 +103,31 @@ async def test_connect_time_counts_against_the_deadline(stuck, gateway_factory) 
             assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK_S, elapsed
 
 
-async def test_a_connect_that_hangs_is_cut_at_the_deadline_not_at_the_connect_timeout(gateway_factory) -> None:
+async def test_a_connect_that_hangs_is_cut_at_the_deadline_not_at_the_connect_timeout(
+        gateway_factory: GatewayFactory) -> None:
     with hanging_endpoint() as blackhole:
         gw = await gateway(gateway_factory, blackhole, request_s=0.8, connect_s=5.0, attempts=3)
         before = resources(gw.app)
         status, elapsed, body = await timed(gw)
-        assert status == 504 and "did not answer in time" in body["message"]
+        assert status == 504
+        assert "did not answer in time" in body["message"]
         assert 0.8 - 0.05 <= elapsed <= 0.8 + SLACK_S, elapsed
         await settled(gw.app, before)
 
 
-async def test_an_upload_gets_its_504_at_the_deadline(stuck, gateway_factory) -> None:
+async def test_an_upload_gets_its_504_at_the_deadline(stuck: tuple[RecordingUpstream, Switch],
+                                                      gateway_factory: GatewayFactory) -> None:
     up, _ = stuck
     gw = await gateway(gateway_factory, up.endpoint(), request_s=1.0, attempts=3)
     status, elapsed, _ = await timed(gw, "POST", data=b"x" * 1000)
     assert status == 504
     assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK_S, elapsed
-    assert len(up.requests) == 1 and len(up.requests[0].body) == 1000
+    assert len(up.requests) == 1
+    assert len(up.requests[0].body) == 1000
 
 
-async def test_fast_failures_are_still_retried_inside_the_deadline(recording_upstream, gateway_factory) -> None:
+async def test_fast_failures_are_still_retried_inside_the_deadline(recording_upstream: RecordingUpstreamFactory,
+                                                                   gateway_factory: GatewayFactory) -> None:
     up = await recording_upstream()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,4 +135,5 @@ async def test_fast_failures_are_still_retried_inside_the_deadline(recording_ups
     gw = await gateway(gateway_factory, refused, up.endpoint(), request_s=1.0, attempts=2)
     for _ in range(4):
         status, elapsed, _ = await timed(gw)
-        assert status == 200 and elapsed < 1.0
+        assert status == 200
+        assert elapsed < 1.0

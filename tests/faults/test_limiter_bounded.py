@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness.app_fixtures import service
-from vocelio_proxy import edge
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
-from vocelio_proxy.ratelimits import LimitCheck, MemoryLimiter
+from tests.harness.app_fixtures import GatewayFactory, service
+from tests.harness.hostile import RecordingUpstreamFactory
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
+from vocelio_proxy.lifecycle import app as composition
+from vocelio_proxy.policy.ratelimits import LimitCheck, MemoryLimiter
 
 
 def test_three_hundred_thousand_distinct_callers_keep_the_table_at_its_cap() -> None:
@@ -55,7 +56,7 @@ def test_the_limiters_memory_stops_growing_at_its_cap() -> None:
 
 @pytest.fixture
 def capped_limiters(monkeypatch: pytest.MonkeyPatch) -> list[MemoryLimiter]:
-    """Records the in-process limiters the edge builds, with the arguments it passes
+    """Records the in-process limiters the composition root builds for the edge, with the arguments it passes
     (so the test proves the setting reaches the limiter)."""
     created: list[MemoryLimiter] = []
 
@@ -64,12 +65,13 @@ def capped_limiters(monkeypatch: pytest.MonkeyPatch) -> list[MemoryLimiter]:
         created.append(limiter)
         return limiter
 
-    monkeypatch.setattr(edge, "MemoryLimiter", capped)
+    monkeypatch.setattr(composition, "MemoryLimiter", capped)
     return created
 
 
 async def test_a_gateway_flooded_by_distinct_addresses_keeps_its_table_bounded_and_its_hot_caller_limited(
-        recording_upstream, gateway_factory, capped_limiters) -> None:  # type: ignore[no-untyped-def]
+        recording_upstream: RecordingUpstreamFactory, gateway_factory: GatewayFactory,
+        capped_limiters: list[MemoryLimiter]) -> None:
     up = await recording_upstream()
     tier = RateTier(name="anonymous", requests=5, window_s=3600, key_by="ip", match=TierMatch(kind="anonymous"))
     gw = await gateway_factory(

@@ -11,9 +11,9 @@ import os
 import resource
 import time
 
-from tests.harness.app_fixtures import service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
 from tests.harness.hostile import resources, settled
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
 
 IDLE = 3_000
 SAMPLE = 100
@@ -38,7 +38,8 @@ async def get_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pat
     return int(head.split(b" ", 2)[1])
 
 
-async def test_three_thousand_idle_connections_do_not_slow_a_request(upstream_factory, gateway_factory) -> None:
+async def test_three_thousand_idle_connections_do_not_slow_a_request(upstream_factory: UpstreamFactory,
+                                                                     gateway_factory: GatewayFactory) -> None:
     limits = resource.getrlimit(resource.RLIMIT_NOFILE)
     count = idle_count()
     up = await upstream_factory()

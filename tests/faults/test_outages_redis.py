@@ -18,11 +18,11 @@ from collections import Counter
 
 import pytest
 
-from tests.harness.app_fixtures import Gateway, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, service
 from tests.harness.redis_server import RedisServer
 from tests.harness.reload_tools import while_loaded
 from tests.harness.waiting import poll_async
-from vocelio_proxy.config import GatewayConfig, RateTier, TierMatch
+from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 
 pytestmark = [pytest.mark.redis,
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")]
@@ -35,7 +35,8 @@ TIERS = [RateTier(name="anonymous", requests=1_000_000, window_s=60, key_by="ip"
                   match=TierMatch(kind="anonymous"))]
 
 
-async def gateway(gateway_factory, upstream_factory, redis_server: RedisServer, mode: str) -> Gateway:
+async def gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, redis_server: RedisServer,
+                  mode: str) -> Gateway:
     up = await upstream_factory()
     return await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS),
                                  redis_url=redis_server.url,
@@ -49,7 +50,8 @@ async def fallback_gauge(gw: Gateway) -> float:
     raise AssertionError("no fallback gauge")
 
 
-async def test_redis_killed_mid_load_fails_open_without_losing_a_request(gateway_factory, upstream_factory,
+async def test_redis_killed_mid_load_fails_open_without_losing_a_request(gateway_factory: GatewayFactory,
+                                                                         upstream_factory: UpstreamFactory,
                                                                          redis_server: RedisServer) -> None:
     gw = await gateway(gateway_factory, upstream_factory, redis_server, "open")
     seen: dict[str, float] = {}
@@ -77,11 +79,12 @@ async def test_redis_killed_mid_load_fails_open_without_losing_a_request(gateway
     assert "vocelio_ratelimit_backend_errors_total" in metrics
     # After the restart Redis decides again: its fresh counters count the requests since.
     status, headers, _ = await gw.get("/api/v1/svc/x")
-    assert status == 200 and int(headers["X-RateLimit-Remaining"]) > 1_000_000 - stats.sent
+    assert status == 200
+    assert int(headers["X-RateLimit-Remaining"]) > 1_000_000 - stats.sent
 
 
 async def test_redis_killed_mid_load_fails_closed_with_503_envelopes_then_recovers(
-        gateway_factory, upstream_factory, redis_server: RedisServer) -> None:
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, redis_server: RedisServer) -> None:
     gw = await gateway(gateway_factory, upstream_factory, redis_server, "closed")
     phase = ["before"]
     by_phase: dict[str, Counter[int]] = {p: Counter() for p in ("before", "outage", "recovering", "after")}
@@ -90,7 +93,8 @@ async def test_redis_killed_mid_load_fails_closed_with_503_envelopes_then_recove
         by_phase[phase[0]][status] += 1
         if status == 503:
             envelope = json.loads(body)
-            assert envelope["status_code"] == 503 and envelope["request_id"]
+            assert envelope["status_code"] == 503
+            assert envelope["request_id"]
 
     async def scenario() -> None:
         await asyncio.sleep(1.0)
@@ -98,7 +102,8 @@ async def test_redis_killed_mid_load_fails_closed_with_503_envelopes_then_recove
         phase[0] = "outage"
         await asyncio.sleep(1.0)
         status, headers, _ = await gw.get("/api/v1/svc/x")
-        assert status == 503 and "Retry-After" in headers
+        assert status == 503
+        assert "Retry-After" in headers
         phase[0] = "recovering"
         redis_server.start()
 
@@ -117,7 +122,9 @@ async def test_redis_killed_mid_load_fails_closed_with_503_envelopes_then_recove
     assert (stats.lost, stats.unexpected, stats.slow) == (0, 0, 0), stats.line()
     # Every failed request is one of the outage's 503 envelopes; none before or after it.
     assert stats.failed == by_phase["outage"][503] + by_phase["recovering"][503]
-    assert set(by_phase["before"]) == {200} and set(by_phase["after"]) == {200}
-    assert by_phase["outage"][503] > 50 and set(by_phase["outage"]) <= {200, 503}
+    assert set(by_phase["before"]) == {200}
+    assert set(by_phase["after"]) == {200}
+    assert by_phase["outage"][503] > 50
+    assert set(by_phase["outage"]) <= {200, 503}
     assert by_phase["outage"][200] <= WORKERS  # only requests decided before the kill
     assert set(by_phase["recovering"]) <= {200, 503}

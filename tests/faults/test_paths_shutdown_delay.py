@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 
 from tests.harness.app_fixtures import poll, service
-from tests.harness.hostile import raw_request, status_of
+from tests.harness.hostile import RecordingUpstreamFactory, raw_request, status_of
 from tests.harness.waiting import poll_async
-from vocelio_proxy import keys
-from vocelio_proxy.app import create_app, serve
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import create_app, serve
+from vocelio_proxy.lifecycle.sources import StaticSource
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import StaticSource
 
 
 def test_the_default_shutdown_delay_outlasts_two_readiness_polls() -> None:
@@ -23,7 +23,8 @@ def test_the_default_shutdown_delay_outlasts_two_readiness_polls() -> None:
     assert ProxySettings().shutdown_delay_s >= 2 * 2
 
 
-async def test_readyz_turns_503_while_the_listener_still_serves_then_the_listener_closes(recording_upstream) -> None:
+async def test_readyz_turns_503_while_the_listener_still_serves_then_the_listener_closes(
+        recording_upstream: RecordingUpstreamFactory) -> None:
     up = await recording_upstream()
     settings = ProxySettings(host="127.0.0.1", port=0, access_log=False, drain_timeout_s=2, shutdown_delay_s=1.5)
     config = GatewayConfig(services=[service("svc", up.endpoint(), health_check={"enabled": False})])

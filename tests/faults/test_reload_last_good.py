@@ -6,15 +6,16 @@ the new version applies; delete the file, the route 404s."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness.app_fixtures import poll
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll
 from tests.harness.reload_tools import service_yaml, write_atomic
-from vocelio_operator.files import FolderSource
+from vocelio_operator.local.files import FolderSource
 
-BREAKAGES = {
+BREAKAGES: dict[str, Callable[[str], str]] = {
     "YAML syntax error": lambda text: text + "  : [\n",
     "non-UTF-8 byte": lambda text: text.replace("rewrite", "rew\udcffrite"),
     "apiVersion a number": lambda text: text.replace("gateway.vocelio.ai/v1alpha1", "1"),
@@ -37,20 +38,22 @@ def write(path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("how", sorted(BREAKAGES))
 async def test_a_broken_file_keeps_serving_the_old_version_until_fixed_and_deletion_removes_it(
-        how: str, upstream_factory, gateway_factory, tmp_path: Path) -> None:
+        how: str, upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     write(tmp_path / "one.yaml", service_yaml("one", up.port, rewrite="/v1"))
     write(tmp_path / "other.yaml", service_yaml("other", up.port))
     source = FolderSource(tmp_path)
     gw = await gateway_factory(source=source, config_poll_s=0.05)
     status, _, body = await gw.get("/api/v1/one/x")
-    assert status == 200 and json.loads(body)["path"] == "/v1/x"
+    assert status == 200
+    assert json.loads(body)["path"] == "/v1/x"
     applied = gw.state.reloads_ok
 
     write(tmp_path / "one.yaml", BREAKAGES[how](service_yaml("one", up.port, rewrite="/v2")))
     await poll(lambda: any("one.yaml" in p for p in gw.state.source_problems), "the problem is reported")
     status, _, body = await gw.get("/api/v1/one/x")
-    assert status == 200 and json.loads(body)["path"] == "/v1/x"  # the old config, still routed
+    assert status == 200
+    assert json.loads(body)["path"] == "/v1/x"
     assert (await gw.get("/api/v1/other/x"))[0] == 200
     config = json.loads((await gw.get("/status"))[2])["config"]
     assert any("one.yaml" in p for p in config["source_problems"]), config
@@ -62,7 +65,8 @@ async def test_a_broken_file_keeps_serving_the_old_version_until_fixed_and_delet
     write(tmp_path / "one.yaml", service_yaml("one", up.port, rewrite="/v3"))
     await poll(lambda: not gw.state.source_problems and gw.state.reloads_ok > applied, "the fix is applied")
     status, _, body = await gw.get("/api/v1/one/x")
-    assert status == 200 and json.loads(body)["path"] == "/v3/x"
+    assert status == 200
+    assert json.loads(body)["path"] == "/v3/x"
     assert json.loads((await gw.get("/status"))[2])["config"]["kept_last_good"] == []
 
     (tmp_path / "one.yaml").unlink()
@@ -72,7 +76,7 @@ async def test_a_broken_file_keeps_serving_the_old_version_until_fixed_and_delet
 
 
 async def test_only_the_broken_document_of_a_multi_document_file_keeps_its_old_version(
-        upstream_factory, gateway_factory, tmp_path: Path) -> None:
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     docs = [service_yaml(n, up.port, rewrite=f"/{n}1") for n in ("a", "b", "c")]
     write(tmp_path / "all.yaml", "---\n".join(docs))

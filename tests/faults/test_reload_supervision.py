@@ -14,10 +14,10 @@ import logging
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.kube_source import KubeConfigMapSource
-from vocelio_proxy.supervision import WatcherStatus, supervise
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle.kube_source import KubeConfigMapSource
+from vocelio_proxy.process.supervision import WatcherStatus, supervise
 
 
 class FaultySource:
@@ -52,8 +52,9 @@ def metric(text: str, line_start: str) -> float:
     raise AssertionError(f"{line_start} not in metrics")
 
 
-async def test_a_crashed_watcher_is_logged_counted_shown_and_restarted(upstream_factory, gateway_factory,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_crashed_watcher_is_logged_counted_shown_and_restarted(upstream_factory: UpstreamFactory,
+                                                                       gateway_factory: GatewayFactory,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     up = await upstream_factory()
     source = FaultySource(GatewayConfig(services=[service("one", up.endpoint())]))
     gw = await gateway_factory(source=source, config_poll_s=0.05)
@@ -70,18 +71,21 @@ async def test_a_crashed_watcher_is_logged_counted_shown_and_restarted(upstream_
     assert (await gw.get("/api/v1/two/x"))[0] == 200
 
     watcher = json.loads((await gw.get("/status"))[2])["config"]["watcher"]
-    assert watcher["state"] == "running" and watcher["restarts"] == 1
+    assert watcher["state"] == "running"
+    assert watcher["restarts"] == 1
     assert watcher["last_error"] == "ZeroDivisionError: injected fault in the watch loop"
     assert watcher["last_error_at"] is not None
     metrics = (await gw.get("/metrics"))[2].decode()
     assert metric(metrics, 'vocelio_config_watcher_restarts_total{watcher="config-watch"}') == 1.0
     assert metric(metrics, 'vocelio_config_watcher_up{watcher="config-watch"}') == 1.0
     crashes = [r for r in caplog.records if r.getMessage() == "background loop crashed; restarting it"]
-    assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR and crashes[0].exc_info is not None
+    assert len(crashes) == 1
+    assert crashes[0].levelno == logging.ERROR
+    assert crashes[0].exc_info is not None
 
 
-async def test_an_unexpected_load_failure_is_a_rejected_reload_that_is_retried(upstream_factory,
-                                                                               gateway_factory) -> None:
+async def test_an_unexpected_load_failure_is_a_rejected_reload_that_is_retried(upstream_factory: UpstreamFactory,
+                                                                               gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     source = FaultySource(GatewayConfig(services=[service("one", up.endpoint())]))
     gw = await gateway_factory(source=source, config_poll_s=0.05)
@@ -98,7 +102,7 @@ async def test_an_unexpected_load_failure_is_a_rejected_reload_that_is_retried(u
     assert gw.state.last_error == ""
 
 
-async def test_a_load_failure_before_any_config_shows_in_status_with_its_cause(gateway_factory) -> None:
+async def test_a_load_failure_before_any_config_shows_in_status_with_its_cause(gateway_factory: GatewayFactory) -> None:
     source = FaultySource(GatewayConfig())
     source.fail_load = 10_000
     gw = await gateway_factory(source=source, config_poll_s=0.05, wait_ready=False)
@@ -124,12 +128,17 @@ async def test_a_crash_loop_logs_the_traceback_once_and_backs_off(caplog: pytest
 
     task = asyncio.create_task(supervise(status, body, backoff_min_s=0.02, backoff_max_s=0.08))
     await asyncio.wait_for(healthy.wait(), 5)
-    assert status.restarts == 4 and status.state == "running"
+    assert status.restarts == 4
+    assert status.state == "running"
     gaps = [b - a for a, b in itertools.pairwise(calls)]
-    assert gaps[0] >= 0.02 and gaps[2] >= 0.08 and gaps[3] >= 0.08  # doubled, then capped
+    assert gaps[0] >= 0.02
+    assert gaps[2] >= 0.08
+    assert gaps[3] >= 0.08
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(errors) == 1 and errors[0].exc_info is not None and len(warnings) == 3
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert len(warnings) == 3
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -150,13 +159,14 @@ async def test_a_loop_that_returns_is_restarted_too() -> None:
 
     task = asyncio.create_task(supervise(status, body, backoff_min_s=0.01))
     await asyncio.wait_for(again.wait(), 5)
-    assert status.restarts == 1 and "stopped without being cancelled" in status.last_error
+    assert status.restarts == 1
+    assert "stopped without being cancelled" in status.last_error
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
 
-async def test_the_api_source_loop_is_supervised_and_shown_in_status(gateway_factory,
+async def test_the_api_source_loop_is_supervised_and_shown_in_status(gateway_factory: GatewayFactory,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # No in-cluster service account and no kubeconfig: the client set-up fails outside the
     # reconnect loop, which used to end the task silently.
@@ -167,7 +177,8 @@ async def test_the_api_source_loop_is_supervised_and_shown_in_status(gateway_fac
     await poll(lambda: source.status.restarts >= 1, "the API watch crashed and was restarted", 5)
     doc = json.loads((await gw.get("/status"))[2])
     api = doc["config"]["watchers"]["config-source"]
-    assert api["restarts"] >= 1 and api["state"] in ("running", "restarting")
+    assert api["restarts"] >= 1
+    assert api["state"] in ("running", "restarting")
     assert "ConfigException" in api["last_error"]
     assert doc["config"]["watchers"]["config-watch"]["restarts"] == 0
     metrics = (await gw.get("/metrics"))[2].decode()

@@ -7,15 +7,17 @@ service may be lost, failed or slow. The watcher must never crash."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness.app_fixtures import Gateway, poll
+from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll
 from tests.harness.reload_tools import run_load, service_yaml, while_loaded
-from vocelio_operator.files import FolderSource
-from vocelio_operator.manifests import ManifestLimits
+from vocelio_operator.local.files import FolderSource
+from vocelio_operator.local.manifests import ManifestLimits
 
 SLOW_S = 1.0
 PATHS = ["/api/v1/steady/x", "/api/v1/churn/x"]
@@ -56,7 +58,7 @@ def churn_rewrite(gw: Gateway) -> str | None:
 
 
 async def test_rewriting_resource_files_every_200ms_under_load_loses_no_request(
-        upstream_factory, gateway_factory, tmp_path: Path) -> None:
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     up = await upstream_factory()
     churn = tmp_path / "churn.yaml"
     steady = tmp_path / "steady.yaml"
@@ -76,7 +78,7 @@ async def test_rewriting_resource_files_every_200ms_under_load_loses_no_request(
         applied_versions.append(f"/v{version}")
         await asyncio.sleep(0.2)
 
-    async def inject(name: str, make: callable, marker: str) -> None:  # type: ignore[valid-type]
+    async def inject(name: str, make: Callable[[], object], marker: str) -> None:
         before = list(gw.state.source_problems)
         make()
         await poll(lambda: any(marker in p for p in gw.state.source_problems if p not in before),
@@ -89,7 +91,7 @@ async def test_rewriting_resource_files_every_200ms_under_load_loses_no_request(
         for name, data in bad_inputs(service_yaml("churn", up.port, rewrite="/v99")).items():
             await apply_valid(version)
             version += 1
-            await inject(name, lambda data=data: churn.write_bytes(data), "churn.yaml")
+            await inject(name, functools.partial(churn.write_bytes, data), "churn.yaml")
             assert churn_rewrite(gw) == f"/v{version - 1}", name  # the last good version still routes
         # Files that are not files, and a file gone between listing and reading.
         await apply_valid(version)
@@ -113,15 +115,18 @@ async def test_rewriting_resource_files_every_200ms_under_load_loses_no_request(
     stats = await while_loaded(gw.url, PATHS, scenario, workers=4, slow_s=SLOW_S, check=check)
     print(f"\nreload churn under load: {stats.line()}; {len(applied_versions)} versions applied, "
           f"{len(reported)} bad inputs reported")
-    assert stats.sent >= 200 and not stats.capped  # the load ran for the whole scenario
+    assert stats.sent >= 200
+    assert not stats.capped
     assert (stats.lost, stats.failed, stats.unexpected, stats.slow) == (0, 0, 0, 0), stats.line()
     assert len(reported) == len(bad_inputs("")) + 4
     watcher = gw.state.watchers["config-watch"]
-    assert watcher.restarts == 0 and watcher.state == "running"
+    assert watcher.restarts == 0
+    assert watcher.state == "running"
     assert gw.state.reloads_ok >= len(applied_versions)
 
 
-async def test_rapid_random_rewrites_end_on_the_last_valid_version(upstream_factory, gateway_factory,
+async def test_rapid_random_rewrites_end_on_the_last_valid_version(upstream_factory: UpstreamFactory,
+                                                                   gateway_factory: GatewayFactory,
                                                                    tmp_path: Path) -> None:
     """50 ms between writes, valid and broken at random, no waiting for the watcher: whatever
     it happens to read, every request succeeds and the final valid version wins."""
@@ -151,6 +156,7 @@ async def test_rapid_random_rewrites_end_on_the_last_valid_version(upstream_fact
         stop.set()
     stats = await load
     print(f"\nrapid random rewrites under load: {stats.line()}")
-    assert stats.sent >= 100 and not stats.capped
+    assert stats.sent >= 100
+    assert not stats.capped
     assert (stats.lost, stats.failed, stats.unexpected, stats.slow) == (0, 0, 0, 0), stats.line()
     assert gw.state.watchers["config-watch"].restarts == 0

@@ -14,14 +14,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from vocelio_proxy import keys
-from vocelio_proxy.accesslog import AccessLog
-from vocelio_proxy.app import RunningGateway, create_app, start_gateway
+from vocelio_contract.config import Backend, Endpoint, GatewayConfig, Service
 from vocelio_proxy.clock import Clock
-from vocelio_proxy.config import Backend, Endpoint, GatewayConfig, Service
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import RunningGateway, create_app, start_gateway
+from vocelio_proxy.lifecycle.sources import ConfigSource, StaticSource
+from vocelio_proxy.process.accesslog import AccessLog
+from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import ConfigSource, StaticSource
-from vocelio_proxy.state import GatewayState
+from vocelio_proxy.wire.server import HttpServer
 
 from .waiting import poll_async
 
@@ -39,8 +40,14 @@ class Upstream:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: What the `upstream_factory` fixture gives a test: `await make(handler=None, name="up")`.
+UpstreamFactory = Callable[..., Awaitable[Upstream]]
+#: What the `raw_upstream` fixture gives a test: `await make(respond)` -> port.
+RawUpstreamFactory = Callable[[Callable[[bytes], bytes | None]], Awaitable[int]]
+
+
 @pytest.fixture
-async def upstream_factory() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+async def upstream_factory() -> AsyncIterator[UpstreamFactory]:
     runners: list[web.AppRunner] = []
 
     async def make(handler: Handler | None = None, name: str = "up") -> Upstream:
@@ -75,7 +82,7 @@ async def upstream_factory() -> AsyncIterator[Callable[..., Awaitable[Upstream]]
 
 
 @pytest.fixture
-async def raw_upstream() -> AsyncIterator[Callable[[Callable[[bytes], bytes | None]], Awaitable[int]]]:
+async def raw_upstream() -> AsyncIterator[RawUpstreamFactory]:
     """A TCP server that answers each request with exact bytes (`respond(request_head)`)."""
     servers: list[asyncio.Server] = []
 
@@ -118,6 +125,8 @@ class Gateway:
     url: str
     app: web.Application
     session: aiohttp.ClientSession
+    #: The public listener's HTTP server.
+    server: HttpServer
 
     @property
     def port(self) -> int:
@@ -135,8 +144,12 @@ class Gateway:
             return resp.status, dict(resp.headers), await resp.read()
 
 
+#: What the `gateway_factory` fixture gives a test: `await make(config, ..., **settings)`.
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
 @pytest.fixture
-async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
     running: list[RunningGateway] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -153,7 +166,7 @@ async def gateway_factory() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
         running.append(started)
         session = aiohttp.ClientSession()
         sessions.append(session)
-        gw = Gateway(f"http://127.0.0.1:{started.port}", app, session)
+        gw = Gateway(f"http://127.0.0.1:{started.port}", app, session, started.server)
         if wait_ready:
             await poll(lambda: gw.state.runtime is not None and gw.state.health_round_done, "gateway ready")
         return gw

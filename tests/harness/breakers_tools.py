@@ -23,9 +23,9 @@ from aiohttp import web
 
 from tests.harness.app_fixtures import Gateway, poll
 from tests.harness.hostile import Received
-from vocelio_proxy import keys
-from vocelio_proxy.breakers import Breaker, BreakerState
-from vocelio_proxy.config import Endpoint
+from vocelio_contract.config import Endpoint
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.breakers import Breaker, BreakerState
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

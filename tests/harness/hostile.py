@@ -21,8 +21,8 @@ import psutil
 import pytest
 from aiohttp import web
 
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint
+from vocelio_contract.config import Endpoint
+from vocelio_proxy.lifecycle import appkeys as keys
 
 
 @dataclass
@@ -116,8 +116,12 @@ class RecordingUpstream:
             writer.close()
 
 
+#: What the `recording_upstream` fixture gives a test: `await make(responder=echo_responder)`.
+RecordingUpstreamFactory = Callable[..., Awaitable[RecordingUpstream]]
+
+
 @pytest.fixture
-async def recording_upstream() -> AsyncIterator[Callable[..., Awaitable[RecordingUpstream]]]:
+async def recording_upstream() -> AsyncIterator[RecordingUpstreamFactory]:
     servers: list[asyncio.Server] = []
 
     async def make(responder: Responder = echo_responder) -> RecordingUpstream:

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from vocelio_proxy import keys
-from vocelio_proxy.app import RunningGateway, create_app, start_gateway
+from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.clock import Clock
-from vocelio_proxy.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import RunningGateway, create_app, start_gateway
+from vocelio_proxy.lifecycle.sources import StaticSource
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import StaticSource
 
 from .app_fixtures import poll
 

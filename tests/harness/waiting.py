@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -15,15 +15,16 @@ def poll(what: str, fn: Callable[[], T], deadline_s: float = 30, interval: float
          errors: tuple[type[BaseException], ...] = (OSError,)) -> T:
     """Call `fn` until it returns something truthy; fail with `what` at the deadline."""
     end = time.monotonic() + deadline_s
-    last: Any = None
+    last: object = None
     while time.monotonic() < end:
         try:
-            last = fn()
+            value = fn()
         except errors as exc:
             last = exc
         else:
-            if last:
-                return last
+            last = value
+            if value:
+                return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
@@ -33,10 +34,11 @@ async def poll_async(what: str, fn: Callable[[], Awaitable[T]], deadline_s: floa
     """The asyncio form of `poll` for checks that await."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline_s
-    last: Any = None
+    last: object = None
     while loop.time() < end:
-        last = await fn()
-        if last:
-            return last
+        value = await fn()
+        last = value
+        if value:
+            return value
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

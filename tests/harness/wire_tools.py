@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import socket
 import struct
@@ -16,12 +15,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import h11
+from h11._state import MIGHT_SWITCH_PROTOCOL  # h11 exports it, but not in __all__
 
-from vocelio_proxy.exchange import Exchange
-from vocelio_proxy.http1.framing import WireError
-from vocelio_proxy.http1.limits import WireLimits
-from vocelio_proxy.http1.reader import RequestReader
-from vocelio_proxy.server import HttpServer
+from tests.harness.app_fixtures import Gateway
+from vocelio_proxy.wire.exchange import Exchange
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import WireLimits
+from vocelio_proxy.wire.http1.reader import RequestReader
+from vocelio_proxy.wire.server import HttpServer
 
 
 @dataclass
@@ -114,7 +115,7 @@ def read_with_h11(data: bytes) -> Outcome:
                 outcome.end = "incomplete" if (current is not None or conn.trailing_data[0]) else "ok"
                 return outcome
             if event is h11.PAUSED:
-                outcome.end = "upgrade" if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL else "closed"
+                outcome.end = "upgrade" if conn.their_state is MIGHT_SWITCH_PROTOCOL else "closed"
                 return outcome
             if isinstance(event, h11.Request):
                 headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
@@ -140,7 +141,7 @@ def read_with_h11(data: bytes) -> Outcome:
                 if conn.their_state is h11.MUST_CLOSE:
                     outcome.end = "closed"
                     return outcome
-                if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+                if conn.their_state is MIGHT_SWITCH_PROTOCOL:
                     current_upgrade = outcome.requests[-1]
                     current_upgrade.upgrade = True
                     outcome.end = "upgrade"
@@ -268,9 +269,6 @@ def responses_in(answer: bytes, head_requests: int = 0) -> list[tuple[int, dict[
     return out
 
 
-def http_server_of(app: object) -> HttpServer:
-    """The `HttpServer` serving `app` (the gateway fixture does not expose it)."""
-    for obj in gc.get_objects():
-        if isinstance(obj, HttpServer) and getattr(obj.handler, "_app", None) is app:
-            return obj
-    raise LookupError("no HttpServer serves this app")
+def http_server_of(gateway: Gateway) -> HttpServer:
+    """The `HttpServer` of the gateway fixture's public listener."""
+    return gateway.server

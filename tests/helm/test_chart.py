@@ -60,7 +60,8 @@ def test_values_schema_rejects_bad_values_with_a_clear_message(setting: str, mes
 def test_an_unknown_environment_key_is_rejected() -> None:
     result = helm("template", "vg", str(CHART),
                   "--set", "proxy.rateLimt.failMode=open", check=False)
-    assert result.returncode != 0 and "rateLimt" in result.stderr
+    assert result.returncode != 0
+    assert "rateLimt" in result.stderr
 
 
 def test_the_charts_crds_are_identical_to_the_top_level_crds() -> None:
@@ -81,9 +82,12 @@ def test_rendered_workloads_pass_the_policy_check(env: str) -> None:
         for container in pod["containers"]:
             where = f"{doc['metadata']['name']}/{container['name']}"
             image = container["image"]
-            assert ":" in image and not image.endswith(":latest"), where
-            assert container["resources"]["requests"] and container["resources"]["limits"], where
-            assert "livenessProbe" in container and "readinessProbe" in container, where
+            assert ":" in image, where
+            assert not image.endswith(":latest"), where
+            assert container["resources"]["requests"], where
+            assert container["resources"]["limits"], where
+            assert "livenessProbe" in container, where
+            assert "readinessProbe" in container, where
             assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
     proxy = next(d for d in workloads if d["metadata"]["name"].endswith("-proxy"))
@@ -214,7 +218,8 @@ def test_the_operator_reconciles_with_only_the_releases_rbac(control_plane: Cont
         assert http_json(f"http://127.0.0.1:{liveness}/healthz")[0] == 200
         log = proc.tail()
         # Match API refusals precisely: a bare "403" also occurs inside hashes and timestamps.
-        assert "forbidden" not in log.lower() and "APIForbiddenError" not in log, log
+        assert "forbidden" not in log.lower(), log
+        assert "APIForbiddenError" not in log, log
     finally:
         proc.stop()
 
@@ -234,7 +239,8 @@ def test_upgrade_rolls_the_proxy_only_when_settings_change(control_plane: Contro
     assert proxy_template(kube, ns, "gw-prod") == before
     helm("upgrade", "gw-prod", str(CHART), "-n", ns, *values, "--set", "proxy.logLevel=WARNING", cp=control_plane)
     generation, checksum = proxy_template(kube, ns, "gw-prod")
-    assert generation == before[0] + 1 and checksum != before[1]
+    assert generation == before[0] + 1
+    assert checksum != before[1]
 
 
 def test_uninstall_keeps_crds_and_custom_resources(control_plane: ControlPlane, kube: Kube,
@@ -263,19 +269,22 @@ def test_the_admin_port_is_scraped_on_the_pods_and_never_exposed_by_the_service(
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
     monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")
                    and d["metadata"]["name"].endswith("-proxy"))
-    assert monitor["kind"] == "PodMonitor" and monitor["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
+    assert monitor["kind"] == "PodMonitor"
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
     assert [r["ports"] for r in policy["spec"]["ingress"]] == [[{"port": "http"}], [{"port": "admin"}]]
     settings = yaml.safe_load(next(d for d in docs if d["metadata"]["name"].endswith("proxy-settings"))
                               ["data"]["settings.yaml"])
     loaded = ProxySettings(**settings)
     assert (loaded.admin.port, loaded.admin.host) == (9090, "0.0.0.0")
-    assert loaded.headers_with_underscores == "drop" and loaded.auth.claim_encoding == "refuse"
+    assert loaded.headers_with_underscores == "drop"
+    assert loaded.auth.claim_encoding == "refuse"
     # Without the admin listener the Service port is scraped, as before.
     docs = render("production", "--set", "monitoring.serviceMonitor=true", "--set", "proxy.admin.enabled=false")
     monitor = next(d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")
                    and d["metadata"]["name"].endswith("-proxy"))
-    assert monitor["kind"] == "ServiceMonitor" and monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["kind"] == "ServiceMonitor"
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
 
 
 @pytest.mark.parametrize("setting", [

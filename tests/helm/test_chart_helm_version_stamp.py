@@ -27,7 +27,8 @@ def test_offline_helm_assumes_a_current_kubernetes_not_v1_20(tmp_path: Path) -> 
         "data: {kube: {{ .Capabilities.KubeVersion.Version | quote }}}\n")
     out = helm("template", "probe", str(chart)).stdout
     version = re.search(r'kube: "v1\.(\d+)\.0"', out)
-    assert version and int(version.group(1)) >= 30, out
+    assert version, out
+    assert int(version.group(1)) >= 30, out
 
 
 def test_the_chart_renders_and_lints_without_kube_version() -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helm.chart_support import CHART, VALUES_FILES, checks_tool, docs_of, helm, template
-from vocelio_operator.schemas import schema_problems
+from vocelio_operator.model.schemas import schema_problems
 
 EVERYTHING = Path(__file__).parent / "values" / "everything.yaml"
 CASES = {"defaults": None, **{p.stem: p for p in VALUES_FILES}, "everything": EVERYTHING}
@@ -52,11 +53,12 @@ def test_a_pinned_digest_turns_the_digest_check_back_on(tmp_path: Path) -> None:
     unpinned = docs_of(rendered("defaults", tmp_path).read_text())
     pinned = docs_of(rendered("everything", tmp_path).read_text())
 
-    def skips(docs: list[dict[str, object]]) -> set[str]:
+    def skips(docs: list[dict[str, Any]]) -> set[str]:
         return {v.split("=")[0] for d in docs if d["kind"] == "Deployment"
                 for k, v in (d["metadata"].get("annotations") or {}).items() if k.startswith("checkov.io/skip")}
 
-    assert "CKV_K8S_43" in skips(unpinned) and "CKV_K8S_15" in skips(unpinned)
+    assert "CKV_K8S_43" in skips(unpinned)
+    assert "CKV_K8S_15" in skips(unpinned)
     assert "CKV_K8S_43" not in skips([d for d in pinned if "-redis" not in d["metadata"]["name"]])
     assert "CKV_K8S_15" not in skips([d for d in pinned if "-redis" not in d["metadata"]["name"]])
 
@@ -91,5 +93,7 @@ def test_the_charts_own_custom_resources_match_the_packaged_crds(case: str, tmp_
 def test_helm_lint_strict_passes_for_every_values_file(case: str) -> None:
     values = CASES[case]
     result = helm("lint", "--strict", str(CHART), *(["-f", str(values)] if values else []), check=False)
-    assert result.returncode == 0 and "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
-    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout

@@ -21,7 +21,7 @@ from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.kube import Kube, KubeError
 from tests.harness.stack import BIN, http_json, install_crds, poll, start_process
 from tests.helm.test_chart import CHART, ENVIRONMENTS, helm, render, service_account_kubeconfig
-from vocelio_proxy.apikeys import mint_key, secret_manifest
+from vocelio_contract.apikeys import mint_key, secret_manifest
 from vocelio_proxy.settings import ProxySettings
 
 #: Credentials made up per run: whatever the chart renders must never contain them.
@@ -57,8 +57,10 @@ def proxy_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_a_credential_in_values_fails_the_render_without_echoing_it(setting: str, message: str) -> None:
     result = helm("template", "vg", str(CHART), "--set", "image.tag=0.1.0",
                   "--set", f"proxy.auth.issuers[0].issuer={ISSUER}", "--set", setting, check=False)
-    assert result.returncode != 0 and message in result.stderr, result.stderr
-    assert HMAC_SECRET not in result.stdout + result.stderr and REDIS_PASSWORD not in result.stdout + result.stderr
+    assert result.returncode != 0, result.stderr
+    assert message in result.stderr, result.stderr
+    assert HMAC_SECRET not in result.stdout + result.stderr
+    assert REDIS_PASSWORD not in result.stdout + result.stderr
 
 
 def test_an_issuer_secret_for_an_unknown_issuer_is_refused() -> None:
@@ -66,19 +68,22 @@ def test_an_issuer_secret_for_an_unknown_issuer_is_refused() -> None:
                   "--set", "credentials.jwtIssuerSecrets[0].issuer=https://nobody",
                   "--set", "credentials.jwtIssuerSecrets[0].secretName=x",
                   "--set", "credentials.jwtIssuerSecrets[0].secretKey=k", check=False)
-    assert result.returncode != 0 and "is not in proxy.auth.issuers" in result.stderr
+    assert result.returncode != 0
+    assert "is not in proxy.auth.issuers" in result.stderr
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_credentials_reach_the_proxy_only_through_secrets(env: str) -> None:
     docs = render(env, *CREDENTIAL_VALUES)
     issuer = settings_yaml(docs)["auth"]["issuers"][0]
-    assert "secret" not in issuer and issuer["secret_file"] == "/etc/vocelio/credentials/jwt-0/hmac"
+    assert "secret" not in issuer
+    assert issuer["secret_file"] == "/etc/vocelio/credentials/jwt-0/hmac"
     pod = proxy_pod(docs)
     container = pod["containers"][0]
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/vocelio/credentials/jwt-0")
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    assert volume["secret"]["secretName"] == "gw-jwt-hmac" and volume["secret"]["items"] == [
+    assert volume["secret"]["secretName"] == "gw-jwt-hmac"
+    assert volume["secret"]["items"] == [
         {"key": "hmac", "path": "hmac"}]
     env_vars = {e["name"]: e for e in container["env"]}
     assert env_vars["VOCELIO_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "gw-redis", "key": "password"}
@@ -109,7 +114,8 @@ def test_the_proxy_reads_the_issuer_secret_and_the_redis_password_the_chart_moun
     loaded = ProxySettings(**settings, redis_password=REDIS_PASSWORD)
     assert loaded.auth.issuers[0].secret == HMAC_SECRET
     assert loaded.redis_password == REDIS_PASSWORD
-    assert HMAC_SECRET not in repr(loaded) and REDIS_PASSWORD not in repr(loaded)
+    assert HMAC_SECRET not in repr(loaded)
+    assert REDIS_PASSWORD not in repr(loaded)
 
 
 def test_the_operator_gets_the_tenancy_policy_and_production_restricts_claims() -> None:
@@ -119,11 +125,13 @@ def test_the_operator_gets_the_tenancy_policy_and_production_restricts_claims() 
         env_vars = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
         return dict(json.loads(env_vars["VOCELIO_OPERATOR_TENANCY"]))
 
-    from vocelio_operator.tenancy.policy import TenancySettings
+    from vocelio_operator.translation.tenancy.policy import TenancySettings
 
     prod, dev = TenancySettings(**tenancy("production")), TenancySettings(**tenancy("development"))
-    assert prod.prefix_claims.restricted and not prod.static_endpoints.enabled
-    assert not dev.prefix_claims.restricted and dev.static_endpoints.enabled
+    assert prod.prefix_claims.restricted
+    assert not prod.static_endpoints.enabled
+    assert not dev.prefix_claims.restricted
+    assert dev.static_endpoints.enabled
     assert "169.254.169.254/32" in prod.static_endpoints.deny_cidrs
 
 
@@ -189,8 +197,10 @@ def test_the_installed_release_holds_no_credential(control_plane: ControlPlane, 
     values = helm("get", "values", RELEASE, "-n", RELEASE_NS, "--all", cp=control_plane).stdout
     configmaps = control_plane.kubectl("get", "configmaps", "-n", RELEASE_NS, "-o", "yaml").stdout
     for text in (manifest, values, configmaps):
-        assert HMAC_SECRET not in text and REDIS_PASSWORD not in text
-    assert "gw-jwt-hmac" in manifest and "gw-redis" in manifest
+        assert HMAC_SECRET not in text
+        assert REDIS_PASSWORD not in text
+    assert "gw-jwt-hmac" in manifest
+    assert "gw-redis" in manifest
 
 
 def test_the_operator_publishes_an_allowed_tenant_key_with_only_the_releases_rbac(
@@ -215,6 +225,7 @@ def test_the_operator_publishes_an_allowed_tenant_key_with_only_the_releases_rba
         assert elsewhere.id not in published()
         assert http_json(f"http://127.0.0.1:{liveness}/healthz")[0] == 200
         log = proc.tail()
-        assert "forbidden" not in log.lower() and "cannot read API-key Secrets" not in log, log
+        assert "forbidden" not in log.lower(), log
+        assert "cannot read API-key Secrets" not in log, log
     finally:
         proc.stop()

@@ -47,7 +47,8 @@ def test_images_are_per_component_with_digest_and_fall_back_to_the_shared_block(
     px = pod(docs, "proxy")["containers"][0]
     assert op["image"] == f"mirror.example/v/gateway-operator:0.1.0@{DIGEST}"
     assert op["imagePullPolicy"] == "IfNotPresent"
-    assert px["image"] == "other.example/proxy:9.9.9" and px["imagePullPolicy"] == "Always"
+    assert px["image"] == "other.example/proxy:9.9.9"
+    assert px["imagePullPolicy"] == "Always"
 
 
 def test_pull_secrets_from_both_spellings_are_merged_once() -> None:
@@ -65,7 +66,8 @@ def test_service_accounts_take_annotations_or_an_existing_name_and_rbac_follows(
         "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/p"}
     assert pod(docs, "operator")["serviceAccountName"] == "platform-op"
     subjects = [s for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in d["subjects"]]
-    assert subjects and {s["name"] for s in subjects} == {"platform-op"}
+    assert subjects
+    assert {s["name"] for s in subjects} == {"platform-op"}
 
 
 def test_scheduling_and_extras_reach_the_pod() -> None:
@@ -83,13 +85,15 @@ def test_scheduling_and_extras_reach_the_pod() -> None:
     assert spec["tolerations"] == [{"key": "edge", "operator": "Exists"}]
     assert spec["priorityClassName"] == "gateway-critical"
     labels = deployment(docs, "proxy")["spec"]["template"]["metadata"]["labels"]
-    assert labels["team"] == "platform" and labels["app.kubernetes.io/component"] == "proxy"
+    assert labels["team"] == "platform"
+    assert labels["app.kubernetes.io/component"] == "proxy"
     assert {"name": "X", "value": "one"} in container["env"]
     assert container["envFrom"] == [{"secretRef": {"name": "extra"}}]
     assert {"name": "certs", "secret": {"secretName": "certs"}} in spec["volumes"]
     assert {"name": "certs", "mountPath": "/certs"} in container["volumeMounts"]
     # Overrides merge over the hardened defaults, key by key.
-    assert spec["securityContext"]["runAsUser"] == 20000 and spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 20000
+    assert spec["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["runAsUser"] == 20000
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -109,12 +113,15 @@ def test_the_service_takes_load_balancer_settings_only_where_kubernetes_allows_t
           "service.externalTrafficPolicy=Local", "service.annotations.a=b",
           "service.loadBalancerSourceRanges[0]=10.0.0.0/8"]
     svc = next(d for d in render(*lb) if d["kind"] == "Service")
-    assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["loadBalancerClass"] == "service.k8s.aws/nlb"
-    assert svc["spec"]["externalTrafficPolicy"] == "Local" and svc["metadata"]["annotations"] == {"a": "b"}
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["loadBalancerClass"] == "service.k8s.aws/nlb"
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert svc["metadata"]["annotations"] == {"a": "b"}
     assert svc["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
     cluster_ip = next(d for d in render("service.loadBalancerClass=x.io/y", "service.externalTrafficPolicy=Local")
                       if d["kind"] == "Service")
-    assert "loadBalancerClass" not in cluster_ip["spec"] and "externalTrafficPolicy" not in cluster_ip["spec"]
+    assert "loadBalancerClass" not in cluster_ip["spec"]
+    assert "externalTrafficPolicy" not in cluster_ip["spec"]
 
 
 @pytest.mark.parametrize("values", [None, "values-production.yaml", "values-staging.yaml", "values-development.yaml"])

@@ -71,7 +71,8 @@ def test_every_alert_has_a_standard_severity_annotations_and_a_runbook_in_the_re
         assert alert["labels"]["severity"] in ("critical", "warning"), name
         assert alert["labels"]["team"] == "platform"
         annotations = alert["annotations"]
-        assert annotations["summary"] and annotations["description"], name
+        assert annotations["summary"], name
+        assert annotations["description"], name
         assert annotations["runbook_url"].endswith(f"/docs/runbooks/{name}.md"), name
         runbook = (RUNBOOKS / f"{name}.md").read_text()
         for section in ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation"):
@@ -175,12 +176,15 @@ def test_the_proxy_and_the_operator_are_scraped_with_the_labels_and_interval() -
     ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
     for monitor in monitors.values():
         (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-        assert endpoint["interval"] == "15s" and endpoint["scrapeTimeout"] == "10s" and endpoint["path"] == "/metrics"
+        assert endpoint["interval"] == "15s"
+        assert endpoint["scrapeTimeout"] == "10s"
+        assert endpoint["path"] == "/metrics"
         assert monitor["metadata"]["labels"]["release"] == "kps"
         assert monitor["metadata"]["namespace"] == "vg"
     assert operator["spec"]["podMetricsEndpoints"][0]["port"] in ports
     (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
-    assert rule["metadata"]["labels"]["release"] == "kps" and rule["metadata"]["namespace"] == "vg"
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert rule["metadata"]["namespace"] == "vg"
     assert [g["interval"] for g in rule["spec"]["groups"]] == ["1m"]
     docs = render("--set", "proxy.admin.enabled=false")
     (service_monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
@@ -204,8 +208,10 @@ def test_the_dashboard_has_datasource_namespace_and_pod_variables_used_by_every_
     assert config_map["metadata"]["annotations"]["grafana_folder"] == "Gateways"
     dashboard = json.loads(config_map["data"]["vocelio-gateway.json"])
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    assert "namespace" in variables and variables["pod"]["includeAll"] is True
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert "namespace" in variables
+    assert variables["pod"]["includeAll"] is True
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         for target in panel["targets"]:

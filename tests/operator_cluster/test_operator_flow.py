@@ -142,7 +142,8 @@ def test_the_operator_writes_the_config_and_both_proxies_route_to_both_pods(stac
     for proxy in (stack.file_proxy, stack.api_proxy):
         poll(f"{proxy} reaches both pods", lambda p=proxy: pods_reached(f"{p}/api/v1/voice-lab/synth") == expected)
         status, body = http_json(f"{proxy}/voice-lab/v1/synth?x=1")
-        assert status == 200 and body["path"] == "/synth?x=1"
+        assert status == 200
+        assert body["path"] == "/synth?x=1"
 
 
 def test_status_conditions_and_printer_columns_report_the_outcome(stack: Stack) -> None:
@@ -158,7 +159,9 @@ def test_status_conditions_and_printer_columns_report_the_outcome(stack: Stack) 
         assert condition(obj, kind)["status"] == "True"
         assert condition(obj, kind)["observedGeneration"] == obj["metadata"]["generation"]
     table = stack.cp.kubectl("get", "vocelio", "-n", NS).stdout
-    assert "/api/v1/voice-lab" in table and "2/2" in table and "Ready" in table
+    assert "/api/v1/voice-lab" in table
+    assert "2/2" in table
+    assert "Ready" in table
     events = stack.cp.kubectl("get", "events", "-n", NS, "--field-selector",
                               "involvedObject.kind=VocelioService,involvedObject.name=voice-lab").stdout
     assert "Accepted" in events
@@ -201,7 +204,8 @@ def test_a_prefix_conflict_is_reported_on_the_newer_resource(stack: Stack) -> No
         return cond if cond.get("reason") == "PrefixConflict" else None
 
     cond = poll("PrefixConflict on the newer resource", conflicted)
-    assert cond["status"] == "False" and "voice-lab" in cond["message"]
+    assert cond["status"] == "False"
+    assert "voice-lab" in cond["message"]
     assert condition(stack.vsvc("voice-lab"), "Accepted")["status"] == "True"
     stack.cp.kubectl("delete", "vocelioservice", "voice-lab-v2", "-n", NS)
 
@@ -251,15 +255,16 @@ def test_deleting_a_vocelio_service_removes_its_route(stack: Stack) -> None:
             return body if status == 404 else None
 
         envelope = poll(f"404 from {proxy}", removed)
-        assert envelope["status_code"] == 404 and "/api/v1/analytics/x" in envelope["message"]
+        assert envelope["status_code"] == 404
+        assert "/api/v1/analytics/x" in envelope["message"]
 
 
 def test_a_file_proxy_reads_a_sharded_config(tmp_path: Path) -> None:
     from tests.harness.mount import write_configmap_volume
-    from vocelio_operator.sharding import shard_config
-    from vocelio_proxy.config import Backend as B
-    from vocelio_proxy.config import Endpoint, GatewayConfig, Service
-    from vocelio_proxy.sources import FileSource
+    from vocelio_contract.config import Backend as B
+    from vocelio_contract.config import Endpoint, GatewayConfig, Service
+    from vocelio_contract.sharding import shard_config
+    from vocelio_proxy.lifecycle.sources import FileSource
 
     services = [Service(name=f"svc-{i}", prefixes=[f"/api/v1/svc-{i}"],
                         backends=[B(name="b", endpoints=[Endpoint(address=f"198.18.{i // 250}.{i % 250}", port=80)
@@ -296,7 +301,8 @@ def test_api_key_secrets_reach_the_proxies_as_hashes_only(stack: Stack, tmp_path
 
     text = poll("API key hash published for the proxies", published)
     records = json.loads(text)
-    assert records[0]["tenant"] == "acme" and len(records[0]["hash"]) == 64
+    assert records[0]["tenant"] == "acme"
+    assert len(records[0]["hash"]) == 64
     assert key not in text
 
 

@@ -22,7 +22,7 @@ import pytest
 from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.kube import Kube, KubeError
 from tests.harness.stack import BIN, Process, http_json, install_crds, poll, start_process
-from vocelio_proxy.apikeys import ApiKeyRecord, mint_key, secret_manifest
+from vocelio_contract.apikeys import ApiKeyRecord, mint_key, secret_manifest
 
 ADMIN, TENANT_A, TENANT_B, ATTACKER = "tn-admin", "tn-a", "tn-b", "tn-attacker"
 CONFIG = "tenancy-config"
@@ -184,14 +184,16 @@ def test_a_reference_into_another_namespace_without_a_grant_is_not_rendered(tena
         return cond if cond.get("reason") == "RefNotPermitted" else None
 
     cond = poll("ResolvedRefs=False RefNotPermitted", refused)
-    assert cond["status"] == "False" and f"ReferenceGrant in {TENANT_A}" in cond["message"]
+    assert cond["status"] == "False"
+    assert f"ReferenceGrant in {TENANT_A}" in cond["message"]
     poll("a RefNotPermitted Event", lambda: events(tenancy.kube, TENANT_B, "b-reads-billing", "RefNotPermitted"))
     # The service is routed (its prefix is the namespace's) but carries nothing of tn-a.
     svc = poll("the service in the config", lambda: tenancy.service("b-reads-billing"))
     assert svc["backends"][0]["endpoints"] == []
     assert BILLING_ADDRESS not in tenancy.config_text()
     view = poll("the proxy runs the config", tenancy.proxy_view)
-    assert view["b-reads-billing"] == [] and view["steal-billing"] == []
+    assert view["b-reads-billing"] == []
+    assert view["steal-billing"] == []
 
 
 def test_a_grant_switches_the_reference_on_and_removing_it_takes_the_endpoints_away(tenancy: Tenancy) -> None:
@@ -215,7 +217,8 @@ spec:
     assert condition(tenancy.vsvc(ATTACKER, "steal-billing"), "ResolvedRefs")["reason"] == "RefNotPermitted"
     assert tenancy.service("steal-billing")["backends"][0]["endpoints"] == []  # type: ignore[index]
     view = poll("the proxy runs the config", tenancy.proxy_view)
-    assert view["b-reads-billing"] == [BILLING_ADDRESS] and view["steal-billing"] == []
+    assert view["b-reads-billing"] == [BILLING_ADDRESS]
+    assert view["steal-billing"] == []
     tenancy.cp.kubectl("delete", "referencegrant", "billing-for-team-b", "-n", TENANT_A)
     poll("endpoints gone once the grant is", lambda: BILLING_ADDRESS not in tenancy.config_text(), 30)
     poll("RefNotPermitted again", lambda: condition(tenancy.vsvc(TENANT_B, "b-reads-billing"),
@@ -250,7 +253,8 @@ def test_a_prefix_outside_the_namespaces_rules_is_not_accepted_and_blocks_nobody
         return cond if cond.get("reason") == "PrefixNotAllowed" else None
 
     cond = poll("Accepted=False PrefixNotAllowed", not_allowed)
-    assert cond["status"] == "False" and "/api/v1/team-a/reports" in cond["message"]
+    assert cond["status"] == "False"
+    assert "/api/v1/team-a/reports" in cond["message"]
     poll("a PrefixNotAllowed Event", lambda: events(tenancy.kube, ATTACKER, "squat", "PrefixNotAllowed"))
     older = tenancy.vsvc(ATTACKER, "squat")["metadata"]["creationTimestamp"]
     poll("a later creation second", lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > older, 5)
@@ -259,7 +263,8 @@ def test_a_prefix_outside_the_namespaces_rules_is_not_accepted_and_blocks_nobody
                                                             "Accepted").get("status") == "True")
     assert tenancy.service("squat") is None
     owner = tenancy.service("reports")
-    assert owner is not None and owner["namespace"] == TENANT_A
+    assert owner is not None
+    assert owner["namespace"] == TENANT_A
     # A prefix of another namespace's rule, and one outside every rule, alike.
     tenancy.apply(vocelio_service(TENANT_B, "b-into-a", "/API/V1/Team-A/x", static))
     poll("case-folded spelling refused", lambda: condition(tenancy.vsvc(TENANT_B, "b-into-a"),
@@ -267,7 +272,8 @@ def test_a_prefix_outside_the_namespaces_rules_is_not_accepted_and_blocks_nobody
     assert tenancy.service("b-into-a") is None
     # What the proxy serves: the owner's route, never the refused claims.
     view = poll("the proxy runs the config", lambda: (v := tenancy.proxy_view()) and "reports" in v and v)
-    assert "squat" not in view and "b-into-a" not in view
+    assert "squat" not in view
+    assert "b-into-a" not in view
     assert http_json(f"{tenancy.proxy}/API/V1/Team-A/x")[0] in (400, 404)
 
 
@@ -280,7 +286,8 @@ def test_backend_addresses_at_loopback_link_local_and_metadata_are_refused(tenan
         return cond if cond.get("reason") == "AddressNotAllowed" else None
 
     cond = poll("ResolvedRefs=False AddressNotAllowed", refused)
-    assert "169.254.169.254" in cond["message"] and cond["status"] == "False"
+    assert "169.254.169.254" in cond["message"]
+    assert cond["status"] == "False"
     poll("an AddressNotAllowed Event", lambda: events(tenancy.kube, TENANT_B, "b-static", "AddressNotAllowed"))
     svc = poll("the service in the config", lambda: tenancy.service("b-static"))
     assert [e["address"] for e in svc["backends"][0]["endpoints"]] == [STATIC_OK]
@@ -294,7 +301,8 @@ def test_backend_addresses_at_loopback_link_local_and_metadata_are_refused(tenan
     addresses = {e["address"] for s in config["services"] for b in s["backends"] for e in b["endpoints"]}
     assert not addresses & {*HOSTILE_STATIC, "7f00:1", "::ffff:7f00:1"}
     view = poll("the proxy runs the config", lambda: (v := tenancy.proxy_view()) and "b-imds" in v and v)
-    assert view["b-static"] == [STATIC_OK] and view["b-imds"] == []
+    assert view["b-static"] == [STATIC_OK]
+    assert view["b-imds"] == []
 
 
 def mint_secret(tenancy: Tenancy, ns: str, label: str, **metadata: Any) -> tuple[str, ApiKeyRecord]:
@@ -328,7 +336,8 @@ def test_api_keys_outside_the_namespaces_allowance_are_not_published(tenancy: Te
                                                                                    "ApiKeyNotAllowed"))
         message = found[0]["message"]
         assert why in message, message
-        assert found[0]["type"] == "Warning" and found[0]["involvedObject"]["kind"] == "Secret"
+        assert found[0]["type"] == "Warning"
+        assert found[0]["involvedObject"]["kind"] == "Secret"
     published = tenancy.published_key_ids()
     assert not published & {a_other_tenant.id, attacker.id, b_admin_role.id, b_premium.id}
     secret = tenancy.kube.get(f"/api/v1/namespaces/{ADMIN}/secrets/{KEYS}")

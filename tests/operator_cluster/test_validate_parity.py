@@ -51,9 +51,11 @@ def test_validate_and_the_api_server_reject_with_the_same_message(control_plane:
     install_crds(control_plane, kube)
     server = control_plane.kubectl("apply", "--dry-run=server", "-n", "default", "-f", "-", input=manifest,
                                    check=False)
-    assert server.returncode != 0 and message in server.stderr, server.stderr
+    assert server.returncode != 0, server.stderr
+    assert message in server.stderr, server.stderr
     path = tmp_path / f"{case}.yaml"
     path.write_text(manifest)
     offline = subprocess.run([str(BIN / "vocelio-gateway"), "validate", str(path)], capture_output=True, text=True)
     assert offline.returncode == 1
-    assert message in offline.stderr and case in offline.stderr, offline.stderr
+    assert message in offline.stderr, offline.stderr
+    assert case in offline.stderr, offline.stderr

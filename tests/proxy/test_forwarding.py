@@ -4,15 +4,17 @@ bodies stream both ways."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from tests.harness.app_fixtures import service
-from vocelio_proxy.config import GatewayConfig
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
+from vocelio_contract.config import GatewayConfig
 
 
-async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory, gateway_factory) -> None:
+async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstream_factory: UpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[
         service("ai-agents", up.endpoint(), prefixes=["/api/v1/ai-agents", "/ai-agents/v1"])]))
@@ -22,7 +24,8 @@ async def test_both_url_forms_reach_the_service_with_the_prefix_rewritten(upstre
         assert json.loads(body)["path"] == "/agents?limit=5"
 
 
-async def test_forwarded_headers_request_id_and_trace_are_set(upstream_factory, gateway_factory) -> None:
+async def test_forwarded_headers_request_id_and_trace_are_set(upstream_factory: UpstreamFactory,
+                                                              gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -35,10 +38,13 @@ async def test_forwarded_headers_request_id_and_trace_are_set(upstream_factory, 
     assert sent["X-Forwarded-For"] == "127.0.0.1"
     assert sent["X-Forwarded-Proto"] == "http"
     assert sent["traceparent"] == trace  # passed through: the gateway exports no span of its own
-    assert "X-Vocelio-User" not in sent and "X-Vocelio-Roles" not in sent and "X-Drop" not in sent
+    assert "X-Vocelio-User" not in sent
+    assert "X-Vocelio-Roles" not in sent
+    assert "X-Drop" not in sent
 
 
-async def test_large_bodies_stream_both_ways(upstream_factory, gateway_factory) -> None:
+async def test_large_bodies_stream_both_ways(upstream_factory: UpstreamFactory,
+                                             gateway_factory: GatewayFactory) -> None:
     async def stream(request: web.Request) -> web.StreamResponse:
         total = 0
         async for chunk in request.content.iter_any():
@@ -55,7 +61,7 @@ async def test_large_bodies_stream_both_ways(upstream_factory, gateway_factory) 
     up = await upstream_factory(stream)
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
 
-    async def upload():  # type: ignore[no-untyped-def]
+    async def upload() -> AsyncIterator[bytes]:
         for _ in range(80):
             yield b"x" * 65536
 
@@ -65,7 +71,8 @@ async def test_large_bodies_stream_both_ways(upstream_factory, gateway_factory) 
     assert body.endswith(str(80 * 65536).encode())
 
 
-async def test_upstream_response_headers_and_status_pass_through(upstream_factory, gateway_factory) -> None:
+async def test_upstream_response_headers_and_status_pass_through(upstream_factory: UpstreamFactory,
+                                                                 gateway_factory: GatewayFactory) -> None:
     async def created(request: web.Request) -> web.StreamResponse:
         return web.Response(status=201, text="made", headers={"X-Frame-Options": "SAMEORIGIN", "X-App": "1"})
 
@@ -78,7 +85,8 @@ async def test_upstream_response_headers_and_status_pass_through(upstream_factor
     assert headers["X-Content-Type-Options"] == "nosniff"
 
 
-async def test_websocket_upgrades_are_relayed(upstream_factory, gateway_factory) -> None:
+async def test_websocket_upgrades_are_relayed(upstream_factory: UpstreamFactory,
+                                              gateway_factory: GatewayFactory) -> None:
     async def ws(request: web.Request) -> web.StreamResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
@@ -95,10 +103,11 @@ async def test_websocket_upgrades_are_relayed(upstream_factory, gateway_factory)
         assert msg.data == "echo:hello"
 
 
-async def test_keep_alive_connections_are_reused(upstream_factory, gateway_factory) -> None:
+async def test_keep_alive_connections_are_reused(upstream_factory: UpstreamFactory,
+                                                 gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
-    from vocelio_proxy import keys
+    from vocelio_proxy.lifecycle import appkeys as keys
 
     for _ in range(20):
         status, _, _ = await gw.get("/api/v1/svc/x")

@@ -9,19 +9,21 @@ import asyncio
 import io
 import json
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, RawUpstreamFactory, UpstreamFactory, poll, service
 from tests.harness.waiting import poll_async
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.exchange import BodyError, Exchange
-from vocelio_proxy.http1.limits import WireLimits
-from vocelio_proxy.server import HttpConnection, HttpServer, RequestBody
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import LimitSettings
+from vocelio_proxy.wire.exchange import BodyError, Exchange
+from vocelio_proxy.wire.http1.limits import WireLimits
+from vocelio_proxy.wire.server import Handler, HttpConnection, HttpServer, RequestBody
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -50,8 +52,13 @@ async def read_response(reader: asyncio.StreamReader, head_request: bool = False
     return status, headers, await asyncio.wait_for(reader.read(), 5)
 
 
+#: Opens a raw connection to the `wire` fixture's gateway.
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
 @pytest.fixture
-async def wire(gateway_factory, upstream_factory):  # type: ignore[no-untyped-def]
+async def wire(gateway_factory: GatewayFactory,
+               upstream_factory: UpstreamFactory) -> AsyncIterator[tuple[Gateway, Connect]]:
     """A gateway with one echoing service, and a function that opens raw connections to it."""
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
@@ -68,7 +75,7 @@ async def wire(gateway_factory, upstream_factory):  # type: ignore[no-untyped-de
         writer.close()
 
 
-async def test_pipelined_requests_are_answered_in_order(wire) -> None:
+async def test_pipelined_requests_are_answered_in_order(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"".join(
@@ -80,19 +87,21 @@ async def test_pipelined_requests_are_answered_in_order(wire) -> None:
         assert json.loads(body)["path"] == f"/{i}"
 
 
-async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire) -> None:
+async def test_http_1_0_clients_get_close_unless_they_ask_for_keep_alive(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"GET /api/v1/svc/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     status, headers, _ = await read_response(reader)
-    assert status == 200 and headers["connection"] == "keep-alive"
+    assert status == 200
+    assert headers["connection"] == "keep-alive"
     writer.write(b"GET /api/v1/svc/b HTTP/1.0\r\n\r\n")
     status, headers, _ = await read_response(reader)
-    assert status == 200 and headers["connection"] == "close"
+    assert status == 200
+    assert headers["connection"] == "close"
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
-async def test_chunked_uploads_reach_the_upstream_whole(wire) -> None:
+async def test_chunked_uploads_reach_the_upstream_whole(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"POST /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -102,7 +111,8 @@ async def test_chunked_uploads_reach_the_upstream_whole(wire) -> None:
     assert json.loads(body)["body"] == 11
 
 
-async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sent(wire) -> None:
+async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sent(
+        wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"PUT /api/v1/svc/up HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
@@ -110,48 +120,54 @@ async def test_expect_100_continue_gets_an_interim_answer_before_the_body_is_sen
     assert status == 100
     writer.write(b"data")
     status, _, body = await read_response(reader)
-    assert status == 200 and json.loads(body)["body"] == 4
+    assert status == 200
+    assert json.loads(body)["body"] == 4
 
 
-async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire) -> None:
+async def test_head_on_a_gateway_endpoint_has_headers_and_no_body(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"HEAD /livez HTTP/1.1\r\nHost: t\r\n\r\nGET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
     status, headers, _ = await read_response(reader, head_request=True)
-    assert status == 200 and int(headers["content-length"]) > 0
+    assert status == 200
+    assert int(headers["content-length"]) > 0
     status, _, body = await read_response(reader)
-    assert status == 200 and json.loads(body) == {"status": "alive"}
+    assert status == 200
+    assert json.loads(body) == {"status": "alive"}
 
 
-async def test_gateway_endpoints_refuse_other_methods_with_405(wire) -> None:
+async def test_gateway_endpoints_refuse_other_methods_with_405(wire: tuple[Gateway, Connect]) -> None:
     gw, _ = wire
     status, headers, body = await gw.request("POST", "/health")
-    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
     assert json.loads(body)["status_code"] == 405
 
 
-async def test_connect_is_refused(wire) -> None:
+async def test_connect_is_refused(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
     status, _, body = await read_response(reader)
-    assert status == 405 and json.loads(body)["error"] == "Method not allowed"
+    assert status == 405
+    assert json.loads(body)["error"] == "Method not allowed"
 
 
-async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes(wire) -> None:
+async def test_a_malformed_request_gets_a_400_envelope_and_the_connection_closes(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n\r\nNONSENSE\x01 / HTTP/9\r\n\r\n")
     status, _, _ = await read_response(reader)
     assert status == 200
     status, headers, body = await read_response(reader)
-    assert status == 400 and headers["connection"] == "close"
+    assert status == 400
+    assert headers["connection"] == "close"
     assert json.loads(body)["status_code"] == 400
     assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
-async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gateway_factory,
-                                                                             upstream_factory) -> None:
+async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gateway_factory: GatewayFactory,
+                                                                             upstream_factory: UpstreamFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                client_header_timeout_s=0.5, client_idle_timeout_s=0.5)
@@ -159,7 +175,8 @@ async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gat
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /api/v1/svc/x HTTP/1.1\r\nHost: t\r\n")  # the head never ends
     status, _, body = await read_response(reader)
-    assert status == 408 and json.loads(body)["status_code"] == 408
+    assert status == 408
+    assert json.loads(body)["status_code"] == 408
     writer.close()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -168,7 +185,8 @@ async def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(gat
     writer.close()
 
 
-async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_factory, upstream_factory) -> None:
+async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_factory: GatewayFactory,
+                                                                      upstream_factory: UpstreamFactory) -> None:
     async def refuse(request: web.Request) -> web.StreamResponse:
         return web.json_response({"refused": True}, status=403)
 
@@ -178,13 +196,15 @@ async def test_an_upgrade_the_upstream_refuses_is_answered_and_closed(gateway_fa
     writer.write(b"GET /api/v1/svc/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     status, headers, body = await read_response(reader)
-    assert status == 403 and json.loads(body) == {"refused": True}
-    assert headers["connection"] == "close" and "x-request-id" in headers
+    assert status == 403
+    assert json.loads(body) == {"refused": True}
+    assert headers["connection"] == "close"
+    assert "x-request-id" in headers
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
 
 
-async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_factory) -> None:
+async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_factory: GatewayFactory) -> None:
     upstream_closed = asyncio.Event()
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -212,14 +232,14 @@ async def test_a_client_that_disconnects_releases_its_upstream_request(gateway_f
     server.close()
 
 
-def _in_flight(gw, count: int):  # type: ignore[no-untyped-def]
+def _in_flight(gw: Gateway, count: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return bool(gw.app[keys.METRICS].in_flight_count == count)
 
     return check
 
 
-async def test_server_level_refusals_are_counted(wire) -> None:
+async def test_server_level_refusals_are_counted(wire: tuple[Gateway, Connect]) -> None:
     gw, connect = wire
     reader, writer = await connect()
     writer.write(b"BROKEN\r\n\r\n")
@@ -227,7 +247,8 @@ async def test_server_level_refusals_are_counted(wire) -> None:
     assert gw.app[keys.METRICS].requests_by_class()[("gateway", "OTHER", "4xx")] == 1
 
 
-async def test_each_request_writes_one_json_access_log_line(gateway_factory, upstream_factory) -> None:
+async def test_each_request_writes_one_json_access_log_line(gateway_factory: GatewayFactory,
+                                                            upstream_factory: UpstreamFactory) -> None:
     up = await upstream_factory()
     sink = io.BytesIO()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
@@ -242,16 +263,20 @@ async def test_each_request_writes_one_json_access_log_line(gateway_factory, ups
     lines = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert len(lines) == 2
     first = lines[0]
-    assert first["request_id"] == "log-1" and first["status"] == 200 and first["service"] == "svc"
+    assert first["request_id"] == "log-1"
+    assert first["status"] == 200
+    assert first["service"] == "svc"
     assert first["path"] == '/api/v1/svc/a"b'
     assert "secret" not in sink.getvalue().decode()
-    assert first["upstream"] == f"127.0.0.1:{up.port}" and first["attempts"] == 1
-    assert lines[1]["status"] == 404 and lines[1]["upstream"] is None
+    assert first["upstream"] == f"127.0.0.1:{up.port}"
+    assert first["attempts"] == 1
+    assert lines[1]["status"] == 404
+    assert lines[1]["upstream"] is None
 
 
 
-async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_response(gateway_factory, raw_upstream,
-                                                                                      caplog) -> None:
+async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_response(
+        gateway_factory: GatewayFactory, raw_upstream: RawUpstreamFactory, caplog: pytest.LogCaptureFixture) -> None:
     part = b"x" * 100_000
 
     def respond(head: bytes) -> bytes | None:
@@ -266,17 +291,20 @@ async def test_an_upstream_that_dies_mid_body_leaves_the_client_a_truncated_resp
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /api/v1/svc/big HTTP/1.1\r\nHost: t\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding: chunked" in head.lower()
     rest = await asyncio.wait_for(reader.read(), 5)  # until the gateway cuts the stream
     assert part[:1000] in rest
     assert not rest.endswith(b"0\r\n\r\n")  # never the terminating chunk of a complete body
     writer.close()
     registry = gw.app[keys.METRICS].registry
     assert registry.get_sample_value("vocelio_upstream_errors_total", {"service": "svc", "kind": "timeout"}) == 1
-    assert "unhandled error" not in caplog.text and "mid-response" in caplog.text
+    assert "unhandled error" not in caplog.text
+    assert "mid-response" in caplog.text
 
 
-async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, upstream_factory) -> None:
+async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory: GatewayFactory,
+                                                            upstream_factory: UpstreamFactory) -> None:
     seen: dict[str, str] = {}
 
     async def ws(request: web.Request) -> web.StreamResponse:
@@ -293,15 +321,16 @@ async def test_upgrade_requests_get_the_same_header_hygiene(gateway_factory, ups
         msg = await sock.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert "X-Vocelio-User" not in seen
-    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Request-ID"] == "ws-1"
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Request-ID"] == "ws-1"
     assert seen["X-Vocelio-Auth-Method"] == "anonymous"
 
 
 # -- the wire core's guarantees at the server (see docs/security/wire.md) ------------------------------
 
 
-async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(gateway_factory,
-                                                                            upstream_factory) -> None:
+async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(gateway_factory: GatewayFactory,
+                                                                            upstream_factory: UpstreamFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
                                limits={"max_pipelined_requests": 3, "max_connection_buffer_bytes": 16384})
@@ -320,7 +349,8 @@ async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(ga
     writer.write(b"".join(requests))
     for i in range(300):
         status, headers, body = await read_response(reader)
-        assert status == 200 and headers["x-request-id"] == f"r{i}"
+        assert status == 200
+        assert headers["x-request-id"] == f"r{i}"
         echoed = json.loads(body)
         assert echoed["path"] == f"/{i}"
         expected = len(f"body-{i}") * (i % 7 + 1) if i % 3 == 2 else 3 if i % 3 == 1 else 0
@@ -328,7 +358,7 @@ async def test_pipelined_requests_beyond_the_budget_are_all_answered_in_order(ga
     writer.close()
 
 
-async def test_requests_split_at_every_byte_are_read_the_same(wire) -> None:
+async def test_requests_split_at_every_byte_are_read_the_same(wire: tuple[Gateway, Connect]) -> None:
     _, connect = wire
     reader, writer = await connect()
     data = (b"POST /api/v1/svc/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -338,13 +368,16 @@ async def test_requests_split_at_every_byte_are_read_the_same(wire) -> None:
         writer.write(data[i:i + 1])
         await writer.drain()
     status, _, body = await read_response(reader)
-    assert status == 200 and json.loads(body)["body"] == 4
+    assert status == 200
+    assert json.loads(body)["body"] == 4
     status, _, body = await read_response(reader)
     echoed = json.loads(body)
-    assert status == 200 and echoed["path"] == "/b?q=1" and echoed["headers"]["Host"] == "t"
+    assert status == 200
+    assert echoed["path"] == "/b?q=1"
+    assert echoed["headers"]["Host"] == "t"
 
 
-async def _bare_server(handler, **limits):  # type: ignore[no-untyped-def]
+async def _bare_server(handler: Handler, **limits: Any) -> tuple[HttpServer, int]:
     server = HttpServer(handler, LimitSettings(**limits), header_timeout_s=2.0, idle_timeout_s=5.0)
     port = await server.listen("127.0.0.1", 0)
     return server, port
@@ -365,7 +398,8 @@ async def test_a_stalled_body_ends_even_when_the_handler_never_reads_it() -> Non
         writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\npartial")
         started = asyncio.get_running_loop().time()
         status, headers, body = await read_response(reader)
-        assert status == 408 and headers["connection"] == "close"
+        assert status == 408
+        assert headers["connection"] == "close"
         assert json.loads(body)["status_code"] == 408
         assert asyncio.get_running_loop().time() - started < 2.0
         assert await asyncio.wait_for(reader.read(), 5) == b""
@@ -392,7 +426,8 @@ async def test_a_malformed_chunk_ends_a_request_whose_handler_is_busy() -> None:
         await asyncio.sleep(0.1)
         writer.write(b"xyz\r\n")
         status, headers, _ = await read_response(reader)
-        assert status == 400 and headers["connection"] == "close"
+        assert status == 400
+        assert headers["connection"] == "close"
         await asyncio.wait_for(ended.wait(), 5)
         writer.close()
     finally:
@@ -408,10 +443,14 @@ async def test_a_body_reader_gets_body_error_after_the_body_breaks() -> None:
     body = RequestBody(Conn(), False, WireLimits())  # type: ignore[arg-type]
     body.feed(b"abc")
     body.fail(BodyError(408, "stalled"))
-    got = []
-    with pytest.raises(BodyError) as failure:
+    got: list[bytes] = []
+
+    async def read_all() -> None:
         async for chunk in body.chunks():
             got.append(chunk)
+
+    with pytest.raises(BodyError) as failure:
+        await read_all()
     assert got == [b"abc"]  # what arrived is still delivered first
     assert failure.value.status == 408
 

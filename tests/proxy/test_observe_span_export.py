@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.controlplane import free_port
-from vocelio_proxy import keys
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -65,21 +65,25 @@ async def forwarded(gw: Any, headers: dict[str, str]) -> str:
     return str(json.loads(body)["headers"]["traceparent"])
 
 
-async def test_the_gateway_span_is_exported_and_is_the_parent_the_upstream_sees(upstream_factory, gateway_factory,
-                                                                               receiver: Receiver) -> None:
+async def test_the_gateway_span_is_exported_and_is_the_parent_the_upstream_sees(upstream_factory: UpstreamFactory,
+                                                                                gateway_factory: GatewayFactory,
+                                                                                receiver: Receiver) -> None:
     sink = io.BytesIO()
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]), access_log=True,
                                access_log_sink=sink, tracing={"exporter": "otlp-http", "endpoint": receiver.url,
                                                               "export_interval_s": 0.05, "service_name": "edge"})
     sent = await forwarded(gw, {"traceparent": CALLER, "tracestate": "rojo=1", "X-Request-ID": "span-1"})
-    assert sent.startswith("00-0af7651916cd43dd8448eb211c80319c-") and sent.endswith("-01")
+    assert sent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert sent.endswith("-01")
     assert sent[36:52] != "b7ad6b7169203331"  # the gateway's own span, not the caller's
     await poll(lambda: receiver.spans, "the span reaches the receiver")
     (span,) = receiver.spans
     assert (span["traceId"], span["spanId"], span["parentSpanId"]) == (
         "0af7651916cd43dd8448eb211c80319c", sent[36:52], "b7ad6b7169203331")
-    assert span["kind"] == 2 and span["name"] == "GET svc" and span["traceState"] == "rojo=1"
+    assert span["kind"] == 2
+    assert span["name"] == "GET svc"
+    assert span["traceState"] == "rojo=1"
     attributes = {a["key"]: a["value"] for a in span["attributes"]}
     assert attributes["http.response.status_code"] == {"intValue": "200"}
     assert attributes["vocelio.request_id"] == {"stringValue": "span-1"}
@@ -91,17 +95,19 @@ async def test_the_gateway_span_is_exported_and_is_the_parent_the_upstream_sees(
     assert line["span_id"] == span["spanId"]  # the log names the span the collector has
 
 
-async def test_a_request_without_context_is_a_root_span(upstream_factory, gateway_factory,
-                                                        receiver: Receiver) -> None:
+async def test_a_request_without_context_is_a_root_span(upstream_factory: UpstreamFactory,
+                                                        gateway_factory: GatewayFactory, receiver: Receiver) -> None:
     gw = await exporting(upstream_factory, gateway_factory, receiver.url)
     sent = await forwarded(gw, {"traceparent": "junk"})
     await poll(lambda: receiver.spans, "the span reaches the receiver")
     (span,) = receiver.spans
-    assert (span["traceId"], span["spanId"]) == (sent[3:35], sent[36:52]) and "parentSpanId" not in span
+    assert (span["traceId"], span["spanId"]) == (sent[3:35], sent[36:52])
+    assert "parentSpanId" not in span
 
 
-async def test_an_unsampled_caller_passes_through_and_records_no_span(upstream_factory, gateway_factory,
-                                                                       receiver: Receiver) -> None:
+async def test_an_unsampled_caller_passes_through_and_records_no_span(upstream_factory: UpstreamFactory,
+                                                                      gateway_factory: GatewayFactory,
+                                                                      receiver: Receiver) -> None:
     gw = await exporting(upstream_factory, gateway_factory, receiver.url, sample_ratio=0.0)
     unsampled = CALLER[:-2] + "00"
     assert await forwarded(gw, {"traceparent": unsampled}) == unsampled
@@ -111,8 +117,8 @@ async def test_an_unsampled_caller_passes_through_and_records_no_span(upstream_f
     assert [s["parentSpanId"] for s in receiver.spans] == ["b7ad6b7169203331"]
 
 
-async def test_a_collector_that_is_down_costs_counted_spans_never_a_request(upstream_factory,
-                                                                              gateway_factory) -> None:
+async def test_a_collector_that_is_down_costs_counted_spans_never_a_request(upstream_factory: UpstreamFactory,
+                                                                              gateway_factory: GatewayFactory) -> None:
     gw = await exporting(upstream_factory, gateway_factory, f"http://127.0.0.1:{free_port()}/v1/traces")
     for _ in range(3):
         await forwarded(gw, {})
@@ -120,7 +126,8 @@ async def test_a_collector_that_is_down_costs_counted_spans_never_a_request(upst
     await poll(lambda: spans.labels("failed")._value.get() == 3, "the failed export is counted")
 
 
-async def test_the_queue_is_bounded_and_overflow_is_counted(upstream_factory, gateway_factory,
+async def test_the_queue_is_bounded_and_overflow_is_counted(upstream_factory: UpstreamFactory,
+                                                            gateway_factory: GatewayFactory,
                                                             receiver: Receiver) -> None:
     gw = await exporting(upstream_factory, gateway_factory, receiver.url, export_interval_s=60, max_queue=2)
     for _ in range(5):

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.hostile import raw_request
-from vocelio_proxy import keys
-from vocelio_proxy.apikeys import mint_key
-from vocelio_proxy.config import GatewayConfig
-from vocelio_proxy.tracecontext import valid_traceparent
+from vocelio_contract.apikeys import mint_key
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.policy.tracecontext import valid_traceparent
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 STATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
@@ -39,11 +39,12 @@ async def sent_upstream(gw: Any, headers: Any) -> dict[str, str]:
     return dict(json.loads(body)["headers"])
 
 
-async def test_a_valid_traceparent_and_tracestate_reach_the_upstream_unchanged(upstream_factory,
-                                                                              gateway_factory) -> None:
+async def test_a_valid_traceparent_and_tracestate_reach_the_upstream_unchanged(upstream_factory: UpstreamFactory,
+                                                                              gateway_factory: GatewayFactory) -> None:
     gw, _ = await one_service(upstream_factory, gateway_factory)
     sent = await sent_upstream(gw, {"traceparent": PARENT, "tracestate": STATE})
-    assert sent["traceparent"] == PARENT and sent["tracestate"] == STATE
+    assert sent["traceparent"] == PARENT
+    assert sent["tracestate"] == STATE
     later = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-0a1b"
     assert (await sent_upstream(gw, {"traceparent": later}))["traceparent"] == later  # a future version
 
@@ -59,8 +60,9 @@ async def test_a_valid_traceparent_and_tracestate_reach_the_upstream_unchanged(u
     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0g",
     "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01.x",
 ])
-async def test_a_malformed_traceparent_starts_a_new_trace_and_drops_its_state(upstream_factory, gateway_factory,
-                                                                             bad: str) -> None:
+async def test_a_malformed_traceparent_starts_a_new_trace_and_drops_its_state(upstream_factory: UpstreamFactory,
+                                                                              gateway_factory: GatewayFactory,
+                                                                              bad: str) -> None:
     gw, _ = await one_service(upstream_factory, gateway_factory)
     sent = await sent_upstream(gw, {"traceparent": bad, "tracestate": STATE})
     assert NEW_TRACE.fullmatch(sent["traceparent"]), sent["traceparent"]
@@ -68,27 +70,33 @@ async def test_a_malformed_traceparent_starts_a_new_trace_and_drops_its_state(up
     assert "tracestate" not in {k.lower() for k in sent}
 
 
-async def test_two_traceparent_headers_are_not_one_context(upstream_factory, gateway_factory) -> None:
+async def test_two_traceparent_headers_are_not_one_context(upstream_factory: UpstreamFactory,
+                                                           gateway_factory: GatewayFactory) -> None:
     gw, _ = await one_service(upstream_factory, gateway_factory)
     other = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     sent = await sent_upstream(gw, [("traceparent", PARENT), ("traceparent", other)])
-    assert NEW_TRACE.fullmatch(sent["traceparent"]) and sent["traceparent"] not in (PARENT, other)
+    assert NEW_TRACE.fullmatch(sent["traceparent"])
+    assert sent["traceparent"] not in (PARENT, other)
 
 
 @pytest.mark.parametrize("state", ["a=1,b", "UPPER=1", "a=" + "x" * 600, ",".join(f"k{i}=v" for i in range(33))])
-async def test_a_malformed_tracestate_is_dropped_and_the_parent_kept(upstream_factory, gateway_factory,
+async def test_a_malformed_tracestate_is_dropped_and_the_parent_kept(upstream_factory: UpstreamFactory,
+                                                                     gateway_factory: GatewayFactory,
                                                                      state: str) -> None:
     gw, _ = await one_service(upstream_factory, gateway_factory)
     sent = await sent_upstream(gw, {"traceparent": PARENT, "tracestate": state})
-    assert sent["traceparent"] == PARENT and "tracestate" not in {k.lower() for k in sent}
+    assert sent["traceparent"] == PARENT
+    assert "tracestate" not in {k.lower() for k in sent}
 
 
 async def test_the_trace_is_the_same_on_every_retry_and_without_a_caller_context_it_is_valid(
-        upstream_factory, gateway_factory) -> None:
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     gw, _ = await one_service(upstream_factory, gateway_factory)
     first = (await sent_upstream(gw, {}))["traceparent"]
     second = (await sent_upstream(gw, {}))["traceparent"]
-    assert valid_traceparent(first) and valid_traceparent(second) and first[3:35] != second[3:35]
+    assert valid_traceparent(first)
+    assert valid_traceparent(second)
+    assert first[3:35] != second[3:35]
 
 
 async def access_lines(gw: Any, sink: io.BytesIO, request_id: str) -> list[str]:
@@ -98,7 +106,7 @@ async def access_lines(gw: Any, sink: io.BytesIO, request_id: str) -> list[str]:
 
 
 async def test_the_access_log_has_trace_ids_user_agent_bytes_and_the_caller_never_the_key(
-        upstream_factory, gateway_factory, tmp_path: Path) -> None:
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     key, record = mint_key(name="ci", tenant="acme", tier="premium")
     keys_file = tmp_path / "keys.json"
     keys_file.write_text("[" + record.model_dump_json() + "]")
@@ -116,13 +124,19 @@ async def test_the_access_log_has_trace_ids_user_agent_bytes_and_the_caller_neve
     (line,) = await access_lines(gw, sink, "log-1")
     entry = json.loads(line)
     assert (entry["trace_id"], entry["span_id"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
-    assert entry["user_agent"] == agent[:256] and "\t" not in line  # cut, and escaped in the line
-    assert entry["bytes_received"] == len(request) and entry["bytes_sent"] == len(answer)
-    assert entry["tenant"] == "acme" and entry["key_id"] == record.id and entry["auth"] == "api-key"
-    assert key not in line and key.split("_")[-1] not in line
+    assert entry["user_agent"] == agent[:256]
+    assert "\t" not in line
+    assert entry["bytes_received"] == len(request)
+    assert entry["bytes_sent"] == len(answer)
+    assert entry["tenant"] == "acme"
+    assert entry["key_id"] == record.id
+    assert entry["auth"] == "api-key"
+    assert key not in line
+    assert key.split("_")[-1] not in line
 
 
-async def test_the_access_log_counts_exact_bytes(upstream_factory, gateway_factory) -> None:
+async def test_the_access_log_counts_exact_bytes(upstream_factory: UpstreamFactory,
+                                                 gateway_factory: GatewayFactory) -> None:
     """The bytes are what crossed the client connection: the request head and body, the
     answer's head and body."""
     sink = io.BytesIO()
@@ -136,7 +150,8 @@ async def test_the_access_log_counts_exact_bytes(upstream_factory, gateway_facto
     assert entry["bytes_sent"] == len(answer)
 
 
-async def test_the_text_format_is_one_readable_escaped_line(upstream_factory, gateway_factory) -> None:
+async def test_the_text_format_is_one_readable_escaped_line(upstream_factory: UpstreamFactory,
+                                                            gateway_factory: GatewayFactory) -> None:
     sink = io.BytesIO()
     gw, _ = await one_service(upstream_factory, gateway_factory, access_log_sink=sink, access_log=True,
                               log_format="text")
@@ -146,4 +161,5 @@ async def test_the_text_format_is_one_readable_escaped_line(upstream_factory, ga
     (line,) = await access_lines(gw, sink, "text-1")
     assert re.match(r"\d\d:\d\d:\d\d access GET /api/v1/svc/x 200 [0-9.]+ms service=svc ", line), line
     assert "trace_id=0af7651916cd43dd8448eb211c80319c span_id=b7ad6b7169203331" in line
-    assert 'user_agent="evil\\t\\"x=1\\" \\u00c3\\u00a9"' in line and "\t" not in line
+    assert 'user_agent="evil\\t\\"x=1\\" \\u00c3\\u00a9"' in line
+    assert "\t" not in line

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.harness.app_fixtures import poll, service
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.mount import write_configmap_volume
-from vocelio_proxy import keys
-from vocelio_proxy.app import create_app, serve
-from vocelio_proxy.config import GatewayConfig
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.app import create_app, serve
+from vocelio_proxy.lifecycle.sources import FileSource
 from vocelio_proxy.settings import ProxySettings
-from vocelio_proxy.sources import FileSource
 
 
-async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, gateway_factory,
-                                                              tmp_path: Path) -> None:
+async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory: UpstreamFactory,
+                                                              gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     a = await upstream_factory(name="a")
     b = await upstream_factory(name="b")
     first = GatewayConfig(services=[service("one", a.endpoint())]).seal()
@@ -36,10 +36,12 @@ async def test_a_configmap_swap_is_applied_within_two_seconds(upstream_factory, 
     await poll(lambda: gw.state.runtime.config.hash == second.hash, "new config", 2.0)  # type: ignore[union-attr]
     assert time.monotonic() - started < 2.0
     status, _, body = await gw.get("/api/v1/two/x")
-    assert status == 200 and json.loads(body)["upstream"] == "b"
+    assert status == 200
+    assert json.loads(body)["upstream"] == "b"
 
 
-async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_factory, gateway_factory,
+async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_factory: UpstreamFactory,
+                                                                  gateway_factory: GatewayFactory,
                                                                   tmp_path: Path) -> None:
     up = await upstream_factory()
     good = GatewayConfig(services=[service("one", up.endpoint())]).seal()
@@ -56,32 +58,40 @@ async def test_an_invalid_config_never_replaces_the_last_good_one(upstream_facto
     assert 'vocelio_config_reloads_total{result="invalid"} 1.0' in metrics
 
 
-async def test_not_ready_until_a_config_is_loaded(gateway_factory, tmp_path: Path) -> None:
+async def test_not_ready_until_a_config_is_loaded(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
     gw = await gateway_factory(source=FileSource(tmp_path / "missing.json"), wait_ready=False, config_poll_s=0.05)
     status, _, body = await gw.get("/readyz")
-    assert status == 503 and "configuration" in json.loads(body)["reason"]
+    assert status == 503
+    assert "configuration" in json.loads(body)["reason"]
     status, _, body = await gw.get("/api/v1/any")
-    assert status == 503 and json.loads(body)["status_code"] == 503
+    assert status == 503
+    assert json.loads(body)["status_code"] == 503
     write_configmap_volume(tmp_path, {"missing.json": GatewayConfig().seal().to_json().encode()})
     await poll(lambda: gw.state.runtime is not None and gw.state.health_round_done, "config loaded")
     assert (await gw.get("/readyz"))[0] == 200
 
 
-async def test_unknown_routes_and_bad_paths_get_the_error_envelope(upstream_factory, gateway_factory) -> None:
+async def test_unknown_routes_and_bad_paths_get_the_error_envelope(upstream_factory: UpstreamFactory,
+                                                                   gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     status, headers, body = await gw.get("/api/v1/nope")
     data = json.loads(body)
-    assert status == 404 and data["status_code"] == 404 and data["error"] == "Not found"
+    assert status == 404
+    assert data["status_code"] == 404
+    assert data["error"] == "Not found"
     assert data["request_id"] == headers["X-Request-ID"]
     assert data["timestamp"].endswith("Z")
     status, _, body = await gw.get("/api/v1/svc%2F..%2Fx")
-    assert status == 400 and json.loads(body)["status_code"] == 400
+    assert status == 400
+    assert json.loads(body)["status_code"] == 400
     status, _, _ = await gw.get("/api/v1/nope/../svc/ok")
-    assert status == 200 and up.hits == ["/ok"]
+    assert status == 200
+    assert up.hits == ["/ok"]
 
 
-async def test_health_reports_the_product_shape(upstream_factory, gateway_factory) -> None:
+async def test_health_reports_the_product_shape(upstream_factory: UpstreamFactory,
+                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("a", up.endpoint()), service("b", up.endpoint())]))
     status, _, body = await gw.get("/health")
@@ -95,7 +105,8 @@ async def test_health_reports_the_product_shape(upstream_factory, gateway_factor
     assert doc["services"]["summary"]["overall_health"] == 100.0
 
 
-async def test_metrics_docs_and_info_are_served(upstream_factory, gateway_factory) -> None:
+async def test_metrics_docs_and_info_are_served(upstream_factory: UpstreamFactory,
+                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]))
     await gw.get("/api/v1/svc/x")
@@ -107,14 +118,16 @@ async def test_metrics_docs_and_info_are_served(upstream_factory, gateway_factor
     assert 'vocelio_endpoints_healthy{service="default/svc"} 1.0' in metrics
     assert "vocelio_config_info{" in metrics
     status, headers, page = await gw.get("/docs")
-    assert status == 200 and b"/api/v1/svc" in page and "Content-Security-Policy" in headers
+    assert status == 200
+    assert b"/api/v1/svc" in page
+    assert "Content-Security-Policy" in headers
     openapi = json.loads((await gw.get("/openapi.json"))[2])
     assert "/readyz" in openapi["paths"]
     root = json.loads((await gw.get("/"))[2])
     assert root["services"] == 1
 
 
-async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_factory) -> None:
+async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_factory: UpstreamFactory) -> None:
     release = asyncio.Event()
     arrived = asyncio.Event()
 
@@ -125,7 +138,7 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
 
     up = await upstream_factory(slow)
     settings = ProxySettings(host="127.0.0.1", port=0, access_log=False, drain_timeout_s=5, shutdown_delay_s=0)
-    from vocelio_proxy.sources import StaticSource
+    from vocelio_proxy.lifecycle.sources import StaticSource
 
     app = create_app(settings, StaticSource(GatewayConfig(services=[service("svc", up.endpoint())]).seal()))
     stop = asyncio.Event()
@@ -147,17 +160,19 @@ async def test_sigterm_drains_in_flight_requests_and_turns_unready(upstream_fact
         assert await asyncio.wait_for(idle_reader.read(), 5) == b""
         release.set()
         resp = await inflight
-        assert resp.status == 200 and await resp.text() == "finished"
+        assert resp.status == 200
+        assert await resp.text() == "finished"
         assert resp.headers["Connection"] == "close"
     await asyncio.wait_for(server, 10)
     idle_writer.close()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):  # the listener is gone
         await asyncio.open_connection("127.0.0.1", port_box[0])
 
 
-async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory, gateway_factory,
-                                                                                 tmp_path: Path) -> None:
-    from vocelio_operator.files import FolderSource
+async def test_standalone_reports_invalid_documents_in_status_and_serves_the_rest(upstream_factory: UpstreamFactory,
+                                                                                  gateway_factory: GatewayFactory,
+                                                                                  tmp_path: Path) -> None:
+    from vocelio_operator.local.files import FolderSource
 
     up = await upstream_factory()
     (tmp_path / "good.yaml").write_text(f"""apiVersion: gateway.vocelio.ai/v1alpha1
@@ -175,12 +190,15 @@ spec: {pathPrefix: no-slash, backends: []}
     gw = await gateway_factory(source=FolderSource(tmp_path), config_poll_s=0.05)
     assert (await gw.get("/api/v1/good/x"))[0] == 200
     problems = json.loads((await gw.get("/status"))[2])["config"]["source_problems"]
-    assert len(problems) == 1 and "bad.yaml" in problems[0] and "VocelioService/bad" in problems[0]
+    assert len(problems) == 1
+    assert "bad.yaml" in problems[0]
+    assert "VocelioService/bad" in problems[0]
     assert "spec.pathPrefix" in problems[0]
 
 
-async def test_a_config_path_that_is_a_fifo_is_a_rejected_reload_not_a_hang(upstream_factory, gateway_factory,
-                                                                           tmp_path: Path) -> None:
+async def test_a_config_path_that_is_a_fifo_is_a_rejected_reload_not_a_hang(upstream_factory: UpstreamFactory,
+                                                                            gateway_factory: GatewayFactory,
+                                                                            tmp_path: Path) -> None:
     import os
 
     up = await upstream_factory()

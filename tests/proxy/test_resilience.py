@@ -9,8 +9,8 @@ import socket
 
 from aiohttp import web
 
-from tests.harness.app_fixtures import poll, service
-from vocelio_proxy.config import Endpoint, GatewayConfig
+from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, poll, service
+from vocelio_contract.config import Endpoint, GatewayConfig
 
 
 def closed_port() -> int:
@@ -25,7 +25,8 @@ def envelope(body: bytes) -> dict[str, object]:
     return data  # type: ignore[no-any-return]
 
 
-async def test_a_slow_upstream_gets_a_504_envelope(upstream_factory, gateway_factory) -> None:
+async def test_a_slow_upstream_gets_a_504_envelope(upstream_factory: UpstreamFactory,
+                                                   gateway_factory: GatewayFactory) -> None:
     release = asyncio.Event()
 
     async def slow(request: web.Request) -> web.StreamResponse:
@@ -42,7 +43,8 @@ async def test_a_slow_upstream_gets_a_504_envelope(upstream_factory, gateway_fac
     assert data["request_id"] == headers["X-Request-ID"]
 
 
-async def test_connect_failures_are_retried_on_another_endpoint(upstream_factory, gateway_factory) -> None:
+async def test_connect_failures_are_retried_on_another_endpoint(upstream_factory: UpstreamFactory,
+                                                                gateway_factory: GatewayFactory) -> None:
     up = await upstream_factory()
     dead = Endpoint(address="127.0.0.1", port=closed_port())
     gw = await gateway_factory(GatewayConfig(services=[service(
@@ -53,7 +55,8 @@ async def test_connect_failures_are_retried_on_another_endpoint(upstream_factory
     assert len(up.hits) == 4
 
 
-async def test_idempotent_requests_are_retried_on_503_and_posts_are_not(upstream_factory, gateway_factory) -> None:
+async def test_idempotent_requests_are_retried_on_503_and_posts_are_not(upstream_factory: UpstreamFactory,
+                                                                        gateway_factory: GatewayFactory) -> None:
     async def unavailable(request: web.Request) -> web.StreamResponse:
         return web.Response(status=503, text="busy")
 
@@ -68,8 +71,8 @@ async def test_idempotent_requests_are_retried_on_503_and_posts_are_not(upstream
     assert post_statuses == {200, 503}
 
 
-async def test_open_breaker_returns_503_with_retry_after_without_touching_upstream(upstream_factory,
-                                                                                  gateway_factory) -> None:
+async def test_open_breaker_returns_503_with_retry_after_without_touching_upstream(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     async def failing(request: web.Request) -> web.StreamResponse:
         return web.Response(status=500, text="boom")
 
@@ -82,8 +85,10 @@ async def test_open_breaker_returns_503_with_retry_after_without_touching_upstre
     hits = len(up.hits)
     status, headers, body = await gw.get("/api/v1/svc/x")
     data = envelope(body)
-    assert status == 503 and data["status_code"] == 503
-    assert int(headers["Retry-After"]) >= 29 and data["retry_after"] == int(headers["Retry-After"])
+    assert status == 503
+    assert data["status_code"] == 503
+    assert int(headers["Retry-After"]) >= 29
+    assert data["retry_after"] == int(headers["Retry-After"])
     assert len(up.hits) == hits
     status_doc = json.loads((await gw.get("/status"))[2])
     assert status_doc["services"][0]["breaker"] == "open"
@@ -91,8 +96,8 @@ async def test_open_breaker_returns_503_with_retry_after_without_touching_upstre
     assert 'vocelio_circuit_breaker_state{service="default/svc"} 2.0' in metrics
 
 
-async def test_failing_health_checks_eject_an_endpoint_and_recovery_restores_it(upstream_factory,
-                                                                                gateway_factory) -> None:
+async def test_failing_health_checks_eject_an_endpoint_and_recovery_restores_it(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     a = await upstream_factory(name="a")
     b = await upstream_factory(name="b")
     hc = {"interval_s": 0.05, "timeout_s": 0.5, "healthy_threshold": 1, "unhealthy_threshold": 1}
@@ -105,7 +110,8 @@ async def test_failing_health_checks_eject_an_endpoint_and_recovery_restores_it(
     b.hits.clear()
     for _ in range(6):
         assert (await gw.get("/api/v1/svc/x"))[0] == 200
-    assert len(a.hits) == 6 and not b.hits
+    assert len(a.hits) == 6
+    assert not b.hits
     b.health_status = 200
     await poll(lambda: svc.balancer.counts() == (2, 2), "b back in rotation")
     for _ in range(6):
@@ -113,7 +119,8 @@ async def test_failing_health_checks_eject_an_endpoint_and_recovery_restores_it(
     assert b.hits
 
 
-async def test_passive_failures_eject_an_endpoint_from_real_traffic(upstream_factory, gateway_factory) -> None:
+async def test_passive_failures_eject_an_endpoint_from_real_traffic(upstream_factory: UpstreamFactory,
+                                                                    gateway_factory: GatewayFactory) -> None:
     async def failing(request: web.Request) -> web.StreamResponse:
         return web.Response(status=502)
 
@@ -128,15 +135,16 @@ async def test_passive_failures_eject_an_endpoint_from_real_traffic(upstream_fac
     assert statuses[-4:] == [200, 200, 200, 200]
 
 
-async def test_no_healthy_endpoint_is_a_503_envelope(gateway_factory) -> None:
+async def test_no_healthy_endpoint_is_a_503_envelope(gateway_factory: GatewayFactory) -> None:
     gw = await gateway_factory(GatewayConfig(services=[service("svc")]))
     status, headers, body = await gw.get("/api/v1/svc/x")
-    assert status == 503 and "Retry-After" in headers
+    assert status == 503
+    assert "Retry-After" in headers
     assert "no healthy endpoint" in envelope(body)["message"]  # type: ignore[operator]
 
 
-async def test_the_retry_budget_keeps_retries_from_multiplying_load_during_an_outage(upstream_factory,
-                                                                                   gateway_factory) -> None:
+async def test_the_retry_budget_keeps_retries_from_multiplying_load_during_an_outage(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
     async def unavailable(request: web.Request) -> web.StreamResponse:
         return web.Response(status=503)
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.harness.app_fixtures import poll, service
-from vocelio_proxy import keys
-from vocelio_proxy.config import Endpoint, GatewayConfig
-from vocelio_proxy.upstream import UpstreamError, UpstreamPool, request_head
+from tests.harness.app_fixtures import GatewayFactory, RawUpstreamFactory, poll, service
+from vocelio_contract.config import Endpoint, GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.wire.upstream import UpstreamError, UpstreamPool, request_head
 
 
 def gateway_config(port: int) -> GatewayConfig:
@@ -20,7 +20,8 @@ def gateway_config(port: int) -> GatewayConfig:
                                            health_check={"enabled": False})])
 
 
-async def test_chunked_responses_are_decoded_and_reframed(raw_upstream, gateway_factory) -> None:
+async def test_chunked_responses_are_decoded_and_reframed(raw_upstream: RawUpstreamFactory,
+                                                          gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
     gw = await gateway_factory(gateway_config(port))
@@ -28,7 +29,8 @@ async def test_chunked_responses_are_decoded_and_reframed(raw_upstream, gateway_
     assert (status, body) == (200, b"hello world")
 
 
-async def test_close_delimited_bodies_end_at_eof(raw_upstream, gateway_factory) -> None:
+async def test_close_delimited_bodies_end_at_eof(raw_upstream: RawUpstreamFactory,
+                                                 gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
     gw = await gateway_factory(gateway_config(port))
     for _ in range(2):  # the closed connection is not reused
@@ -36,7 +38,8 @@ async def test_close_delimited_bodies_end_at_eof(raw_upstream, gateway_factory) 
         assert (status, body) == (200, b"until the end")
 
 
-async def test_head_responses_keep_content_length_without_a_body(raw_upstream, gateway_factory) -> None:
+async def test_head_responses_keep_content_length_without_a_body(raw_upstream: RawUpstreamFactory,
+                                                                 gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
     gw = await gateway_factory(gateway_config(port))
     for _ in range(3):  # each on a fresh connection: a head that announced bytes is not reused
@@ -44,7 +47,8 @@ async def test_head_responses_keep_content_length_without_a_body(raw_upstream, g
         assert (status, body, headers["Content-Length"]) == (200, b"", "1234")
 
 
-async def test_interim_1xx_responses_are_skipped(raw_upstream, gateway_factory) -> None:
+async def test_interim_1xx_responses_are_skipped(raw_upstream: RawUpstreamFactory,
+                                                 gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 100 Continue\r\n\r\n"
                               b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     gw = await gateway_factory(gateway_config(port))
@@ -52,7 +56,8 @@ async def test_interim_1xx_responses_are_skipped(raw_upstream, gateway_factory) 
     assert (status, body) == (200, b"ok")
 
 
-async def test_no_content_responses_have_no_body(raw_upstream, gateway_factory) -> None:
+async def test_no_content_responses_have_no_body(raw_upstream: RawUpstreamFactory,
+                                                 gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 204 No Content\r\n\r\n")
     gw = await gateway_factory(gateway_config(port))
     for _ in range(2):
@@ -60,7 +65,8 @@ async def test_no_content_responses_have_no_body(raw_upstream, gateway_factory) 
         assert (status, body) == (204, b"")
 
 
-async def test_a_malformed_response_is_a_502_envelope(raw_upstream, gateway_factory) -> None:
+async def test_a_malformed_response_is_a_502_envelope(raw_upstream: RawUpstreamFactory,
+                                                      gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"NOT HTTP AT ALL\r\n\r\n")
     gw = await gateway_factory(gateway_config(port))
     status, _, body = await gw.request("POST", "/api/v1/raw/x", data=b"1")
@@ -68,7 +74,7 @@ async def test_a_malformed_response_is_a_502_envelope(raw_upstream, gateway_fact
     assert b"sent an invalid response" in body  # what happened, never the parser's text
 
 
-async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_upstream) -> None:
+async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_upstream: RawUpstreamFactory) -> None:
     # The first request answers at once; the second never does. The connection's timer
     # was armed for the first request's long deadline and must not delay the second's.
     answers = iter([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None])
@@ -77,10 +83,12 @@ async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_ups
     try:
         conn = await pool.acquire("127.0.0.1", port, 1.0)
         first = await conn.start_request(request_head("GET", "/a", "t", [], 0), "GET", 60.0)
-        assert first.status == 200 and conn.body_complete_buffered() == b"ok"
+        assert first.status == 200
+        assert conn.body_complete_buffered() == b"ok"
         pool.release(conn)
         again = await pool.acquire("127.0.0.1", port, 1.0)
-        assert again is conn and again.reused
+        assert again is conn
+        assert again.reused
         started = time.monotonic()
         with pytest.raises(UpstreamError) as failure:
             await asyncio.wait_for(again.start_request(request_head("GET", "/b", "t", [], 0), "GET", 0.3), 5)
@@ -114,7 +122,7 @@ REUSE = {
 
 @pytest.mark.parametrize(("method", "answer", "reusable"), REUSE.values(), ids=REUSE.keys())
 async def test_a_connection_is_pooled_again_only_when_its_answer_cannot_have_more_bytes_coming(
-        raw_upstream, method: str, answer: bytes, reusable: bool) -> None:
+        raw_upstream: RawUpstreamFactory, method: str, answer: bytes, reusable: bool) -> None:
     port = await raw_upstream(lambda head: answer)
     pool = UpstreamPool()
     try:
@@ -132,14 +140,16 @@ async def test_a_connection_is_pooled_again_only_when_its_answer_cannot_have_mor
 @pytest.mark.parametrize("interim", [b"HTTP/1.1 150 Odd\r\nContent-Length: 5\r\n\r\nEVIL!",
                                      b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n"],
                          ids=["150 with a length", "100 chunked"])
-async def test_an_interim_answer_announcing_a_body_is_a_protocol_error(raw_upstream, interim: bytes) -> None:
+async def test_an_interim_answer_announcing_a_body_is_a_protocol_error(raw_upstream: RawUpstreamFactory,
+                                                                       interim: bytes) -> None:
     port = await raw_upstream(lambda head: interim + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pool = UpstreamPool()
     try:
         conn = await pool.acquire("127.0.0.1", port, 1.0)
         with pytest.raises(UpstreamError) as failure:
             await conn.start_request(request_head("GET", "/a", "t", [], 0), "GET", 5.0)
-        assert failure.value.kind == "protocol" and "announces a body" in str(failure.value)
+        assert failure.value.kind == "protocol"
+        assert "announces a body" in str(failure.value)
     finally:
         pool.close()
 
@@ -156,18 +166,21 @@ async def test_an_interim_answer_announcing_a_body_is_a_protocol_error(raw_upstr
     b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(300)) + b"Content-Length: 0\r\n\r\n",
 ], ids=["cl-te", "te-cl", "cl-twice", "cl-list", "status-999", "obs-fold", "huge-header", "too-many-headers"])
-async def test_an_upstream_answer_two_readers_could_frame_differently_is_a_502(raw_upstream, gateway_factory,
-                                                                            answer: bytes) -> None:
+async def test_an_upstream_answer_two_readers_could_frame_differently_is_a_502(raw_upstream: RawUpstreamFactory,
+                                                                               gateway_factory: GatewayFactory,
+                                                                               answer: bytes) -> None:
     port = await raw_upstream(lambda head: answer)
     gw = await gateway_factory(gateway_config(port))
     status, headers, body = await gw.get("/api/v1/raw/x")
     assert status == 502, body
     assert b"sent an invalid response" in body
-    assert "X-Big" not in headers and "X-A" not in headers
+    assert "X-Big" not in headers
+    assert "X-A" not in headers
     assert gw.app[keys.POOL].idle_count() == 0
 
 
-async def test_upstream_trailers_never_become_response_headers(raw_upstream, gateway_factory) -> None:
+async def test_upstream_trailers_never_become_response_headers(raw_upstream: RawUpstreamFactory,
+                                                               gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
                               b"Trailer: Set-Cookie\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: session=evil\r\n"
                               b"X-Trailer: t\r\n\r\n")
@@ -175,21 +188,25 @@ async def test_upstream_trailers_never_become_response_headers(raw_upstream, gat
     for _ in range(2):  # the whole answer arrives in one read, before the head is passed on
         status, headers, body = await gw.get("/api/v1/raw/x")
         assert (status, body) == (200, b"ok")
-        assert "Set-Cookie" not in headers and "X-Trailer" not in headers
+        assert "Set-Cookie" not in headers
+        assert "X-Trailer" not in headers
 
 
-async def test_bytes_after_a_complete_answer_never_become_a_second_answer(raw_upstream, gateway_factory) -> None:
+async def test_bytes_after_a_complete_answer_never_become_a_second_answer(raw_upstream: RawUpstreamFactory,
+                                                                          gateway_factory: GatewayFactory) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                               b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n")
     gw = await gateway_factory(gateway_config(port))
     status, headers, body = await gw.get("/api/v1/raw/x")
-    assert (status, body) == (200, b"ok") and "X-Injected" not in headers
+    assert (status, body) == (200, b"ok")
+    assert "X-Injected" not in headers
     await poll(lambda: gw.app[keys.POOL].idle_count() == 0, "the connection is not reused")
 
 
 @pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip"])
-async def test_a_transfer_coding_not_ending_in_chunked_is_read_until_close(raw_upstream, gateway_factory,
-                                                                          coding: bytes) -> None:
+async def test_a_transfer_coding_not_ending_in_chunked_is_read_until_close(raw_upstream: RawUpstreamFactory,
+                                                                           gateway_factory: GatewayFactory,
+                                                                           coding: bytes) -> None:
     port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding
                               + b"\r\nConnection: close\r\n\r\nraw bytes")
     gw = await gateway_factory(gateway_config(port))
@@ -198,7 +215,7 @@ async def test_a_transfer_coding_not_ending_in_chunked_is_read_until_close(raw_u
     assert gw.app[keys.POOL].idle_count() == 0
 
 
-async def test_an_upstream_that_trickles_its_head_times_out(gateway_factory) -> None:
+async def test_an_upstream_that_trickles_its_head_times_out(gateway_factory: GatewayFactory) -> None:
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -222,5 +239,6 @@ async def test_an_upstream_that_trickles_its_head_times_out(gateway_factory) -> 
         timeouts={"request_s": 0.5}, retry={"attempts": 1})]))
     started = time.monotonic()
     status, _, _ = await gw.get("/api/v1/raw/x")
-    assert status == 504 and time.monotonic() - started < 3
+    assert status == 504
+    assert time.monotonic() - started < 3
     server.close()

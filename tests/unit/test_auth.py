@@ -14,11 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from vocelio_proxy.apikeys import ApiKeyStore, key_hint, mint_key
-from vocelio_proxy.config import AuthPolicy
-from vocelio_proxy.identity import AuthError, Identity, authorize
+from vocelio_contract.apikeys import key_hint, mint_key
+from vocelio_contract.config import AuthPolicy
+from vocelio_proxy.policy.auth.apikeys import ApiKeyStore
+from vocelio_proxy.policy.auth.identity import AuthError, Identity, authorize
+from vocelio_proxy.policy.auth.tokens import PublicKey, public_key_from_pem, verify_token
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
-from vocelio_proxy.tokens import PublicKey, public_key_from_pem, verify_token
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
@@ -113,7 +114,8 @@ def test_oversize_and_malformed_tokens_are_rejected_without_echoing_them() -> No
     big = rs(claims(padding="x" * 9000))
     with pytest.raises(AuthError) as info:
         verify(big)
-    assert info.value.reason == "oversize" and big[:20] not in str(info.value)
+    assert info.value.reason == "oversize"
+    assert big[:20] not in str(info.value)
     for junk in ("abc", "a.b", "###.###.###", ""):
         with pytest.raises(AuthError):
             verify(junk)
@@ -132,7 +134,8 @@ NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
 
 def test_api_keys_are_stored_as_hashes_and_checked() -> None:
     key, record = mint_key(tenant="acme", tier="premium", roles=["integrator"])
-    assert key not in record.model_dump_json() and record.hash != key
+    assert key not in record.model_dump_json()
+    assert record.hash != key
     ident = ApiKeyStore([record]).authenticate(key, "1.2.3.4", NOW)
     assert (ident.method, ident.tenant, ident.tier, ident.key_id) == ("api-key", "acme", "premium", record.id)
     assert key_hint(key) == f"voc_{record.id}_…"

@@ -4,14 +4,14 @@ weights across backends, health filtering and the panic threshold."""
 import random
 from collections import Counter
 
-from vocelio_proxy.balancing import ServiceBalancer
+from vocelio_contract.config import Backend, Endpoint, LoadBalancing, Service
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import Backend, Endpoint, LoadBalancing, Service
+from vocelio_proxy.policy.balancing import ServiceBalancer
 
 
 def service(*backends: Backend, policy: str = "round-robin", panic: int = 50) -> Service:
     return Service(name="s", prefixes=["/s"], backends=list(backends),
-                   load_balancing=LoadBalancing(policy=policy, panic_threshold_percent=panic))  # type: ignore[arg-type]
+                   load_balancing=LoadBalancing(policy=policy, panic_threshold_percent=panic))
 
 
 def ep(n: int, weight: int = 1, ready: bool = True) -> Endpoint:
@@ -71,7 +71,8 @@ def test_retries_exclude_endpoints_already_tried() -> None:
     b = ServiceBalancer(service(Backend(name="b", endpoints=[ep(1), ep(2)])), ManualClock())
     for _ in range(5):
         chosen = b.pick(frozenset({"10.0.0.1:80"}))
-        assert chosen is not None and chosen.endpoint.address == "10.0.0.2"
+        assert chosen is not None
+        assert chosen.endpoint.address == "10.0.0.2"
 
 
 def test_least_request_prefers_the_less_loaded_of_two_choices() -> None:

@@ -12,11 +12,16 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from vocelio_proxy.breakers import Admission, Breaker, BreakerState
+from vocelio_contract.config import CircuitBreaker, Service, Timeouts
 from vocelio_proxy.clock import ManualClock
-from vocelio_proxy.config import CircuitBreaker, Service, Timeouts
-from vocelio_proxy.runtime import default_probe_timeout
+from vocelio_proxy.policy.breakers import Admission, Breaker, BreakerState
+from vocelio_proxy.process.routing_state import default_probe_timeout
 
+
+def state_of(breaker: Breaker) -> BreakerState:
+    """The breaker's state, read through a call so the checker does not carry an
+    earlier `is` narrowing across the calls that change it."""
+    return breaker.state
 
 def breaker(probe_timeout_s: float = 5.0, **kw: Any) -> tuple[Breaker, ManualClock]:
     clock = ManualClock()
@@ -30,14 +35,14 @@ def tripped(**kw: Any) -> tuple[Breaker, ManualClock]:
     b, clock = breaker(**kw)
     for _ in range(3):
         b.record(False)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
     return b, clock
 
 
 def half_open(**kw: Any) -> tuple[Breaker, ManualClock]:
     b, clock = tripped(**kw)
     clock.advance(10)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     return b, clock
 
 
@@ -45,9 +50,9 @@ def test_consecutive_failures_open_the_breaker() -> None:
     b, _ = breaker()
     for _ in range(2):
         b.record(False)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
     b.record(False)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
 
 
 def test_an_open_breaker_refuses_with_the_remaining_open_time() -> None:
@@ -63,7 +68,7 @@ def test_a_success_resets_the_consecutive_count() -> None:
     for _ in range(5):
         b.record(False)
         b.record(True)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
 
 
 def test_error_rate_over_the_window_opens_after_the_minimum_requests() -> None:
@@ -71,10 +76,10 @@ def test_error_rate_over_the_window_opens_after_the_minimum_requests() -> None:
     for _ in range(4):
         b.record(True)
         b.record(False)
-    assert b.state is BreakerState.CLOSED  # 8 requests < min 10
+    assert state_of(b) is BreakerState.CLOSED  # 8 requests < min 10
     b.record(True)
     b.record(False)
-    assert b.state is BreakerState.OPEN  # 5/10 failed = 50%
+    assert state_of(b) is BreakerState.OPEN  # 5/10 failed = 50%
 
 
 def test_old_outcomes_leave_the_window() -> None:
@@ -82,37 +87,42 @@ def test_old_outcomes_leave_the_window() -> None:
     for _ in range(4):
         b.record(False)
         b.record(True)
-    assert b.state is BreakerState.CLOSED  # 8 requests: under the minimum
+    assert state_of(b) is BreakerState.CLOSED  # 8 requests: under the minimum
     clock.advance(11)
     for _ in range(9):
         b.record(True)
     b.record(False)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
 
 
 def test_a_closed_breaker_admits_without_a_probe_ticket() -> None:
     b, _ = breaker()
     admission = b.allow()
-    assert admission.allowed and admission.probe == 0
+    assert admission.allowed
+    assert admission.probe == 0
 
 
 def test_the_open_time_passing_makes_the_breaker_half_open() -> None:
     b, clock = tripped()
     clock.advance(9.9)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
     clock.advance(0.1)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
 
 
 def test_half_open_admits_a_bounded_number_of_probes_then_closes_on_success() -> None:
     b, _ = half_open()
     first, second, third = b.allow(), b.allow(), b.allow()
-    assert first.allowed and first.probe and second.allowed and second.probe != first.probe
-    assert not third.allowed and 0 < third.retry_after_s <= 1
+    assert first.allowed
+    assert first.probe
+    assert second.allowed
+    assert second.probe != first.probe
+    assert not third.allowed
+    assert 0 < third.retry_after_s <= 1
     b.record(True, first.probe)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.record(True, second.probe)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
     assert b.allow() == Admission(True)
 
 
@@ -121,7 +131,7 @@ def test_a_failed_probe_reopens_the_breaker() -> None:
     probe = b.allow()
     assert probe.probe
     b.record(False, probe.probe)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
     assert not b.allow().allowed
 
 
@@ -130,21 +140,23 @@ def test_a_released_probe_frees_its_slot_without_a_verdict() -> None:
     first, second = b.allow(), b.allow()
     assert not b.allow().allowed
     b.release(first.probe)
-    assert b.state is BreakerState.HALF_OPEN  # no verdict: neither closed nor reopened
+    assert state_of(b) is BreakerState.HALF_OPEN  # no verdict: neither closed nor reopened
     third = b.allow()
-    assert third.allowed and third.probe
+    assert third.allowed
+    assert third.probe
     b.record(True, second.probe)
     b.record(True, third.probe)
-    assert b.state is BreakerState.CLOSED
+    assert state_of(b) is BreakerState.CLOSED
 
 
 def test_settle_without_a_verdict_is_a_release_and_with_one_is_a_record() -> None:
     b, _ = half_open()
     first, second = b.allow(), b.allow()
     b.settle(first, None)
-    assert b.probes_in_flight == 1 and b.state is BreakerState.HALF_OPEN
+    assert b.probes_in_flight == 1
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.settle(second, False)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
 
 
 def test_a_probe_that_never_finishes_frees_its_slot_after_the_probe_timeout() -> None:
@@ -165,7 +177,8 @@ def test_the_retry_after_of_a_full_half_open_breaker_never_exceeds_the_probe_tim
     b.allow()
     clock.advance(0.2)
     refused = b.allow()
-    assert not refused.allowed and abs(refused.retry_after_s - 0.3) < 1e-9
+    assert not refused.allowed
+    assert abs(refused.retry_after_s - 0.3) < 1e-9
 
 
 def test_a_late_verdict_from_an_expired_probe_still_counts() -> None:
@@ -174,7 +187,7 @@ def test_a_late_verdict_from_an_expired_probe_still_counts() -> None:
     clock.advance(6)
     assert b.probes_in_flight == 0
     b.record(False, slow.probe)
-    assert b.state is BreakerState.OPEN
+    assert state_of(b) is BreakerState.OPEN
 
 
 def test_a_probe_of_an_earlier_half_open_episode_gives_no_verdict() -> None:
@@ -183,9 +196,9 @@ def test_a_probe_of_an_earlier_half_open_episode_gives_no_verdict() -> None:
     failed = b.allow()
     b.record(False, failed.probe)  # reopens; `old` is still out there
     clock.advance(10)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.record(False, old.probe)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
     b.release(old.probe)
     assert b.probes_in_flight == 0
 
@@ -194,7 +207,7 @@ def test_requests_admitted_while_closed_give_no_verdict_in_half_open() -> None:
     b, _ = half_open()
     b.record(False)
     b.record(True)
-    assert b.state is BreakerState.HALF_OPEN
+    assert state_of(b) is BreakerState.HALF_OPEN
 
 
 def test_a_disabled_breaker_always_admits() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vocelio_proxy.config import ConfigError, GatewayConfig, Service, json_schema, parse_config
+from vocelio_contract.config import ConfigError, GatewayConfig, Service, json_schema, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,12 +6,13 @@ without a gateway."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from vocelio_operator.files import FolderSource
-from vocelio_proxy.config import ConfigError, GatewayConfig
+from vocelio_contract.config import ConfigError, GatewayConfig
+from vocelio_operator.local.files import FolderSource
 
 
 def svc(name: str, rewrite: str = "/", prefix: str | None = None) -> str:
@@ -29,7 +30,7 @@ def routes(config: GatewayConfig) -> dict[str, tuple[list[str], str | None]]:
     return {s.name: (s.prefixes, s.rewrite) for s in config.services}
 
 
-BREAKAGES = {
+BREAKAGES: dict[str, Callable[[str], str]] = {
     "YAML syntax": lambda text: text + "  : [\n",
     "non-UTF-8 byte": lambda text: text.replace("rewrite", "rew\udcffrite"),
     "apiVersion a number": lambda text: text.replace("gateway.vocelio.ai/v1alpha1", "1"),
@@ -59,10 +60,12 @@ def test_a_broken_file_keeps_its_resources_last_good_version(how: str, tmp_path:
     assert routes(config)["one"] == (["/api/v1/one"], "/v1")  # the old version, not the new one
     assert "two" in routes(config)
     assert any("one.yaml" in p for p in source.problems), source.problems
-    assert len(source.kept) == 1 and source.kept[0].startswith("VocelioService/default/one (from ")
+    assert len(source.kept) == 1
+    assert source.kept[0].startswith("VocelioService/default/one (from ")
     write(tmp_path / "one.yaml", svc("one", rewrite="/v3"))
     assert routes(source.load())["one"] == (["/api/v1/one"], "/v3")
-    assert source.problems == [] and source.kept == []
+    assert source.problems == []
+    assert source.kept == []
     (tmp_path / "one.yaml").unlink()
     assert "one" not in routes(source.load())
 
@@ -122,7 +125,8 @@ def test_an_edit_the_renderer_rejects_keeps_the_accepted_version(tmp_path: Path)
     config = source.load()
     assert routes(config) == {"a": (["/api/v1/a"], "/"), "b": (["/api/v1/b"], "/")}
     assert any("PrefixConflict" in p for p in source.problems)
-    assert source.kept and "rejected (PrefixConflict)" in source.kept[0]
+    assert source.kept
+    assert "rejected (PrefixConflict)" in source.kept[0]
 
 
 def test_deleting_a_file_removes_its_resources_even_while_another_file_is_broken(tmp_path: Path) -> None:
@@ -140,7 +144,8 @@ def test_nothing_valid_at_all_is_a_config_error_with_the_problems_reported(tmp_p
     write(tmp_path / "a.yaml", "{{{")
     with pytest.raises(ConfigError, match="no valid VocelioService"):
         source.load()
-    assert source.problems and "a.yaml" in source.problems[0]
+    assert source.problems
+    assert "a.yaml" in source.problems[0]
 
 
 def test_a_folder_that_disappears_is_an_error_not_an_empty_config(tmp_path: Path) -> None:
@@ -165,10 +170,10 @@ def test_a_subfolder_that_cannot_be_listed_keeps_the_resources_last_seen_under_i
     source.load()
     real_scandir = os.scandir
 
-    def refusing(path: object) -> object:
+    def refusing(path: str) -> Iterator[os.DirEntry[str]]:
         if str(path) == str(tmp_path / "team"):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)  # type: ignore[arg-type]
+        return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refusing)
     assert set(routes(source.load())) == {"a", "b"}

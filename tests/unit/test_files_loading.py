@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vocelio_operator import manifests
-from vocelio_operator.files import load_file, load_files, load_folder, scan_folder
-from vocelio_operator.manifests import ManifestLimits, parse_stream
+from vocelio_operator.local import manifests
+from vocelio_operator.local.files import load_file, load_files, load_folder, scan_folder
+from vocelio_operator.local.manifests import ManifestLimits, parse_stream
 
 GOOD = b"""apiVersion: gateway.vocelio.ai/v1alpha1
 kind: VocelioService
@@ -89,8 +89,10 @@ def test_a_bad_document_is_a_one_line_problem_and_its_neighbours_still_load(case
     loaded = [d.key for d in documents if d.resource is not None]
     assert loaded == ["VocelioService/default/before", "VocelioService/default/after"]
     (bad,) = [d for d in documents if d.failed]
-    assert bad.index == 2 and bad.problem is not None
-    assert expected in bad.problem and is_one_line(bad.problem), bad.problem
+    assert bad.index == 2
+    assert bad.problem is not None
+    assert expected in bad.problem, bad.problem
+    assert is_one_line(bad.problem), bad.problem
     assert bad.key == key
 
 
@@ -103,7 +105,9 @@ def test_a_bad_file_is_a_one_line_problem_naming_the_file(case: str, tmp_path: P
     result = load_file(path, LIMITS)
     assert time.monotonic() - started < 5.0
     lines = result.problem_lines()
-    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], lines
+    assert len(lines) == 1, lines
+    assert str(path) in lines[0], lines
+    assert expected in lines[0], lines
     assert is_one_line(lines[0].split(": ", 1)[1])
     assert not [d for d in result.documents if d.resource is not None]
 
@@ -113,14 +117,16 @@ def test_a_stream_error_keeps_the_documents_before_it_and_names_where_it_stopped
     path.write_bytes(named("first") + b"---\nkind: [\n")
     result = load_file(path)
     assert [d.key for d in result.documents] == ["VocelioService/default/first"]
-    assert result.problem is not None and result.problem.startswith("document 2: invalid YAML at line 9")
+    assert result.problem is not None
+    assert result.problem.startswith("document 2: invalid YAML at line 9")
 
 
 def test_a_file_over_the_size_limit_is_refused_without_being_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.yaml"
     path.write_bytes(GOOD + b"#" * (300 * 1024))
     result = load_file(path, LIMITS)
-    assert result.problem is not None and "over the limit of 262144 bytes" in result.problem
+    assert result.problem is not None
+    assert "over the limit of 262144 bytes" in result.problem
 
 
 def test_special_files_are_problems_not_hangs(tmp_path: Path) -> None:
@@ -157,7 +163,8 @@ def test_an_unreadable_file_is_a_transient_problem(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(os, "open", refusing)
     result = load_file(path)
-    assert result.problem == "cannot read: Permission denied" and result.transient
+    assert result.problem == "cannot read: Permission denied"
+    assert result.transient
 
 
 def test_a_file_deleted_between_listing_and_opening_is_a_problem_for_that_file(tmp_path: Path) -> None:
@@ -186,7 +193,8 @@ def test_a_file_of_many_bad_documents_reports_a_bounded_number_of_lines(tmp_path
     path = tmp_path / "many.yaml"
     path.write_bytes(b"---\n{}\n" * 5000)
     lines = load_file(path).problem_lines()
-    assert len(lines) == 21 and lines[-1] == f"{path}: 4980 more invalid documents"
+    assert len(lines) == 21
+    assert lines[-1] == f"{path}: 4980 more invalid documents"
 
 
 def test_another_apis_manifests_are_ignored_and_empty_documents_skipped() -> None:
@@ -237,7 +245,7 @@ DOCS = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(DOCS, st.sampled_from(["VocelioService", "RateTier"]))
 def test_any_document_shape_is_validated_without_raising(doc: object, kind: str) -> None:
-    from vocelio_operator.manifests import check_document
+    from vocelio_operator.local.manifests import check_document
 
     for candidate in (doc, {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": kind, "metadata": doc,
                             "spec": doc}):

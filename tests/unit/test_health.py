@@ -1,7 +1,7 @@
 """Endpoint health: active thresholds and passive ejection with back-off."""
 
-from vocelio_proxy.config import Endpoint, HealthCheck, PassiveHealth
-from vocelio_proxy.health import EndpointState, record_active_check, record_passive_result
+from vocelio_contract.config import Endpoint, HealthCheck, PassiveHealth
+from vocelio_proxy.policy.health import EndpointState, record_active_check, record_passive_result
 
 
 def state() -> EndpointState:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import httptools
 import pytest
 
-from vocelio_proxy.http1.answers import UpstreamHeadReader
-from vocelio_proxy.http1.framing import WireError
-from vocelio_proxy.http1.limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
+from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 
 
 class Reader(UpstreamHeadReader):
@@ -78,9 +78,13 @@ def test_a_head_that_never_ends_is_refused_within_one_read_of_the_bound(piece: i
     # value would be buffered until the answer deadline.
     reader = Reader()
     reader.feed(b"HTTP/1.1 200 OK\r\nX-Endless: ")
-    with pytest.raises(WireError) as refused:
+
+    def feed_endlessly() -> None:
         for _ in range(UPSTREAM_MAX_HEAD_READ * 2 // piece + 2):
             reader.feed(b"v" * piece)
+
+    with pytest.raises(WireError) as refused:
+        feed_endlessly()
     assert refused.value.status == 502
     assert reader.fed <= UPSTREAM_MAX_HEAD_READ + piece
 

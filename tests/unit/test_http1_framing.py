@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vocelio_proxy.http1.framing import (
+from vocelio_proxy.wire.http1.framing import (
     BY_LENGTH,
     CHUNKED,
     NO_BODY,

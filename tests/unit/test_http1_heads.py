@@ -5,9 +5,9 @@ from __future__ import annotations
 import h11
 import pytest
 
-from vocelio_proxy.http1.body import BodyBuffer
-from vocelio_proxy.http1.chunks import LAST_CHUNK, encode_chunk
-from vocelio_proxy.http1.heads import REASONS, HeadError, request_head, response_head, status_line
+from vocelio_proxy.wire.http1.body import BodyBuffer
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.heads import REASONS, HeadError, request_head, response_head, status_line
 
 
 @pytest.mark.parametrize(("status", "line"), [
@@ -37,7 +37,8 @@ def test_every_registered_reason_parses_with_h11() -> None:
         client.send(h11.EndOfMessage())
         client.receive_data(response_head(status, [("X", "1")], "Content-Length: 0\r\n"))
         event = client.next_event()
-        assert isinstance(event, h11.Response) and event.status_code == status
+        assert isinstance(event, h11.Response)
+        assert event.status_code == status
         assert event.reason.decode() == REASONS[status]
 
 
@@ -87,7 +88,8 @@ def test_request_heads_carry_the_framing_of_the_body_they_announce(method: str, 
     lines = head.split(b"\r\n")
     assert lines[0] == method.encode() + b" /x HTTP/1.1"
     assert lines[1] == b"Host: backend:80"
-    assert b"Host: client" not in head and b"99" not in head
+    assert b"Host: client" not in head
+    assert b"99" not in head
     assert lines.count(b"Accept: */*") == 1
     framing_lines = [line for line in lines if line.startswith((b"Content-Length", b"Transfer-Encoding"))]
     assert framing_lines == ([framing] if framing else [])
@@ -119,13 +121,15 @@ def test_a_body_buffer_pauses_above_the_high_watermark_and_resumes_below_the_low
     body = BodyBuffer(high=10, low=4)
     assert body.push(b"12345") is False
     assert body.push(b"123456") is True  # 11 > 10
-    assert body.size == 11 and body.received == 11
+    assert body.size == 11
+    assert body.received == 11
     chunk, resume = body.pop()
     assert (chunk, resume) == (b"12345", False)  # 6 left, not below 4
     chunk, resume = body.pop()
     assert (chunk, resume) == (b"123456", True)
     assert body.pop() == (None, False)
-    assert body.received == 11 and body.size == 0
+    assert body.received == 11
+    assert body.size == 0
 
 
 def test_a_body_buffer_counts_every_byte_against_its_budget() -> None:
@@ -142,11 +146,13 @@ def test_a_body_ends_once_and_the_first_error_wins() -> None:
     first, second = ValueError("first"), ValueError("second")
     body.fail(first)
     body.fail(second)
-    assert body.error is first and body.failed
+    assert body.error is first
+    assert body.failed
     done = BodyBuffer()
     done.finish()
     done.fail(first)
-    assert done.error is None and done.complete
+    assert done.error is None
+    assert done.complete
 
 
 def test_a_reset_body_buffer_is_ready_for_the_next_message() -> None:
@@ -156,4 +162,5 @@ def test_a_reset_body_buffer_is_ready_for_the_next_message() -> None:
     body.reset()
     assert (body.size, body.received, body.done, body.error) == (0, 0, False, None)
     body.push(b"x")
-    assert body.take_all() == b"x" and body.size == 0
+    assert body.take_all() == b"x"
+    assert body.size == 0

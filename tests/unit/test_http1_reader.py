@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.harness.wire_tools import Recorder, read_with_gateway
-from vocelio_proxy.http1.framing import WireError
-from vocelio_proxy.http1.limits import PARSE_SLICE, WireLimits
-from vocelio_proxy.http1.reader import RequestReader
+from vocelio_proxy.wire.http1.framing import WireError
+from vocelio_proxy.wire.http1.limits import PARSE_SLICE, WireLimits
+from vocelio_proxy.wire.http1.reader import RequestReader
 
 CHUNKED = b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -43,7 +43,8 @@ def test_trailer_fields_never_become_headers() -> None:
     reader.feed(CHUNKED + b"1\r\nx\r\n0\r\nAuthorization: Bearer forged\r\nX-API-Key: k\r\n"
                           b"X-Vocelio-User: admin\r\n\r\n")
     [ex] = sink.exchanges
-    assert sink.requests[0].complete and sink.requests[0].body == b"x"
+    assert sink.requests[0].complete
+    assert sink.requests[0].body == b"x"
     names = {name.lower() for name, _ in ex.headers}
     assert names == {"host", "transfer-encoding"}
     assert set(ex.lookup) == {"host", "transfer-encoding"}
@@ -151,7 +152,8 @@ def test_an_upgrade_hands_the_bytes_after_its_head_to_the_tunnel() -> None:
     sink = Recorder()
     reader = RequestReader(sink, WireLimits())
     used = reader.feed(head + b"\x81\x05frame")
-    assert reader.upgraded and used == len(head)
+    assert reader.upgraded
+    assert used == len(head)
     assert sink.requests[0].upgrade
     assert reader.feed(b"more") == 0  # nothing more is parsed as HTTP
 
@@ -179,7 +181,8 @@ def test_a_paused_reader_stops_within_one_slice_and_resumes_where_it_stopped() -
         pos += used
         reader.paused = False
         rounds += 1
-    assert len(sink.requests) == 2000 and all(r.complete for r in sink.requests)
+    assert len(sink.requests) == 2000
+    assert all(r.complete for r in sink.requests)
     assert rounds > 10
 
 
@@ -188,7 +191,12 @@ def test_content_length_bodies_bigger_than_a_slice_are_fed_whole() -> None:
     data = _req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d" % len(body)) + body
     sink = Recorder()
     chunks: list[int] = []
-    sink.body_data = lambda data: chunks.append(len(data)) or Recorder.body_data(sink, data)  # type: ignore[method-assign]
+
+    def counted(data: bytes) -> None:
+        chunks.append(len(data))
+        Recorder.body_data(sink, data)
+
+    sink.body_data = counted  # type: ignore[method-assign]
     reader = RequestReader(sink, WireLimits())
     assert reader.feed(data) == len(data)
     assert sink.requests[0].body == body
@@ -203,4 +211,5 @@ def test_bytes_after_a_refusal_are_dropped() -> None:
     assert reader.failed
     later = _req(b"GET / HTTP/1.1\r\nHost: a")
     assert reader.feed(later) == len(later)
-    assert reader.failed and sink.requests == []
+    assert reader.failed
+    assert sink.requests == []

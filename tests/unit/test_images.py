@@ -36,4 +36,5 @@ def test_dockerfile_is_multi_stage_non_root_with_exec_entrypoint(name: str) -> N
     assert "USER 10001" in final_stage
     assert "STOPSIGNAL SIGTERM" in final_stage
     assert 'ENTRYPOINT ["' in final_stage
-    assert "gcc" not in final_stage and "build-essential" not in final_stage
+    assert "gcc" not in final_stage
+    assert "build-essential" not in final_stage

@@ -3,7 +3,7 @@
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vocelio_proxy.metrics import ProxyMetrics
+from vocelio_proxy.process.metrics import ProxyMetrics
 
 
 def test_loop_histograms_are_cumulative_with_sum_and_count() -> None:

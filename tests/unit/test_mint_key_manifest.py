@@ -6,8 +6,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vocelio_contract.apikeys import mint_key, secret_manifest
 from vocelio_operator.cli import quoted_yaml
-from vocelio_proxy.apikeys import mint_key, secret_manifest
 
 # Spellings that one YAML reader or another takes for something other than a string.
 NUMBER_LIKE = ["123456e12345", "1e5", "0x1F", "0o17", "017", "1_000", ".5", "5.", "+1", "-0", ".inf", ".NaN",

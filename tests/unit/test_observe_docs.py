@@ -9,8 +9,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.controlplane import ROOT
-from vocelio_operator.metrics import OperatorMetrics
-from vocelio_proxy.metrics import ProxyMetrics, code_label
+from vocelio_operator.kube.metrics import OperatorMetrics
+from vocelio_proxy.process.metrics import ProxyMetrics, code_label
 
 DOC = ROOT / "docs" / "operations" / "observability.md"
 

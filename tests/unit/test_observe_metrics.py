@@ -6,8 +6,8 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vocelio_operator.metrics import OperatorMetrics
-from vocelio_proxy.metrics import CODE_LABELS, ProxyMetrics, code_label
+from vocelio_operator.kube.metrics import OperatorMetrics
+from vocelio_proxy.process.metrics import CODE_LABELS, ProxyMetrics, code_label
 
 
 def families(registry) -> dict:  # type: ignore[no-untyped-def,type-arg]
@@ -40,8 +40,10 @@ def test_both_components_expose_build_info(monkeypatch) -> None:  # type: ignore
     for registry, component in ((ProxyMetrics(lambda: None).registry, "proxy"),
                                 (OperatorMetrics().registry, "operator")):
         (sample,) = families(registry)["vocelio_build_info"].samples
-        assert sample.value == 1 and sample.labels["component"] == component
-        assert sample.labels["version"] == "0.1.0" and sample.labels["commit"] == "0123abcd"
+        assert sample.value == 1
+        assert sample.labels["component"] == component
+        assert sample.labels["version"] == "0.1.0"
+        assert sample.labels["commit"] == "0123abcd"
     monkeypatch.setenv("VOCELIO_BUILD_COMMIT", "not a commit\n")
     (sample,) = families(ProxyMetrics(lambda: None).registry)["vocelio_build_info"].samples
     assert sample.labels["commit"] == "unknown"

@@ -23,7 +23,8 @@ def test_the_environment_overrides_the_settings_file(settings_file: Path, monkey
     monkeypatch.setenv("VOCELIO_AUTH__LEEWAY_S", "5")
     settings = load_settings(settings_file)
     assert settings.port == 9002
-    assert settings.auth.leeway_s == 5 and settings.auth.max_token_bytes == 4096  # nested keys merge
+    assert settings.auth.leeway_s == 5
+    assert settings.auth.max_token_bytes == 4096
     assert settings.log_level == "ERROR"
 
 

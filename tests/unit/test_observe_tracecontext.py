@@ -6,7 +6,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_proxy.tracecontext import begin_span, new_traceparent, propagate, valid_traceparent, valid_tracestate
+from vocelio_proxy.policy.tracecontext import (
+    begin_span,
+    new_traceparent,
+    propagate,
+    valid_traceparent,
+    valid_tracestate,
+)
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 
@@ -31,7 +37,8 @@ def test_a_later_version_may_carry_more_fields_but_not_garbage() -> None:
 
 def test_new_traces_are_valid_and_distinct() -> None:
     ids = {new_traceparent() for _ in range(100)}
-    assert len(ids) == 100 and all(valid_traceparent(t) for t in ids)
+    assert len(ids) == 100
+    assert all(valid_traceparent(t) for t in ids)
 
 
 @given(st.text(max_size=80))
@@ -55,10 +62,16 @@ def test_tracestate_members_follow_the_grammar_and_the_bounds() -> None:
 def test_with_export_a_sampled_caller_gets_the_gateway_span_and_an_unsampled_one_passes() -> None:
     sampled = PARENT[:-2] + "01"
     sent, state, parent = begin_span(sampled, "a=1", sample=False)
-    assert sent[:36] == sampled[:36] and sent[36:52] != sampled[36:52] and sent.endswith("-01")
+    assert sent[:36] == sampled[:36]
+    assert sent[36:52] != sampled[36:52]
+    assert sent.endswith("-01")
     assert (state, parent) == ("a=1", "00f067aa0ba902b7")
     assert begin_span(PARENT, "a=1", sample=True) == (PARENT, "a=1", None)  # flags 00: not recorded
     root, state, parent = begin_span("junk", "a=1", sample=True)
-    assert valid_traceparent(root) and root.endswith("-01") and (state, parent) == (None, "")
+    assert valid_traceparent(root)
+    assert root.endswith("-01")
+    assert (state, parent) == (None, "")
     unsampled, _, parent = begin_span(None, None, sample=False)
-    assert valid_traceparent(unsampled) and unsampled.endswith("-00") and parent is None
+    assert valid_traceparent(unsampled)
+    assert unsampled.endswith("-00")
+    assert parent is None

@@ -30,7 +30,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
-    for name in ("proxy", "operator"):
+    for name in ("contract", "proxy", "operator"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
@@ -95,5 +95,6 @@ def test_an_install_without_its_crds_fails_in_one_line_instead_of_checking_less(
         result = run_installed(broken, *args, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         errors = result.stderr.splitlines()[1:]  # after the module path line
-        assert len(errors) == 1 and "CRDs are missing" in errors[0], errors
+        assert len(errors) == 1, errors
+        assert "CRDs are missing" in errors[0], errors
         assert "Traceback" not in result.stderr

@@ -1,11 +1,11 @@
 """The readiness policy."""
 
-from vocelio_proxy.readiness import ReadinessFacts, readiness
+from vocelio_proxy.policy.readiness import ReadinessFacts, readiness
 from vocelio_proxy.settings import ReadinessPolicy
 
 
 def facts(**kw: object) -> ReadinessFacts:
-    base = {"draining": False, "config_loaded": True, "health_round_done": True, "services": 3,
+    base: dict[str, object] = {"draining": False, "config_loaded": True, "health_round_done": True, "services": 3,
             "services_with_open_breaker": 0}
     base.update(kw)
     return ReadinessFacts(**base)  # type: ignore[arg-type]

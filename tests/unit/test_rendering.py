@@ -1,19 +1,20 @@
-"""The renderer: resources in, config and per-resource outcomes out, compared
-with golden files. Set VOCELIO_UPDATE_GOLDEN=1 to rewrite them after a
-deliberate change, and review the diff."""
+"""The renderer: resources in, config and per-resource outcomes out. The example
+resources are compared with tests/golden/examples.json (`pytest --update-golden` or
+VOCELIO_UPDATE_GOLDEN=1 rewrites it after a deliberate change; review the diff); the
+per-case goldens are tests/unit/test_golden.py's."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from vocelio_operator.files import load_folder
-from vocelio_operator.rendering import RenderResult, render_config
-from vocelio_operator.resources import DiscoveredEndpoint, parse_resource
+from tests.harness.golden import translate
+from vocelio_operator.local.files import load_folder
+from vocelio_operator.model.resources import DiscoveredEndpoint, parse_resource
+from vocelio_operator.translation.rendering import RenderResult, render_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -34,25 +35,23 @@ def snapshot(result: RenderResult) -> str:
     return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
 
-def check_golden(name: str, text: str) -> None:
+def check_golden(name: str, text: str, update: bool) -> None:
     path = GOLDEN / name
-    if os.environ.get("VOCELIO_UPDATE_GOLDEN"):
+    if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert path.exists(), f"{path} missing: run with VOCELIO_UPDATE_GOLDEN=1"
     assert text == path.read_text(), f"{name} changed; review and regenerate with VOCELIO_UPDATE_GOLDEN=1"
 
 
-def test_the_examples_render_to_the_golden_config() -> None:
+def test_the_examples_render_to_the_golden_config(update_golden: bool) -> None:
     loaded = load_folder(ROOT / "examples" / "resources")
     assert loaded.problems == []
-    check_golden("examples.json", snapshot(render_config(loaded.services, loaded.tiers, {})))
+    check_golden("examples.json", snapshot(render_config(loaded.services, loaded.tiers, {})), update_golden)
 
 
-def test_conflicts_reserved_paths_and_unresolved_refs_render_to_the_golden_outcomes() -> None:
-    loaded = load_folder(GOLDEN / "conflicts")
-    result = render_config(loaded.services, loaded.tiers, DISCOVERED)
-    check_golden("conflicts/expected.json", snapshot(result))
+def test_conflicts_reserved_paths_and_unresolved_refs_have_their_outcomes() -> None:
+    result, _ = translate("conflicts")  # its files are compared by test_golden
     outcomes = result.outcomes
     assert outcomes["VocelioService/payments/billing-v2"].accepted_reason == "PrefixConflict"
     assert outcomes["VocelioService/default/sneaky"].accepted_reason == "ReservedPath"
@@ -77,11 +76,12 @@ def test_rendering_is_deterministic_whatever_the_input_order() -> None:
 def test_every_field_problem_names_its_field() -> None:
     doc = {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
            "metadata": {"name": "x"}, "spec": {"pathPrefix": "nope", "backends": [{"weight": 0}]}}
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=r"spec\.pathPrefix") as info:
         parse_resource(doc)
     message = str(info.value)
     assert "spec.pathPrefix" in message
-    assert "spec.backends.0" in message and "exactly one of serviceRef or staticEndpoints" in message
+    assert "spec.backends.0" in message
+    assert "exactly one of serviceRef or staticEndpoints" in message
 
 
 def test_invalid_documents_are_reported_and_the_rest_still_load(tmp_path: Path) -> None:
@@ -93,5 +93,7 @@ def test_invalid_documents_are_reported_and_the_rest_still_load(tmp_path: Path) 
     assert len(loaded.tiers) == 5
     assert len(loaded.problems) == 1
     problem = loaded.problems[0]
-    assert "bad.yaml" in problem and "RateTier/broken" in problem
-    assert "spec.requests" in problem and "exactly one of" in problem
+    assert "bad.yaml" in problem
+    assert "RateTier/broken" in problem
+    assert "spec.requests" in problem
+    assert "exactly one of" in problem

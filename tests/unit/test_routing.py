@@ -3,9 +3,9 @@ case and canonical prefixes (docs/security/paths.md)."""
 
 import pytest
 
-from vocelio_proxy.config import Service
-from vocelio_proxy.paths import PathError, PathPolicy
-from vocelio_proxy.routing import Router, rewrite_path
+from vocelio_contract.config import Service
+from vocelio_contract.paths import PathError, PathPolicy
+from vocelio_proxy.policy.routing import Router, rewrite_path
 
 
 def svc(name: str, *prefixes: str, rewrite: str | None = None) -> Service:
@@ -34,7 +34,8 @@ def test_alias_prefixes_route_to_the_same_service() -> None:
     router = Router.build([svc("ai-agents", "/api/v1/ai-agents", "/ai-agents/v1", rewrite="/")])
     a = router.match("/api/v1/ai-agents/agents")
     b = router.match("/ai-agents/v1/agents")
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert a.service is b.service
     assert a.upstream_path == b.upstream_path == "/agents"
 
@@ -80,7 +81,8 @@ def test_insensitive_case_routes_to_the_most_specific_route_and_forwards_the_pat
     router = Router.build([svc("public", "/api/v1/x"), svc("admin", "/api/v1/x/admin", rewrite="/v2")],
                           PathPolicy(case="insensitive"))
     match = router.resolve("/API/v1/x/ADMIN/Keys")
-    assert match is not None and match.service.name == "admin"
+    assert match is not None
+    assert match.service.name == "admin"
     assert match.prefix == "/api/v1/x/admin"
     assert match.upstream_path == "/v2/Keys"
     assert router.resolve("/api/v1/X/Other").service.name == "public"  # type: ignore[union-attr]

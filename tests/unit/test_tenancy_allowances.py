@@ -1,4 +1,4 @@
-"""API-key allowances (vocelio_operator.tenancy.allowances, .keys): keys in
+"""API-key allowances (vocelio_operator.translation.tenancy.allowances, .keys): keys in
 the gateway namespace are unrestricted; elsewhere a key is published only when
 an allowance for its namespace allows its tenant, every role and its tier; a key
 id is published once (the gateway namespace's record wins); refusal messages
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_operator.tenancy.allowances import KeyAllowance, KeyPolicy
-from vocelio_operator.tenancy.keys import judge_keys
-from vocelio_proxy.apikeys import ApiKeyRecord, mint_key
+from vocelio_contract.apikeys import ApiKeyRecord, mint_key
+from vocelio_operator.translation.tenancy.allowances import KeyAllowance, KeyPolicy
+from vocelio_operator.translation.tenancy.keys import judge_keys
 
 GATEWAY = "vocelio-system"
 POLICY = KeyPolicy((
@@ -51,7 +51,10 @@ def test_a_key_outside_its_namespaces_allowance_is_refused_with_the_reason(names
                                                                           why: str) -> None:
     key = record(**metadata)
     reason = POLICY.refusal(namespace, key)
-    assert reason is not None and why in reason and key.id in reason and key.hash not in reason
+    assert reason is not None
+    assert why in reason
+    assert key.id in reason
+    assert key.hash not in reason
 
 
 def test_any_one_matching_allowance_is_enough() -> None:
@@ -63,7 +66,8 @@ def test_a_key_id_is_published_once_and_the_gateway_namespace_wins() -> None:
     admin = record(tenant="platform", roles=["admin"])
     shadow = ApiKeyRecord(id=admin.id, hash="0" * 64, tenant="team-a", roles=["reader"])
     refused = judge_keys({"team-a/aaa": shadow, f"{GATEWAY}/zzz": admin}, POLICY, GATEWAY)
-    assert list(refused) == ["team-a/aaa"] and f"{GATEWAY}/zzz" in refused["team-a/aaa"]
+    assert list(refused) == ["team-a/aaa"]
+    assert f"{GATEWAY}/zzz" in refused["team-a/aaa"]
 
 
 def test_between_tenants_the_first_secret_by_name_keeps_a_key_id() -> None:

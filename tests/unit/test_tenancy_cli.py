@@ -20,4 +20,6 @@ def test_a_bad_tenancy_document_is_one_line_and_exit_2(document: str, expected: 
     monkeypatch.setenv("VOCELIO_OPERATOR_TENANCY", document)
     assert main(["operator", "--liveness-port", "0", "--metrics-port", "0"]) == 2
     err = capsys.readouterr().err
-    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+    assert expected in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err

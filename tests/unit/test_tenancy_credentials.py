@@ -41,7 +41,9 @@ def test_an_unreadable_or_empty_secret_file_is_a_one_line_error(tmp_path: Path, 
     with pytest.raises(SettingsError) as caught:
         load_settings(settings_file)
     text = str(caught.value)
-    assert message in text and str(path) in text and "\n" not in text
+    assert message in text
+    assert str(path) in text
+    assert "\n" not in text
 
 
 def test_a_secret_and_a_secret_file_together_are_refused(tmp_path: Path) -> None:
@@ -60,6 +62,7 @@ def test_the_redis_password_comes_from_the_environment_or_a_file(tmp_path: Path,
     path = tmp_path / "password"
     path.write_text("from-file\n")
     settings = ProxySettings(redis_password_file=str(path))
-    assert settings.redis_password == "from-file" and "from-file" not in repr(settings)
+    assert settings.redis_password == "from-file"
+    assert "from-file" not in repr(settings)
     with pytest.raises(ValueError, match="not both"):
         ProxySettings(redis_password="x", redis_password_file=str(path))

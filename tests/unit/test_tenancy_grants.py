@@ -1,4 +1,4 @@
-"""ReferenceGrant semantics (vocelio_operator.tenancy.grants): consent comes
+"""ReferenceGrant semantics (vocelio_operator.translation.tenancy.grants): consent comes
 from the referenced namespace, names the referring namespace and kind exactly
 (case-sensitive, as the API), and a target name when one is given; anything
 malformed grants nothing."""
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_operator.tenancy.grants import ReferenceGrant, parse_grant, reference_permitted
+from vocelio_operator.translation.tenancy.grants import ReferenceGrant, parse_grant, reference_permitted
 
 
 def grant(namespace: str = "a", from_ns: str = "b", group: str = "gateway.vocelio.ai", kind: str = "VocelioService",

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from vocelio_operator.rendering import render_config
-from vocelio_operator.resources import DiscoveredEndpoint, VocelioServiceResource, parse_resource
+from vocelio_operator.model.resources import DiscoveredEndpoint, VocelioServiceResource, is_service, parse_resource
 from vocelio_operator.settings import OperatorSettings
-from vocelio_operator.tenancy.addresses import AddressPolicy
-from vocelio_operator.tenancy.claims import ClaimPolicy, ClaimRule
-from vocelio_operator.tenancy.grants import parse_grant
-from vocelio_operator.tenancy.policy import TenancyPolicy, TenancySettings, tenancy_policy
+from vocelio_operator.translation.rendering import render_config
+from vocelio_operator.translation.tenancy.addresses import AddressPolicy
+from vocelio_operator.translation.tenancy.claims import ClaimPolicy, ClaimRule
+from vocelio_operator.translation.tenancy.grants import parse_grant
+from vocelio_operator.translation.tenancy.policy import TenancyPolicy, TenancySettings, tenancy_policy
 
 
 def service(ns: str, name: str, prefix: str, backend: dict[str, Any], created: str = "2026-01-01T00:00:00Z"
@@ -26,8 +26,8 @@ def service(ns: str, name: str, prefix: str, backend: dict[str, Any], created: s
     res = parse_resource({"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
                           "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
                           "spec": {"pathPrefix": prefix, "backends": [backend]}})
-    assert isinstance(res.spec.backends, list)
-    return res  # type: ignore[return-value]
+    assert is_service(res)
+    return res
 
 
 BILLING = {("a", "billing"): [DiscoveredEndpoint("198.18.0.10", True, "p1", {"http": 8080})]}
@@ -40,7 +40,9 @@ GRANT = parse_grant({"metadata": {"namespace": "a", "name": "g"},
 def test_a_cross_namespace_reference_without_a_grant_renders_no_endpoint_of_the_other_namespace() -> None:
     result = render_config([service("b", "s", "/b", CROSS)], [], BILLING, tenancy=TenancyPolicy())
     outcome = result.outcomes["VocelioService/b/s"]
-    assert outcome.accepted and not outcome.resolved and outcome.resolved_reason == "RefNotPermitted"
+    assert outcome.accepted
+    assert not outcome.resolved
+    assert outcome.resolved_reason == "RefNotPermitted"
     assert "198.18.0.10" not in result.config.to_json()
 
 
@@ -66,7 +68,8 @@ def test_a_refused_claim_never_routes_and_never_blocks_the_owner() -> None:
     result = render_config([squatter, owner], [], {}, tenancy=TenancyPolicy(AddressPolicy(True), claims))
     assert [s.namespace for s in result.config.services] == ["owner"]
     refused = result.outcomes["VocelioService/attacker/squat"]
-    assert not refused.accepted and refused.accepted_reason == "PrefixNotAllowed"
+    assert not refused.accepted
+    assert refused.accepted_reason == "PrefixNotAllowed"
     assert result.outcomes["VocelioService/owner/svc"].accepted
 
 
@@ -80,7 +83,8 @@ def test_refused_static_endpoints_are_left_out_with_a_reason(addresses: list[str
     backend = {"staticEndpoints": [{"address": a, "port": 80} for a in addresses]}
     result = render_config([service("b", "s", "/b", backend)], [], {}, tenancy=TenancyPolicy(policy))
     outcome = result.outcomes["VocelioService/b/s"]
-    assert outcome.resolved_reason == reason and outcome.accepted
+    assert outcome.resolved_reason == reason
+    assert outcome.accepted
     served = [e.address for s in result.config.services for b in s.backends for e in b.endpoints]
     assert served == [a for a in addresses if a == "198.18.0.1" and policy.static_endpoints]
 
@@ -109,14 +113,17 @@ def test_the_operator_reads_the_charts_tenancy_values_from_its_environment(monke
     settings = OperatorSettings()
     policy = tenancy_policy(settings.tenancy, "gw", {})
     assert policy.addresses.static_refusal("10.1.1.1") is not None
-    assert policy.claims.refusal("t-1", ["/t/x"]) is None and policy.claims.refusal("u", ["/t"]) is not None
+    assert policy.claims.refusal("t-1", ["/t/x"]) is None
+    assert policy.claims.refusal("u", ["/t"]) is not None
     assert policy.claims.refusal("gw", ["/anything"]) is None
 
 
 def test_tenancy_defaults_are_open_for_claims_and_closed_for_addresses_and_keys() -> None:
     settings = TenancySettings()
-    assert not settings.prefix_claims.restricted and not settings.static_endpoints.enabled
-    assert settings.api_keys.namespaces == [] and "169.254.169.254/32" in settings.static_endpoints.deny_cidrs
+    assert not settings.prefix_claims.restricted
+    assert not settings.static_endpoints.enabled
+    assert settings.api_keys.namespaces == []
+    assert "169.254.169.254/32" in settings.static_endpoints.deny_cidrs
 
 
 @pytest.mark.parametrize(("values", "message"), [

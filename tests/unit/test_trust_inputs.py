@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocelio_proxy.edge import failure_key
-from vocelio_proxy.forwarding import ForwardedTrust
-from vocelio_proxy.identity import AuthError, Identity
+from vocelio_proxy.pipeline.edge import failure_key
+from vocelio_proxy.policy.auth.identity import AuthError, Identity
+from vocelio_proxy.policy.auth.tokens import verify_token
+from vocelio_proxy.policy.forwarded_headers import ForwardedTrust
 from vocelio_proxy.settings import AuthSettings, ClaimNames, JwtIssuer
-from vocelio_proxy.tokens import verify_token
 
 PEER = "10.0.0.9"
 
@@ -121,7 +121,8 @@ def test_integer_and_float_time_claims_are_accepted(times: str) -> None:
 def test_a_token_without_a_subject_is_refused(subject: str, message: str) -> None:
     with pytest.raises(AuthError) as caught:
         verify('{"iss":"iss","exp":' + str(EXP) + subject + "}")
-    assert str(caught.value) == message and caught.value.reason == "claims"
+    assert str(caught.value) == message
+    assert caught.value.reason == "claims"
 
 
 def test_the_user_claim_is_the_configured_one() -> None:

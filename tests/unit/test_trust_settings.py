@@ -5,6 +5,8 @@ settings checked, and JWT issuer keys that fit their algorithms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -12,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vocelio_proxy.authority import Authority, parse_authority
-from vocelio_proxy.endpoints import ENDPOINTS
+from vocelio_proxy.pipeline.endpoints import ENDPOINTS
+from vocelio_proxy.policy.authority import Authority, parse_authority
 from vocelio_proxy.settings import GATEWAY_ENDPOINTS, AuthSettings, CorsSettings, JwtIssuer, ProxySettings
 
 
@@ -67,7 +69,9 @@ def test_whatever_parses_has_no_userinfo_path_or_whitespace_and_one_reading(text
     if parsed is None:
         return
     assert not set(text) & set("@/?#% \t\r\n\\\x00")
-    assert parsed.host == parsed.host.lower() and parsed.host and not parsed.host.endswith(".")
+    assert parsed.host == parsed.host.lower()
+    assert parsed.host
+    assert not parsed.host.endswith(".")
     assert parsed.port is None or 0 <= parsed.port <= 65535
     assert parse_authority(str(parsed)) == parsed  # normal form is a fixed point
     # The host is the text before the one colon outside an IPv6 literal, without case or root dot.
@@ -152,7 +156,7 @@ def test_the_auth_failure_limit_and_claim_encoding_have_safe_defaults() -> None:
     assert ProxySettings().headers_with_underscores == "drop"
 
 
-def test_settings_that_do_not_load_give_one_line_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_settings_that_do_not_load_give_one_line_naming_the_field(tmp_path: Path) -> None:
     import subprocess
     import sys
 

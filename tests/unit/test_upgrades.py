@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vocelio_proxy.config import Service
-from vocelio_proxy.upgrades import (
+from vocelio_contract.config import Service
+from vocelio_proxy.policy.upgrades import (
     offered_upgrade,
     offers_websocket,
     switch_problem,
@@ -62,7 +62,8 @@ def test_websocket_keys_must_be_base64_of_sixteen_bytes() -> None:
     assert not valid_websocket_key("")
     assert not valid_websocket_key("c2hvcnQ=")  # "short"
     assert not valid_websocket_key("not base64!!")
-    assert offers_websocket("foo, WebSocket/13") and not offers_websocket("foo")
+    assert offers_websocket("foo, WebSocket/13")
+    assert not offers_websocket("foo")
 
 
 def test_a_valid_websocket_switch_is_accepted() -> None:

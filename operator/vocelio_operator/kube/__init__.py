@@ -1,0 +1,1 @@
+"""The Kubernetes edge: kopf handlers, the reconcile loop, the API writer and metrics."""

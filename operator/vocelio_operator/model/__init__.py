@@ -1,0 +1,1 @@
+"""The operator's input model: typed custom resources and offline CRD schema checks."""

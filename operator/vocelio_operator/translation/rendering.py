@@ -1,0 +1,358 @@
+"""The renderer: one pure function from the full set of resources and
+discovered endpoints to one sealed `GatewayConfig` plus a per-resource outcome
+(accepted, conflicts, unresolved references, endpoint counts) that becomes
+status. Deterministic: the same input gives byte-identical output. Called by
+the operator's reconcile loop and by the standalone file provider.
+
+Prefixes are judged as the proxy's router will route them: canonicalised with a
+path policy (`vocelio_contract.paths`) and compared by `paths.route_key`, the key
+the router uses. A prefix the policy refuses can never be reached
+(`InvalidPrefix`); one whose canonical form is a gateway endpoint is
+`ReservedPath`; one whose key an older service already claims (`/api/x/ADMIN`,
+`/api/x/%61dmin` against `/api/x/admin`) is `PrefixConflict`, so the newcomer is
+rejected and the established route keeps serving (the router would refuse every
+request under both). The config carries the canonical prefixes.
+
+The operator renders once for every proxy without knowing each proxy's path
+settings, so the policy defaults to the strictest (`paths.DEFAULT_POLICY`:
+letter case ignored when comparing, every ambiguous spelling refused). Prefixes
+the strict policy accepts canonicalise identically under every other policy, so
+the rendered config means the same to every proxy. Standalone mode passes the
+proxy's own policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pydantic import TypeAdapter, ValidationError
+
+from vocelio_contract.config import IDEMPOTENT_METHODS, GatewayConfig, RateTier, Service, TierMatch
+from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
+from vocelio_contract.reserved import RESERVED_PATHS
+from vocelio_operator.model.resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
+from vocelio_operator.translation.tenancy.grants import reference_permitted
+from vocelio_operator.translation.tenancy.policy import TenancyPolicy
+
+_SERVICES = TypeAdapter(list[Service])
+
+EndpointIndex = Mapping[tuple[str, str], Sequence[DiscoveredEndpoint]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one resource in a render; the status module turns it into conditions."""
+
+    kind: str
+    id: str
+    generation: int
+    accepted: bool = True
+    accepted_reason: str = "Accepted"
+    accepted_message: str = "Resource is valid and routed"
+    resolved: bool = True
+    resolved_reason: str = "ResolvedRefs"
+    resolved_message: str = "All references resolved"
+    ready_endpoints: int = 0
+    total_endpoints: int = 0
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    config: GatewayConfig
+    outcomes: dict[str, Outcome]
+
+
+def _order_key(res: VocelioServiceResource) -> tuple[str, str, str]:
+    # Oldest first: the older resource keeps a contested prefix.
+    return (res.metadata.creation_timestamp or "9999", res.metadata.namespace, res.metadata.name)
+
+
+def _resolve_port(ref: ServiceRef, ep: DiscoveredEndpoint) -> int | None:
+    if isinstance(ref.port, str) and not ref.port.isdigit():
+        return ep.ports.get(ref.port)
+    number = int(ref.port)
+    if number in ep.ports.values():
+        return number
+    if len(ep.ports) == 1:
+        # A single-port Service: the reference names the Service port, the slice
+        # carries the pod's target port.
+        return next(iter(ep.ports.values()))
+    return None
+
+
+#: Why a backend did not resolve, most telling first: the ResolvedRefs reason is the first present.
+_REASONS = ("RefNotPermitted", "StaticEndpointsDisabled", "AddressNotAllowed", "BackendNotFound")
+
+
+def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
+              tenancy: TenancyPolicy | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]], int, int]:
+    """Rendered backends, (reason, message) problems, ready and total endpoint counts. With a
+    tenancy policy (cluster mode), endpoints it refuses are left out and reported as problems."""
+    backends: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
+    ready = total = 0
+    for index, spec in enumerate(res.spec.backends):
+        eps: list[dict[str, Any]] = []
+        if spec.static_endpoints is not None:
+            name = spec.name or f"static-{index}"
+            for st in spec.static_endpoints:
+                refused = tenancy.addresses.static_refusal(st.address) if tenancy is not None else None
+                if refused is not None:
+                    reason = "AddressNotAllowed" if tenancy and tenancy.addresses.static_endpoints \
+                        else "StaticEndpointsDisabled"
+                    problems.append((reason, f"backend {name}: {refused}"))
+                    continue
+                eps.append({"address": st.address, "port": st.port, "weight": st.weight, "ready": True})
+        else:
+            ref = spec.service_ref
+            assert ref is not None
+            namespace = ref.namespace or res.metadata.namespace
+            name = spec.name or f"{namespace}-{ref.name}"
+            found = endpoints.get((namespace, ref.name))
+            if tenancy is not None and not reference_permitted(res.metadata.namespace, namespace, ref.name,
+                                                               tenancy.grants.get(namespace, ())):
+                # Nothing of the other namespace is rendered, not even whether the Service exists.
+                problems.append(("RefNotPermitted",
+                                 f"backend {name}: Service {namespace}/{ref.name} is in another namespace and no "
+                                 f"ReferenceGrant in {namespace} allows VocelioServices from "
+                                 f"{res.metadata.namespace} to use it"))
+            elif found is None:
+                problems.append(("BackendNotFound", f"Service {namespace}/{ref.name} has no EndpointSlices"))
+            else:
+                unresolved = 0
+                refused_addresses: list[str] = []
+                resolved: dict[int, int | None] = {}  # endpoints of one slice share their ports mapping
+                for dep in found:
+                    port = resolved.get(id(dep.ports), -1)
+                    if port == -1:
+                        port = resolved[id(dep.ports)] = _resolve_port(ref, dep)
+                    if port is None:
+                        unresolved += 1
+                        continue
+                    if tenancy is not None:
+                        refused = tenancy.addresses.refusal(dep.address)
+                        if refused is not None:
+                            refused_addresses.append(refused)
+                            continue
+                    eps.append({"address": dep.address, "port": port, "ready": dep.ready, "name": dep.pod})
+                if refused_addresses:
+                    problems.append(("AddressNotAllowed", f"backend {name}: Service {namespace}/{ref.name}: "
+                                     f"{refused_addresses[0]}"))
+                if unresolved and not eps:
+                    problems.append(("BackendNotFound",
+                                     f"port {ref.port!r} not found on Service {namespace}/{ref.name}"))
+        eps.sort(key=lambda e: (e["address"], e["port"]))
+        # Duplicate addresses (an address in two slices) would double its share.
+        unique = list({(e["address"], e["port"]): e for e in eps}.values())
+        total += len(unique)
+        ready += sum(1 for e in unique if e["ready"])
+        backends.append({"name": name, "weight": spec.weight, "endpoints": unique})
+    return backends, problems, ready, total
+
+
+def _service(res: VocelioServiceResource, prefixes: list[str], backends: list[dict[str, Any]]) -> dict[str, Any]:
+    """The service as plain data; validated in bulk by `_SERVICES` (one pydantic-core pass)."""
+    s = res.spec
+    return {
+        "name": res.metadata.name,
+        "namespace": res.metadata.namespace,
+        "prefixes": prefixes,
+        "rewrite": s.rewrite,
+        "route_class": s.route_class,
+        "backends": backends,
+        "load_balancing": {"policy": s.load_balancing.policy,
+                           "panic_threshold_percent": s.load_balancing.panic_threshold_percent},
+        "health_check": {
+            "enabled": s.health_check.enabled, "path": s.health_check.path,
+            "interval_s": s.health_check.interval_seconds, "timeout_s": s.health_check.timeout_seconds,
+            "healthy_threshold": s.health_check.healthy_threshold,
+            "unhealthy_threshold": s.health_check.unhealthy_threshold,
+            "expected_statuses": sorted(set(s.health_check.expected_statuses))},
+        "passive_health": {
+            "consecutive_failures": s.passive_health.consecutive_failures,
+            "base_ejection_s": s.passive_health.base_ejection_seconds,
+            "max_ejection_s": s.passive_health.max_ejection_seconds},
+        "circuit_breaker": {
+            "enabled": s.circuit_breaker.enabled, "consecutive_failures": s.circuit_breaker.consecutive_failures,
+            "error_rate_percent": s.circuit_breaker.error_rate_percent,
+            "window_s": s.circuit_breaker.window_seconds, "min_requests": s.circuit_breaker.min_requests,
+            "open_s": s.circuit_breaker.open_seconds,
+            "half_open_max_probes": s.circuit_breaker.half_open_max_probes,
+            "probe_timeout_s": s.circuit_breaker.probe_timeout_seconds},
+        "timeouts": {"connect_s": s.timeouts.connect_seconds, "request_s": s.timeouts.request_seconds,
+                     "idle_s": s.timeouts.idle_seconds, "per_try_s": s.timeouts.per_try_seconds,
+                     "retry_floor_s": s.timeouts.retry_floor_seconds,
+                     "tunnel_idle_s": s.timeouts.tunnel_idle_seconds},
+        "retry": {"attempts": s.retry.attempts, "on_statuses": sorted(set(s.retry.on_statuses)),
+                  "methods": sorted({m.upper() for m in s.retry.methods}) if s.retry.methods is not None
+                  else list(IDEMPOTENT_METHODS),
+                  "budget_percent": s.retry.budget_percent, "min_retries_per_s": s.retry.min_retries_per_second},
+        "auth": {"mode": s.auth.mode, "roles": sorted(set(s.auth.roles)), "tenants": sorted(set(s.auth.tenants))},
+        "rate_limit": {"requests": s.rate_limit.requests, "window_s": s.rate_limit.window_seconds,
+                       "key_by": s.rate_limit.key_by} if s.rate_limit else None,
+        "max_body_bytes": s.max_body_bytes,
+        "upgrades": s.upgrades,
+    }
+
+
+def _validate_services(candidates: list[dict[str, Any]]) -> list[Service | str]:
+    """Each candidate as a Service, or the reason it is invalid."""
+    try:
+        return list(_SERVICES.validate_python(candidates))
+    except ValidationError:
+        pass  # rare: find the bad ones one by one
+    out: list[Service | str] = []
+    for candidate in candidates:
+        try:
+            out.append(Service.model_validate(candidate))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            out.append(f"{where}: {first['msg']}" if where else str(first["msg"]))
+    return out
+
+
+def _tier(res: RateTierResource) -> RateTier:
+    m = res.spec.match
+    if m.anonymous:
+        match = TierMatch(kind="anonymous")
+    elif m.authenticated:
+        match = TierMatch(kind="authenticated")
+    elif m.api_key:
+        match = TierMatch(kind="api-key")
+    elif m.attribute is not None:
+        match = TierMatch(kind="attribute", attribute=m.attribute.name, value=m.attribute.value)
+    else:
+        match = TierMatch(kind="route-class", value=m.route_class)
+    return RateTier(name=res.metadata.name, requests=res.spec.requests, window_s=res.spec.window_seconds,
+                    key_by=res.spec.key_by, match=match, priority=res.spec.priority)
+
+
+class _Prefix(NamedTuple):
+    """One prefix of a resource: as written, canonical (as routed), and its route key."""
+
+    written: str
+    canonical: str
+    key: str
+
+
+def _prefixes(res: VocelioServiceResource, policy: PathPolicy) -> list[_Prefix] | str:
+    """The resource's prefixes as the router will see them, or why the first invalid one is."""
+    out = []
+    for written in [res.spec.path_prefix, *res.spec.aliases]:
+        try:
+            canonical = normalize_path(written, policy).rstrip("/") or "/"
+            key = route_key(written, policy)
+        except PathError as exc:
+            return f"prefix {written} can never match a request path: {exc}"
+        if _depth(written) != _depth(canonical):
+            # `/team-b/%2e%2e/api` is `/api`: a dot segment in any spelling, which the
+            # CRD's rule (on the text as written) cannot see, would move the route.
+            return (f"prefix {written} is not a normalised path: it would be routed as {canonical} "
+                    "(no empty, . or .. segments, in any spelling)")
+        out.append(_Prefix(written, canonical, key))
+    return out
+
+
+def _depth(prefix: str) -> int:
+    """The number of segments of a prefix as written (a trailing slash adds none)."""
+    text = prefix.rstrip("/")
+    return text.count("/") if text else 0
+
+
+def _spelled(prefix: _Prefix) -> str:
+    """The prefix for a message: as routed, and as written when that differs."""
+    if (prefix.written.rstrip("/") or "/") == prefix.canonical:
+        return prefix.canonical
+    return f"{prefix.written} (routed as {prefix.canonical})"
+
+
+def _rejected(res: VocelioServiceResource, reason: str, message: str) -> Outcome:
+    return Outcome("VocelioService", res.id, res.metadata.generation, accepted=False, accepted_reason=reason,
+                   accepted_message=message)
+
+
+def _resolved_reason(problems: list[tuple[str, str]]) -> str:
+    found = {reason for reason, _ in problems}
+    return next((r for r in _REASONS if r in found), "ResolvedRefs")
+
+
+def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[RateTierResource],
+                  endpoints: EndpointIndex, policy: PathPolicy = DEFAULT_POLICY,
+                  tenancy: TenancyPolicy | None = None) -> RenderResult:
+    """Render every resource; `policy` is the path policy prefixes are judged by (the
+    strictest by default: see the module docstring). `tenancy` (cluster mode) judges
+    prefix claims, cross-namespace references and backend addresses
+    (docs/multi-tenancy.md); standalone mode passes none."""
+    outcomes: dict[str, Outcome] = {}
+    reserved_keys = {route_key(p, policy) for p in RESERVED_PATHS}
+    claimed: dict[str, tuple[str, str]] = {}  # route key -> (resource id, canonical prefix)
+    rendered: list[Service] = []
+    candidates: list[tuple[VocelioServiceResource, list[_Prefix], list[tuple[str, str]], int, int]] = []
+    service_data: list[dict[str, Any]] = []
+    for res in sorted(services, key=_order_key):
+        key = f"VocelioService/{res.id}"
+        prefixes = _prefixes(res, policy)
+        if isinstance(prefixes, str):
+            outcomes[key] = _rejected(res, "InvalidPrefix", prefixes)
+            continue
+        reserved = [p for p in prefixes if p.key in reserved_keys]
+        if reserved:
+            outcomes[key] = _rejected(res, "ReservedPath",
+                                      f"prefix {_spelled(reserved[0])} is served by the gateway itself")
+            continue
+        canonical = [p.canonical for p in prefixes]
+        if len(set(canonical)) != len(canonical):
+            outcomes[key] = _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
+            continue
+        # Before any claim is registered: a refused claim never routes and never blocks a prefix.
+        not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
+            if tenancy is not None else None
+        if not_allowed is not None:
+            outcomes[key] = _rejected(res, "PrefixNotAllowed", not_allowed)
+            continue
+        backends, problems, ready, total = _backends(res, endpoints, tenancy)
+        candidates.append((res, prefixes, problems, ready, total))
+        service_data.append(_service(res, canonical, backends))
+    built = _validate_services(service_data) if service_data else []
+    for (res, prefixes, problems, ready, total), svc in zip(candidates, built, strict=True):
+        key = f"VocelioService/{res.id}"
+        gen = res.metadata.generation
+        if isinstance(svc, str):
+            outcomes[key] = _rejected(res, "Invalid", svc[:500])
+            continue
+        clashes = [(p, claimed[p.key]) for p in prefixes if p.key in claimed]
+        if clashes:
+            prefix, (owner, theirs) = clashes[0]
+            same = "" if theirs == prefix.canonical else \
+                f" as {theirs}: prefixes that differ only by letter case or escapes are one route"
+            outcomes[key] = _rejected(res, "PrefixConflict",
+                                      f"prefix {_spelled(prefix)} is already routed to {owner} (older){same}")
+            continue
+        for p in prefixes:
+            claimed[p.key] = (res.id, p.canonical)
+        rendered.append(svc)
+        respelled = [_spelled(p) for p in prefixes if (p.written.rstrip("/") or "/") != p.canonical]
+        outcomes[key] = Outcome(
+            "VocelioService", res.id, gen,
+            accepted_message="Resource is valid and routed" + (f" (prefix {respelled[0]})" if respelled else ""),
+            resolved=not problems, resolved_reason=_resolved_reason(problems),
+            resolved_message="All references resolved" if not problems else "; ".join(m for _, m in problems),
+            ready_endpoints=ready, total_endpoints=total)
+    rendered.sort(key=lambda s: (s.namespace, s.name))
+    tier_list: list[RateTier] = []
+    seen_names: dict[str, str] = {}
+    for tres in sorted(tiers, key=lambda t: (t.metadata.namespace, t.metadata.name)):
+        key = f"RateTier/{tres.id}"
+        if tres.metadata.name in seen_names:
+            outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
+                                    accepted_reason="NameConflict",
+                                    accepted_message=f"tier name already defined by {seen_names[tres.metadata.name]}")
+            continue
+        seen_names[tres.metadata.name] = tres.id
+        tier_list.append(_tier(tres))
+        outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation)
+    tier_list.sort(key=lambda t: (-t.priority, t.name))
+    config = GatewayConfig(services=rendered, rate_tiers=tier_list).seal()
+    return RenderResult(config, dict(sorted(outcomes.items())))

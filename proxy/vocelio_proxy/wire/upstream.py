@@ -1,0 +1,400 @@
+"""The upstream HTTP/1.1 client: a keep-alive connection pool per endpoint and a
+response reader on httptools (llhttp), built for the proxy's hot path.
+
+The wire rules come from `http1`: request heads (`heads.request_head`), chunk
+encoding, the answer head's fields and limits (`answers.UpstreamHeadReader`,
+shared with the tunnel), how a response body is delimited and whether the
+connection can be reused (`framing.upstream_body_framing`, RFC 9112 §6.3: a
+response with both Content-Length and Transfer-Encoding, several
+Content-Lengths or a status outside 100-599 is refused), and the body buffer
+with its watermarks (reading pauses while the client is slow). Trailer fields
+of a chunked response are dropped.
+
+One connection only ever carries the answer to its own request: bytes after a
+complete response, bytes while idle in the pool, and a no-body answer (1xx,
+204, 304, HEAD) whose head announced bytes (which may still come, and would
+be read as the next request's answer) all make the connection unusable.
+Malformed, slow (request and idle deadlines) or truncated answers become
+`UpstreamError`.
+
+Owned by the proxy application (one `UpstreamPool` per process, closed on
+shutdown); used by the proxy handler and the active health checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httptools
+
+from vocelio_proxy.wire.http1.answers import UpstreamHeadReader
+from vocelio_proxy.wire.http1.body import BodyBuffer
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.framing import UNTIL_CLOSE, WireError, upstream_body_framing
+from vocelio_proxy.wire.http1.heads import request_head
+
+__all__ = ["LAST_CHUNK", "UpstreamConnection", "UpstreamError", "UpstreamPool", "UpstreamResponse",
+           "encode_chunk", "request_head"]
+
+_MAX_IDLE_PER_ENDPOINT = 512
+
+
+class UpstreamError(Exception):
+    """A failure talking to an upstream; `kind` is connect, timeout, reset or protocol."""
+
+    def __init__(self, kind: str, message: str, *, response_started: bool = False,
+                 reused: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.response_started = response_started
+        self.reused = reused
+
+
+class UpstreamResponse:
+    __slots__ = ("headers", "reason", "status")
+
+    def __init__(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.headers = headers
+
+
+class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
+    """One HTTP/1.1 connection; one request at a time (no pipelining)."""
+
+    def __init__(self, pool: UpstreamPool, key: str) -> None:
+        self._pool = pool
+        self.key = key
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._parser: Any = None
+        self._head = False
+        self._informational = False
+        self.start_head()
+        self._headers_future: asyncio.Future[UpstreamResponse] | None = None
+        self._body = BodyBuffer()
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._got_headers = False
+        self._close_delimited = False
+        self._error: UpstreamError | None = None
+        self._paused = False
+        # One lazily re-armed timer per connection: a request sets `_deadline`; the timer
+        # only moves when it fires early (so keep-alive requests rarely touch the timer heap).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._deadline_what = ""
+        self.keep_alive = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # -- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            # Bytes on an idle connection: the server is misbehaving; drop it.
+            self._fail(UpstreamError("protocol", "unexpected data on idle connection"))
+            return
+        try:
+            self._parser.feed_data(data)
+            if not self._in_body:
+                # The head is still incomplete after this read: bound what llhttp buffers.
+                self.head_read(len(data))
+        except WireError as exc:
+            self._fail(UpstreamError("protocol", f"invalid upstream response: {exc.message}", reused=self.reused))
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=True))
+        except httptools.HttpParserError as exc:
+            if self._done and self._error is None:
+                # Bytes after a complete response: the answer stands, the connection does not.
+                self.keep_alive = False
+                return
+            cause = exc.__context__
+            reason = cause.message if isinstance(cause, WireError) else str(exc)
+            self._fail(UpstreamError("protocol", f"invalid upstream response: {reason}",
+                                     response_started=self._got_headers, reused=self.reused))
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._writable.set()
+        self._drop_timer()
+        if self._parser is None or self._done:
+            return
+        if self._got_headers and self._close_delimited:
+            self._finish()
+            return
+        self._fail(UpstreamError(
+            "reset", "upstream closed the connection" + (f": {exc}" if exc else ""),
+            response_started=self._got_headers, reused=self.reused,
+        ))
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- httptools callbacks (on_header: answers.UpstreamHeadReader) ---------------
+    def on_headers_complete(self) -> None:
+        if self._done:
+            # A second answer on the connection (its fields were dropped as trailers).
+            raise WireError(502, "data after a complete response")
+        parser = self._parser
+        status = parser.get_status_code()
+        self._in_body = True
+        if 100 <= status < 200 and status != 101:
+            # An interim answer: its head obeys the same rules (one announcing a body is
+            # refused); the final answer's fields come next.
+            upstream_body_framing(status, self._head, "1.1", self._fields)
+            self._informational = True
+            return
+        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, self._fields)
+        self._got_headers = True
+        self.keep_alive = reusable and parser.should_keep_alive()
+        self._close_delimited = kind == UNTIL_CLOSE
+        self._cancel_timer()
+        fut = self._headers_future
+        if fut is not None and not fut.done():
+            fut.set_result(UpstreamResponse(status, self._fields))
+        if self._head:
+            # llhttp cannot be told the request was HEAD; finish here and use a
+            # fresh parser for the next request on this connection.
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self._done:
+            # Body bytes after an answer that was complete (to HEAD): never reused. (Defence
+            # in depth: framing already refuses reuse after a HEAD answer announcing a body.)
+            self.keep_alive = False
+            return
+        if self._body.push(body) and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            # The final answer's fields come next.
+            self._informational = False
+            self.start_head(interim=True)
+            return
+        if not self._done:
+            self._finish()
+
+    # -- internals -----------------------------------------------------------
+    def _finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        self._cancel_timer()
+        fut = self._headers_future
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+            # Read by whoever awaits it; mark it seen so an abandoned request does not warn.
+            fut.exception()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+    def _cancel_timer(self) -> None:
+        self._deadline = 0.0
+
+    def _set_deadline(self, timeout_s: float, what: str) -> None:
+        deadline = self._loop.time() + timeout_s
+        self._deadline = deadline
+        self._deadline_what = what
+        if self._timer is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if not deadline:
+            return
+        if self._loop.time() >= deadline:
+            self._on_timeout(self._deadline_what)
+        else:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+    def _drop_timer(self) -> None:
+        self._deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self, what: str) -> None:
+        self._fail(UpstreamError("timeout", f"upstream did not answer within the {what} timeout",
+                                 response_started=self._got_headers))
+
+    def abort(self) -> None:
+        """Drop the connection; its owner has stopped waiting for the response."""
+        self.closed = True
+        self._drop_timer()
+        fut = self._headers_future
+        if fut is not None and not fut.done():
+            fut.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- request/response API -------------------------------------------------
+    def start_request(self, head: bytes, method: str, timeout_s: float) -> asyncio.Future[UpstreamResponse]:
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = method == "HEAD"
+        self.start_head()
+        self._body.clear()
+        self._done = False
+        self._got_headers = False
+        self._error = None
+        self._informational = False
+        self._headers_future = self._loop.create_future()
+        self._set_deadline(timeout_s, "request")
+        assert self.transport is not None
+        self.transport.write(head)
+        return self._headers_future
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamError("reset", "upstream closed the connection while sending the body",
+                                reused=self.reused)
+        self.transport.write(data)
+
+    async def drain_ready(self) -> None:
+        """Wait while the transport asks us to stop writing (upload back-pressure)."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def body_complete_buffered(self) -> bytes | None:
+        """The whole body if it has already arrived (the common small-response case)."""
+        if self._done and self._error is None:
+            return self._body.take_all()
+        return None
+
+    async def iter_body(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
+        while True:
+            chunk, resume = self._body.pop()
+            if chunk is not None:
+                if resume and self._paused and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                yield chunk
+                continue
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return
+            self._waiter = self._loop.create_future()
+            self._set_deadline(idle_timeout_s, "idle")
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                self._cancel_timer()
+
+    @property
+    def reusable(self) -> bool:
+        return self._done and self._error is None and self.keep_alive and not self.closed
+
+
+class UpstreamPool:
+    """Keep-alive connections per endpoint key (`address:port`), LIFO so hot
+    connections are reused and cold ones age out."""
+
+    def __init__(self, idle_timeout_s: float = 60.0) -> None:
+        self._idle: dict[str, list[UpstreamConnection]] = {}
+        self._idle_timeout_s = idle_timeout_s
+        self.created = 0
+
+    def acquire_idle(self, key: str) -> UpstreamConnection | None:
+        """A pooled keep-alive connection to `key` (`address:port`), if one is fresh."""
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self._idle_timeout_s:
+                conn.reused = True
+                return conn
+            conn.abort()
+        return None
+
+    async def acquire(self, host: str, port: int, connect_timeout_s: float) -> UpstreamConnection:
+        key = f"{host}:{port}"
+        conn = self.acquire_idle(key)
+        if conn is not None:
+            return conn
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                _, protocol = await loop.create_connection(lambda: UpstreamConnection(self, key), host, port)
+        except TimeoutError as exc:
+            raise UpstreamError("connect", f"connect to {key} timed out") from exc
+        except OSError as exc:
+            raise UpstreamError("connect", f"connect to {key} failed: {exc.strerror or exc}") from exc
+        self.created += 1
+        return protocol
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if not conn.reusable:
+            conn.abort()
+            return
+        conn._parser = None
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= _MAX_IDLE_PER_ENDPOINT:
+            conn.abort()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def sweep(self) -> int:
+        """Close connections idle longer than the idle timeout; returns how many."""
+        now = time.monotonic()
+        closed = 0
+        for key, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.closed or now - conn.idle_since >= self._idle_timeout_s:
+                    conn.abort()
+                    closed += 1
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        return closed
+
+    def idle_count(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
