@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 
 .PHONY: run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
+.PHONY: lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
 ## run: start the standalone gateway with the 18 example services and demo backends
@@ -52,10 +54,13 @@ schema: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/proxy_bench.py
 
-## images: build both images (needs a container engine; none runs on the CI machines)
+## images: build both images with docker or podman (offline Debian base when no registry answers)
 images:
-	docker build -f Dockerfile.operator -t ghcr.io/vocelio/gateway-operator:0.1.0 .
-	docker build -f Dockerfile.proxy -t ghcr.io/vocelio/gateway-proxy:0.1.0 .
+	bash scripts/images/build.sh
+
+## lock: regenerate requirements.lock and requirements-dev.lock (pins with hashes) from pyproject.toml
+lock: $(STAMP)
+	bash scripts/lock.sh
 
 ## kind-up: a local kind cluster (needs Docker and kind; cannot run on the CI machines)
 kind-up:
@@ -63,9 +68,9 @@ kind-up:
 
 ## kind-deploy: load the images into kind and install the chart with development values
 kind-deploy: images
-	kind load docker-image ghcr.io/vocelio/gateway-operator:0.1.0 ghcr.io/vocelio/gateway-proxy:0.1.0 --name vocelio
+	kind load docker-image localhost/vocelio/gateway-operator:0.1.0 localhost/vocelio/gateway-proxy:0.1.0 --name vocelio
 	helm upgrade --install vocelio charts/vocelio-gateway -n vocelio-system --create-namespace \
-	  -f charts/vocelio-gateway/values-development.yaml --set image.tag=0.1.0
+	  -f charts/vocelio-gateway/values-development.yaml --set image.repository=localhost/vocelio --set image.tag=0.1.0
 
 ## bench-operator: reconcile latency and render time (prints figures)
 bench-operator: $(STAMP) cluster-bins

@@ -8,6 +8,17 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# The images and the real node (make images, make dev-cluster, tests/node):
+# podman builds the images (runc: crun fails on cgroup v1 hybrid hosts),
+# mmdebstrap the offline base, containerd + CNI plugins run the pods,
+# iptables + conntrack serve ClusterIPs through kube-proxy.
+command -v podman >/dev/null || command -v docker >/dev/null || need+=(podman)
+command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need+=(runc)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v containerd >/dev/null || need+=(containerd)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
+command -v conntrack >/dev/null || [[ -x /usr/sbin/conntrack ]] || need+=(conntrack)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to install: ${need[*]}" >&2
@@ -20,6 +31,7 @@ if ((${#need[@]})); then
 fi
 # Debian starts services on install; the tests start their own on free ports.
 systemctl stop redis-server nginx 2>/dev/null || true
+systemctl stop containerd 2>/dev/null || true
 service redis-server stop 2>/dev/null || true
 service nginx stop 2>/dev/null || true
 echo "install-system-deps: ok"

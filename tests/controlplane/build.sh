@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test control plane (one multi-call binary linked as kube-apiserver,
-# kube-controller-manager, etcd and kubectl) and helm from their Go modules into
+# kube-controller-manager, etcd, kubectl, kubelet, kube-scheduler and kube-proxy) and helm from their Go modules into
 # a project-local cache. Reuses the cache when the inputs have not changed.
 # Called by `make cluster-bins` and .ci/run.
 set -euo pipefail
@@ -29,7 +29,7 @@ else
   echo "$stamp" > "$out/.controlplane.stamp"
   echo "controlplane: built in $(( $(date +%s) - start ))s"
 fi
-for name in kube-apiserver kube-controller-manager etcd kubectl; do
+for name in kube-apiserver kube-controller-manager etcd kubectl kubelet kube-scheduler kube-proxy; do
   ln -sf controlplane "$out/$name"
 done
 
