@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 
 .PHONY: run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
-.PHONY: lock
+.PHONY: lock dev-control-plane
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,8 +29,12 @@ system-deps:
 cluster-bins:
 	bash tests/controlplane/build.sh
 
-## dev-cluster: start the test control plane and print a KUBECONFIG line (Ctrl-C stops it)
-dev-cluster: $(STAMP) cluster-bins
+## dev-cluster: a real single-node cluster (containerd, kubelet, kube-proxy) with the built images; prints how to helm install (Ctrl-C stops it)
+dev-cluster: $(STAMP) system-deps cluster-bins
+	$(BIN)/python -m tests.harness.node_devcluster
+
+## dev-control-plane: only the test control plane (no node), printing a KUBECONFIG line (Ctrl-C stops it)
+dev-control-plane: $(STAMP) cluster-bins
 	$(BIN)/python -m tests.harness.devcluster
 
 ## lint: ruff, mypy --strict and the import-layering contracts

@@ -61,12 +61,13 @@ ca=/etc/ssl/certs/ca-certificates.crt
 [[ -s "$ca" ]] && build_args+=(--secret "id=ca-bundle,src=$ca")
 [[ "$engine" == podman ]] && build_args+=(--network host --runtime runc)
 
-sources_hash() {  # the inputs of one image: Dockerfile, context files (minus caches), base
-  local dockerfile="$1" context="$2"
+sources_hash() {  # the inputs of one image: the Dockerfile, what its COPY lines take from the context, the base
+  local dockerfile="$1" context="$2" sources
+  sources="$(awk 'toupper($1)=="COPY" && $2 !~ /^--from/ {for (i=2; i<NF; i++) if ($i !~ /^--/) print $i}' "$dockerfile")"
   { sha256sum "$dockerfile"; echo "$base_id";
-    (cd "$context" && find . \( -name .git -o -name .cache -o -name .venv -o -name __pycache__ -o -name '*.egg-info' \
-       -o -name .mypy_cache -o -name .ruff_cache -o -name .pytest_cache -o -name .hypothesis -o -name tests -o -name bench \) -prune \
-       -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16
+    (cd "$context" && for src in $sources; do
+       find "$src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -o -type f -print0
+     done | LC_ALL=C sort -z | xargs -0 -r sha256sum); } | sha256sum | cut -c1-16
 }
 
 build_one() {  # NAME DOCKERFILE CONTEXT

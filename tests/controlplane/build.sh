@@ -40,5 +40,16 @@ else
   GOBIN="$out" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" "helm.sh/helm/v3/cmd/helm@$helm_version"
   echo "$helm_version" > "$out/.helm.stamp"
 fi
+# metrics-server serves the resource metrics API (CPU, memory) to the HPA on the real node (tests/node).
+metrics_server_version="v0.8.0"
+if [[ -x "$out/metrics-server" && "$(cat "$out/.metrics-server.stamp" 2>/dev/null)" == "$metrics_server_version" ]]; then
+  echo "metrics-server: cached ($out)"
+else
+  echo "metrics-server: building $metrics_server_version (about 2 minutes the first time)"
+  start=$(date +%s)
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$metrics_server_version"
+  echo "$metrics_server_version" > "$out/.metrics-server.stamp"
+  echo "metrics-server: built in $(( $(date +%s) - start ))s"
+fi
 "$out/kubectl" version --client
 "$out/helm" version --short

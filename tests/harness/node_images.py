@@ -55,14 +55,15 @@ def chart_app_version() -> str:
 
 
 def build_images(engine: str, extras: dict[str, tuple[Path, Path]] | None = None) -> BuiltImages:
-    """Build (or reuse) the proxy and operator images, plus `extras` (name -> Dockerfile, context), saved as archives."""
+    """Build (or reuse) the proxy and operator images and `extras` (name -> Dockerfile, context) as archives."""
     args = ["bash", str(ROOT / "scripts" / "images" / "build.sh"), "--save", str(IMAGE_DIR)]
     for name, (dockerfile, context) in (extras or {}).items():
         args += ["--extra", f"{name}={dockerfile}:{context}"]
     env = {**engine_env(), "VOCELIO_ENGINE": engine, "IMAGE_REPO": REPO}
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT)
     if result.returncode != 0:
-        raise HarnessError(f"image build failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise HarnessError(f"image build failed ({result.returncode}):\n"
+                           f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     names = ["gateway-proxy", "gateway-operator", *(extras or {})]
     return BuiltImages(engine, chart_app_version(), {n: IMAGE_DIR / f"{n}.tar" for n in names})
 

@@ -67,7 +67,8 @@ def test_every_pin_carries_hashes() -> None:
 
 
 def test_the_runtime_lock_carries_no_development_tools() -> None:
-    dev_only = {canonicalize_name(r.name) for r in declared("dev")} - {canonicalize_name(r.name) for r in declared(None)}
+    runtime = {canonicalize_name(r.name) for r in declared(None)}
+    dev_only = {canonicalize_name(r.name) for r in declared("dev")} - runtime
     assert dev_only & set(pins("requirements.lock")) == set()
 
 

@@ -1,0 +1,43 @@
+"""The real node for tests/node: started once per session (about a minute cold
+from cached binaries and images), stopped and cleaned up at the end. Tests skip,
+printing the reason, only when this machine cannot run a node at all."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.controlplane import ROOT
+from tests.harness.node import NodeUnavailable, RealNode, preflight, start_node
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.node)
+
+
+@pytest.fixture(scope="session")
+def node(request: pytest.FixtureRequest) -> Iterator[RealNode]:
+    missing = preflight()
+    if missing:
+        pytest.skip(f"this machine cannot run the real node: {missing}")
+    try:
+        started = start_node()
+    except NodeUnavailable as exc:
+        pytest.skip(str(exc))
+    print(f"\nreal node started: {started.timings}")
+    try:
+        yield started
+    finally:
+        failed = request.session.testsfailed
+        if failed:
+            keep = ROOT / ".cache" / "test-logs" / started.workdir.name
+            shutil.copytree(started.cp.logs, keep, dirs_exist_ok=True)
+            print(f"\nnode logs kept in {keep}")
+        started.stop()
+        shutil.rmtree(started.workdir, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""Autoscaling on the real node: metrics-server (built from its Go module)
+serves the pods' real CPU from the kubelet, and the chart's HPA scales the
+proxy Deployment up under load and back down after it, on a cluster with no
+custom-metrics adapter. That is the chart's default (CPU only): an HPA with a
+custom metric that nothing serves never scales down, which is also shown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.harness.node import RealNode
+from tests.harness.waiting import poll
+from tests.node.test_chart_on_node import CHART, Release, install, record_figure, serves
+
+
+@pytest.fixture(scope="module")
+def metrics(node: RealNode) -> RealNode:
+    node.start_metrics_server()
+    return node
+
+
+def hpa(node: RealNode, release: Release) -> dict[str, Any]:
+    out = node.kubectl("get", "hpa", f"{release.fullname}-proxy", "-n", release.namespace, "-o", "json").stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def replicas(node: RealNode, release: Release) -> int:
+    return int(hpa(node, release)["status"].get("desiredReplicas", 0))
+
+
+@pytest.fixture(scope="module")
+def scaled(metrics: RealNode, backends: None) -> Release:
+    release = Release("gw-hpa", "vg-hpa", "localhost")
+    # Default values (CPU-only HPA), one to three proxies, a small CPU request so that load on
+    # two shared cores drives utilisation well past the target.
+    install(metrics, release, "development", "--set", "redis.inChart=false",
+            "--set", "autoscaling.minReplicas=1", "--set", "autoscaling.maxReplicas=3",
+            "--set", "autoscaling.targetCPUUtilizationPercentage=50",
+            "--set", "proxy.resources.requests.cpu=50m", "--set", "proxy.resources.limits.cpu=1")
+    # The chart's scale-down window is 5 minutes (what users get); the test shortens it on the object
+    # so scale-down is observed within the test's budget. The metrics and targets stay the chart's.
+    metrics.kubectl("patch", "hpa", f"{release.fullname}-proxy", "-n", release.namespace, "--type=merge", "-p",
+                    json.dumps({"spec": {"behavior": {"scaleDown": {
+                        "stabilizationWindowSeconds": 15,
+                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}}}))
+    return release
+
+
+def test_the_default_hpa_uses_cpu_only_and_so_needs_no_adapter() -> None:
+    values = (CHART / "values.yaml").read_text()
+    assert "targetInFlightPerPod: 0" in values
+
+
+def test_the_hpa_scales_the_proxy_up_under_load_and_back_down_after(metrics: RealNode, scaled: Release) -> None:
+    node = metrics
+    poll("the HPA reading CPU from metrics-server", lambda: any(
+        m.get("resource", {}).get("current", {}).get("averageUtilization") is not None
+        for m in hpa(node, scaled)["status"].get("currentMetrics") or []), 120, interval=2)
+    assert replicas(node, scaled) == 1
+    poll("the echo route on the autoscaled proxy", lambda: serves(node, scaled, "/echo/warm"), 180, interval=1)
+    host, port = scaled.service_address(node)
+    wrk = shutil.which("wrk")
+    assert wrk, "wrk is missing (make system-deps installs it)"
+    started = time.monotonic()
+    load = subprocess.Popen([wrk, "-t2", "-c32", "-d240s", f"http://{host}:{port}/echo/load"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        poll("the HPA scaling up", lambda: replicas(node, scaled) > 1, 200, interval=2)
+        record_figure("HPA scale-up after load starts (s)", time.monotonic() - started)
+    finally:
+        load.terminate()
+        load.wait(timeout=10)
+    stopped = time.monotonic()
+    poll("the HPA scaling back down", lambda: replicas(node, scaled) == 1, 240, interval=2)
+    record_figure("HPA scale-down after load stops, 15 s window (s)", time.monotonic() - stopped)
+    conditions = {c["type"]: c["status"] for c in hpa(node, scaled)["status"]["conditions"]}
+    assert conditions["ScalingActive"] == "True"
+
+
+def test_a_custom_metric_that_nothing_serves_blocks_scale_down(metrics: RealNode, scaled: Release) -> None:
+    """Why the Pods metric is opt-in: with it and no adapter the HPA stops acting (ScalingActive=False on
+    the missing metric) unless the CPU asks for more pods, so it would never scale the proxy down."""
+    node = metrics
+    node.helm("upgrade", scaled.name, str(CHART), "-n", scaled.namespace, "--reuse-values",
+              "--set", "autoscaling.targetInFlightPerPod=5")
+
+    def refuses() -> bool:
+        status = hpa(node, scaled)["status"]
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        active = conditions.get("ScalingActive", {})
+        return active.get("status") == "False" and (
+            "vocelio_requests_in_flight" in active.get("message", "") or active.get("reason") == "FailedGetPodsMetric")
+
+    try:
+        poll("the HPA refusing on the missing custom metric", refuses, 90, interval=2)
+    finally:
+        node.helm("upgrade", scaled.name, str(CHART), "-n", scaled.namespace, "--reuse-values",
+                  "--set", "autoscaling.targetInFlightPerPod=0")
