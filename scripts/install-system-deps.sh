@@ -19,6 +19,8 @@ command -v containerd >/dev/null || need+=(containerd)
 [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
 command -v conntrack >/dev/null || [[ -x /usr/sbin/conntrack ]] || need+=(conntrack)
+# Prometheus scrapes the proxies for prometheus-adapter (the HPA's custom metric on the real node).
+command -v prometheus >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to install: ${need[*]}" >&2
@@ -31,7 +33,8 @@ if ((${#need[@]})); then
 fi
 # Debian starts services on install; the tests start their own on free ports.
 systemctl stop redis-server nginx 2>/dev/null || true
-systemctl stop containerd 2>/dev/null || true
+systemctl stop containerd prometheus 2>/dev/null || true
+service prometheus stop 2>/dev/null || true
 service redis-server stop 2>/dev/null || true
 service nginx stop 2>/dev/null || true
 echo "install-system-deps: ok"

@@ -51,5 +51,31 @@ else
   echo "$metrics_server_version" > "$out/.metrics-server.stamp"
   echo "metrics-server: built in $(( $(date +%s) - start ))s"
 fi
+# CoreDNS serves cluster.local to the real node's pods (kopf and clients reach kubernetes.default.svc by name).
+coredns_version="v1.15.0"
+if [[ -x "$out/coredns" && "$(cat "$out/.coredns.stamp" 2>/dev/null)" == "$coredns_version" ]]; then
+  echo "coredns: cached ($out)"
+else
+  echo "coredns: building $coredns_version (a few minutes the first time)"
+  start=$(date +%s)
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns_version"
+  echo "$coredns_version" > "$out/.coredns.stamp"
+  echo "coredns: built in $(( $(date +%s) - start ))s"
+fi
+# prometheus-adapter serves custom.metrics.k8s.io (the proxy's in-flight metric) on the real node. It builds
+# through tests/node/adapter, a module that pins it: the module proxy does not list prometheus-adapter's
+# versions, so `go install ...@version` cannot resolve it.
+adapter_dir="$root/tests/node/adapter"
+adapter_stamp="$(cat "$adapter_dir/go.mod" "$adapter_dir/go.sum" | sha256sum | cut -c1-16)"
+if [[ -x "$out/prometheus-adapter" && "$(cat "$out/.prometheus-adapter.stamp" 2>/dev/null)" == "$adapter_stamp" ]]; then
+  echo "prometheus-adapter: cached ($out)"
+else
+  echo "prometheus-adapter: building (about 2 minutes the first time)"
+  start=$(date +%s)
+  (cd "$adapter_dir" && go build -trimpath -ldflags "-s -w" -o "$out/prometheus-adapter.new" sigs.k8s.io/prometheus-adapter/cmd/adapter)
+  mv "$out/prometheus-adapter.new" "$out/prometheus-adapter"
+  echo "$adapter_stamp" > "$out/.prometheus-adapter.stamp"
+  echo "prometheus-adapter: built in $(( $(date +%s) - start ))s"
+fi
 "$out/kubectl" version --client
 "$out/helm" version --short

@@ -22,7 +22,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
@@ -44,6 +46,7 @@ HOST_IP = "198.18.200.1"
 POD_CIDR = "198.18.200.0/24"
 SERVICE_CIDR = "198.19.128.0/17"
 KUBERNETES_SERVICE_IP = "198.19.128.1"
+DNS_SERVICE_IP = "198.19.128.10"
 CGROUP_ROOT = "vocelio-node"
 MARKER_NETNS = f"vgw-{os.getpid()}-node"  # keeps podnet's unfence away while this node runs
 CNI_BIN = Path("/usr/lib/cni")
@@ -78,8 +81,9 @@ def preflight() -> str:
             missing.append(f"CNI plugin {plugin} (containernetworking-plugins)")
     if not shutil.which("go"):
         missing.append("go (builds the pause binary)")
-    if not (BIN_DIR / "kubelet").exists():
-        missing.append(f"{BIN_DIR}/kubelet (make cluster-bins)")
+    for built in ("kubelet", "coredns", "metrics-server", "prometheus-adapter"):
+        if not (BIN_DIR / built).exists():
+            missing.append(f"{BIN_DIR}/{built} (make cluster-bins)")
     if not Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
         missing.append("a cgroup filesystem")
     engine, why = find_engine()
@@ -161,6 +165,34 @@ def cleanup_network() -> None:
                 _run("ip", "netns", "delete", name, check=False)
 
 
+def _dns_query(server: str, name: str, timeout: float = 1.0) -> str:
+    """One A query over UDP; the first answer's address, or "" (a minimal client: no resolver library here)."""
+    query = struct.pack(">HHHHHH", 0x5647, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(query, (server, 53))
+        reply = sock.recv(2048)
+    if len(reply) < 12 or struct.unpack(">H", reply[6:8])[0] == 0:
+        return ""
+    offset = len(query)  # the question is echoed; answers follow
+    while offset + 12 <= len(reply):
+        offset += 2 if reply[offset] & 0xC0 == 0xC0 else reply.index(b"\0", offset) + 1 - offset
+        rtype, _, _, length = struct.unpack(">HHIH", reply[offset:offset + 10])
+        offset += 10
+        if rtype == 1 and length == 4:
+            return socket.inet_ntoa(reply[offset:offset + 4])
+        offset += length
+    return ""
+
+
+def _answers_safely(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except (OSError, ValueError, struct.error):
+        return False
+
+
 @dataclass
 class NodeControlPlane(ControlPlane):
     """The control plane of the real node: the API server listens on the bridge's host address (pods reach it
@@ -236,7 +268,8 @@ class NodeControlPlane(ControlPlane):
         ])
 
     def stop(self) -> None:
-        for name in ("kube-proxy", "kube-scheduler", "kubelet", "metrics-server"):
+        for name in ("prometheus-adapter", "prometheus", "coredns", "kube-proxy", "kube-scheduler", "kubelet",
+                     "metrics-server"):
             self._stop(name)
         super().stop()
 
@@ -276,6 +309,7 @@ class RealNode:
         self._timed("containerd", self.start_containerd)
         self._timed("kubelet", self.start_kubelet)
         self._timed("scheduler and kube-proxy", self.start_scheduler_and_proxy)
+        self._timed("cluster DNS", self.start_dns)
 
     def stop(self) -> None:
         self.cp.stop()
@@ -445,6 +479,7 @@ authentication:
 authorization:
   mode: Webhook
 clusterDomain: cluster.local
+clusterDNS: [{DNS_SERVICE_IP}]
 failSwapOn: false
 maxPods: 40
 serializeImagePulls: false
@@ -507,6 +542,45 @@ iptables: {{masqueradeAll: false, syncPeriod: 5s, minSyncPeriod: 0s}}
         except urllib.error.HTTPError as exc:  # 401/403 still proves the path
             return exc.code in (401, 403)
 
+    def start_dns(self) -> None:
+        """CoreDNS (built from its module) on the bridge's host address, serving only cluster.local from the API
+        (no upstream: names outside the cluster do not resolve, nothing leaves the machine), published as the
+        kube-dns Service the kubelet writes into every pod's resolv.conf. Operators (kopf) and clients that use
+        `kubernetes.default.svc` need it."""
+        cp = self.cp
+        port = free_port()
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(f""".:{port} {{
+    bind {HOST_IP}
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {cp.kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+""")
+        cp._spawn("coredns", ["-conf", str(corefile)])
+        labels = {"kubernetes.io/service-name": "kube-dns"}
+        ports = [{"name": "dns", "port": port, "protocol": "UDP"}, {"name": "dns-tcp", "port": port, "protocol": "TCP"}]
+        manifests = [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+             "spec": {"clusterIP": DNS_SERVICE_IP, "ports": [
+                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
+                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port}]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": "kube-dns-host", "namespace": "kube-system", "labels": labels},
+             "addressType": "IPv4", "endpoints": [{"addresses": [HOST_IP], "conditions": {"ready": True}}],
+             "ports": ports},
+        ]
+        cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+
+        def answers() -> bool:
+            return _dns_query(DNS_SERVICE_IP, "kubernetes.default.svc.cluster.local") == KUBERNETES_SERVICE_IP
+
+        cp._wait("cluster DNS answering through the kube-dns Service", lambda: _answers_safely(answers), 60)
+
     def start_metrics_server(self) -> None:
         """metrics-server (built from its module by `make cluster-bins`) as a host process on the bridge address,
         registered as the aggregated v1beta1.metrics.k8s.io API through a selector-less Service."""
@@ -519,33 +593,78 @@ iptables: {{masqueradeAll: false, syncPeriod: 5s, minSyncPeriod: 0s}}
             f"--authorization-kubeconfig={cp.kubeconfig}", f"--secure-port={port}", f"--bind-address={HOST_IP}",
             f"--cert-dir={certs}", "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port",
             # The kubelet serves a self-signed certificate (no serving-cert rotation on this node).
-            "--kubelet-insecure-tls", "--metric-resolution=10s",
+            "--kubelet-insecure-tls", "--metric-resolution=15s", "--kubelet-request-timeout=5s",
         ])
-        labels = {"kubernetes.io/service-name": "metrics-server"}
-        manifests = [
-            {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "metrics-server", "namespace": "kube-system"},
-             "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
-            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-             "metadata": {"name": "metrics-server-host", "namespace": "kube-system", "labels": labels},
-             "addressType": "IPv4", "endpoints": [{"addresses": [HOST_IP], "conditions": {"ready": True}}],
-             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]},
-            {"apiVersion": "v1", "kind": "Endpoints",
-             "metadata": {"name": "metrics-server", "namespace": "kube-system"},
-             "subsets": [{"addresses": [{"ip": HOST_IP}], "ports": [{"name": "https", "port": port}]}]},
-            {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-             "metadata": {"name": "v1beta1.metrics.k8s.io"},
-             "spec": {"service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
-                      "group": "metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": True,
-                      "groupPriorityMinimum": 100, "versionPriority": 100}},
-        ]
-        cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+        self._register_host_api("metrics-server", "metrics.k8s.io", "v1beta1", port)
 
         def serves_node_metrics() -> bool:
             return cp.kubectl("get", "--raw", f"/apis/metrics.k8s.io/v1beta1/nodes/{NODE_NAME}",
                               check=False).returncode == 0
 
         cp._wait("metrics-server serving node metrics", serves_node_metrics, 120)
+
+    def _register_host_api(self, name: str, group: str, version: str, port: int) -> None:
+        """Serve an aggregated API from a host process: a selector-less Service in kube-system whose endpoint is
+        the bridge's host address, and the APIService that points at it."""
+        labels = {"kubernetes.io/service-name": name}
+        manifests = [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "kube-system"},
+             "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": f"{name}-host", "namespace": "kube-system", "labels": labels},
+             "addressType": "IPv4", "endpoints": [{"addresses": [HOST_IP], "conditions": {"ready": True}}],
+             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]},
+            {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": "kube-system"},
+             "subsets": [{"addresses": [{"ip": HOST_IP}], "ports": [{"name": "https", "port": port}]}]},
+            {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+             "metadata": {"name": f"{version}.{group}"},
+             "spec": {"service": {"name": name, "namespace": "kube-system", "port": 443},
+                      "group": group, "version": version, "insecureSkipTLSVerify": True,
+                      "groupPriorityMinimum": 100, "versionPriority": 100}},
+        ]
+        self.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+
+    def start_custom_metrics(self, rules: str) -> None:
+        """Prometheus (Debian's package) scraping every pod's `admin` port through Kubernetes service discovery,
+        and prometheus-adapter (built from its module) serving `rules` as custom.metrics.k8s.io: the path the
+        README documents for the proxy's in-flight metric."""
+        cp = self.cp
+        prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(prometheus).exists():
+            raise NodeUnavailable("prometheus is missing (apt-get install prometheus)")
+        pdir = self.workdir / "prometheus"
+        pdir.mkdir(parents=True, exist_ok=True)
+        prom_port = free_port()
+        (pdir / "prometheus.yml").write_text(f"""global: {{scrape_interval: 5s, evaluation_interval: 5s}}
+scrape_configs:
+  - job_name: pods
+    kubernetes_sd_configs: [{{role: pod, kubeconfig_file: {cp.kubeconfig}}}]
+    relabel_configs:
+      - {{source_labels: [__meta_kubernetes_pod_container_port_name], action: keep, regex: admin}}
+      - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
+      - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+""")
+        cp.procs["prometheus"] = subprocess.Popen(
+            [prometheus, f"--config.file={pdir / 'prometheus.yml'}", f"--storage.tsdb.path={pdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+            stdout=(cp.logs / "prometheus.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        cp._wait("prometheus", lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{prom_port}/-/ready", timeout=1).status == 200, 60)
+        (pdir / "adapter.yaml").write_text(rules)
+        port = free_port()
+        cp._spawn("prometheus-adapter", [
+            f"--prometheus-url=http://127.0.0.1:{prom_port}/", f"--config={pdir / 'adapter.yaml'}",
+            f"--lister-kubeconfig={cp.kubeconfig}", f"--authentication-kubeconfig={cp.kubeconfig}",
+            f"--authorization-kubeconfig={cp.kubeconfig}", f"--secure-port={port}", f"--bind-address={HOST_IP}",
+            f"--cert-dir={pdir / 'certs'}", "--metrics-relist-interval=10s", "--v=1",
+        ])
+        self._register_host_api("prometheus-adapter", "custom.metrics.k8s.io", "v1beta1", port)
+        self._register_host_api("prometheus-adapter", "custom.metrics.k8s.io", "v1beta2", port)
+
+        def discovered() -> bool:
+            return cp.kubectl("get", "--raw", "/apis/custom.metrics.k8s.io/v1beta1", check=False).returncode == 0
+
+        cp._wait("prometheus-adapter serving custom.metrics.k8s.io", discovered, 120)
 
     # -- helpers for tests -------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 serves the pods' real CPU from the kubelet, and the chart's HPA scales the
 proxy Deployment up under load and back down after it, on a cluster with no
 custom-metrics adapter. That is the chart's default (CPU only): an HPA with a
-custom metric that nothing serves never scales down, which is also shown."""
+custom metric that nothing serves never scales down, which is also shown.
+With Prometheus and prometheus-adapter serving the README's adapter rule, the
+proxy's `vocelio_requests_in_flight` scales it through custom.metrics.k8s.io."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.controlplane import ROOT
 from tests.harness.node import RealNode
 from tests.harness.waiting import poll
 from tests.node.test_chart_on_node import CHART, Release, install, record_figure, serves
@@ -38,8 +41,8 @@ def replicas(node: RealNode, release: Release) -> int:
 @pytest.fixture(scope="module")
 def scaled(metrics: RealNode, backends: None) -> Release:
     release = Release("gw-hpa", "vg-hpa", "localhost")
-    # Default values (CPU-only HPA), one to three proxies, a small CPU request so that load on
-    # two shared cores drives utilisation well past the target.
+    # Development values (a CPU-only HPA, like the chart's default), one to three proxies, a small CPU
+    # request so that load on two shared cores drives utilisation well past the target.
     install(metrics, release, "development", "--set", "redis.inChart=false",
             "--set", "autoscaling.minReplicas=1", "--set", "autoscaling.maxReplicas=3",
             "--set", "autoscaling.targetCPUUtilizationPercentage=50",
@@ -103,3 +106,64 @@ def test_a_custom_metric_that_nothing_serves_blocks_scale_down(metrics: RealNode
     finally:
         node.helm("upgrade", scaled.name, str(CHART), "-n", scaled.namespace, "--reuse-values",
                   "--set", "autoscaling.targetInFlightPerPod=0")
+
+
+def readme_adapter_rules() -> str:
+    """The prometheus-adapter rule exactly as the README documents it."""
+    text = (ROOT / "README.md").read_text()
+    for block in text.split("```yaml")[1:]:
+        body = block.split("```", 1)[0]
+        if "seriesQuery" in body and "vocelio_requests_in_flight" in body:
+            return body
+    raise AssertionError("the README no longer documents a prometheus-adapter rule for vocelio_requests_in_flight")
+
+
+@pytest.fixture(scope="module")
+def custom_metrics(metrics: RealNode) -> RealNode:
+    metrics.start_custom_metrics(readme_adapter_rules())
+    return metrics
+
+
+def pods_metric(node: RealNode, release: Release) -> float | None:
+    for metric in hpa(node, release)["status"].get("currentMetrics") or []:
+        if metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "vocelio_requests_in_flight":
+            value = metric["pods"]["current"]["averageValue"]
+            return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return None
+
+
+def test_in_flight_requests_scale_the_proxy_through_prometheus_adapter(custom_metrics: RealNode,
+                                                                       backends: None) -> None:
+    node = custom_metrics
+    release = Release("gw-inflight", "vg-inflight", "localhost")
+    install(node, release, "development", "--set", "redis.inChart=false",
+            "--set", "autoscaling.minReplicas=1", "--set", "autoscaling.maxReplicas=3",
+            "--set", "autoscaling.targetInFlightPerPod=4", "--set", "autoscaling.targetCPUUtilizationPercentage=90",
+            "--set", "proxy.resources.requests.cpu=200m", "--set", "proxy.resources.limits.cpu=1")
+    node.kubectl("patch", "hpa", f"{release.fullname}-proxy", "-n", release.namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"behavior": {"scaleDown": {
+                     "stabilizationWindowSeconds": 15,
+                     "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}}}))
+    poll("the echo route on the in-flight proxy", lambda: serves(node, release, "/echo/warm"), 180, interval=1)
+    poll("the in-flight metric through custom.metrics.k8s.io", lambda: pods_metric(node, release) is not None,
+         180, interval=2)
+    host, port = release.service_address(node)
+    wrk = shutil.which("wrk")
+    assert wrk, "wrk is missing (make system-deps installs it)"
+    started = time.monotonic()
+    # Slow answers keep ~16 requests in flight on one proxy while its CPU stays low: the custom metric,
+    # not the CPU, has to be what scales it.
+    load = subprocess.Popen([wrk, "-t2", "-c16", "-d300s", "--timeout", "10s",
+                             f"http://{host}:{port}/echo/slow?delay_ms=2000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        poll("the HPA scaling up on in-flight requests", lambda: replicas(node, release) > 1, 240, interval=2)
+        record_figure("HPA scale-up on in-flight requests after load starts (s)", time.monotonic() - started)
+        seen = pods_metric(node, release)
+        assert seen is not None and seen > 4
+    finally:
+        load.terminate()
+        load.wait(timeout=10)
+    stopped = time.monotonic()
+    poll("the HPA scaling back down", lambda: replicas(node, release) == 1, 300, interval=2)
+    record_figure("HPA scale-down on in-flight requests after load stops (s)", time.monotonic() - stopped)
