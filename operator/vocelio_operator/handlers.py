@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import kopf
@@ -40,7 +41,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         op: OperatorSettings = memo.op_settings
         settings.peering.name = op.peering
-        settings.peering.priority = op.priority
+        # kopf pauses every replica whose priority equals another's, so the chart's replicas (started
+        # without one) would all stand by and stop reconciling: they draw distinct random negative
+        # priorities instead, so exactly one is active and any replica given --priority (>0) wins.
+        settings.peering.priority = op.priority or -(secrets.randbelow(2**31 - 2) + 1)
         settings.peering.mandatory = True
         settings.posting.level = logging.WARNING
         # Our handlers only update an index; the reconciler coalesces, so kopf's own

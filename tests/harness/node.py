@@ -27,6 +27,7 @@ import ssl
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -103,11 +104,11 @@ def _cgroup_dirs() -> list[Path]:
 def _kill_cgroup_tree() -> None:
     """Kill every process of the node's pods (containers outlive a stopped kubelet and containerd)."""
     for top in _cgroup_dirs():
-        if not top.exists():
-            continue
-        for procs in top.rglob("cgroup.procs"):
+        for root, _, files in os.walk(top):
+            if "cgroup.procs" not in files:
+                continue
             try:
-                pids = procs.read_text().split()
+                pids = (Path(root) / "cgroup.procs").read_text().split()
             except OSError:
                 continue
             for pid in pids:
@@ -116,14 +117,12 @@ def _kill_cgroup_tree() -> None:
 
 
 def _remove_cgroups() -> None:
+    """Remove the node's cgroups deepest first; the tree may still shrink underneath (a dying pod)."""
     for top in _cgroup_dirs():
-        if not top.exists():
-            continue
-        for child in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        dirs = [Path(root) for root, _, _ in os.walk(top)]  # os.walk skips what vanishes
+        for child in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 child.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
 
 
 def _make_cgroup_root() -> None:
@@ -281,6 +280,8 @@ class RealNode:
     images: BuiltImages | None = None
     containerd: subprocess.Popen[bytes] | None = None
     kubelet_port: int = 0
+    _discovery: threading.Thread | None = None
+    _stop_discovery: threading.Event = field(default_factory=threading.Event)
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -312,6 +313,9 @@ class RealNode:
         self._timed("cluster DNS", self.start_dns)
 
     def stop(self) -> None:
+        self._stop_discovery.set()
+        if self._discovery is not None:
+            self._discovery.join(timeout=30)
         self.cp.stop()
         _kill_cgroup_tree()
         if self.containerd is not None and self.containerd.poll() is None:
@@ -581,6 +585,28 @@ iptables: {{masqueradeAll: false, syncPeriod: 5s, minSyncPeriod: 0s}}
 
         cp._wait("cluster DNS answering through the kube-dns Service", lambda: _answers_safely(answers), 60)
 
+    def _write_targets(self, path: Path) -> None:
+        out = self.cp.kubectl("get", "pods", "-A", "-o", "json", check=False).stdout
+        groups = []
+        for pod in json.loads(out or '{"items": []}')["items"]:
+            ip = pod.get("status", {}).get("podIP")
+            if not ip or pod["status"].get("phase") != "Running":
+                continue
+            for container in pod["spec"]["containers"]:
+                for port in container.get("ports", []):
+                    if port.get("name") == "admin":
+                        groups.append({"targets": [f"{ip}:{port['containerPort']}"],
+                                       "labels": {"namespace": pod["metadata"]["namespace"],
+                                                  "pod": pod["metadata"]["name"]}})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(path)
+
+    def _discover(self, path: Path) -> None:
+        while not self._stop_discovery.wait(2):
+            with contextlib.suppress(HarnessError, OSError, ValueError, subprocess.TimeoutExpired):
+                self._write_targets(path)
+
     def start_metrics_server(self) -> None:
         """metrics-server (built from its module by `make cluster-bins`) as a host process on the bridge address,
         registered as the aggregated v1beta1.metrics.k8s.io API through a selector-less Service."""
@@ -635,15 +661,17 @@ iptables: {{masqueradeAll: false, syncPeriod: 5s, minSyncPeriod: 0s}}
         pdir = self.workdir / "prometheus"
         pdir.mkdir(parents=True, exist_ok=True)
         prom_port = free_port()
+        # Debian's Prometheus is built without Kubernetes service discovery: the harness discovers the pods
+        # (every container port named `admin`, the proxy's metrics port) into a file_sd file instead.
+        targets = pdir / "targets.json"
+        self._write_targets(targets)
         (pdir / "prometheus.yml").write_text(f"""global: {{scrape_interval: 5s, evaluation_interval: 5s}}
 scrape_configs:
   - job_name: pods
-    kubernetes_sd_configs: [{{role: pod, kubeconfig_file: {cp.kubeconfig}}}]
-    relabel_configs:
-      - {{source_labels: [__meta_kubernetes_pod_container_port_name], action: keep, regex: admin}}
-      - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
-      - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+    file_sd_configs: [{{files: ["{targets}"], refresh_interval: 5s}}]
 """)
+        self._discovery = threading.Thread(target=self._discover, args=(targets,), name="pod-discovery", daemon=True)
+        self._discovery.start()
         cp.procs["prometheus"] = subprocess.Popen(
             [prometheus, f"--config.file={pdir / 'prometheus.yml'}", f"--storage.tsdb.path={pdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],

@@ -12,6 +12,7 @@ import pytest
 
 from tests.harness.controlplane import ROOT
 from tests.harness.node import NodeUnavailable, RealNode, preflight, start_node
+from tests.node.test_chart_on_node import APPS, CHART, apply, backend_manifests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,3 +42,12 @@ def node(request: pytest.FixtureRequest) -> Iterator[RealNode]:
             print(f"\nnode logs kept in {keep}")
         started.stop()
         shutil.rmtree(started.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def backends(node: RealNode) -> None:
+    assert node.images is not None
+    node.helm("show", "crds", str(CHART))  # the chart carries its CRDs
+    node.kubectl("apply", "-f", str(CHART / "crds"))
+    apply(node, backend_manifests(node.images))
+    node.kubectl("rollout", "status", "deployment/echo", "-n", APPS, "--timeout=180s", timeout=210)

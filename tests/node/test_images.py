@@ -12,7 +12,8 @@ import pytest
 from tests.harness.node_images import BuiltImages, build_images, find_engine, run_in_image
 from tests.node.test_lock import pins
 
-pytestmark = pytest.mark.node
+# Cold runs build the images and start the node inside the first test's time.
+pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 COMPONENTS = ["gateway-proxy", "gateway-operator"]
 
 
