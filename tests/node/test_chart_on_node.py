@@ -217,6 +217,24 @@ def test_traffic_through_the_proxy_cluster_ip_reaches_every_backend_pod(node: Re
     assert seen == backends
 
 
+def test_pods_reach_nothing_beyond_this_machine(node: RealNode, backends: None) -> None:
+    """The fence: a pod's packets to the outside (a documentation address) are refused by the FORWARD rule,
+    and to unassigned test addresses by the unreachable route; neither times out trying."""
+    pod = json.loads(node.kubectl("get", "pods", "-n", APPS, "-l", "app=echo", "-o", "json").stdout)["items"][0]
+    script = (
+        "import errno, socket, sys\n"
+        "s = socket.socket(); s.settimeout(5)\n"
+        "try:\n"
+        "    s.connect((sys.argv[1], 80)); print('connected')\n"
+        "except socket.timeout:\n"
+        "    print('timeout')\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode.get(exc.errno, str(exc.errno)))\n")
+    for address in ("203.0.113.10", "198.18.77.77"):
+        out = node.kubectl("exec", "-n", APPS, pod["metadata"]["name"], "--", "python3", "-c", script, address).stdout
+        assert out.strip() in ("EHOSTUNREACH", "ENETUNREACH", "EACCES"), (address, out)
+
+
 # -- no request lost ---------------------------------------------------------------------------------------
 
 
