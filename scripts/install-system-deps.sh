@@ -12,7 +12,8 @@ command -v openssl >/dev/null || need+=(openssl)
 # podman builds the images (runc: crun fails on cgroup v1 hybrid hosts),
 # mmdebstrap the offline base, containerd + CNI plugins run the pods,
 # iptables + conntrack serve ClusterIPs through kube-proxy.
-command -v podman >/dev/null || command -v docker >/dev/null || need+=(podman)
+# (A docker client without a daemon, as on these machines, does not count.)
+command -v podman >/dev/null || { command -v docker >/dev/null && docker info >/dev/null 2>&1; } || need+=(podman)
 command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need+=(runc)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v containerd >/dev/null || need+=(containerd)
