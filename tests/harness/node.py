@@ -281,6 +281,7 @@ class RealNode:
     images: BuiltImages | None = None
     containerd: subprocess.Popen[bytes] | None = None
     kubelet_port: int = 0
+    sysctls: dict[str, str] = field(default_factory=dict)
     _discovery: threading.Thread | None = None
     _stop_discovery: threading.Event = field(default_factory=threading.Event)
     timings: dict[str, float] = field(default_factory=dict)
@@ -331,6 +332,9 @@ class RealNode:
         _remove_cgroups()
         subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, timeout=60)
         cleanup_network()
+        for knob, value in self.sysctls.items():
+            with contextlib.suppress(OSError):
+                (Path("/proc/sys") / knob).write_text(value)
         if not others_running():
             unfence()
 
@@ -385,9 +389,11 @@ class RealNode:
         _run("ip", "route", "add", SERVICE_CIDR, "dev", BRIDGE, "src", HOST_IP)
         _forward_rule("-I")
         # Pod-to-ClusterIP-to-pod on one bridge: bridged packets must pass iptables for kube-proxy's NAT.
+        # The host's values come back on stop.
         for knob, value in (("net/bridge/bridge-nf-call-iptables", "1"), ("net/ipv4/ip_forward", "1")):
             path = Path("/proc/sys") / knob
             if path.exists():
+                self.sysctls.setdefault(knob, path.read_text().strip())
                 path.write_text(value)
         cni = self.workdir / "cni"
         cni.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The real node for tests/node: started once per session (about a minute cold
+"""The real node for tests/node: started once for the folder (about a minute cold
 from cached binaries and images), stopped and cleaned up at the end. Tests skip,
 printing the reason, only when this machine cannot run a node at all."""
 
@@ -22,7 +22,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.node)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the node (and the host settings it needs, such as IP forwarding) is gone before the
+# tests of other folders run in the same session.
+@pytest.fixture(scope="package")
 def node(request: pytest.FixtureRequest) -> Iterator[RealNode]:
     missing = preflight()
     if missing:
@@ -44,7 +46,7 @@ def node(request: pytest.FixtureRequest) -> Iterator[RealNode]:
         shutil.rmtree(started.workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def backends(node: RealNode) -> None:
     assert node.images is not None
     node.helm("show", "crds", str(CHART))  # the chart carries its CRDs
