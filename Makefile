@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 
 .PHONY: help run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
+.PHONY: lock dev-control-plane
 .DEFAULT_GOAL := help
 
 ## help: list the targets with what they do (this text)
@@ -15,12 +16,13 @@ help:
 	@echo "Vocelio Gateway - make targets:"
 	@awk '/^## [a-z-]+: / { line = substr($$0, 4); i = index(line, ": "); printf "  %-16s %s\n", substr(line, 1, i - 1), substr(line, i + 2) }' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
-	@echo "setup: installing the Python dependencies into $(VENV) with pip (1-3 minutes the first time)"
+$(STAMP): pyproject.toml requirements-dev.lock
+	@echo "setup: installing the Python dependencies into $(VENV) from requirements-dev.lock (hashes checked; 1-3 minutes the first time)"
 	@start=$$(date +%s); \
 	test -x $(BIN)/python || $(PY) -m venv $(VENV); \
 	$(BIN)/pip install --quiet --upgrade pip && \
-	$(BIN)/pip install --quiet -e '.[dev]' && \
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock && \
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[dev]' && \
 	touch $(STAMP) && \
 	echo "setup: Python dependencies installed in $$(( $$(date +%s) - start ))s"
 
@@ -39,8 +41,12 @@ cluster-bins:
 	@start=$$(date +%s); bash tests/controlplane/build.sh && \
 	echo "cluster-bins: ready in $$(( $$(date +%s) - start ))s"
 
-## dev-cluster: start the test control plane and print a KUBECONFIG line (Ctrl-C stops it)
-dev-cluster: $(STAMP) cluster-bins
+## dev-cluster: a real single-node cluster (containerd, kubelet, kube-proxy) with the built images; prints how to helm install (Ctrl-C stops it)
+dev-cluster: $(STAMP) system-deps cluster-bins
+	$(BIN)/python -m tests.harness.node_devcluster
+
+## dev-control-plane: only the test control plane (no node), printing a KUBECONFIG line (Ctrl-C stops it)
+dev-control-plane: $(STAMP) cluster-bins
 	$(BIN)/python -m tests.harness.devcluster
 
 ## lint: ruff, mypy --strict and the import-layering contracts
@@ -66,10 +72,13 @@ schema: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/proxy_bench.py
 
-## images: build both images (needs a container engine; none runs on the CI machines)
+## images: build both images with docker or podman (offline Debian base when no registry answers)
 images:
-	docker build -f Dockerfile.operator -t ghcr.io/vocelio/gateway-operator:0.1.0 .
-	docker build -f Dockerfile.proxy -t ghcr.io/vocelio/gateway-proxy:0.1.0 .
+	bash scripts/images/build.sh
+
+## lock: regenerate requirements.lock and requirements-dev.lock (pins with hashes) from pyproject.toml
+lock: $(STAMP)
+	bash scripts/lock.sh
 
 ## kind-up: a local kind cluster (needs Docker and kind; cannot run on the CI machines)
 kind-up:
@@ -77,9 +86,9 @@ kind-up:
 
 ## kind-deploy: load the images into kind and install the chart with development values
 kind-deploy: images
-	kind load docker-image ghcr.io/vocelio/gateway-operator:0.1.0 ghcr.io/vocelio/gateway-proxy:0.1.0 --name vocelio
+	kind load docker-image localhost/vocelio/gateway-operator:0.1.0 localhost/vocelio/gateway-proxy:0.1.0 --name vocelio
 	helm upgrade --install vocelio charts/vocelio-gateway -n vocelio-system --create-namespace \
-	  -f charts/vocelio-gateway/values-development.yaml --set image.tag=0.1.0
+	  -f charts/vocelio-gateway/values-development.yaml --set image.repository=localhost/vocelio --set image.tag=0.1.0
 
 ## bench-operator: reconcile latency and render time (prints figures)
 bench-operator: $(STAMP) cluster-bins

@@ -8,8 +8,21 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
-# promtool (Debian's prometheus package) checks the live /metrics and the chart's alert rules.
-command -v promtool >/dev/null || need+=(prometheus)
+# The images and the real node (make images, make dev-cluster, tests/node):
+# podman builds the images (runc: crun fails on cgroup v1 hybrid hosts),
+# mmdebstrap the offline base, containerd + CNI plugins run the pods,
+# iptables + conntrack serve ClusterIPs through kube-proxy.
+# (A docker client without a daemon, as on these machines, does not count.)
+command -v podman >/dev/null || { command -v docker >/dev/null && docker info >/dev/null 2>&1; } || need+=(podman)
+command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need+=(runc)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v containerd >/dev/null || need+=(containerd)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
+command -v conntrack >/dev/null || [[ -x /usr/sbin/conntrack ]] || need+=(conntrack)
+# prometheus: promtool checks the live /metrics and the chart's alert rules; Prometheus scrapes the
+# proxies for prometheus-adapter (the HPA's custom metric on the real node).
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to install: ${need[*]}" >&2
@@ -23,7 +36,7 @@ if ((${#need[@]})); then
   echo "install-system-deps: installed in $((SECONDS - started))s"
 fi
 # Debian starts services on install; the tests start their own on free ports.
-systemctl stop redis-server nginx prometheus 2>/dev/null || true
+systemctl stop redis-server nginx containerd prometheus 2>/dev/null || true
 service redis-server stop 2>/dev/null || true
 service nginx stop 2>/dev/null || true
 service prometheus stop 2>/dev/null || true

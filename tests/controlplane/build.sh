@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test control plane (one multi-call binary linked as kube-apiserver,
-# kube-controller-manager, etcd and kubectl) and helm from their Go modules into
+# kube-controller-manager, etcd, kubectl, kubelet, kube-scheduler and kube-proxy) and helm from their Go modules into
 # a project-local cache. Reuses the cache when the inputs have not changed.
 # Called by `make cluster-bins` and .ci/run.
 set -euo pipefail
@@ -31,7 +31,7 @@ else
   echo "$stamp" > "$out/.controlplane.stamp"
   echo "controlplane: built in $(( $(date +%s) - start ))s"
 fi
-for name in kube-apiserver kube-controller-manager etcd kubectl; do
+for name in kube-apiserver kube-controller-manager etcd kubectl kubelet kube-scheduler kube-proxy; do
   ln -sf controlplane "$out/$name"
 done
 
@@ -60,6 +60,43 @@ else
   GOBIN="$out" go install -trimpath -ldflags "$helm_ld" "helm.sh/helm/v3/cmd/helm@$helm_version"
   echo "$helm_stamp" > "$out/.helm.stamp"
   echo "helm: built in $(( $(date +%s) - start ))s"
+fi
+# metrics-server serves the resource metrics API (CPU, memory) to the HPA on the real node (tests/node).
+metrics_server_version="v0.8.0"
+if [[ -x "$out/metrics-server" && "$(cat "$out/.metrics-server.stamp" 2>/dev/null)" == "$metrics_server_version" ]]; then
+  echo "metrics-server: cached ($out)"
+else
+  echo "metrics-server: building $metrics_server_version (about 2 minutes the first time)"
+  start=$(date +%s)
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$metrics_server_version"
+  echo "$metrics_server_version" > "$out/.metrics-server.stamp"
+  echo "metrics-server: built in $(( $(date +%s) - start ))s"
+fi
+# CoreDNS serves cluster.local to the real node's pods (kopf and clients reach kubernetes.default.svc by name).
+coredns_version="v1.15.0"
+if [[ -x "$out/coredns" && "$(cat "$out/.coredns.stamp" 2>/dev/null)" == "$coredns_version" ]]; then
+  echo "coredns: cached ($out)"
+else
+  echo "coredns: building $coredns_version (a few minutes the first time)"
+  start=$(date +%s)
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns_version"
+  echo "$coredns_version" > "$out/.coredns.stamp"
+  echo "coredns: built in $(( $(date +%s) - start ))s"
+fi
+# prometheus-adapter serves custom.metrics.k8s.io (the proxy's in-flight metric) on the real node. It builds
+# through tests/node/adapter, a module that pins it: the module proxy does not list prometheus-adapter's
+# versions, so `go install ...@version` cannot resolve it.
+adapter_dir="$root/tests/node/adapter"
+adapter_stamp="$(cat "$adapter_dir/go.mod" "$adapter_dir/go.sum" | sha256sum | cut -c1-16)"
+if [[ -x "$out/prometheus-adapter" && "$(cat "$out/.prometheus-adapter.stamp" 2>/dev/null)" == "$adapter_stamp" ]]; then
+  echo "prometheus-adapter: cached ($out)"
+else
+  echo "prometheus-adapter: building (about 2 minutes the first time)"
+  start=$(date +%s)
+  (cd "$adapter_dir" && go build -trimpath -ldflags "-s -w" -o "$out/prometheus-adapter.new" sigs.k8s.io/prometheus-adapter/cmd/adapter)
+  mv "$out/prometheus-adapter.new" "$out/prometheus-adapter"
+  echo "$adapter_stamp" > "$out/.prometheus-adapter.stamp"
+  echo "prometheus-adapter: built in $(( $(date +%s) - start ))s"
 fi
 "$out/kubectl" version --client
 "$out/helm" version --short

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -97,6 +98,10 @@ def plain(value: Any) -> Any:
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa: C901 - handler declarations
     registry = kopf.OperatorRegistry()
+    # kopf pauses every replica whose priority equals another's, so the chart's replicas (started without
+    # one) would all stand by and stop reconciling: they draw distinct random negative priorities instead,
+    # so exactly one is active and any replica given --priority (> 0) wins. Used by kopf and the reconciler.
+    priority = settings.priority or -(secrets.randbelow(2**31 - 2) + 1)
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -107,7 +112,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
         op = memo.settings
         # Peering, configured here only: replicas with one name elect one active replica.
         settings.peering.name = op.peering
-        settings.peering.priority = op.priority
+        settings.peering.priority = priority
         settings.peering.lifetime = int(op.peering_lifetime_s)
         settings.peering.mandatory = True
         settings.posting.level = logging.WARNING
@@ -177,7 +182,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
     def peering_event(event: kopf.RawEvent, memo: OperatorMemo, **_: Any) -> None:
         reconciler = memo.running()
         status = (event["object"] or {}).get("status") or {}
-        if outranked(status, settings.priority, dt.datetime.now(dt.UTC)):
+        if outranked(status, priority, dt.datetime.now(dt.UTC)):
             reconciler.deactivate()
         elif event["type"] != "DELETED":
             reconciler.activate()

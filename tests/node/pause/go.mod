@@ -1,0 +1,3 @@
+module vocelio.dev/gateway/tests/node/pause
+
+go 1.22

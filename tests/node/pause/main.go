@@ -1,0 +1,30 @@
+// Command pause is the pod sandbox's init process for the test node: it holds
+// the pod's namespaces, reaps orphaned children (it is PID 1 when the pod
+// shares its process namespace) and exits on SIGINT or SIGTERM. Built
+// statically by tests/harness/node.py into the locally built pause image,
+// because no registry is reachable to pull registry.k8s.io/pause.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for sig := range signals {
+		if sig == syscall.SIGCHLD {
+			for {
+				var status syscall.WaitStatus
+				pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+				if pid <= 0 || err != nil {
+					break
+				}
+			}
+			continue
+		}
+		os.Exit(0)
+	}
+}
