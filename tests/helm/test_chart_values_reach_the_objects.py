@@ -65,9 +65,14 @@ def test_service_accounts_take_annotations_or_an_existing_name_and_rbac_follows(
     assert accounts["vg-vocelio-gateway-proxy"]["metadata"]["annotations"] == {
         "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/p"}
     assert pod(docs, "operator")["serviceAccountName"] == "platform-op"
-    subjects = [s for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in d["subjects"]]
-    assert subjects
-    assert {s["name"] for s in subjects} == {"platform-op"}
+    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    operator = [s for d in bindings if "-operator-" in d["metadata"]["name"] for s in d["subjects"]]
+    proxy = [s for d in bindings if "-proxy" in d["metadata"]["name"] for s in d["subjects"]]
+    assert operator
+    assert {s["name"] for s in operator} == {"platform-op"}
+    # With the default configSource (api) the proxy reads its ConfigMaps under its own account.
+    assert {s["name"] for s in proxy} == {"vg-vocelio-gateway-proxy"}
+    assert len(operator) + len(proxy) == sum(len(d["subjects"]) for d in bindings)
 
 
 def test_scheduling_and_extras_reach_the_pod() -> None:
