@@ -167,8 +167,12 @@ def prod(node: RealNode, backends: None, bridge_redis: str) -> Release:
                  f"--from-literal=url={bridge_redis}")
     # Production values as shipped, except CPU requests sized for this 2-core node (3 proxies x 500m and
     # 2 operators would not fit); configSource=api stated so the measurement does not depend on the default.
+    # Production values restrict prefix claims to the namespaces the platform team lists: this one
+    # lists the backends' namespace, as a platform team would for its tenants (docs/multi-tenancy.md).
+    claims = json.dumps([{"namespaces": [APPS], "prefixes": ["/"]}])
     install(node, release, "production", "--set", "proxy.resources.requests.cpu=100m",
-            "--set", "operator.resources.requests.cpu=20m", "--set", "proxy.configSource=api")
+            "--set", "operator.resources.requests.cpu=20m", "--set", "proxy.configSource=api",
+            "--set-json", f"tenancy.prefixClaims.rules={claims}")
     return release
 
 

@@ -119,7 +119,8 @@ def test_only_the_active_replica_writes_and_the_resumed_one_rereads_before_writi
 
     control_plane.kubectl("apply", "-f", "-", input=service("after"))
     poll("the resumed replica renders the next change", lambda: "after" in services(kube), 60)
-    assert first.writes() > paused_writes
+    # The ConfigMap is visible before the writer's counter moves: wait for the counter, bounded.
+    assert poll("the resumed replica counted its write", lambda: first.writes() > paused_writes, 10)
 
 
 @pytest.mark.timeout(300)
