@@ -69,9 +69,10 @@ def _order_key(res: VocelioServiceResource) -> tuple[str, str, str]:
 
 
 def _resolve_port(ref: ServiceRef, ep: DiscoveredEndpoint) -> int | None:
-    if isinstance(ref.port, str) and not ref.port.isdigit():
+    if isinstance(ref.port, str):
+        # A name (the model turns a string of digits into a number).
         return ep.ports.get(ref.port)
-    number = int(ref.port)
+    number = ref.port
     if number in ep.ports.values():
         return number
     if len(ep.ports) == 1:
@@ -278,6 +279,29 @@ def _resolved_reason(problems: list[tuple[str, str]]) -> str:
     return next((r for r in _REASONS if r in found), "ResolvedRefs")
 
 
+def _candidate(res: VocelioServiceResource, endpoints: EndpointIndex, policy: PathPolicy, reserved_keys: set[str],
+               tenancy: TenancyPolicy | None
+               ) -> Outcome | tuple[list[_Prefix], list[tuple[str, str]], int, int, dict[str, Any]]:
+    """One resource judged on its own (no claim registered yet): why it is rejected, or its
+    prefixes, backend problems, endpoint counts and service data for the bulk validation."""
+    prefixes = _prefixes(res, policy)
+    if isinstance(prefixes, str):
+        return _rejected(res, "InvalidPrefix", prefixes)
+    reserved = [p for p in prefixes if p.key in reserved_keys]
+    if reserved:
+        return _rejected(res, "ReservedPath", f"prefix {_spelled(reserved[0])} is served by the gateway itself")
+    canonical = [p.canonical for p in prefixes]
+    if len(set(canonical)) != len(canonical):
+        return _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
+    # Before any claim is registered: a refused claim never routes and never blocks a prefix.
+    not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
+        if tenancy is not None else None
+    if not_allowed is not None:
+        return _rejected(res, "PrefixNotAllowed", not_allowed)
+    backends, problems, ready, total = _backends(res, endpoints, tenancy)
+    return prefixes, problems, ready, total, _service(res, canonical, backends)
+
+
 def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[RateTierResource],
                   endpoints: EndpointIndex, policy: PathPolicy = DEFAULT_POLICY,
                   tenancy: TenancyPolicy | None = None) -> RenderResult:
@@ -293,28 +317,20 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
     service_data: list[dict[str, Any]] = []
     for res in sorted(services, key=_order_key):
         key = f"VocelioService/{res.id}"
-        prefixes = _prefixes(res, policy)
-        if isinstance(prefixes, str):
-            outcomes[key] = _rejected(res, "InvalidPrefix", prefixes)
+        try:
+            judged = _candidate(res, endpoints, policy, reserved_keys, tenancy)
+        except Exception as exc:
+            # One tenant's resource must never stop the render for all: input no check foresaw
+            # refuses this resource only. The message names the error's type, never its text
+            # (which may quote the resource).
+            judged = _rejected(res, "Invalid", f"the resource could not be rendered ({type(exc).__name__}): "
+                                               "an operator defect, please report it")
+        if isinstance(judged, Outcome):
+            outcomes[key] = judged
             continue
-        reserved = [p for p in prefixes if p.key in reserved_keys]
-        if reserved:
-            outcomes[key] = _rejected(res, "ReservedPath",
-                                      f"prefix {_spelled(reserved[0])} is served by the gateway itself")
-            continue
-        canonical = [p.canonical for p in prefixes]
-        if len(set(canonical)) != len(canonical):
-            outcomes[key] = _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
-            continue
-        # Before any claim is registered: a refused claim never routes and never blocks a prefix.
-        not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
-            if tenancy is not None else None
-        if not_allowed is not None:
-            outcomes[key] = _rejected(res, "PrefixNotAllowed", not_allowed)
-            continue
-        backends, problems, ready, total = _backends(res, endpoints, tenancy)
+        prefixes, problems, ready, total, data = judged
         candidates.append((res, prefixes, problems, ready, total))
-        service_data.append(_service(res, canonical, backends))
+        service_data.append(data)
     built = _validate_services(service_data) if service_data else []
     for (res, prefixes, problems, ready, total), svc in zip(candidates, built, strict=True):
         key = f"VocelioService/{res.id}"

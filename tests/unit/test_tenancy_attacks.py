@@ -1,0 +1,192 @@
+"""Red-team regressions for tenant isolation (docs/multi-tenancy.md): inputs a
+tenant with namespaced rights controls (a VocelioService's fields, the bytes of a
+labelled Secret) must never stop the operator from serving the other tenants,
+and the refusals they earn never quote a credential. The cluster counterparts
+are in tests/operator_cluster/test_tenancy_attacks.py."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vocelio_contract.apikeys import ApiKeyRecord, mint_key, secret_manifest
+from vocelio_operator.model.resources import (
+    DiscoveredEndpoint,
+    ResourceError,
+    VocelioServiceResource,
+    is_service,
+    parse_resource,
+)
+from vocelio_operator.translation import rendering
+from vocelio_operator.translation.cluster_index import ClusterIndex
+from vocelio_operator.translation.rendering import render_config
+from vocelio_operator.translation.tenancy.policy import TenancyPolicy
+
+ENDPOINTS = {
+    ("victim", "web"): [DiscoveredEndpoint(address="10.1.0.1", ready=True, pod="v", ports={"http": 8080})],
+    ("attacker", "web"): [DiscoveredEndpoint(address="10.2.0.1", ready=True, pod="a",
+                                             ports={"http": 8080, "metrics": 9090})],
+}
+
+
+def service_body(ns: str, name: str, prefix: str, port: Any, created: str) -> dict[str, Any]:
+    return {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+            "metadata": {"name": name, "namespace": ns, "generation": 1, "creationTimestamp": created},
+            "spec": {"pathPrefix": prefix, "backends": [{"serviceRef": {"name": "web", "port": port}}]}}
+
+
+def victim() -> VocelioServiceResource:
+    res = parse_resource(service_body("victim", "web", "/victim", "http", "2026-01-02T00:00:00Z"))
+    assert is_service(res)
+    return res
+
+
+def assert_victim_served(result: rendering.RenderResult) -> None:
+    outcome = result.outcomes["VocelioService/victim/web"]
+    assert outcome.accepted, outcome
+    assert outcome.resolved, outcome
+    [svc] = [s for s in result.config.services if s.namespace == "victim"]
+    assert [e.address for b in svc.backends for e in b.endpoints] == ["10.1.0.1"]
+
+
+# Unicode digits (`int()` reads "٣", fails on "²"), signs, spaces, huge numbers, names.
+PORTS = st.one_of(
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.text(max_size=12),
+    st.sampled_from(["²", "٣", "³³", "0", "65536", "+80", " 80", "80 ", "1_0", "http", "HTTP", "metrics", "-x"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(port=PORTS)
+def test_no_service_port_spelling_stops_the_render_of_another_tenant(port: Any) -> None:
+    body = service_body("attacker", "web", "/attacker", port, "2026-01-01T00:00:00Z")
+    problem = ""
+    try:
+        attacker: list[VocelioServiceResource] = [parse_resource(body)]  # type: ignore[list-item]
+    except ResourceError as exc:
+        problem, attacker = str(exc), []
+    if not attacker:
+        assert "serviceRef.port" in problem  # refused with a field path, as a status condition shows it
+    result = render_config([*attacker, victim()], [], ENDPOINTS, tenancy=TenancyPolicy())
+    assert_victim_served(result)
+    if attacker:
+        outcome = result.outcomes["VocelioService/attacker/web"]
+        # A port is a number the slice carries, or a name: never a number read from other digits.
+        rendered = [e.port for s in result.config.services if s.namespace == "attacker"
+                    for b in s.backends for e in b.endpoints]
+        assert set(rendered) <= {8080, 9090}
+        if rendered:
+            assert outcome.resolved
+
+
+@pytest.mark.parametrize("port", ["²", "٣", "٨٠٨٠", "+8080", "HTTP"])
+def test_a_port_that_is_neither_ascii_digits_nor_a_port_name_is_a_field_error(port: str) -> None:
+    with pytest.raises(ResourceError, match=r"spec\.backends\.0\.serviceRef\.port"):
+        parse_resource(service_body("attacker", "web", "/attacker", port, "2026-01-01T00:00:00Z"))
+
+
+def test_a_port_of_ascii_digits_is_the_number() -> None:
+    res = parse_resource(service_body("attacker", "web", "/attacker", "9090", "2026-01-01T00:00:00Z"))
+    ref = res.spec.backends[0].service_ref  # type: ignore[union-attr]
+    assert ref is not None
+    assert ref.port == 9090
+
+
+def test_a_resource_that_fails_to_render_is_refused_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class behind the port crash: whatever a check did not foresee in one resource
+    refuses that resource (Accepted=False, Invalid) and every other one is rendered."""
+    real = rendering._backends
+
+    def exploding(res: VocelioServiceResource, *args: Any) -> Any:
+        if res.metadata.namespace == "attacker":
+            raise ValueError("secret-looking text hash=" + "ab" * 32)
+        return real(res, *args)
+
+    monkeypatch.setattr(rendering, "_backends", exploding)
+    attacker = parse_resource(service_body("attacker", "web", "/attacker", "http", "2026-01-01T00:00:00Z"))
+    result = render_config([attacker, victim()], [], ENDPOINTS, tenancy=TenancyPolicy())  # type: ignore[list-item]
+    assert_victim_served(result)
+    refused = result.outcomes["VocelioService/attacker/web"]
+    assert not refused.accepted
+    assert refused.accepted_reason == "Invalid"
+    assert "ValueError" in refused.accepted_message
+    assert "ab" * 32 not in refused.accepted_message
+    assert [s.namespace for s in result.config.services] == ["victim"]
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def secret_body(name: str, data: dict[str, bytes]) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "keys", "uid": name},
+            "data": {k: b64(v) for k, v in data.items()}}
+
+
+def good_secret() -> tuple[dict[str, Any], ApiKeyRecord]:
+    _, record = mint_key(name="good", tenant="team")
+    data = {k: v.encode() for k, v in secret_manifest(record, "keys")["stringData"].items()}
+    return secret_body("good", data), record
+
+
+FIELDS = st.sampled_from(["id", "hash", "name", "tenant", "tier", "roles", "expiresAt", "disabled", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(FIELDS, st.binary(min_size=16, max_size=80), max_size=8))
+def test_no_key_secret_content_stops_the_listing_of_its_namespace(data: dict[str, bytes]) -> None:
+    index = ClusterIndex()
+    good, record = good_secret()
+    index.replace_api_key_secrets("keys", [secret_body("hostile", data), good])
+    assert index.api_keys["keys/good"] == record  # the neighbour is published
+    assert ("keys/hostile" in index.api_keys) != ("keys/hostile" in index.api_key_problems)
+    # The refusal becomes an Event: it names fields, never their values (a hash is a credential).
+    message = index.api_key_problems.get("keys/hostile", "")
+    for value in data.values():
+        text = value.decode("utf-8", "replace")
+        assert text[:16] not in message
+        assert text[-16:] not in message
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("hash", "A" * 64),                      # a hash in the wrong case: the pattern refuses it
+    ("hash", "0123456789abcdef" * 3),        # too short
+    ("expiresAt", "tomorrow-0123456789abcdef"),
+    ("id", "0123456789ABCDEF"),
+])
+def test_an_invalid_key_secret_is_reported_without_its_values(field: str, value: str) -> None:
+    good, _ = good_secret()
+    data = {k: base64.b64decode(v) for k, v in good["data"].items()}
+    data[field] = value.encode()
+    index = ClusterIndex()
+    index.upsert_api_key_secret(secret_body("bad", data))
+    message = index.api_key_problems["keys/bad"]
+    assert f"field {field}" in message
+    assert value[:12] not in message
+    assert value[-12:] not in message
+
+
+def test_a_key_secret_with_bytes_that_are_not_text_is_invalid_and_named() -> None:
+    index = ClusterIndex()
+    good, _record = good_secret()
+    index.replace_api_key_secrets("keys", [secret_body("binary", {"id": b"\xff\xfe\xfd"}), good])
+    assert index.api_key_problems["keys/binary"] == \
+        "invalid API key Secret: field 'id' is not base64-encoded UTF-8 text"
+    assert list(index.api_keys) == ["keys/good"]
+
+
+def test_a_key_expiry_without_an_offset_is_utc() -> None:
+    good, _ = good_secret()
+    data = {k: base64.b64decode(v) for k, v in good["data"].items()}
+    data["expiresAt"] = b"2030-01-01T00:00:00"
+    index = ClusterIndex()
+    index.upsert_api_key_secret(secret_body("naive", data))
+    expires = index.api_keys["keys/naive"].expires_at
+    assert expires == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert expires <= dt.datetime.now(dt.UTC) + dt.timedelta(days=36500)  # comparable with an aware clock
