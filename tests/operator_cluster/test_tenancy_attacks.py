@@ -5,7 +5,9 @@ before the operator starts, and a victim tenant must still be served: its route
 in the config ConfigMap and its key in the keys Secret, with the attacker's
 objects refused by a condition or an Event that quotes no credential. Before
 the fix either object stopped every render (the port crashed the renderer; the
-Secret wedged its namespace's listing, which the first render waits for)."""
+Secret wedged its namespace's listing, which the first render waits for). The
+attacker's RateTiers (one with the platform's tier name, one with a higher
+priority for everybody) are not enforced: tiers apply gateway-wide."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from tests.harness.stack import BIN, Process, http_json, install_crds, poll, sta
 from tests.operator_cluster.test_tenancy_isolation import condition, events, selectorless_service, vocelio_service
 from vocelio_contract.apikeys import mint_key, secret_manifest
 
-ADMIN, VICTIM, ATTACKER = "rt-admin", "rt-victim", "rt-attacker"
+# The platform's namespace sorts after the attacker's: a tier name goes to the first namespace in order.
+ADMIN, VICTIM, ATTACKER = "rt-platform", "rt-victim", "rt-attacker"
 CONFIG = "tenancy-config"
 KEYS = "tenancy-api-keys"
 PEERING = "vocelio-redteam"
@@ -59,6 +62,11 @@ def planted(control_plane: ControlPlane, kube: Kube) -> Iterator[tuple[ControlPl
     manifest = secret_manifest(lookalike, ATTACKER)
     manifest["stringData"]["hash"] = HASH_LOOKALIKE
     apply(json.dumps(manifest))
+    # The platform's tier, and the attacker's copy of its name (its namespace sorts first) plus a
+    # tier with a higher priority for everyone.
+    apply(rate_tier(ADMIN, "anonymous", 100, 0, "{anonymous: true}"))
+    apply(rate_tier(ATTACKER, "anonymous", 1000000, 0, "{anonymous: true}"))
+    apply(rate_tier(ATTACKER, "everyone", 1, 1000, "{authenticated: true}"))
     # The victim: a route and a key.
     apply(selectorless_service(VICTIM, "web", "198.18.101.1"))
     apply(vocelio_service(VICTIM, "web", "/victim", "{serviceRef: {name: web, port: http}}"))
@@ -71,6 +79,14 @@ def planted(control_plane: ControlPlane, kube: Kube) -> Iterator[tuple[ControlPl
         operator.stop()
         for ns in (VICTIM, ATTACKER, ADMIN):
             kube.delete(f"/api/v1/namespaces/{ns}")
+
+
+def rate_tier(ns: str, name: str, requests: int, priority: int, match: str) -> str:
+    return f"""apiVersion: gateway.vocelio.ai/v1alpha1
+kind: RateTier
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{requests: {requests}, windowSeconds: 60, keyBy: ip, priority: {priority}, match: {match}}}
+"""
 
 
 def _start(cp: ControlPlane, policy: dict[str, Any]) -> Process:
@@ -137,3 +153,27 @@ def test_invalid_key_secrets_get_an_event_that_quotes_no_value(planted: tuple[Co
     everything = json.dumps(kube.get(f"/api/v1/namespaces/{ATTACKER}/events")["items"])
     assert HASH_LOOKALIKE[:16] not in everything
     assert HASH_LOOKALIKE[-16:] not in everything
+
+
+def test_a_tenants_rate_tier_is_not_enforced_and_never_takes_the_platforms_name(
+        planted: tuple[ControlPlane, Kube, Process, str]) -> None:
+    _, kube, _, _ = planted
+
+    def tiers() -> list[tuple[str, int]] | None:
+        try:
+            cm = kube.get(f"/api/v1/namespaces/{ADMIN}/configmaps/{CONFIG}")
+        except KubeError:
+            return None
+        return [(t["name"], t["requests"]) for t in json.loads(cm["data"]["gateway.json"])["rate_tiers"]] or None
+
+    assert poll("the platform's tier rendered", tiers) == [("anonymous", 100)]
+    for name in ("anonymous", "everyone"):
+        def refused(n: str = name) -> dict[str, Any] | None:
+            cond = condition(kube.get(f"{API}/namespaces/{ATTACKER}/ratetiers/{n}"), "Accepted")
+            return cond if cond.get("reason") == "TierNotAllowed" else None
+
+        cond = poll(f"the attacker's tier {name} refused", refused)
+        assert cond["status"] == "False"
+        assert ADMIN in cond["message"]
+        poll(f"a TierNotAllowed Event on {name}", lambda n=name: events(kube, ATTACKER, n, "TierNotAllowed"))
+    assert condition(kube.get(f"{API}/namespaces/{ADMIN}/ratetiers/anonymous"), "Accepted")["status"] == "True"

@@ -25,7 +25,7 @@ from vocelio_operator.model.resources import (
 from vocelio_operator.translation import rendering
 from vocelio_operator.translation.cluster_index import ClusterIndex
 from vocelio_operator.translation.rendering import render_config
-from vocelio_operator.translation.tenancy.policy import TenancyPolicy
+from vocelio_operator.translation.tenancy.policy import TenancyPolicy, TenancySettings, tenancy_policy
 
 ENDPOINTS = {
     ("victim", "web"): [DiscoveredEndpoint(address="10.1.0.1", ready=True, pod="v", ports={"http": 8080})],
@@ -190,3 +190,58 @@ def test_a_key_expiry_without_an_offset_is_utc() -> None:
     expires = index.api_keys["keys/naive"].expires_at
     assert expires == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     assert expires <= dt.datetime.now(dt.UTC) + dt.timedelta(days=36500)  # comparable with an aware clock
+
+
+def tier(ns: str, name: str, requests: int, priority: int, match: dict[str, Any]) -> Any:
+    return parse_resource({"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "RateTier",
+                           "metadata": {"name": name, "namespace": ns, "generation": 1},
+                           "spec": {"requests": requests, "windowSeconds": 60, "keyBy": "ip", "priority": priority,
+                                    "match": match}})
+
+
+ADMIN_TIERS = [tier("gw", "anonymous", 100, 0, {"anonymous": True})]
+# Sorted before the gateway's namespace, so it would take the name; and a higher priority for everyone.
+HOSTILE_TIERS = [tier("aaa", "anonymous", 1_000_000, 0, {"anonymous": True}),
+                 tier("aaa", "everyone", 1, 1000, {"authenticated": True}),
+                 tier("team-b", "webhooks", 1, 999, {"routeClass": "webhooks"})]
+
+
+def test_a_tenants_rate_tier_never_applies_to_the_gateway_nor_takes_the_platforms_name() -> None:
+    policy = tenancy_policy(TenancySettings(), "gw", {})
+    result = render_config([victim()], [*HOSTILE_TIERS, *ADMIN_TIERS], ENDPOINTS, tenancy=policy)
+    assert [(t.name, t.requests) for t in result.config.rate_tiers] == [("anonymous", 100)]
+    assert result.outcomes["RateTier/gw/anonymous"].accepted
+    for hostile in HOSTILE_TIERS:
+        outcome = result.outcomes[f"RateTier/{hostile.id}"]
+        assert not outcome.accepted
+        assert outcome.accepted_reason == "TierNotAllowed"
+        assert "gw" in outcome.accepted_message
+    assert_victim_served(result)
+
+
+def test_the_platform_may_name_more_namespaces_whose_rate_tiers_are_enforced() -> None:
+    settings = TenancySettings.model_validate({"rateTiers": {"namespaces": ["team-*"]}})
+    result = render_config([], [*HOSTILE_TIERS, *ADMIN_TIERS], {}, tenancy=tenancy_policy(settings, "gw", {}))
+    assert sorted(t.name for t in result.config.rate_tiers) == ["anonymous", "webhooks"]
+    assert result.outcomes["RateTier/aaa/everyone"].accepted_reason == "TierNotAllowed"
+
+
+def test_without_a_policy_every_rate_tier_is_enforced_as_before() -> None:
+    result = render_config([], [*HOSTILE_TIERS, *ADMIN_TIERS], {})
+    assert sorted(t.name for t in result.config.rate_tiers) == ["anonymous", "everyone", "webhooks"]
+
+
+def test_a_tier_that_fails_to_render_is_refused_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = rendering._tier
+
+    def exploding(res: Any) -> Any:
+        if res.metadata.namespace == "aaa":
+            raise ValueError("unforeseen")
+        return real(res)
+
+    monkeypatch.setattr(rendering, "_tier", exploding)
+    result = render_config([victim()], [*HOSTILE_TIERS, *ADMIN_TIERS], ENDPOINTS)
+    assert sorted(t.name for t in result.config.rate_tiers) == ["anonymous", "webhooks"]
+    assert result.outcomes["RateTier/aaa/anonymous"].accepted_reason == "Invalid"
+    assert result.outcomes["RateTier/gw/anonymous"].accepted  # the name was not taken by the failed tier
+    assert_victim_served(result)

@@ -361,13 +361,28 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
     seen_names: dict[str, str] = {}
     for tres in sorted(tiers, key=lambda t: (t.metadata.namespace, t.metadata.name)):
         key = f"RateTier/{tres.id}"
+        # Before the name is taken: a tier that is not enforced never shadows the platform's.
+        not_allowed = tenancy.tiers.refusal(tres.metadata.namespace, tres.metadata.name) \
+            if tenancy is not None else None
+        if not_allowed is not None:
+            outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
+                                    accepted_reason="TierNotAllowed", accepted_message=not_allowed)
+            continue
         if tres.metadata.name in seen_names:
             outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
                                     accepted_reason="NameConflict",
                                     accepted_message=f"tier name already defined by {seen_names[tres.metadata.name]}")
             continue
+        try:
+            built_tier = _tier(tres)
+        except Exception as exc:
+            # As for services: one tier the config model refuses never stops the render.
+            outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
+                                    accepted_reason="Invalid",
+                                    accepted_message=f"the tier could not be rendered ({type(exc).__name__})")
+            continue
         seen_names[tres.metadata.name] = tres.id
-        tier_list.append(_tier(tres))
+        tier_list.append(built_tier)
         outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation)
     tier_list.sort(key=lambda t: (-t.priority, t.name))
     config = GatewayConfig(services=rendered, rate_tiers=tier_list).seal()
