@@ -30,7 +30,9 @@ CONFIG = "tenancy-config"
 KEYS = "tenancy-api-keys"
 PEERING = "vocelio-redteam"
 API = "/apis/gateway.vocelio.ai/v1alpha1"
+GATEWAY_POD = "198.18.101.9"  # an endpoint of a Service in the gateway's namespace (fenced test range)
 POLICY: dict[str, Any] = {
+    "staticEndpoints": {"enabled": True},
     "apiKeys": {"namespaces": [VICTIM, ATTACKER], "allowances": [
         {"namespaces": [VICTIM, ATTACKER], "tenants": ["*"], "roles": ["*"], "tiers": ["*"]}]},
 }
@@ -67,6 +69,13 @@ def planted(control_plane: ControlPlane, kube: Kube) -> Iterator[tuple[ControlPl
     apply(rate_tier(ADMIN, "anonymous", 100, 0, "{anonymous: true}"))
     apply(rate_tier(ATTACKER, "anonymous", 1000000, 0, "{anonymous: true}"))
     apply(rate_tier(ATTACKER, "everyone", 1, 1000, "{authenticated: true}"))
+    # A Service of the gateway's namespace, and the attacker pointing at its endpoint twice: as a
+    # static endpoint, and through a Service and EndpointSlice of its own.
+    apply(selectorless_service(ADMIN, "vocelio-proxy", GATEWAY_POD))
+    apply(selectorless_service(ATTACKER, "internals", GATEWAY_POD))
+    apply(vocelio_service(ATTACKER, "internals", "/attacker/internals", "{serviceRef: {name: internals, port: http}}"))
+    apply(vocelio_service(ATTACKER, "internals-static", "/attacker/internals-static",
+                          f'{{staticEndpoints: [{{address: "{GATEWAY_POD}", port: 8080}}]}}'))
     # The victim: a route and a key.
     apply(selectorless_service(VICTIM, "web", "198.18.101.1"))
     apply(vocelio_service(VICTIM, "web", "/victim", "{serviceRef: {name: web, port: http}}"))
@@ -177,3 +186,18 @@ def test_a_tenants_rate_tier_is_not_enforced_and_never_takes_the_platforms_name(
         assert ADMIN in cond["message"]
         poll(f"a TierNotAllowed Event on {name}", lambda n=name: events(kube, ATTACKER, n, "TierNotAllowed"))
     assert condition(kube.get(f"{API}/namespaces/{ADMIN}/ratetiers/anonymous"), "Accepted")["status"] == "True"
+
+
+def test_a_tenant_never_routes_to_an_endpoint_of_the_gateways_namespace(
+        planted: tuple[ControlPlane, Kube, Process, str]) -> None:
+    _, kube, _, _ = planted
+    for name in ("internals", "internals-static"):
+        def refused(n: str = name) -> dict[str, Any] | None:
+            cond = condition(kube.get(f"{API}/namespaces/{ATTACKER}/vocelioservices/{n}"), "ResolvedRefs")
+            return cond if cond.get("reason") == "AddressNotAllowed" else None
+
+        cond = poll(f"{name}: AddressNotAllowed", refused)
+        assert f"gateway's namespace {ADMIN}" in cond["message"]
+        poll(f"an AddressNotAllowed Event on {name}", lambda n=name: events(kube, ATTACKER, n, "AddressNotAllowed"))
+        assert config_services(kube)[f"{ATTACKER}/{name}"] == []
+    assert GATEWAY_POD not in kube.get(f"/api/v1/namespaces/{ADMIN}/configmaps/{CONFIG}")["data"]["gateway.json"]

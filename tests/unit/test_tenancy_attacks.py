@@ -25,6 +25,7 @@ from vocelio_operator.model.resources import (
 from vocelio_operator.translation import rendering
 from vocelio_operator.translation.cluster_index import ClusterIndex
 from vocelio_operator.translation.rendering import render_config
+from vocelio_operator.translation.tenancy.grants import parse_grant
 from vocelio_operator.translation.tenancy.policy import TenancyPolicy, TenancySettings, tenancy_policy
 
 ENDPOINTS = {
@@ -245,3 +246,56 @@ def test_a_tier_that_fails_to_render_is_refused_alone(monkeypatch: pytest.Monkey
     assert result.outcomes["RateTier/aaa/anonymous"].accepted_reason == "Invalid"
     assert result.outcomes["RateTier/gw/anonymous"].accepted  # the name was not taken by the failed tier
     assert_victim_served(result)
+
+
+GATEWAY_PODS = ["10.9.0.5", "fd00:9::5"]
+FENCED = {("gw", "vocelio-proxy"): [DiscoveredEndpoint(a, True, "proxy", {"http": 8080}) for a in GATEWAY_PODS]}
+
+
+def fenced_policy(**settings: Any) -> TenancyPolicy:
+    tenancy = TenancySettings.model_validate({"staticEndpoints": {"enabled": True}, **settings})
+    return tenancy_policy(tenancy, "gw", {}, gateway_endpoints=[e.address for e in FENCED[("gw", "vocelio-proxy")]])
+
+
+@pytest.mark.parametrize("spelling", ["10.9.0.5", "::ffff:10.9.0.5", "::ffff:a09:5", "fd00:9::5",
+                                      "fd00:9:0:0:0:0:0:5", "FD00:9::5", "2002:a09:5::"])
+def test_a_tenant_backend_never_reaches_the_gateways_own_endpoints_in_any_spelling(spelling: str) -> None:
+    static = {"staticEndpoints": [{"address": spelling, "port": 8080}, {"address": "10.1.0.9", "port": 80}]}
+    slices = {**ENDPOINTS, **FENCED,
+              ("attacker", "web"): [DiscoveredEndpoint(spelling, True, None, {"http": 8080}),
+                                    DiscoveredEndpoint("10.2.0.1", True, None, {"http": 8080})]}
+    by_static = parse_resource({
+        "apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+        "metadata": {"name": "static", "namespace": "attacker", "generation": 1},
+        "spec": {"pathPrefix": "/attacker/static", "backends": [static]}})
+    by_slice = parse_resource(service_body("attacker", "web", "/attacker", "http", "2026-01-01T00:00:00Z"))
+    result = render_config([by_static, by_slice, victim()], [], slices, tenancy=fenced_policy())  # type: ignore[list-item]
+    rendered = {s.name: [e.address for b in s.backends for e in b.endpoints] for s in result.config.services}
+    assert rendered["static"] == ["10.1.0.9"]
+    assert rendered["web"] == ["10.1.0.1"]  # the victim's
+    attacker = [s for s in result.config.services if s.namespace == "attacker" and s.name == "web"]
+    assert [e.address for b in attacker[0].backends for e in b.endpoints] == ["10.2.0.1"]
+    for name in ("static", "web"):
+        outcome = result.outcomes[f"VocelioService/attacker/{name}"]
+        assert outcome.resolved_reason == "AddressNotAllowed"
+        # IPv4-mapped spellings are refused before the fence (`::/8` is reserved); the rest by it.
+        assert ("gateway's namespace gw" in outcome.resolved_message) != spelling.startswith("::ffff:")
+
+
+def test_the_gateways_namespace_and_its_granted_services_keep_their_endpoints() -> None:
+    grant = parse_grant({"metadata": {"namespace": "gw", "name": "g"},
+                         "spec": {"from": [{"group": "gateway.vocelio.ai", "kind": "VocelioService",
+                                            "namespace": "victim"}],
+                                  "to": [{"group": "", "kind": "Service", "name": "vocelio-proxy"}]}})
+    base = fenced_policy()
+    policy = TenancyPolicy(base.addresses, base.claims, {"gw": [grant]}, base.tiers, base.fence)
+    ref = {"serviceRef": {"name": "vocelio-proxy", "namespace": "gw", "port": "http"}}
+    own = parse_resource({"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+                          "metadata": {"name": "own", "namespace": "gw", "generation": 1},
+                          "spec": {"pathPrefix": "/gw", "backends": [ref]}})
+    granted = parse_resource({"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+                              "metadata": {"name": "granted", "namespace": "victim", "generation": 1},
+                              "spec": {"pathPrefix": "/victim/gw", "backends": [ref]}})
+    result = render_config([own, granted], [], FENCED, tenancy=policy)  # type: ignore[list-item]
+    rendered = {s.name: sorted(e.address for b in s.backends for e in b.endpoints) for s in result.config.services}
+    assert rendered == {"own": sorted(GATEWAY_PODS), "granted": sorted(GATEWAY_PODS)}

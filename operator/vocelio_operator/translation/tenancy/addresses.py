@@ -132,3 +132,41 @@ def _shown(text: str) -> str:
     """The address for a message: bounded and printable (it comes from a tenant's resource)."""
     clean = "".join(c if c.isprintable() else "?" for c in text[:80])
     return repr(clean)
+
+
+def address_forms(address: str) -> frozenset[IPAddress]:
+    """An address and the IPv4 addresses it carries, for comparing spellings of one host
+    (`::ffff:10.0.0.5` is `10.0.0.5`); empty for text that is no IP literal."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return frozenset()
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Without a zone id: `fe80::1%eth0` is the host `fe80::1`.
+        return frozenset({ipaddress.IPv6Address(int(ip)), *embedded_ipv4(ip)})
+    return frozenset({ip})
+
+
+@dataclass(frozen=True)
+class GatewayFence:
+    """The endpoints of the Services in the gateway's own namespace (its proxies, the operator,
+    Redis): no other namespace's backend may point at them, whether as a static endpoint or
+    through an EndpointSlice it wrote for its own Service (the route would send the public
+    traffic of a tenant's prefix to the gateway's internals). Built by the reconciler from the
+    EndpointSlices it indexes; the gateway namespace's own resources are not fenced."""
+
+    namespace: str = ""
+    addresses: frozenset[IPAddress] = frozenset()
+
+    @classmethod
+    def of(cls, namespace: str, addresses: Iterable[str]) -> GatewayFence:
+        return cls(namespace, frozenset(ip for a in addresses for ip in address_forms(a)))
+
+    def refusal(self, backend_namespace: str, address: str) -> str | None:
+        """Why a backend of `backend_namespace` may not use `address`, or None."""
+        if not self.addresses or backend_namespace == self.namespace:
+            return None
+        if address_forms(address) & self.addresses:
+            return (f"address {_shown(address)} is an endpoint of a Service in the gateway's namespace "
+                    f"{self.namespace}")
+        return None

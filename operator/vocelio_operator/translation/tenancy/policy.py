@@ -13,7 +13,7 @@ apply gateway-wide) enforced only from the gateway's namespace."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from vocelio_contract.paths import DEFAULT_POLICY, PathError, normalize_path, route_key
-from vocelio_operator.translation.tenancy.addresses import DEFAULT_DENY_CIDRS, AddressPolicy, parse_networks
+from vocelio_operator.translation.tenancy.addresses import (
+    DEFAULT_DENY_CIDRS,
+    AddressPolicy,
+    GatewayFence,
+    parse_networks,
+)
 from vocelio_operator.translation.tenancy.allowances import KeyAllowance, KeyPolicy
 from vocelio_operator.translation.tenancy.claims import ClaimPolicy, ClaimRule
 from vocelio_operator.translation.tenancy.grants import ReferenceGrant
@@ -116,6 +121,7 @@ class TenancyPolicy:
     claims: ClaimPolicy = field(default_factory=ClaimPolicy)
     grants: Mapping[str, Sequence[ReferenceGrant]] = field(default_factory=dict)
     tiers: TierPolicy = field(default_factory=TierPolicy)
+    fence: GatewayFence = field(default_factory=GatewayFence)
 
 
 def address_policy(settings: TenancySettings) -> AddressPolicy:
@@ -145,8 +151,10 @@ def tier_policy(settings: TenancySettings, gateway_namespace: str) -> TierPolicy
 
 def tenancy_policy(settings: TenancySettings, gateway_namespace: str,
                    grants: Mapping[str, Sequence[ReferenceGrant]],
-                   addresses: AddressPolicy | None = None) -> TenancyPolicy:
+                   addresses: AddressPolicy | None = None, gateway_endpoints: Iterable[str] = ()) -> TenancyPolicy:
     """The policy for one render; `addresses` lets a long-lived caller keep one address policy
-    (and its verdict memo) across renders."""
+    (and its verdict memo) across renders; `gateway_endpoints` are the addresses of the
+    EndpointSlices in the gateway's namespace (no other namespace's backend may use them)."""
+    fence = GatewayFence.of(gateway_namespace, gateway_endpoints)
     return TenancyPolicy(addresses or address_policy(settings), claim_policy(settings, gateway_namespace), grants,
-                         tier_policy(settings, gateway_namespace))
+                         tier_policy(settings, gateway_namespace), fence)
