@@ -98,8 +98,8 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
         if spec.static_endpoints is not None:
             name = spec.name or f"static-{index}"
             for st in spec.static_endpoints:
-                refused = tenancy.addresses.static_refusal(st.address) or \
-                    tenancy.fence.refusal(res.metadata.namespace, st.address) if tenancy is not None else None
+                refused = None if tenancy is None else tenancy.addresses.static_refusal(st.address) or \
+                    tenancy.fence.refusal(res.metadata.namespace, st.address, tenancy.addresses.forms)
                 if refused is not None:
                     reason = "AddressNotAllowed" if tenancy and tenancy.addresses.static_endpoints \
                         else "StaticEndpointsDisabled"
@@ -135,8 +135,8 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
                     if tenancy is not None:
                         # The fence asks whose Service lists the address: a Service of the gateway's
                         # namespace (reached with its grant) may list the gateway's endpoints.
-                        refused = tenancy.addresses.refusal(dep.address) or tenancy.fence.refusal(namespace,
-                                                                                                   dep.address)
+                        refused = tenancy.addresses.refusal(dep.address) or tenancy.fence.refusal(
+                            namespace, dep.address, tenancy.addresses.forms)
                         if refused is not None:
                             refused_addresses.append(refused)
                             continue
