@@ -25,6 +25,7 @@ from vocelio_operator.model.resources import (
 from vocelio_operator.translation import rendering
 from vocelio_operator.translation.cluster_index import ClusterIndex
 from vocelio_operator.translation.rendering import render_config
+from vocelio_operator.translation.tenancy.claims import ClaimPolicy, ClaimRule
 from vocelio_operator.translation.tenancy.grants import parse_grant
 from vocelio_operator.translation.tenancy.policy import TenancyPolicy, TenancySettings, tenancy_policy
 
@@ -299,3 +300,46 @@ def test_the_gateways_namespace_and_its_granted_services_keep_their_endpoints() 
     result = render_config([own, granted], [], FENCED, tenancy=policy)  # type: ignore[list-item]
     rendered = {s.name: sorted(e.address for b in s.backends for e in b.endpoints) for s in result.config.services}
     assert rendered == {"own": sorted(GATEWAY_PODS), "granted": sorted(GATEWAY_PODS)}
+
+
+OPEN_WITH_RESERVATIONS = ClaimPolicy(restricted=True, rules=(
+    ClaimRule(("*",), ("/",)),
+    ClaimRule(("billing",), ("/api/v1/billing",)),
+    ClaimRule(("voice-*",), ("/api/v1/voice",)),
+), unrestricted=frozenset({"gw"}))
+
+
+@pytest.mark.parametrize("prefix", ["/api/v1/billing/invoices", "/API/V1/Billing/x", "/api/v1/%62illing/y",
+                                    "/api/v1/billing"])
+def test_a_broad_rule_never_lets_a_namespace_claim_below_a_prefix_reserved_for_another(prefix: str) -> None:
+    reason = OPEN_WITH_RESERVATIONS.refusal("attacker", [prefix])
+    assert reason is not None
+    assert "/api/v1/billing" in reason
+    assert OPEN_WITH_RESERVATIONS.refusal("billing", [prefix]) is None
+    assert OPEN_WITH_RESERVATIONS.refusal("gw", [prefix]) is None
+
+
+def test_the_broad_rule_still_allows_what_no_narrower_rule_reserves() -> None:
+    assert OPEN_WITH_RESERVATIONS.refusal("attacker", ["/api/v1/billing-admin", "/api/v2/billing"]) is None
+    assert OPEN_WITH_RESERVATIONS.refusal("voice-a", ["/api/v1/voice/x"]) is None
+    assert OPEN_WITH_RESERVATIONS.refusal("voice-a", ["/api/v1/billing/x"]) is not None
+
+
+RULE_SEGMENTS = st.lists(st.sampled_from(["api", "v1", "a", "b", "A"]), min_size=0, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules=st.lists(st.tuples(st.sampled_from(["x", "y", "*"]), RULE_SEGMENTS), min_size=1, max_size=4),
+       claim=st.lists(st.sampled_from(["api", "v1", "a", "b", "A", "c"]), min_size=1, max_size=4))
+def test_an_accepted_claim_is_never_below_a_narrower_rule_of_other_namespaces(
+        rules: list[tuple[str, list[str]]], claim: list[str]) -> None:
+    policy = ClaimPolicy(restricted=True, rules=tuple(ClaimRule((ns,), ("/" + "/".join(segs),)) for ns, segs in rules))
+    folded = [s.lower() for s in claim]
+    for namespace in ("x", "y"):
+        if policy.refusal(namespace, ["/" + "/".join(claim)]) is not None:
+            continue
+        covering = [(len(segs), ns in (namespace, "*")) for ns, segs in rules
+                    if folded[:len(segs)] == [s.lower() for s in segs]]
+        assert covering, "accepted without any rule"
+        deepest = max(depth for depth, _ in covering)
+        assert any(mine for depth, mine in covering if depth == deepest), (namespace, rules, claim)
