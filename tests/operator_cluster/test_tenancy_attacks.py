@@ -5,7 +5,9 @@ before the operator starts, and a victim tenant must still be served: its route
 in the config ConfigMap and its key in the keys Secret, with the attacker's
 objects refused by a condition or an Event that quotes no credential. Before
 the fix either object stopped every render (the port crashed the renderer; the
-Secret wedged its namespace's listing, which the first render waits for). The
+Secret wedged its namespace's listing, which the first render waits for; a key
+with a 600 kB name, twice, made the keys Secret too big to write, and it is written
+before the config). The
 attacker's RateTiers (one with the platform's tier name, one with a higher
 priority for everybody) are not enforced: tiers apply gateway-wide."""
 
@@ -69,6 +71,13 @@ def planted(control_plane: ControlPlane, kube: Kube) -> Iterator[tuple[ControlPl
     apply(rate_tier(ADMIN, "anonymous", 100, 0, "{anonymous: true}"))
     apply(rate_tier(ATTACKER, "anonymous", 1000000, 0, "{anonymous: true}"))
     apply(rate_tier(ATTACKER, "everyone", 1, 1000, "{authenticated: true}"))
+    # Two keys whose names (600 kB each) would push the proxies' keys Secret past the API server's
+    # 1 MiB, so its write, which comes before the config's, would fail on every pass.
+    for _ in range(2):
+        _, huge = mint_key(name="huge")
+        manifest = secret_manifest(huge, ATTACKER)
+        manifest["stringData"]["name"] = "n" * 600_000
+        control_plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
     # A Service of the gateway's namespace, and the attacker pointing at its endpoint twice: as a
     # static endpoint, and through a Service and EndpointSlice of its own.
     apply(selectorless_service(ADMIN, "vocelio-proxy", GATEWAY_POD))
@@ -159,6 +168,10 @@ def test_invalid_key_secrets_get_an_event_that_quotes_no_value(planted: tuple[Co
         if e["reason"] == "InvalidApiKey" and e["involvedObject"]["name"].startswith("vocelio-api-key-")])
     message = lookalike[0]["message"]
     assert "field hash" in message
+    huge = poll("InvalidApiKey Events on the huge keys", lambda: [
+        e for e in kube.get(f"/api/v1/namespaces/{ATTACKER}/events")["items"]
+        if e["reason"] == "InvalidApiKey" and "field name holds more than" in e["message"]] or None)
+    assert all(len(e["message"]) < 200 for e in huge)
     everything = json.dumps(kube.get(f"/api/v1/namespaces/{ATTACKER}/events")["items"])
     assert HASH_LOOKALIKE[:16] not in everything
     assert HASH_LOOKALIKE[-16:] not in everything

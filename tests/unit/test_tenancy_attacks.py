@@ -25,8 +25,10 @@ from vocelio_operator.model.resources import (
 from vocelio_operator.translation import rendering
 from vocelio_operator.translation.cluster_index import ClusterIndex
 from vocelio_operator.translation.rendering import render_config
+from vocelio_operator.translation.tenancy.allowances import KeyAllowance, KeyPolicy
 from vocelio_operator.translation.tenancy.claims import ClaimPolicy, ClaimRule
 from vocelio_operator.translation.tenancy.grants import parse_grant
+from vocelio_operator.translation.tenancy.keys import judge_keys, record_bytes
 from vocelio_operator.translation.tenancy.policy import TenancyPolicy, TenancySettings, tenancy_policy
 
 ENDPOINTS = {
@@ -343,3 +345,36 @@ def test_an_accepted_claim_is_never_below_a_narrower_rule_of_other_namespaces(
         assert covering, "accepted without any rule"
         deepest = max(depth for depth, _ in covering)
         assert any(mine for depth, mine in covering if depth == deepest), (namespace, rules, claim)
+
+
+@pytest.mark.parametrize(("field", "value"), [("name", "n" * 254), ("tenant", "t" * 254), ("tier", "x" * 254),
+                                              ("roles", ",".join(["r"] * 65)), ("roles", "r" * 254)])
+def test_key_metadata_beyond_its_bounds_is_invalid(field: str, value: str) -> None:
+    good, _ = good_secret()
+    data = {k: base64.b64decode(v) for k, v in good["data"].items()}
+    data[field] = value.encode()
+    index = ClusterIndex()
+    index.upsert_api_key_secret(secret_body("huge", data))
+    assert "keys/huge" not in index.api_keys
+    assert f"field {field}" in index.api_key_problems["keys/huge"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(keys=st.lists(st.tuples(st.sampled_from(["gw", "aaa", "team-b"]), st.integers(0, 253)), max_size=30),
+       budget=st.integers(200, 6000))
+def test_the_published_keys_always_fit_the_budget_and_the_gateways_keys_go_first(
+        keys: list[tuple[str, int]], budget: int) -> None:
+    index = ClusterIndex()
+    for n, (ns, name_length) in enumerate(keys):
+        _, record = mint_key(name="n" * name_length, tenant="t")
+        index.api_keys[f"{ns}/k{n:02d}"] = record
+    policy = KeyPolicy((KeyAllowance(("*",), ("*",), ("*",), ("*",)),), frozenset({"gw"}))
+    refused = judge_keys(index.api_keys, policy, "gw", budget)
+    text, _ = index.api_keys_document(refused)
+    assert len(text.encode()) <= max(budget, 5)
+    published_tenant = [k for k in index.api_keys if k not in refused and not k.startswith("gw/")]
+    refused_gateway = [k for k in refused if k.startswith("gw/")]
+    # A tenant's key is published only when every gateway key that fits on its own was ("aaa" sorts first).
+    assert not (published_tenant and refused_gateway and any(
+        record_bytes(index.api_keys[k]) <= record_bytes(index.api_keys[published_tenant[0]])
+        for k in refused_gateway))

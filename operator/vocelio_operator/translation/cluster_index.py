@@ -28,6 +28,21 @@ from vocelio_operator.translation.tenancy.grants import ReferenceGrant, parse_gr
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
+#: Bounds of a key's metadata: every proxy holds every published record.
+MAX_KEY_TEXT = 253
+MAX_KEY_ROLES = 64
+
+
+def _oversized(record: ApiKeyRecord) -> str | None:
+    for field_name, value in (("name", record.name), ("tenant", record.tenant or ""), ("tier", record.tier or ""),
+                              *(("roles", role) for role in record.roles)):
+        if len(value) > MAX_KEY_TEXT:
+            return f"field {field_name} holds more than {MAX_KEY_TEXT} characters"
+    if len(record.roles) > MAX_KEY_ROLES:
+        return f"field roles lists more than {MAX_KEY_ROLES} roles"
+    return None
+
+
 class _SecretFieldError(ValueError):
     """A key Secret field that is not text; the message names the field, never its value."""
 
@@ -123,6 +138,8 @@ class ClusterIndex:
             problem = "; ".join(f"field {'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
         except (ValueError, TypeError):
             problem = "field expiresAt is not an ISO 8601 date and time"
+        else:
+            problem = _oversized(record)
         if problem is not None:
             # Never the values: a key Secret's fields are credentials (the hash) and the message
             # becomes an Event anyone who may read Events in that namespace sees.
