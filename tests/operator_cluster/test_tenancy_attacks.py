@@ -38,6 +38,7 @@ POLICY: dict[str, Any] = {
     "apiKeys": {"namespaces": [VICTIM, ATTACKER], "allowances": [
         {"namespaces": [VICTIM, ATTACKER], "tenants": ["*"], "roles": ["*"], "tiers": ["*"]}]},
 }
+LOOKALIKE_ID = "0123456789ab"
 HASH_LOOKALIKE = "ABCDEF0123456789" * 4  # a "hash" the record pattern refuses (upper case)
 
 
@@ -63,6 +64,7 @@ def planted(control_plane: ControlPlane, kube: Kube) -> Iterator[tuple[ControlPl
         "name": "binary", "namespace": ATTACKER, "labels": {"gateway.vocelio.ai/api-key": "true"}},
         "data": {"id": base64.b64encode(b"\xff\xfe\xfd\xfc").decode()}}))
     _, lookalike = mint_key(name="lookalike")
+    lookalike = lookalike.model_copy(update={"id": LOOKALIKE_ID})
     manifest = secret_manifest(lookalike, ATTACKER)
     manifest["stringData"]["hash"] = HASH_LOOKALIKE
     apply(json.dumps(manifest))
@@ -165,7 +167,7 @@ def test_invalid_key_secrets_get_an_event_that_quotes_no_value(planted: tuple[Co
     assert "not base64-encoded UTF-8 text" in binary[0]["message"]
     lookalike = poll("an InvalidApiKey Event on the lookalike Secret", lambda: [
         e for e in kube.get(f"/api/v1/namespaces/{ATTACKER}/events")["items"]
-        if e["reason"] == "InvalidApiKey" and e["involvedObject"]["name"].startswith("vocelio-api-key-")])
+        if e["reason"] == "InvalidApiKey" and e["involvedObject"]["name"] == f"vocelio-api-key-{LOOKALIKE_ID}"])
     message = lookalike[0]["message"]
     assert "field hash" in message
     huge = poll("InvalidApiKey Events on the huge keys", lambda: [
