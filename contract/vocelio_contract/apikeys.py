@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 KEY_PATTERN = re.compile(r"^voc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
@@ -29,6 +29,13 @@ class ApiKeyRecord(BaseModel):
     roles: list[str] = Field(default_factory=list)
     expires_at: dt.datetime | None = None
     disabled: bool = False
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        # A time without an offset is UTC: the proxy compares expiry with an aware clock, and a
+        # naive time there would fail every request with the key instead of expiring it.
+        return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
 def hash_key(key: str) -> str:

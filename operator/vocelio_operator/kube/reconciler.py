@@ -164,10 +164,12 @@ class Reconciler:
         self.passes += 1
         refresh(self.index, self.indexes.resources, self.indexes.slices, grants=self.indexes.grants)
         started = time.perf_counter()
-        tenancy = tenancy_policy(self.settings.tenancy, self.settings.config_namespace,
-                                 self.index.grants_by_namespace(), self._addresses)
+        endpoints = self.index.endpoint_index()
+        gateway = self.settings.config_namespace
+        tenancy = tenancy_policy(self.settings.tenancy, gateway, self.index.grants_by_namespace(), self._addresses,
+                                 [ep.address for (ns, _), eps in endpoints.items() if ns == gateway for ep in eps])
         result = render_config(list(self.index.services.values()), list(self.index.tiers.values()),
-                               self.index.endpoint_index(), tenancy=tenancy)
+                               endpoints, tenancy=tenancy)
         self.metrics.render_duration.observe(time.perf_counter() - started)
         config = result.config
         text = config.to_json()

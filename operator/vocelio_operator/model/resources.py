@@ -6,15 +6,25 @@ file provider."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import TypeIs
 
 GROUP = "gateway.vocelio.ai"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+
+_ASCII_DIGITS = re.compile(r"[0-9]{1,5}")
+#: A Service port name (a DNS label, as the API server validates Service and EndpointSlice port names).
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _shown(text: str) -> str:
+    """Tenant text for a message: bounded and printable."""
+    return repr("".join(c if c.isprintable() else "?" for c in text[:64]))
 
 
 class _Spec(BaseModel):
@@ -24,7 +34,22 @@ class _Spec(BaseModel):
 class ServiceRef(_Spec):
     name: str = Field(min_length=1)
     namespace: str | None = None
+    #: A port number, or the name of a Service port. A string of ASCII digits is a number;
+    #: any other string is a name, compared exactly (never read as a number: `int()` also
+    #: reads "٣" and fails on "²", which would stop the render of every tenant).
     port: int | str
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, port: int | str) -> int | str:
+        if isinstance(port, str) and _ASCII_DIGITS.fullmatch(port):
+            port = int(port)
+        if isinstance(port, int) and not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not a port number (1-65535)")
+        if isinstance(port, str) and not _PORT_NAME.fullmatch(port):
+            raise ValueError(f"port {_shown(port)} is neither a port number nor a Service port name "
+                             "(lower-case letters, digits and '-', at most 63)")
+        return port
 
 
 class StaticEndpoint(_Spec):

@@ -12,6 +12,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from vocelio_contract.apikeys import ApiKeyRecord, record_from_secret_data
 from vocelio_operator.model.resources import (
     DiscoveredEndpoint,
@@ -24,6 +26,37 @@ from vocelio_operator.translation.rendering import EndpointIndex
 from vocelio_operator.translation.tenancy.grants import ReferenceGrant, parse_grant
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+#: Bounds of a key's metadata: every proxy holds every published record.
+MAX_KEY_TEXT = 253
+MAX_KEY_ROLES = 64
+
+
+def _oversized(record: ApiKeyRecord) -> str | None:
+    for field_name, value in (("name", record.name), ("tenant", record.tenant or ""), ("tier", record.tier or ""),
+                              *(("roles", role) for role in record.roles)):
+        if len(value) > MAX_KEY_TEXT:
+            return f"field {field_name} holds more than {MAX_KEY_TEXT} characters"
+    if len(record.roles) > MAX_KEY_ROLES:
+        return f"field roles lists more than {MAX_KEY_ROLES} roles"
+    return None
+
+
+class _SecretFieldError(ValueError):
+    """A key Secret field that is not text; the message names the field, never its value."""
+
+
+def _secret_text(data: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's `data` as text. Any tenant with Secret rights in a key namespace writes these
+    bytes: one that is not UTF-8 makes its own key invalid, never the listing of the namespace."""
+    out: dict[str, str] = {}
+    for name, value in data.items():
+        try:
+            out[str(name)] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (TypeError, ValueError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise _SecretFieldError(f"field {str(name)[:64]!r} is not base64-encoded UTF-8 text") from None
+    return out
 
 
 def slice_endpoints(body: Mapping[str, Any]) -> list[DiscoveredEndpoint]:
@@ -94,13 +127,27 @@ class ClusterIndex:
         meta = body["metadata"]
         key = f"{meta.get('namespace', 'default')}/{meta['name']}"
         self.api_key_uids[key] = str(meta.get("uid") or "")
-        data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+        problem = None
         try:
-            self.api_keys[key] = record_from_secret_data(data)
-            self.api_key_problems.pop(key, None)
-        except (KeyError, ValueError) as exc:
+            record = record_from_secret_data(_secret_text(body.get("data") or {}))
+        except _SecretFieldError as exc:
+            problem = str(exc)
+        except KeyError as exc:
+            problem = f"field {exc.args[0]} is missing"
+        except ValidationError as exc:
+            problem = "; ".join(f"field {'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+        except (ValueError, TypeError):
+            problem = "field expiresAt is not an ISO 8601 date and time"
+        else:
+            problem = _oversized(record)
+        if problem is not None:
+            # Never the values: a key Secret's fields are credentials (the hash) and the message
+            # becomes an Event anyone who may read Events in that namespace sees.
             self.api_keys.pop(key, None)
-            self.api_key_problems[key] = f"invalid API key Secret: {exc}"
+            self.api_key_problems[key] = f"invalid API key Secret: {problem}"[:512]
+            return
+        self.api_keys[key] = record
+        self.api_key_problems.pop(key, None)
 
     def remove_api_key_secret(self, namespace: str, name: str) -> None:
         self.api_keys.pop(f"{namespace}/{name}", None)

@@ -69,9 +69,10 @@ def _order_key(res: VocelioServiceResource) -> tuple[str, str, str]:
 
 
 def _resolve_port(ref: ServiceRef, ep: DiscoveredEndpoint) -> int | None:
-    if isinstance(ref.port, str) and not ref.port.isdigit():
+    if isinstance(ref.port, str):
+        # A name (the model turns a string of digits into a number).
         return ep.ports.get(ref.port)
-    number = int(ref.port)
+    number = ref.port
     if number in ep.ports.values():
         return number
     if len(ep.ports) == 1:
@@ -97,7 +98,8 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
         if spec.static_endpoints is not None:
             name = spec.name or f"static-{index}"
             for st in spec.static_endpoints:
-                refused = tenancy.addresses.static_refusal(st.address) if tenancy is not None else None
+                refused = None if tenancy is None else tenancy.addresses.static_refusal(st.address) or \
+                    tenancy.fence.refusal(res.metadata.namespace, st.address, tenancy.addresses.forms)
                 if refused is not None:
                     reason = "AddressNotAllowed" if tenancy and tenancy.addresses.static_endpoints \
                         else "StaticEndpointsDisabled"
@@ -131,7 +133,10 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
                         unresolved += 1
                         continue
                     if tenancy is not None:
-                        refused = tenancy.addresses.refusal(dep.address)
+                        # The fence asks whose Service lists the address: a Service of the gateway's
+                        # namespace (reached with its grant) may list the gateway's endpoints.
+                        refused = tenancy.addresses.refusal(dep.address) or tenancy.fence.refusal(
+                            namespace, dep.address, tenancy.addresses.forms)
                         if refused is not None:
                             refused_addresses.append(refused)
                             continue
@@ -278,6 +283,29 @@ def _resolved_reason(problems: list[tuple[str, str]]) -> str:
     return next((r for r in _REASONS if r in found), "ResolvedRefs")
 
 
+def _candidate(res: VocelioServiceResource, endpoints: EndpointIndex, policy: PathPolicy, reserved_keys: set[str],
+               tenancy: TenancyPolicy | None
+               ) -> Outcome | tuple[list[_Prefix], list[tuple[str, str]], int, int, dict[str, Any]]:
+    """One resource judged on its own (no claim registered yet): why it is rejected, or its
+    prefixes, backend problems, endpoint counts and service data for the bulk validation."""
+    prefixes = _prefixes(res, policy)
+    if isinstance(prefixes, str):
+        return _rejected(res, "InvalidPrefix", prefixes)
+    reserved = [p for p in prefixes if p.key in reserved_keys]
+    if reserved:
+        return _rejected(res, "ReservedPath", f"prefix {_spelled(reserved[0])} is served by the gateway itself")
+    canonical = [p.canonical for p in prefixes]
+    if len(set(canonical)) != len(canonical):
+        return _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
+    # Before any claim is registered: a refused claim never routes and never blocks a prefix.
+    not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
+        if tenancy is not None else None
+    if not_allowed is not None:
+        return _rejected(res, "PrefixNotAllowed", not_allowed)
+    backends, problems, ready, total = _backends(res, endpoints, tenancy)
+    return prefixes, problems, ready, total, _service(res, canonical, backends)
+
+
 def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[RateTierResource],
                   endpoints: EndpointIndex, policy: PathPolicy = DEFAULT_POLICY,
                   tenancy: TenancyPolicy | None = None) -> RenderResult:
@@ -293,28 +321,20 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
     service_data: list[dict[str, Any]] = []
     for res in sorted(services, key=_order_key):
         key = f"VocelioService/{res.id}"
-        prefixes = _prefixes(res, policy)
-        if isinstance(prefixes, str):
-            outcomes[key] = _rejected(res, "InvalidPrefix", prefixes)
+        try:
+            judged = _candidate(res, endpoints, policy, reserved_keys, tenancy)
+        except Exception as exc:
+            # One tenant's resource must never stop the render for all: input no check foresaw
+            # refuses this resource only. The message names the error's type, never its text
+            # (which may quote the resource).
+            judged = _rejected(res, "Invalid", f"the resource could not be rendered ({type(exc).__name__}): "
+                                               "an operator defect, please report it")
+        if isinstance(judged, Outcome):
+            outcomes[key] = judged
             continue
-        reserved = [p for p in prefixes if p.key in reserved_keys]
-        if reserved:
-            outcomes[key] = _rejected(res, "ReservedPath",
-                                      f"prefix {_spelled(reserved[0])} is served by the gateway itself")
-            continue
-        canonical = [p.canonical for p in prefixes]
-        if len(set(canonical)) != len(canonical):
-            outcomes[key] = _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
-            continue
-        # Before any claim is registered: a refused claim never routes and never blocks a prefix.
-        not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
-            if tenancy is not None else None
-        if not_allowed is not None:
-            outcomes[key] = _rejected(res, "PrefixNotAllowed", not_allowed)
-            continue
-        backends, problems, ready, total = _backends(res, endpoints, tenancy)
+        prefixes, problems, ready, total, data = judged
         candidates.append((res, prefixes, problems, ready, total))
-        service_data.append(_service(res, canonical, backends))
+        service_data.append(data)
     built = _validate_services(service_data) if service_data else []
     for (res, prefixes, problems, ready, total), svc in zip(candidates, built, strict=True):
         key = f"VocelioService/{res.id}"
@@ -345,13 +365,28 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
     seen_names: dict[str, str] = {}
     for tres in sorted(tiers, key=lambda t: (t.metadata.namespace, t.metadata.name)):
         key = f"RateTier/{tres.id}"
+        # Before the name is taken: a tier that is not enforced never shadows the platform's.
+        not_allowed = tenancy.tiers.refusal(tres.metadata.namespace, tres.metadata.name) \
+            if tenancy is not None else None
+        if not_allowed is not None:
+            outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
+                                    accepted_reason="TierNotAllowed", accepted_message=not_allowed)
+            continue
         if tres.metadata.name in seen_names:
             outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
                                     accepted_reason="NameConflict",
                                     accepted_message=f"tier name already defined by {seen_names[tres.metadata.name]}")
             continue
+        try:
+            built_tier = _tier(tres)
+        except Exception as exc:
+            # As for services: one tier the config model refuses never stops the render.
+            outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation, accepted=False,
+                                    accepted_reason="Invalid",
+                                    accepted_message=f"the tier could not be rendered ({type(exc).__name__})")
+            continue
         seen_names[tres.metadata.name] = tres.id
-        tier_list.append(_tier(tres))
+        tier_list.append(built_tier)
         outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation)
     tier_list.sort(key=lambda t: (-t.priority, t.name))
     config = GatewayConfig(services=rendered, rate_tiers=tier_list).seal()

@@ -17,7 +17,7 @@ an interface of the gateway's host, never a backend)."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,6 +73,19 @@ class AddressPolicy:
     #: Verdicts by address text: a render judges every discovered endpoint, and they rarely change.
     #: Owned by whoever holds this policy (the reconciler keeps one for its lifetime); bounded.
     _memo: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    #: `address_forms` by address text, for the gateway fence (same owner and bound).
+    _forms: dict[str, frozenset[IPAddress]] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    def forms(self, address: str) -> frozenset[IPAddress]:
+        """`address_forms(address)`, remembered."""
+        try:
+            return self._forms[address]
+        except KeyError:
+            pass
+        if len(self._forms) >= _MEMO_LIMIT:
+            self._forms.clear()
+        found = self._forms[address] = address_forms(address)
+        return found
 
     def static_refusal(self, address: str) -> str | None:
         """Why a static endpoint may not be used, or None when it may."""
@@ -132,3 +145,43 @@ def _shown(text: str) -> str:
     """The address for a message: bounded and printable (it comes from a tenant's resource)."""
     clean = "".join(c if c.isprintable() else "?" for c in text[:80])
     return repr(clean)
+
+
+def address_forms(address: str) -> frozenset[IPAddress]:
+    """An address and the IPv4 addresses it carries, for comparing spellings of one host
+    (`::ffff:10.0.0.5` is `10.0.0.5`); empty for text that is no IP literal."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return frozenset()
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Without a zone id: `fe80::1%eth0` is the host `fe80::1`.
+        return frozenset({ipaddress.IPv6Address(int(ip)), *embedded_ipv4(ip)})
+    return frozenset({ip})
+
+
+@dataclass(frozen=True)
+class GatewayFence:
+    """The endpoints of the Services in the gateway's own namespace (its proxies, the operator,
+    Redis): no other namespace's backend may point at them, whether as a static endpoint or
+    through an EndpointSlice it wrote for its own Service (the route would send the public
+    traffic of a tenant's prefix to the gateway's internals). Built by the reconciler from the
+    EndpointSlices it indexes; the gateway namespace's own resources are not fenced."""
+
+    namespace: str = ""
+    addresses: frozenset[IPAddress] = frozenset()
+
+    @classmethod
+    def of(cls, namespace: str, addresses: Iterable[str]) -> GatewayFence:
+        return cls(namespace, frozenset(ip for a in addresses for ip in address_forms(a)))
+
+    def refusal(self, backend_namespace: str, address: str,
+                forms: Callable[[str], frozenset[IPAddress]] = address_forms) -> str | None:
+        """Why a backend of `backend_namespace` may not use `address`, or None (`forms`: a
+        remembering `address_forms`, such as `AddressPolicy.forms`)."""
+        if not self.addresses or backend_namespace == self.namespace:
+            return None
+        if forms(address) & self.addresses:
+            return (f"address {_shown(address)} is an endpoint of a Service in the gateway's namespace "
+                    f"{self.namespace}")
+        return None

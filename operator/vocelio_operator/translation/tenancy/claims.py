@@ -6,8 +6,11 @@ prefix for anybody else.
 Prefixes are compared as the router compares them (`vocelio_contract.paths.route_key`:
 canonical, decoded, case-folded), on segment boundaries: a rule for
 `/api/v1/team-a` allows `/api/v1/team-a` and `/api/v1/Team-A/x`, never
-`/api/v1/team-ab`. Namespace patterns are shell-style (`team-*`, `*`), matched
-against the whole namespace name (namespace names hold no pattern characters)."""
+`/api/v1/team-ab`. Where rules overlap, the most specific rule covering a prefix
+decides (a rule for `/` and everyone never lets a namespace claim below a prefix
+another rule reserves for team-a). Namespace patterns are shell-style (`team-*`,
+`*`), matched against the whole namespace name (namespace names hold no pattern
+characters)."""
 
 from __future__ import annotations
 
@@ -49,8 +52,9 @@ class ClaimPolicy:
         `policy`), or None when it may claim all of them."""
         if not self.restricted or namespace in self.unrestricted:
             return None
-        allowed = [(p, route_key(p, policy)) for rule in self.rules if namespace_matches(rule.namespaces, namespace)
-                   for p in rule.prefixes]
+        ruled = [(p, route_key(p, policy), namespace_matches(rule.namespaces, namespace))
+                 for rule in self.rules for p in rule.prefixes]
+        allowed = [(p, key) for p, key, mine in ruled if mine]
         for prefix in prefixes:
             key = route_key(prefix, policy)
             if not any(under(key, parent) for _, parent in allowed):
@@ -59,4 +63,13 @@ class ClaimPolicy:
                             "no prefix claim rule names it")
                 listed = ", ".join(sorted({p for p, _ in allowed}))
                 return f"namespace {namespace} may not claim prefix {prefix}: it may claim only {listed}"
+            # The most specific rule decides: a broad rule (`/` for everyone) never lets a namespace
+            # claim below a prefix a narrower rule reserves for others, where the router's longest
+            # match would hand it part of their traffic.
+            covering = [(p, parent, mine) for p, parent, mine in ruled if under(key, parent)]
+            deepest = max(len(parent) for _, parent, _ in covering)
+            owners = [(p, mine) for p, parent, mine in covering if len(parent) == deepest]
+            if not any(mine for _, mine in owners):
+                return (f"namespace {namespace} may not claim prefix {prefix}: it is below {owners[0][0]}, "
+                        "which a more specific prefix claim rule reserves for other namespaces")
         return None

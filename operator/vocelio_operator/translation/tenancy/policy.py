@@ -7,12 +7,13 @@ watches, and hands it to the renderer.
 Field names are the chart's (camelCase) with snake_case accepted too. The
 defaults keep the quickstart's behaviour for prefixes (any namespace, first
 come first served) and are closed where a default cannot be safe: static
-endpoints off, API keys read only from the gateway's namespace."""
+endpoints off, API keys read only from the gateway's namespace, RateTiers (which
+apply gateway-wide) enforced only from the gateway's namespace."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -20,10 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from vocelio_contract.paths import DEFAULT_POLICY, PathError, normalize_path, route_key
-from vocelio_operator.translation.tenancy.addresses import DEFAULT_DENY_CIDRS, AddressPolicy, parse_networks
+from vocelio_operator.translation.tenancy.addresses import (
+    DEFAULT_DENY_CIDRS,
+    AddressPolicy,
+    GatewayFence,
+    parse_networks,
+)
 from vocelio_operator.translation.tenancy.allowances import KeyAllowance, KeyPolicy
 from vocelio_operator.translation.tenancy.claims import ClaimPolicy, ClaimRule
 from vocelio_operator.translation.tenancy.grants import ReferenceGrant
+from vocelio_operator.translation.tenancy.tiers import TierPolicy
 
 _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?-]{1,63}$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -93,10 +100,17 @@ class ApiKeySettings(_Model):
         return names
 
 
+class RateTierSettings(_Model):
+    namespaces: list[NamespacePattern] = Field(
+        default_factory=list,
+        description="Namespaces besides the gateway's whose RateTiers are enforced (tiers apply gateway-wide).")
+
+
 class TenancySettings(_Model):
     static_endpoints: StaticEndpointSettings = Field(default_factory=lambda: StaticEndpointSettings())
     prefix_claims: PrefixClaimSettings = Field(default_factory=lambda: PrefixClaimSettings())
     api_keys: ApiKeySettings = Field(default_factory=lambda: ApiKeySettings())
+    rate_tiers: RateTierSettings = Field(default_factory=lambda: RateTierSettings())
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,8 @@ class TenancyPolicy:
     addresses: AddressPolicy = field(default_factory=AddressPolicy)
     claims: ClaimPolicy = field(default_factory=ClaimPolicy)
     grants: Mapping[str, Sequence[ReferenceGrant]] = field(default_factory=dict)
+    tiers: TierPolicy = field(default_factory=TierPolicy)
+    fence: GatewayFence = field(default_factory=GatewayFence)
 
 
 def address_policy(settings: TenancySettings) -> AddressPolicy:
@@ -129,9 +145,16 @@ def key_namespaces(settings: TenancySettings, gateway_namespace: str) -> list[st
     return list(dict.fromkeys([gateway_namespace, *settings.api_keys.namespaces]))
 
 
+def tier_policy(settings: TenancySettings, gateway_namespace: str) -> TierPolicy:
+    return TierPolicy(True, tuple(settings.rate_tiers.namespaces), frozenset({gateway_namespace}))
+
+
 def tenancy_policy(settings: TenancySettings, gateway_namespace: str,
                    grants: Mapping[str, Sequence[ReferenceGrant]],
-                   addresses: AddressPolicy | None = None) -> TenancyPolicy:
+                   addresses: AddressPolicy | None = None, gateway_endpoints: Iterable[str] = ()) -> TenancyPolicy:
     """The policy for one render; `addresses` lets a long-lived caller keep one address policy
-    (and its verdict memo) across renders."""
-    return TenancyPolicy(addresses or address_policy(settings), claim_policy(settings, gateway_namespace), grants)
+    (and its verdict memo) across renders; `gateway_endpoints` are the addresses of the
+    EndpointSlices in the gateway's namespace (no other namespace's backend may use them)."""
+    fence = GatewayFence.of(gateway_namespace, gateway_endpoints)
+    return TenancyPolicy(addresses or address_policy(settings), claim_policy(settings, gateway_namespace), grants,
+                         tier_policy(settings, gateway_namespace), fence)
