@@ -74,14 +74,14 @@ def test_both_commands_print_their_version(prog: str) -> None:
 
 def test_a_missing_settings_file_is_one_line(tmp_path: Path, config_file: Path) -> None:
     done = run("vocelio-proxy", "serve", "--config", str(config_file), "--settings", str(tmp_path / "nope.yaml"))
-    one_error_line(done, 2, "vocelio-proxy serve:", "nope.yaml", "No such file or directory")
+    assert one_error_line(done, 2, "vocelio-proxy serve:", "nope.yaml", "No such file or directory")
 
 
 def test_a_settings_file_that_is_not_yaml_is_one_line_with_its_position(tmp_path: Path) -> None:
     bad = tmp_path / "settings.yaml"
     bad.write_text("port: [8080\nhost: x\n")
     done = run("vocelio-gateway", "validate", str(tmp_path), "--settings", str(bad))
-    one_error_line(done, 2, "vocelio-gateway validate:", "invalid YAML (line ")
+    assert one_error_line(done, 2, "vocelio-gateway validate:", "invalid YAML (line ")
 
 
 def test_an_unknown_settings_key_is_named(tmp_path: Path, config_file: Path) -> None:
@@ -94,40 +94,40 @@ def test_an_unknown_settings_key_is_named(tmp_path: Path, config_file: Path) -> 
 
 def test_a_bad_environment_value_names_its_variable(config_file: Path) -> None:
     done = run("vocelio-proxy", "serve", "--config", str(config_file), VOCELIO_PORT="eighty")
-    one_error_line(done, 2, "port (environment VOCELIO_PORT)", "valid integer")
+    assert one_error_line(done, 2, "port (environment VOCELIO_PORT)", "valid integer")
 
 
 def test_a_list_in_the_environment_that_is_not_json_is_one_line(config_file: Path) -> None:
     done = run("vocelio-proxy", "serve", "--config", str(config_file), VOCELIO_TRUSTED_HOSTS="api.example.com")
-    one_error_line(done, 2, "trusted_hosts", "JSON")
+    assert one_error_line(done, 2, "trusted_hosts", "JSON")
 
 
 def test_a_bad_operator_environment_value_is_one_line() -> None:
     done = run("vocelio-gateway", "operator", VOCELIO_OPERATOR_METRICS_PORT="x")
-    one_error_line(done, 2, "vocelio-gateway operator:", "metrics_port")
+    assert one_error_line(done, 2, "vocelio-gateway operator:", "metrics_port")
     done = run("vocelio-gateway", "operator", VOCELIO_OPERATOR_NAMESPACES="a,b")
-    one_error_line(done, 2, "namespaces", "JSON")
+    assert one_error_line(done, 2, "namespaces", "JSON")
 
 
 def test_serve_without_any_config_or_with_a_bad_configmap_name_is_one_line() -> None:
-    one_error_line(run("vocelio-proxy", "serve"), 2, "no config")
-    one_error_line(run("vocelio-proxy", "serve", "--config-from-api", "just-a-name"), 2, "is not NAMESPACE/NAME")
+    assert one_error_line(run("vocelio-proxy", "serve"), 2, "no config")
+    assert one_error_line(run("vocelio-proxy", "serve", "--config-from-api", "just-a-name"), 2, "is not NAMESPACE/NAME")
 
 
 def test_a_busy_port_is_one_line_and_a_lower_case_log_level_is_accepted(busy_port: int, config_file: Path) -> None:
     # The failure is the port, not `debug`: the level was accepted in lower case.
     done = run("vocelio-proxy", "serve", "--config", str(config_file), "--port", str(busy_port),
                "--log-level", "debug")
-    one_error_line(done, 1, "vocelio-proxy serve: cannot listen", "address already in use")
+    assert one_error_line(done, 1, "vocelio-proxy serve: cannot listen", "address already in use")
     examples = ROOT / "examples" / "resources"
     done = run("vocelio-gateway", "standalone", "--resources", str(examples), "--port", str(busy_port),
                VOCELIO_LOG_LEVEL="warning")
-    one_error_line(done, 1, "vocelio-gateway standalone: cannot listen", "address already in use")
+    assert one_error_line(done, 1, "vocelio-gateway standalone: cannot listen", "address already in use")
 
 
 def test_a_busy_operator_port_is_one_line(busy_port: int) -> None:
     done = run("vocelio-gateway", "operator", "--metrics-port", str(busy_port), "--log-level", "info")
-    one_error_line(done, 1, f"--metrics-port {busy_port}: address already in use")
+    assert one_error_line(done, 1, f"--metrics-port {busy_port}: address already in use")
 
 
 @pytest.mark.parametrize(("expires", "needle"), [
@@ -137,7 +137,7 @@ def test_a_busy_operator_port_is_one_line(busy_port: int) -> None:
 ])
 def test_a_bad_expiry_is_one_line_and_mints_nothing(expires: str, needle: str) -> None:
     done = run("vocelio-gateway", "mint-key", "--name", "ci", "--expires", expires)
-    one_error_line(done, 2, "vocelio-gateway mint-key: --expires", needle)
+    assert one_error_line(done, 2, "vocelio-gateway mint-key: --expires", needle)
     assert done.stdout == ""
     assert "voc_" not in done.stderr
 
@@ -146,13 +146,13 @@ def test_a_corrupt_keys_file_is_one_line_and_left_as_it_was(tmp_path: Path) -> N
     keys = tmp_path / "keys.json"
     keys.write_text('{"keys": "not a list"')
     done = run("vocelio-gateway", "mint-key", "--name", "ci", "--keys-file", str(keys))
-    one_error_line(done, 2, str(keys), "not an API key file")
+    assert one_error_line(done, 2, str(keys), "not an API key file")
     assert keys.read_text() == '{"keys": "not a list"'
 
 
 def test_an_unwritable_output_is_one_line(tmp_path: Path) -> None:
     done = run("vocelio-gateway", "mint-key", "--name", "ci", "--output", str(tmp_path / "no" / "dir.yaml"))
-    one_error_line(done, 2, "vocelio-gateway mint-key: --output", "is not a folder")
+    assert one_error_line(done, 2, "vocelio-gateway mint-key: --output", "is not a folder")
     assert "voc_" not in done.stderr  # refused before a key was minted and shown
 
 
@@ -169,7 +169,7 @@ def test_a_usage_error_is_one_line_pointing_to_help(prog: str, args: list[str], 
 
 def test_render_of_a_missing_folder_fails(tmp_path: Path) -> None:
     done = run("vocelio-gateway", "render", str(tmp_path / "missing"))
-    one_error_line(done, 1, "missing: cannot list the folder")
+    assert one_error_line(done, 1, "missing: cannot list the folder")
     assert done.stdout == ""
 
 
