@@ -145,6 +145,7 @@ def test_a_replica_that_resumes_rewrites_a_config_the_cluster_no_longer_holds(
         poll("the first replica resumes once the frozen one expires",
              lambda: first.proc.tail().count("Resuming operations after the pause") >= 2, 200)
         poll("the resumed replica removes the deleted route", lambda: "short-lived" not in services(kube), 60)
+        assert "steady" in services(kube)
     finally:
         os.killpg(proc.proc.pid, signal.SIGKILL)
         proc.proc.wait(timeout=10)

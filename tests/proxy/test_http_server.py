@@ -473,6 +473,7 @@ async def test_a_client_that_never_takes_its_answers_is_disconnected_after_the_s
         await loop.sock_sendall(sock, b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         await poll(lambda: len(server.connections) == 1, "connection accepted")
         await poll(lambda: not server.connections, "the stuck connection was dropped", deadline_s=6)
+        assert not server.connections
         sock.close()
     finally:
         await server.shutdown(1.0)

@@ -124,6 +124,7 @@ async def test_a_collector_that_is_down_costs_counted_spans_never_a_request(upst
         await forwarded(gw, {})
     spans = gw.app[keys.METRICS].spans
     await poll(lambda: spans.labels("failed")._value.get() == 3, "the failed export is counted")
+    assert spans.labels("exported")._value.get() == 0
 
 
 async def test_the_queue_is_bounded_and_overflow_is_counted(upstream_factory: UpstreamFactory,
