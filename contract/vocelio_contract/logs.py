@@ -11,7 +11,9 @@ import logging
 import sys
 import time
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,3 +78,13 @@ def normal_log_level(value: object) -> object:
         level = value.strip().upper()
         return "WARNING" if level == "WARN" else level
     return value
+
+
+def normal_log_format(value: object) -> object:
+    """A log format in any letter case; anything else unchanged, for the field's own check."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+#: The settings field types both commands use: levels and formats in any letter case.
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(normal_log_level)]
+LogFormat = Annotated[Literal["json", "text"], BeforeValidator(normal_log_format)]

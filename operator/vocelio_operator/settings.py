@@ -4,12 +4,12 @@ reconciler through kopf's memo."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vocelio_contract.logs import normal_log_level
+from vocelio_contract.logs import LogFormat, LogLevel
 from vocelio_contract.sharding import PART_BYTES
 from vocelio_operator.translation.tenancy.policy import TenancySettings
 
@@ -32,20 +32,10 @@ class OperatorSettings(BaseSettings):
     peering_lifetime_s: Annotated[float, Field(ge=1, le=3600)] = Field(
         60, description="How long this replica's peering record lives without a refresh: a replica that "
                         "stops answering is replaced after this long.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+    log_level: LogLevel = Field(
         "INFO", description="Log level, any letter case (debug, info, warning, error).")
-    log_format: Literal["json", "text"] = Field(
+    log_format: LogFormat = Field(
         "json", description="json: one JSON object per line; text: human-readable lines (development).")
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level_in_any_case(cls, value: object) -> object:
-        return normal_log_level(value)
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _format_in_any_case(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
 
     tenancy: TenancySettings = Field(
         default_factory=lambda: TenancySettings(),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
-from vocelio_contract.logs import normal_log_level
+from vocelio_contract.logs import LogFormat, LogLevel
 from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_proxy.policy.authority import parse_authority
 
@@ -329,9 +329,9 @@ class ProxySettings(BaseSettings):
     config_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     resources_dir: Path | None = Field(None, description="Standalone mode: a folder of resource YAML files.")
     api_keys_path: Path | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+    log_level: LogLevel = Field(
         "INFO", description="Log level, any letter case (debug, info, warning, error).")
-    log_format: Literal["json", "text"] = Field(
+    log_format: LogFormat = Field(
         "json", description="json: one JSON object per line (production); text: human-readable lines "
                             "for development (process logs and the access log).")
     access_log: bool = True
@@ -374,16 +374,6 @@ class ProxySettings(BaseSettings):
         ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
     tracing: TracingSettings = Field(default_factory=lambda: TracingSettings(),
                                      description="Span export (off: trace context passes through).")
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level_in_any_case(cls, value: object) -> object:
-        return normal_log_level(value)
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _format_in_any_case(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("trusted_hosts")
     @classmethod
