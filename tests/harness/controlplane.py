@@ -102,10 +102,13 @@ class ControlPlane:
         # Connection and TLS errors mean the component is still starting.
         poll(what, ready, deadline_s, interval=0.2, errors=(OSError, ssl.SSLError, urllib.error.URLError))
 
+    def serving_names(self) -> list[str]:
+        """Names and addresses the API server's certificate is valid for."""
+        return ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", ADVERTISE_ADDRESS]
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = write_pki(self.workdir / "pki", ["127.0.0.1", "localhost", "kubernetes",
-                                                    "kubernetes.default.svc", ADVERTISE_ADDRESS])
+        self.pki = write_pki(self.workdir / "pki", self.serving_names())
         self.etcd_port, peer = free_port(), free_port()
         self._spawn("etcd", [
             "--name=default", f"--data-dir={self.workdir / 'etcd'}",

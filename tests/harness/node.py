@@ -37,7 +37,6 @@ from pathlib import Path
 
 from .controlplane import BIN_DIR, CONTROLLERS, ROOT, ControlPlane, HarnessError, binary, free_port
 from .node_images import BuiltImages, build_images, engine_env, find_engine
-from .pki import write_pki
 from .podnet import fence, others_running, unfence
 from .waiting import poll
 
@@ -202,26 +201,10 @@ class NodeControlPlane(ControlPlane):
     def server(self) -> str:
         return f"https://{HOST_IP}:{self.api_port}"
 
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = write_pki(self.workdir / "pki", [HOST_IP, "127.0.0.1", "localhost", "kubernetes",
-                                                    "kubernetes.default", "kubernetes.default.svc",
-                                                    "kubernetes.default.svc.cluster.local", KUBERNETES_SERVICE_IP])
-        self.etcd_port, peer = free_port(), free_port()
-        self._spawn("etcd", [
-            "--name=default", f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{self.etcd_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{self.etcd_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=default=http://127.0.0.1:{peer}",
-            "--log-level=warn", "--quota-backend-bytes=2147483648", "--unsafe-no-fsync",
-        ])
-        self._wait("etcd", lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{self.etcd_port}/health", timeout=1).status == 200, 30)
-        self.start_apiserver()
-        self.write_kubeconfig()
-        self.start_controller_manager()
+    def serving_names(self) -> list[str]:
+        # Pods reach the API server by its Service name and ClusterIP, and the kubelet by the host IP.
+        return [HOST_IP, "127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local", KUBERNETES_SERVICE_IP]
 
     def start_apiserver(self) -> None:
         assert self.pki is not None
