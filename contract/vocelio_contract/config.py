@@ -135,6 +135,8 @@ class AuthPolicy(_Model):
 
 
 KeyBy = Literal["ip", "user", "api-key", "tenant"]
+#: The protocol spoken to a service's endpoints.
+UpstreamProtocol = Literal["http/1.1", "h2c"]
 
 
 class ServiceRateLimit(_Model):
@@ -165,6 +167,11 @@ class Service(_Model):
         default_factory=lambda: ["websocket"],
         description="Upgrade protocols (RFC 9110 `Upgrade` tokens, case-insensitive) forwarded to this service; "
                     "any other upgrade request is served as a plain request. `h2c` is never forwarded.",
+    )
+    upstream_protocol: UpstreamProtocol = Field(
+        "http/1.1",
+        description="How the gateway talks to this service's endpoints: HTTP/1.1, or HTTP/2 over cleartext "
+                    "with prior knowledge (`h2c`: gRPC, trailers passed through).",
     )
 
     @property

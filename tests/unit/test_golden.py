@@ -129,3 +129,12 @@ def test_tiers_are_ordered_by_priority_then_name() -> None:
     tiers: list[dict[str, object]] = config("tiers-and-priorities")["rate_tiers"]  # type: ignore[assignment]
     assert [t["name"] for t in tiers] == ["webhooks", "enterprise", "premium", "api-key", "authenticated",
                                           "anonymous"]
+
+
+def test_a_service_declaring_h2c_is_spoken_to_over_h2c_and_the_others_stay_http1() -> None:
+    got = reasons("grpc-upstream")
+    assert "Accepted=False/Invalid" in got["VocelioService/voice/synthesis"]
+    rendered = services("grpc-upstream")
+    assert set(rendered) == {"transcription", "recordings"}
+    assert rendered["transcription"]["upstream_protocol"] == "h2c"
+    assert rendered["recordings"]["upstream_protocol"] == "http/1.1"

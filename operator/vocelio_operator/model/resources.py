@@ -146,6 +146,10 @@ class RateLimitSpec(_Spec):
     key_by: Literal["ip", "user", "api-key", "tenant"] = Field("ip", alias="keyBy")
 
 
+class UpstreamSpec(_Spec):
+    protocol: Literal["http/1.1", "h2c"] = "http/1.1"
+
+
 class VocelioServiceSpec(_Spec):
     path_prefix: str = Field(alias="pathPrefix", pattern=r"^/")
     aliases: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
@@ -162,6 +166,7 @@ class VocelioServiceSpec(_Spec):
     rate_limit: RateLimitSpec | None = Field(None, alias="rateLimit")
     max_body_bytes: Annotated[int, Field(ge=0)] | None = Field(None, alias="maxBodyBytes")
     upgrades: list[str] = Field(default_factory=lambda: ["websocket"], max_length=16)
+    upstream: UpstreamSpec = UpstreamSpec()
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VocelioServiceSpec:

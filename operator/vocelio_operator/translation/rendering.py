@@ -198,6 +198,7 @@ def _service(res: VocelioServiceResource, prefixes: list[str], backends: list[di
                        "key_by": s.rate_limit.key_by} if s.rate_limit else None,
         "max_body_bytes": s.max_body_bytes,
         "upgrades": s.upgrades,
+        "upstream_protocol": s.upstream.protocol,
     }
 
 
