@@ -52,7 +52,7 @@ from vocelio_proxy.policy.forwarded_headers import new_request_id
 from vocelio_proxy.settings import LimitSettings
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.body import BodyBuffer
-from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk, last_chunk_with_trailers
 from vocelio_proxy.wire.http1.framing import WireError, response_framing, response_has_body
 from vocelio_proxy.wire.http1.heads import CONTINUE, response_head, status_line
 from vocelio_proxy.wire.http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
@@ -534,6 +534,17 @@ class HttpConnection(asyncio.Protocol):
     def finish(self) -> None:
         if self._chunked and not self._head_only:
             self.write_raw(LAST_CHUNK)
+        self._response_open = False
+
+    def finish_with_trailers(self, trailers: list[tuple[str, str]]) -> None:
+        """Trailers travel only in a chunked body to a client that said `TE: trailers`
+        (RFC 9110 §6.5, §10.1.4); otherwise they are dropped and the response ends."""
+        ex = self._handled
+        if (not self._chunked or self._head_only or not trailers or ex is None
+                or "trailers" not in (v.strip().lower() for v in ex.lookup.get("te", "").split(","))):
+            self.finish()
+            return
+        self.write_raw(last_chunk_with_trailers(trailers))
         self._response_open = False
 
     async def drain(self) -> None:
