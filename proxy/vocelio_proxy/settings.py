@@ -320,6 +320,20 @@ class ResourceFileSettings(BaseModel):
         64, description="Deepest nesting of YAML collections in one document.")
 
 
+class H2cUpstreamSettings(BaseModel):
+    """Bounds of the HTTP/2 (h2c) client to services with `upstream.protocol: h2c`."""
+
+    connections_per_endpoint: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Most h2c connections the proxy opens to one endpoint.")
+    streams_per_connection: Annotated[int, Field(ge=1, le=1000)] = Field(
+        128, description="Most concurrent streams on one connection (the upstream's own limit may lower it); "
+                         "a request finding every stream busy waits for one within its connect timeout.")
+    stream_window_bytes: Annotated[int, Field(ge=65_535, le=16 << 20)] = Field(
+        256 * 1024, description="Response bytes read ahead per stream before the client takes them.")
+    max_header_list_bytes: Annotated[int, Field(ge=4096, le=1 << 20)] = Field(
+        65_536, description="Largest response header (or trailer) block accepted from an upstream.")
+
+
 class ProxySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOCELIO_", env_nested_delimiter="__", extra="forbid")
 
@@ -374,6 +388,8 @@ class ProxySettings(BaseSettings):
         ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
     tracing: TracingSettings = Field(default_factory=lambda: TracingSettings(),
                                      description="Span export (off: trace context passes through).")
+    h2c_upstream: H2cUpstreamSettings = Field(
+        H2cUpstreamSettings(), description="The HTTP/2 client to h2c (gRPC) services: connections and streams.")
 
     @field_validator("trusted_hosts")
     @classmethod

@@ -37,6 +37,7 @@ from vocelio_proxy.process.redis_limiter import RedisLimiter
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.h2c_upstream import H2cLimits, H2cPool
 from vocelio_proxy.wire.server import HttpServer
 from vocelio_proxy.wire.upstream import UpstreamPool
 
@@ -74,8 +75,19 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
     app[keys.POOL] = UpstreamPool(app[keys.SETTINGS].upstream_idle_timeout_s)
+    app[keys.H2C_POOL] = h2c_pool(app[keys.SETTINGS])
     yield
     app[keys.POOL].close()
+    app[keys.H2C_POOL].close()
+
+
+def h2c_pool(settings: ProxySettings) -> H2cPool:
+    """The h2c client pool with the settings' bounds."""
+    h2c = settings.h2c_upstream
+    return H2cPool(H2cLimits(connections_per_endpoint=h2c.connections_per_endpoint,
+                             streams_per_connection=h2c.streams_per_connection,
+                             stream_window=h2c.stream_window_bytes, max_header_list_size=h2c.max_header_list_bytes,
+                             idle_timeout_s=settings.upstream_idle_timeout_s))
 
 
 def _background(source: ConfigSource | None) -> Extension:
@@ -94,6 +106,7 @@ def _background(source: ConfigSource | None) -> Extension:
             state.last_error = "no config source configured"
         owned.append(asyncio.create_task(run_health_checks(state, health_pool), name="health-checks"))
         owned.append(asyncio.create_task(_sweep(app[keys.POOL]), name="pool-sweep"))
+        owned.append(asyncio.create_task(_sweep(app[keys.H2C_POOL]), name="h2c-pool-sweep"))
         yield
         for task in owned:
             task.cancel()
@@ -154,12 +167,12 @@ def gateway_handler(app: web.Application, *, admin: bool = False) -> GatewayHand
     view = GatewayView(settings, app[keys.STATE], app[keys.CLOCK], app[keys.METRICS])
     spans = app.get(keys.SPANS)
     proxy = Proxy(settings, app[keys.STATE], app[keys.POOL], app[keys.METRICS], app[keys.CLOCK],
-                  app.get(keys.EDGE_POLICY), spans)
+                  app.get(keys.EDGE_POLICY), spans, app.get(keys.H2C_POOL))
     access_log = app[keys.ACCESS_LOG] if settings.access_log else None
     return (AdminHandler if admin else GatewayHandler)(view, proxy, access_log, spans)
 
 
-async def _sweep(pool: UpstreamPool) -> None:
+async def _sweep(pool: UpstreamPool | H2cPool) -> None:
     while True:
         await asyncio.sleep(5.0)
         pool.sweep()
