@@ -193,6 +193,35 @@ class LimitSettings(BaseModel):
         1.0, description="A lingering close ends once the client has sent nothing for this long.")
 
 
+class Http2Settings(BaseModel):
+    """HTTP/2 to clients (wire/http2; docs/http2.md): over TLS by ALPN `h2`, and over
+    cleartext with prior knowledge when `cleartext` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="Offer HTTP/2 (ALPN h2) on TLS listeners.")
+    cleartext: bool = Field(False, description="Accept HTTP/2 with prior knowledge (h2c) on the plain listener.")
+    max_concurrent_streams: Annotated[int, Field(ge=1, le=1000)] = Field(
+        100, description="Open streams per connection; beyond it a new stream is refused (REFUSED_STREAM).")
+    max_header_list_size: Annotated[int, Field(ge=4096, le=1 << 20)] = Field(
+        32768, description="Decoded header list size (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE); above it the "
+                           "connection ends (HPACK bomb).")
+    max_header_block_bytes: Annotated[int, Field(ge=4096, le=1 << 20)] = Field(
+        65536, description="Encoded bytes of one header block (HEADERS + CONTINUATION); above it the connection "
+                           "ends with ENHANCE_YOUR_CALM (CONTINUATION flood).")
+    initial_window_size: Annotated[int, Field(ge=65535, le=(1 << 31) - 1)] = Field(
+        262144, description="Request body bytes a stream may send before the pipeline reads them.")
+    connection_window_size: Annotated[int, Field(ge=65535, le=(1 << 31) - 1)] = Field(
+        1 << 20, description="Request body bytes all streams of a connection may send before they are read.")
+    budget_window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="The window of the per-connection budgets below.")
+    max_resets: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        200, description="Stream resets per window (by the client, or by the gateway for the client's errors); "
+                         "beyond it GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).")
+    max_control_frames: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        2000, description="Frames without progress per window (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, empty "
+                          "DATA); beyond it GOAWAY ENHANCE_YOUR_CALM.")
+
+
 class CompressionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
@@ -388,6 +417,8 @@ class ProxySettings(BaseSettings):
         ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
     tracing: TracingSettings = Field(default_factory=lambda: TracingSettings(),
                                      description="Span export (off: trace context passes through).")
+    http2: Http2Settings = Field(default_factory=lambda: Http2Settings(),
+                                 description="HTTP/2 to clients (docs/http2.md).")
     h2c_upstream: H2cUpstreamSettings = Field(
         H2cUpstreamSettings(), description="The HTTP/2 client to h2c (gRPC) services: connections and streams.")
 

@@ -209,7 +209,8 @@ def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
     return HttpServer(
         handler, settings.limits, header_timeout_s=settings.client_header_timeout_s,
         idle_timeout_s=settings.client_idle_timeout_s,
-        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0))
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0),
+        http2=settings.http2)
 
 
 async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:

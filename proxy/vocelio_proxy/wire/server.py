@@ -44,12 +44,14 @@ import contextlib
 import email.utils
 import logging
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, cast
 
 from vocelio_proxy.policy.error_envelope import error_body
 from vocelio_proxy.policy.forwarded_headers import new_request_id
-from vocelio_proxy.settings import LimitSettings
+from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.body import BodyBuffer
 from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk, last_chunk_with_trailers
@@ -57,12 +59,25 @@ from vocelio_proxy.wire.http1.framing import WireError, response_framing, respon
 from vocelio_proxy.wire.http1.heads import CONTINUE, response_head, status_line
 from vocelio_proxy.wire.http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
 from vocelio_proxy.wire.http1.reader import RequestReader
+from vocelio_proxy.wire.http2.connection import Http2Connection
+from vocelio_proxy.wire.http2.rules import PREFACE, H2Limits
 
 __all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
 
 log = logging.getLogger("vocelio.proxy.server")
 
 Handler = Callable[[Exchange, "HttpConnection"], Awaitable[None]]
+
+
+class ClientConnection(Protocol):
+    """What the server's housekeeping and drain need of a client connection
+    (`HttpConnection`, and `http2.connection.Http2Connection` after a handover)."""
+
+    def tick(self, now: float, header_timeout_s: float, idle_timeout_s: float) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def kill(self) -> None: ...
 
 _JSON = [("Content-Type", "application/json")]
 
@@ -151,6 +166,8 @@ class HttpConnection(asyncio.Protocol):
         self._loop = server.loop
         self._reader = RequestReader(self, self._limits)
         self._transport: asyncio.Transport | None = None
+        # h2c prior knowledge: the first bytes, held until they are or are not the preface.
+        self._sniff: bytes | None = None
         self._peer = "0.0.0.0"
         # The request whose head or body is being parsed.
         self._parsing: Exchange | None = None
@@ -205,8 +222,42 @@ class HttpConnection(asyncio.Protocol):
         if peer:
             self._peer = peer[0]
             self._reader.peer = self._peer
+        server = self.server
+        if server.http2 is not None and server.http2.enabled:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._to_http2(b"")
+            elif ssl_object is None and server.http2.cleartext:
+                self._sniff = b""
+
+    def _to_http2(self, data: bytes) -> None:
+        """Hand the transport to an HTTP/2 connection (ALPN h2, or the h2c preface)."""
+        server = self.server
+        transport = self._transport
+        assert transport is not None
+        assert server.http2_limits is not None
+        h2 = Http2Connection(server, cast(Any, server.handler), server.http2_limits, self._peer)
+        server.connections.add(h2)
+        server.forget(self)
+        self._transport = None
+        transport.set_protocol(h2)
+        h2.connection_made(transport)
+        if data:
+            h2.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self._sniff is not None:
+            # h2c with prior knowledge: the first bytes decide (RFC 9113 §3.3).
+            sniffed = self._sniff + data
+            if PREFACE.startswith(sniffed[:len(PREFACE)]):
+                if len(sniffed) < len(PREFACE):
+                    self._sniff = sniffed
+                    return
+                self._sniff = None
+                self._to_http2(sniffed)
+                return
+            self._sniff = None
+            data = sniffed
         if self._upgraded:
             if self._tunnel is not None:
                 self._tunnel.write(data)
@@ -809,8 +860,12 @@ class HttpServer:
     (date header, timeouts) and the drain on shutdown."""
 
     def __init__(self, handler: Handler, limits: LimitSettings, *, header_timeout_s: float = 10.0,
-                 idle_timeout_s: float = 75.0, on_reject: Callable[[int], None] | None = None) -> None:
+                 idle_timeout_s: float = 75.0, on_reject: Callable[[int], None] | None = None,
+                 http2: Http2Settings | None = None) -> None:
         self.handler = handler
+        # HTTP/2 (wire/http2): None serves HTTP/1.1 only.
+        self.http2 = http2
+        self.http2_limits = http2_limits(http2, limits) if http2 is not None else None
         self.limits = limits
         self.wire_limits = wire_limits(limits)
         self.header_timeout_s = header_timeout_s
@@ -827,7 +882,7 @@ class HttpServer:
         # apart (tests use sub-second timeouts), at least once a second.
         self.tick_s = min(1.0, max(0.05, min(header_timeout_s, self.body_timeout_s) / 4))
         self.loop = asyncio.get_running_loop()
-        self.connections: set[HttpConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.lingering: set[_Refusal] = set()
         self.refused_connections = 0
         self.date = email.utils.formatdate(usegmt=True)
@@ -836,7 +891,7 @@ class HttpServer:
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
 
-    def forget(self, conn: HttpConnection) -> None:
+    def forget(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
         if not self.connections:
             self._all_closed.set()
@@ -852,9 +907,9 @@ class HttpServer:
             return _Refusal(self)
         return HttpConnection(self)
 
-    async def listen(self, host: str, port: int, backlog: int = 1024) -> int:
+    async def listen(self, host: str, port: int, backlog: int = 1024, ssl: ssl.SSLContext | None = None) -> int:
         self._server = await self.loop.create_server(self._accept, host, port, backlog=backlog,
-                                                     reuse_address=True)
+                                                     reuse_address=True, ssl=ssl)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -897,4 +952,15 @@ def wire_limits(limits: LimitSettings) -> WireLimits:
         max_url_bytes=limits.max_url_bytes, max_header_bytes=limits.max_header_bytes,
         max_headers=limits.max_headers, max_body_bytes=limits.max_body_bytes,
         max_pipelined=limits.max_pipelined_requests, connection_budget_bytes=limits.max_connection_buffer_bytes,
+    )
+
+
+def http2_limits(http2: Http2Settings, limits: LimitSettings) -> H2Limits:
+    """The sans-I/O limits of an HTTP/2 client connection, from the settings."""
+    return H2Limits(
+        max_concurrent_streams=http2.max_concurrent_streams, max_header_list_size=http2.max_header_list_size,
+        initial_window_size=http2.initial_window_size, connection_window_size=http2.connection_window_size,
+        max_header_block_bytes=http2.max_header_block_bytes, max_headers=limits.max_headers,
+        budget_window_s=http2.budget_window_s, max_resets=http2.max_resets,
+        max_control_frames=http2.max_control_frames,
     )

@@ -1,0 +1,190 @@
+"""The gateway's HTTP/2 server as clients see it: h2c with prior knowledge and
+TLS with ALPN h2, through the same pipeline as HTTP/1.1 (routing, the upstream,
+the envelope, the access log), request bodies with backpressure, streamed
+responses, trailers, and no connection-specific header ever sent."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from hyperframe.frame import DataFrame, GoAwayFrame
+
+from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
+from tests.harness.h2_tools import H2Client, RawH2, tls_contexts
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.settings import Http2Settings
+from vocelio_proxy.wire.server import HttpServer
+
+
+@pytest.fixture
+async def h2_gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory) -> Gateway:
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.path == "/api/stream":
+            resp = web.StreamResponse(headers={"Connection": "keep-alive", "Keep-Alive": "timeout=5",
+                                               "X-Up": "1"})
+            await resp.prepare(request)
+            for i in range(20):
+                await resp.write(b"%d-" % i * 1000)
+            await resp.write_eof()
+            return resp
+        body = await request.read()
+        return web.json_response({"path": request.path_qs, "method": request.method, "body": len(body),
+                                  "host": request.host, "cookie": request.headers.get("Cookie"),
+                                  "headers": sorted(request.headers)},
+                                 headers={"Connection": "keep-alive", "Upgrade": "h2c", "Proxy-Connection": "x"})
+
+    up = await upstream_factory(upstream)
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    return await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True))
+
+
+@pytest.fixture
+async def h2c(h2_gateway: Gateway) -> AsyncIterator[H2Client]:
+    client = await H2Client.open(h2_gateway.port)
+    yield client
+    await client.close()
+
+
+_FORBIDDEN = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
+
+
+async def test_an_h2c_request_is_proxied_through_the_pipeline(h2c: H2Client) -> None:
+    answer = await h2c.request("/api/items?q=1", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+    assert answer.status == 200
+    import json
+    seen = json.loads(answer.body)
+    assert seen["path"] == "/api/items?q=1"
+    assert seen["host"] == "gw.test"
+    assert seen["cookie"] == "a=1; b=2"
+    assert answer.header("x-request-id")
+    assert not {k for k, _ in answer.headers} & _FORBIDDEN
+
+
+async def test_a_streamed_response_arrives_whole_without_connection_headers(h2c: H2Client) -> None:
+    answer = await h2c.request("/api/stream")
+    assert answer.status == 200
+    assert answer.body == b"".join(b"%d-" % i * 1000 for i in range(20))
+    assert answer.header("x-up") == "1"
+    assert not {k for k, _ in answer.headers} & _FORBIDDEN
+
+
+async def test_a_request_body_larger_than_the_windows_reaches_the_upstream(h2c: H2Client) -> None:
+    body = b"x" * (900 * 1024)  # over the stream's window (256 KiB); under the upstream's 1 MiB cap
+    sid = h2c.start("/api/upload", "POST", [("content-length", str(len(body)))], more=True)
+    import json
+
+    async def send() -> None:
+        # Send as the windows allow (the gateway opens them as the pipeline reads).
+        view = memoryview(body)
+        while view:
+            window = h2c.conn.local_flow_control_window(sid)
+            size = min(window, h2c.conn.max_outbound_frame_size, len(view))
+            if size <= 0:
+                h2c._changed.clear()
+                await asyncio.wait_for(h2c._changed.wait(), 5)
+                continue
+            h2c.conn.send_data(sid, bytes(view[:size]), end_stream=size == len(view))
+            view = view[size:]
+            h2c.flush()
+
+    await send()
+    answer = await h2c.wait(sid, deadline_s=10)
+    assert answer.status == 200
+    assert json.loads(answer.body)["body"] == len(body)
+
+
+async def test_many_concurrent_streams_share_one_connection(h2c: H2Client) -> None:
+    sids = [h2c.start(f"/api/n{i}") for i in range(50)]
+    answers = await asyncio.gather(*(h2c.wait(sid, deadline_s=10) for sid in sids))
+    assert [a.status for a in answers] == [200] * 50
+
+
+async def test_a_gateway_error_is_the_json_envelope_on_its_stream(h2c: H2Client) -> None:
+    answer = await h2c.request("/nowhere")
+    assert answer.status == 404
+    assert b'"error"' in answer.body
+    again = await h2c.request("/api/after")
+    assert again.status == 200
+
+
+async def test_head_has_headers_and_no_body(h2c: H2Client) -> None:
+    answer = await h2c.request("/health", "HEAD")
+    assert answer.status == 200
+    assert answer.body == b""
+
+
+async def test_tls_with_alpn_h2_serves_http2_and_http_1_1_still_works(h2_gateway: Gateway) -> None:
+    server_ctx, client_ctx = tls_contexts()
+    settings = h2_gateway.app
+    tls = HttpServer(h2_gateway.server.handler, h2_gateway.server.limits, http2=Http2Settings())
+    port = await tls.listen("127.0.0.1", 0, ssl=server_ctx)
+    try:
+        client = await H2Client.open(port, client_ctx)
+        try:
+            answer = await client.request("/api/tls")
+            assert answer.status == 200
+        finally:
+            await client.close()
+        h1 = ssl.create_default_context()
+        h1.check_hostname = False
+        h1.verify_mode = ssl.CERT_NONE
+        h1.set_alpn_protocols(["http/1.1"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=h1)
+        writer.write(b"GET /api/h1 HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert data.startswith(b"HTTP/1.1 200")
+        assert settings is not None
+    finally:
+        await tls.shutdown(1.0)
+
+
+async def test_cleartext_http2_is_off_unless_enabled(gateway_factory: GatewayFactory,
+                                                     upstream_factory: UpstreamFactory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 4")
+
+
+async def test_drain_sends_goaway_and_finishes_the_stream_in_flight(gateway_factory: GatewayFactory,
+                                                                    upstream_factory: UpstreamFactory) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(text="finished")
+
+    up = await upstream_factory(slow)
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)]),
+                               http2=Http2Settings(cleartext=True))
+    # A raw client: h2's own client state machine drops streams once it reads a GOAWAY.
+    raw = await RawH2.open(gw.port)
+    try:
+        raw.send(raw.headers(1, "/api/slow"))
+        await poll(lambda: up.hits, "the request reached the upstream")
+        stopping = asyncio.get_running_loop().create_task(gw.server.shutdown(5.0))
+        frames = await raw.read_until(lambda fs: any(isinstance(f, GoAwayFrame) for f in fs))
+        [goaway] = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaway.last_stream_id == 1
+        assert goaway.error_code == 0
+        release.set()
+        frames = await raw.read_until(lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags
+                                                     for f in fs))
+        assert b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1) == b"finished"
+        await raw.read_until_closed()
+        await stopping
+    finally:
+        raw.close()
+
+
+def _unused(*_: Any) -> None:
+    pass
