@@ -5,7 +5,8 @@ assert that a cancel reached the backend.
 
 Methods (request/response messages are raw bytes):
 * `Unary`: echoes the request; a request starting with `fail:` ends with
-  INVALID_ARGUMENT and the rest as the message; `sleep:<s>` sleeps first;
+  INVALID_ARGUMENT and the rest as the message; `sleep:<s>` sleeps first
+  (before the response head);
   always sends trailing metadata `x-trailer: done` and initial metadata
   `x-initial: yes`.
 * `ServerStream`: the request `n:<count>[:<pause_s>]` streams `count` messages
@@ -40,12 +41,15 @@ class Record:
     cancelled: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
+    #: The deadline each call arrived with (seconds left; None without one).
+    deadlines: list[float | None] = field(default_factory=list)
     active: int = 0
 
     def note_start(self, context: grpc.ServicerContext, method: str) -> None:
         with self.lock:
             self.active += 1
             self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+            self.deadlines.append(context.time_remaining())
 
         def done() -> None:
             with self.lock:
@@ -85,12 +89,13 @@ class GrpcBackend:
 
     def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self.record.note_start(context, "Unary")
-        context.send_initial_metadata((("x-initial", "yes"),))
         context.set_trailing_metadata((("x-trailer", "done"),))
         if request.startswith(b"sleep:"):
             end = time.monotonic() + float(request[6:])
             while context.is_active() and time.monotonic() < end:
                 time.sleep(0.01)
+        # After the sleep: the response head comes when the answer is ready.
+        context.send_initial_metadata((("x-initial", "yes"),))
         if request.startswith(b"fail:"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request[5:].decode())
         return request

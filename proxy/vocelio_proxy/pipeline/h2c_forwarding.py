@@ -130,6 +130,10 @@ class H2cForwarder:
         pump: asyncio.Task[None] | None = None
         try:
             headers = [(k, v) for k, v in self._headers(ex, identity) if k.lower() != "grpc-timeout"]
+            if "trailers" in ex.lookup.get("te", "").lower():
+                # The one `TE` HTTP/2 allows, which gRPC servers require; the forwarded-header
+                # policy drops TE as hop-by-hop, so the client's wish is carried over here.
+                headers.append(("te", "trailers"))
             if call_deadline is not None:
                 headers.append(("grpc-timeout", format_timeout(max(call_deadline - self._now(), 0.001))))
             block = request_headers(ex.method, "http", ex.host, target, headers)
@@ -287,7 +291,8 @@ async def _within(waited: Awaitable[_T], deadline: float, call_deadline: float |
             _check_pump(pump)
             async with asyncio.timeout_at(until):
                 return await task
-        done, _ = await asyncio.wait({task, pump}, timeout=max(until - loop.time(), 0))
+        done, _ = await asyncio.wait({task, pump}, timeout=max(until - loop.time(), 0),
+                                     return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
         if pump in done:

@@ -1,0 +1,233 @@
+"""gRPC through the gateway, end to end: a real `grpcio` client speaking h2c with
+prior knowledge to the gateway, which forwards over h2c to a real `grpcio`
+server (tests/harness/grpc_backend.py). Every RPC kind, trailers intact, the
+gateway's own errors as gRPC status codes, deadlines, a backend killed
+mid-stream, a client cancelling mid-stream, and many concurrent streams on a
+bounded number of upstream connections."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
+from tests.harness.grpc_backend import BackendProcess, GrpcBackend, method
+from vocelio_contract.config import (
+    AuthPolicy,
+    Endpoint,
+    GatewayConfig,
+    HealthCheck,
+    ServiceRateLimit,
+    Timeouts,
+)
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.settings import Http2Settings
+
+
+@pytest.fixture
+def backend() -> Iterator[GrpcBackend]:
+    server = GrpcBackend().start()
+    yield server
+    server.stop()
+
+
+def grpc_service(port: int, **kw: Any) -> Any:
+    kw.setdefault("health_check", HealthCheck(enabled=False))
+    return service("echo", Endpoint(address="127.0.0.1", port=port), prefixes=["/test.Echo"], rewrite=None,
+                   upstream_protocol="h2c", **kw)
+
+
+async def grpc_gateway(make: GatewayFactory, port: int, **kw: Any) -> Gateway:
+    return await make(GatewayConfig(services=[grpc_service(port, **kw)]), http2=Http2Settings(cleartext=True))
+
+
+@pytest.fixture
+async def channel_factory() -> AsyncIterator[Any]:
+    channels: list[grpc.Channel] = []
+
+    def make(gw: Gateway) -> grpc.Channel:
+        channel = grpc.insecure_channel(f"127.0.0.1:{gw.port}")
+        channels.append(channel)
+        return channel
+
+    yield make
+    for channel in channels:
+        channel.close()
+
+
+def run(fn: Any, *args: Any, **kw: Any) -> Any:
+    """A blocking grpcio call off the event loop (the gateway runs on it)."""
+    return asyncio.to_thread(fn, *args, **kw)
+
+
+def trailers(call: Any) -> dict[str, str]:
+    return {k: v for k, v in call.trailing_metadata() or ()}
+
+
+async def test_a_unary_call_passes_through_with_its_metadata_and_trailers(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port)
+    unary = method(channel_factory(gw), "unary_unary", "Unary")
+    reply, call = await run(unary.with_call, b"hello", metadata=(("x-caller", "test"),), timeout=5)
+    assert reply == b"hello"
+    assert call.code() == grpc.StatusCode.OK
+    assert dict(call.initial_metadata())["x-initial"] == "yes"
+    assert trailers(call)["x-trailer"] == "done"
+    seen = backend.record.metadata[-1]
+    assert seen["x-caller"] == "test"
+    assert "x-request-id" in seen
+
+
+async def test_an_upstream_status_and_message_reach_the_client(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port)
+    unary = method(channel_factory(gw), "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(unary, b"fail:na\xc3\xafve input 100%", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "naïve input 100%"
+    assert trailers(caught.value)["x-trailer"] == "done"
+
+
+async def test_server_streaming_client_streaming_and_bidirectional_calls_pass_through(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port)
+    channel = channel_factory(gw)
+    stream = method(channel, "unary_stream", "ServerStream")
+    got = await run(lambda: list(stream(b"n:50", timeout=5)))
+    assert got == [b"msg-%d" % i for i in range(50)]
+    client_stream = method(channel, "stream_unary", "ClientStream")
+    joined = await run(client_stream, iter([b"a", b"b" * 100_000, b"c"]), timeout=5)
+    assert joined == b"a|" + b"b" * 100_000 + b"|c"
+
+    def bidi() -> list[bytes]:
+        # Each answer is read before the next message is sent: the gateway must not
+        # wait for the whole request stream before forwarding.
+        outbox: list[bytes] = []
+        ready = threading.Event()
+        answers = []
+        done = threading.Event()
+
+        def requests() -> Iterator[bytes]:
+            for i in range(5):
+                yield b"m%d" % i
+                ready.wait(5)
+                ready.clear()
+            done.wait(5)
+
+        call = method(channel, "stream_stream", "Bidi")(requests(), timeout=10)
+        for answer in call:
+            answers.append(answer)
+            ready.set()
+            if len(answers) == 5:
+                done.set()
+        outbox.extend(answers)
+        return outbox
+
+    assert await run(bidi) == [b"echo:m%d" % i for i in range(5)]
+
+
+async def test_gateway_errors_reach_grpc_clients_as_grpc_status_codes(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    protected = await grpc_gateway(gateway_factory, backend.port, auth=AuthPolicy(mode="api-key"))
+    unary = method(channel_factory(protected), "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(unary, b"x", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    limited = await grpc_gateway(gateway_factory, backend.port,
+                                 rate_limit=ServiceRateLimit(requests=1, window_s=60))
+    unary = method(channel_factory(limited), "unary_unary", "Unary")
+    assert await run(unary, b"first", timeout=5) == b"first"
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(unary, b"second", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # A method of a service no route serves.
+    unrouted = channel_factory(limited).unary_unary("/other.Service/Call", request_serializer=bytes,
+                                                    response_deserializer=bytes)
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(unrouted, b"x", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "No service is routed" in caught.value.details()
+
+
+async def test_a_backend_that_is_down_is_unavailable(
+        gateway_factory: GatewayFactory, channel_factory: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    gw = await grpc_gateway(gateway_factory, closed)
+    unary = method(channel_factory(gw), "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(unary, b"x", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_route_timeout_is_deadline_exceeded_and_grpc_timeout_is_capped_by_it(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port, timeouts=Timeouts(request_s=0.3))
+    unary = method(channel_factory(gw), "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(unary, b"sleep:3")  # no client deadline: the gateway's is the only one
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # A client deadline longer than the route's is cut to the route's on the way upstream.
+    await run(unary, b"quick", timeout=30)
+    left = backend.record.deadlines[-1]
+    assert left is not None
+    assert left <= 0.3
+
+
+async def test_a_backend_killed_mid_stream_ends_the_call_unavailable_and_counters_return_to_zero(
+        gateway_factory: GatewayFactory, channel_factory: Any) -> None:
+    proc = await run(BackendProcess)
+    try:
+        gw = await grpc_gateway(gateway_factory, proc.port)
+        stream = method(channel_factory(gw), "unary_stream", "ServerStream")
+        call = stream(b"forever", timeout=10)
+        first = await run(next, call)
+        assert first.startswith(b"tick-")
+        await run(proc.kill)
+        with pytest.raises(grpc.RpcError) as caught:
+            await run(lambda: list(call))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        await settled(gw)
+    finally:
+        proc.kill()
+
+
+async def settled(gw: Gateway) -> None:
+    svc = gw.state.runtime.services["default/echo"]  # type: ignore[union-attr]
+    pool = gw.app[keys.H2C_POOL]
+    await poll(lambda: all(ep.in_flight == 0 for ep in svc.balancer.endpoints()), "no request in flight")
+    await poll(lambda: pool.stream_count() == 0, "no upstream stream open")
+    await poll(lambda: svc.breaker.probes_in_flight == 0, "no breaker probe slot held")
+
+
+async def test_a_client_cancelling_mid_stream_cancels_the_upstream_call(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port)
+    stream = method(channel_factory(gw), "unary_stream", "ServerStream")
+    call = stream(b"forever", timeout=30)
+    assert (await run(next, call)).startswith(b"tick-")
+    call.cancel()
+    await poll(lambda: backend.stream_cancelled.is_set(), "the backend saw the cancel")
+    await settled(gw)
+
+
+async def test_many_concurrent_calls_share_a_bounded_number_of_upstream_connections(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await gateway_factory(GatewayConfig(services=[grpc_service(backend.port)]),
+                               http2=Http2Settings(cleartext=True),
+                               h2c_upstream={"connections_per_endpoint": 2, "streams_per_connection": 4})
+    unary = method(channel_factory(gw), "unary_unary", "Unary")
+    replies = await asyncio.gather(*[run(unary, b"sleep:0.05", timeout=20) for _ in range(30)])
+    assert replies == [b"sleep:0.05"] * 30
+    assert gw.app[keys.H2C_POOL].created <= 2
+    await settled(gw)
