@@ -13,6 +13,9 @@ Methods (request/response messages are raw bytes):
   `msg-<i>`; `forever` streams until cancelled.
 * `ClientStream`: joins every request message with `|`.
 * `Bidi`: answers every message with `echo:<message>`.
+
+And `grpc.health.v1.Health/Check` (the gRPC health checking protocol), SERVING
+while `serving` is true.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ class GrpcBackend:
             "ClientStream": grpc.stream_unary_rpc_method_handler(self._client_stream, _ident, _ident),
             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi, _ident, _ident),
         })])
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(self._health, _ident, _ident)})])
+        #: What the health service answers: SERVING (b"\x08\x01") or NOT_SERVING (b"\x08\x02").
+        self.serving = True
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.stream_cancelled = threading.Event()
 
@@ -86,6 +93,9 @@ class GrpcBackend:
 
     def stop(self, grace: float | None = None) -> None:
         self.server.stop(grace).wait(5)
+
+    def _health(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return b"\x08\x01" if self.serving else b"\x08\x02"
 
     def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self.record.note_start(context, "Unary")

@@ -27,6 +27,7 @@ from vocelio_contract.config import (
     Timeouts,
 )
 from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.lifecycle.healthchecks import GRPC_HEALTH_CHECK
 from vocelio_proxy.settings import Http2Settings
 
 
@@ -231,3 +232,16 @@ async def test_many_concurrent_calls_share_a_bounded_number_of_upstream_connecti
     assert replies == [b"sleep:0.05"] * 30
     assert gw.app[keys.H2C_POOL].created <= 2
     await settled(gw)
+
+
+async def test_endpoints_of_an_h2c_service_are_checked_with_the_grpc_health_protocol(
+        gateway_factory: GatewayFactory, backend: GrpcBackend) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port,
+                            health_check=HealthCheck(path=GRPC_HEALTH_CHECK, interval_s=0.1, timeout_s=0.1,
+                                                     healthy_threshold=1, unhealthy_threshold=1))
+    ep = next(iter(gw.state.runtime.services["default/echo"].balancer.endpoints()))  # type: ignore[union-attr]
+    assert ep.active_healthy
+    backend.serving = False
+    await poll(lambda: not ep.active_healthy, "the endpoint is out once it is not SERVING")
+    backend.serving = True
+    await poll(lambda: ep.active_healthy, "the endpoint is back once it is SERVING")

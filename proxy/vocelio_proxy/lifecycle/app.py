@@ -104,7 +104,8 @@ def _background(source: ConfigSource | None) -> Extension:
                 watch_source(source, state, app[keys.METRICS], settings.config_poll_s), name="config-watch"))
         else:
             state.last_error = "no config source configured"
-        owned.append(asyncio.create_task(run_health_checks(state, health_pool), name="health-checks"))
+        health_h2c = h2c_pool(settings)
+        owned.append(asyncio.create_task(run_health_checks(state, health_pool, health_h2c), name="health-checks"))
         owned.append(asyncio.create_task(_sweep(app[keys.POOL]), name="pool-sweep"))
         owned.append(asyncio.create_task(_sweep(app[keys.H2C_POOL]), name="h2c-pool-sweep"))
         yield
@@ -112,6 +113,7 @@ def _background(source: ConfigSource | None) -> Extension:
             task.cancel()
         await asyncio.gather(*owned, return_exceptions=True)
         health_pool.close()
+        health_h2c.close()
 
     return tasks
 

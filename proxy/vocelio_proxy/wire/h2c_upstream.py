@@ -596,6 +596,10 @@ class H2cPool:
     def stream_count(self) -> int:
         return sum(len(conn.streams) for conns in self._conns.values() for conn in conns)
 
+    def open_streams(self) -> list[H2cStream]:
+        """Every stream open now (for status and tests)."""
+        return [stream for conns in self._conns.values() for conn in conns for stream in conn.streams.values()]
+
     def close(self) -> None:
         for conns in list(self._conns.values()):
             for conn in list(conns):
