@@ -10,32 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
 
+from tests.harness import hostile_h2
 from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
 from tests.harness.grpc_backend import method
-from tests.harness.hostile_h2 import HostileH2
 from vocelio_contract.config import Endpoint, GatewayConfig, HealthCheck, Retry, Timeouts
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import Http2Settings
 
-
-@pytest.fixture
-async def hostile() -> AsyncIterator[Callable[[str], Any]]:
-    started: list[HostileH2] = []
-
-    async def make(behaviour: str) -> HostileH2:
-        server = await HostileH2(behaviour).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        await server.stop()
+#: The hostile h2c upstream factory fixture (tests/harness/hostile_h2.py).
+hostile = hostile_h2.hostile
 
 
 async def gateway_for(make: GatewayFactory, port: int, **timeouts: float) -> Gateway:

@@ -11,13 +11,15 @@ Behaviours:
   flow control lets it;
 * `closed-window`: advertises a zero stream window (the request body can never
   be sent) and never answers;
-* `silent`: accepts the stream and never answers.
+* `silent`: accepts the stream and never answers;
+* `plain-503`: answers 503 with a text body and no `grpc-status` (a proxy's page).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h2.config
@@ -25,6 +27,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import pytest
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 
@@ -122,5 +125,24 @@ class HostileH2:
                         await writer.drain()
                     else:
                         await asyncio.sleep(0.005)
+            elif self.behaviour == "plain-503":
+                conn.send_headers(stream_id, [(":status", "503"), ("content-type", "text/plain")])
+                conn.send_data(stream_id, b"upstream busy", end_stream=True)
+                writer.write(conn.data_to_send())
             # closed-window and silent: never answer.
             await asyncio.sleep(3600)
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[[str], Awaitable[HostileH2]]]:
+    """`await hostile(behaviour)`: a started hostile upstream, stopped after the test."""
+    started: list[HostileH2] = []
+
+    async def make(behaviour: str) -> HostileH2:
+        server = await HostileH2(behaviour).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.stop()

@@ -12,12 +12,15 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import pytest
 
+from tests.harness import hostile_h2
 from tests.harness.app_fixtures import Gateway, GatewayFactory, poll, service
 from tests.harness.grpc_backend import BackendProcess, GrpcBackend, method
+from tests.harness.h2_tools import H2Client
 from vocelio_contract.config import (
     AuthPolicy,
     Endpoint,
@@ -29,6 +32,9 @@ from vocelio_contract.config import (
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.lifecycle.healthchecks import GRPC_HEALTH_CHECK
 from vocelio_proxy.settings import Http2Settings
+
+#: The hostile h2c upstream factory fixture (tests/harness/hostile_h2.py).
+hostile = hostile_h2.hostile
 
 
 @pytest.fixture
@@ -245,3 +251,56 @@ async def test_endpoints_of_an_h2c_service_are_checked_with_the_grpc_health_prot
     await poll(lambda: not ep.active_healthy, "the endpoint is out once it is not SERVING")
     backend.serving = True
     await poll(lambda: ep.active_healthy, "the endpoint is back once it is SERVING")
+
+
+async def test_a_gateway_error_is_one_trailers_only_headers_frame_and_never_the_json_envelope(
+        gateway_factory: GatewayFactory, backend: GrpcBackend) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port, auth=AuthPolicy(mode="api-key"))
+    client = await H2Client.open(gw.port)
+    try:
+        grpc_fields = [("content-type", "application/grpc+proto"), ("te", "trailers")]
+        answer = await client.request("/test.Echo/Unary", "POST", grpc_fields, b"\x00\x00\x00\x00\x01x")
+        assert answer.status == 200
+        assert answer.body == b""
+        assert answer.trailers == []  # Trailers-Only: the status is in the one HEADERS frame
+        fields = dict(answer.headers)
+        assert fields["content-type"] == "application/grpc"
+        assert fields["grpc-status"] == "16"
+        assert "Authentication" in unquote(fields["grpc-message"])
+        assert fields["x-request-id"]
+        # The same refusal to a JSON client is the envelope.
+        plain = await client.request("/test.Echo/Unary", "POST", [("content-type", "application/json")], b"{}")
+        assert plain.status == 401
+        assert plain.body.startswith(b"{")
+    finally:
+        await client.close()
+
+
+async def test_a_malformed_grpc_timeout_is_refused_as_internal_and_never_reaches_the_backend(
+        gateway_factory: GatewayFactory, backend: GrpcBackend) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port)
+    client = await H2Client.open(gw.port)
+    try:
+        for bad in ("1.5S", "123456789m", "10x", "-1S"):
+            answer = await client.request("/test.Echo/Unary", "POST", [
+                ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", bad)],
+                b"\x00\x00\x00\x00\x01x")
+            assert dict(answer.headers)["grpc-status"] == "13", bad
+        assert backend.record.metadata == []
+    finally:
+        await client.close()
+
+
+async def test_an_upstream_answer_without_grpc_status_gets_the_status_of_its_http_status(
+        gateway_factory: GatewayFactory, hostile: Any) -> None:
+    upstream = await hostile("plain-503")
+    gw = await grpc_gateway(gateway_factory, upstream.port)
+    client = await H2Client.open(gw.port)
+    try:
+        answer = await client.request("/test.Echo/Unary", "POST", [
+            ("content-type", "application/grpc"), ("te", "trailers")], b"\x00\x00\x00\x00\x01x")
+        fields = dict(answer.headers + answer.trailers)
+        assert fields["grpc-status"] == "14"
+        assert "503" in fields["grpc-message"]
+    finally:
+        await client.close()
