@@ -26,11 +26,13 @@ from vocelio_proxy.settings import Http2Settings
 hostile = hostile_h2.hostile
 
 
-async def gateway_for(make: GatewayFactory, port: int, **timeouts: float) -> Gateway:
+async def gateway_for(make: GatewayFactory, port: int, max_header_list_bytes: int = 65_536,
+                      **timeouts: float) -> Gateway:
     svc = service("echo", Endpoint(address="127.0.0.1", port=port), prefixes=["/test.Echo"], rewrite=None,
                   upstream_protocol="h2c", health_check=HealthCheck(enabled=False), retry=Retry(attempts=1),
                   timeouts=Timeouts(**timeouts))
-    return await make(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True))
+    return await make(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True),
+                      h2c_upstream={"max_header_list_bytes": max_header_list_bytes})
 
 
 async def clean(gw: Gateway) -> None:
@@ -54,7 +56,7 @@ def unary_code(gw: Gateway, timeout: float | None = None, payload: bytes = b"x")
 async def test_a_hostile_header_block_costs_the_upstream_its_connection_and_the_client_gets_unavailable(
         gateway_factory: GatewayFactory, hostile: Any, behaviour: str) -> None:
     upstream = await hostile(behaviour)
-    gw = await gateway_for(gateway_factory, upstream.port, request_s=5.0)
+    gw = await gateway_for(gateway_factory, upstream.port, max_header_list_bytes=16_384, request_s=5.0)
     code, took = await asyncio.to_thread(unary_code, gw, 10)
     assert code == grpc.StatusCode.UNAVAILABLE
     assert took < 3

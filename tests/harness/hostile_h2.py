@@ -4,7 +4,7 @@ then misbehaves the way `behaviour` says, and records what the gateway did
 (streams reset, connections closed, bytes it managed to push).
 
 Behaviours:
-* `huge-headers`: answers with a header block far over any sane limit;
+* `huge-headers`: answers with a 40 KB header block (over a 16 KB limit);
 * `continuation-flood`: a HEADERS frame without END_HEADERS, then CONTINUATION
   frames until the gateway hangs up;
 * `endless-stream`: a 200 head, then DATA for ever, as fast as the gateway's
@@ -101,7 +101,7 @@ class HostileH2:
         with contextlib.suppress(ConnectionError, h2.exceptions.ProtocolError, asyncio.CancelledError):
             if self.behaviour == "huge-headers":
                 conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")]
-                                  + [(f"x-big-{i}", "v" * 4000) for i in range(100)])
+                                  + [(f"x-big-{i}", "v" * 400) for i in range(100)])
                 writer.write(conn.data_to_send())
             elif self.behaviour == "continuation-flood":
                 head = HeadersFrame(stream_id)

@@ -288,6 +288,9 @@ class H2cConnection(asyncio.Protocol):
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
         })
+        # h2 takes initial values as already in force (no ACK changes them), so the
+        # decoder's bound is set here: the limit is enforced from the first header block.
+        self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.initiate_connection()
         # The connection window holds every stream's window: a stream whose client
         # reads slowly keeps its own bytes, never the other streams' room.
