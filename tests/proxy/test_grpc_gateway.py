@@ -268,6 +268,10 @@ async def test_a_gateway_error_is_one_trailers_only_headers_frame_and_never_the_
         assert fields["grpc-status"] == "16"
         assert "Authentication" in unquote(fields["grpc-message"])
         assert fields["x-request-id"]
+        # Counted as the refusal it is, not as the 200 on the wire.
+        _, _, metrics = await gw.get("/metrics")
+        assert 'vocelio_requests_total{code="401",code_class="4xx",method="POST",service="echo"} 1.0' in \
+            metrics.decode()
         # The same refusal to a JSON client is the envelope.
         plain = await client.request("/test.Echo/Unary", "POST", [("content-type", "application/json")], b"{}")
         assert plain.status == 401

@@ -58,6 +58,9 @@ def send_error(out: ResponseWriter, ex: Exchange, wall_time: float, refusal: Ref
             head.extend(refusal.headers.items())
         add_gateway_headers(ex, head, {k.lower() for k, _ in head})
         out.send(ex, 200, head, b"")
+        # The wire says 200 for gRPC's sake; metrics and the access log count the
+        # refusal as what it is (a 429 is a rate limit, a 503 an outage).
+        ex.status = refusal.status
         return
     retry_after = refusal.retry_after
     headers = dict(refusal.headers or {})
