@@ -26,6 +26,8 @@ from vocelio_contract.config import (
     Endpoint,
     GatewayConfig,
     HealthCheck,
+    PassiveHealth,
+    Retry,
     ServiceRateLimit,
     Timeouts,
 )
@@ -165,16 +167,44 @@ async def test_gateway_errors_reach_grpc_clients_as_grpc_status_codes(
     assert "No service is routed" in caught.value.details()
 
 
-async def test_a_backend_that_is_down_is_unavailable(
-        gateway_factory: GatewayFactory, channel_factory: Any) -> None:
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    gw = await grpc_gateway(gateway_factory, closed)
+        return int(s.getsockname()[1])
+
+
+async def test_a_backend_that_is_down_is_unavailable_and_counts_against_the_endpoint(
+        gateway_factory: GatewayFactory, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, closed_port(), passive_health=PassiveHealth(consecutive_failures=2),
+                            retry=Retry(attempts=1))
     unary = method(channel_factory(gw), "unary_unary", "Unary")
-    with pytest.raises(grpc.RpcError) as caught:
-        await run(unary, b"x", timeout=5)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as caught:
+            await run(unary, b"x", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    ep = next(iter(gw.state.runtime.services["default/echo"].balancer.endpoints()))  # type: ignore[union-attr]
+    # Passive health saw two connect failures, like two HTTP/1.1 ones: the endpoint is ejected.
+    assert ep.ejections == 1
+
+
+async def test_a_failed_connect_is_retried_on_another_endpoint(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    svc = service("echo", Endpoint(address="127.0.0.1", port=closed_port()),
+                  Endpoint(address="127.0.0.1", port=backend.port), prefixes=["/test.Echo"], rewrite=None,
+                  upstream_protocol="h2c", health_check=HealthCheck(enabled=False))
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True))
+    unary = method(channel_factory(gw), "unary_unary", "Unary")
+    # Round-robin starts on either endpoint: two calls meet the closed one at least once.
+    assert [await run(unary, b"a%d" % i, timeout=5) for i in range(2)] == [b"a0", b"a1"]
+
+
+async def test_an_http1_client_reaches_an_h2c_service(gateway_factory: GatewayFactory, hostile: Any) -> None:
+    upstream = await hostile("plain-503")
+    gw = await grpc_gateway(gateway_factory, upstream.port)
+    status, headers, body = await gw.request("POST", "/test.Echo/Unary", data=b"{}")
+    assert status == 503
+    assert body == b"upstream busy"
+    assert headers["Content-Type"] == "text/plain"
 
 
 async def test_a_route_timeout_is_deadline_exceeded_and_grpc_timeout_is_capped_by_it(
