@@ -307,6 +307,12 @@ class Http2Connection(asyncio.Protocol):
         self._closing = False
         self._draining = False
         self._goaway_sent_id: int | None = None
+        # Lingering close after an error GOAWAY: input is dropped until the client goes
+        # quiet (`lingering_timeout_s`) or `lingering_time_s` passed (`tick`).
+        self._lingering = False
+        self._linger_heard = False
+        self._linger_since = 0.0
+        self._linger_heard_at = 0.0
         #: The time of the last housekeeping tick (the budgets' clock).
         self.now = time.monotonic()
         self._idle_since = 0.0
@@ -326,6 +332,7 @@ class Http2Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            self._linger_heard = True  # dropped; the tick ends a lingering close
             return
         verdict = self._meter.feed(data, self.now)
         if verdict is not None:
@@ -584,7 +591,7 @@ class Http2Connection(asyncio.Protocol):
     def _write_out(self) -> None:
         data = self._h2.data_to_send()
         transport = self._transport
-        if data and transport is not None and not transport.is_closing():
+        if data and transport is not None and not transport.is_closing() and not self._lingering:
             transport.write(data)
 
     # -- the end ----------------------------------------------------------------------
@@ -601,8 +608,20 @@ class Http2Connection(asyncio.Protocol):
         self._closing = True
         for stream in list(self._streams.values()):
             self._gone(stream)
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if self.server.lingering_time_s > 0 and transport.can_write_eof() and not transport.is_closing():
+            # A lingering close (as HTTP/1.1's): the client is still sending, and closing now
+            # would reset the connection and destroy the GOAWAY before the client reads it.
+            self._lingering = self._linger_heard = True
+            self._linger_since = self._linger_heard_at = self.now
+            transport.write_eof()
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+            return
+        transport.close()
 
     def _close_now(self) -> None:
         with contextlib.suppress(H2Error):
@@ -616,6 +635,10 @@ class Http2Connection(asyncio.Protocol):
         """Drain: GOAWAY naming the last stream that will be served, let the open
         streams finish, then close (h2 cannot send on streams after its own GOAWAY,
         so the first GOAWAY is written here and h2's final one when the last ends)."""
+        if self._lingering:
+            if self._transport is not None:
+                self._transport.close()
+            return
         if self._draining or self._closing:
             if not self._streams:
                 self._close_now()
@@ -633,6 +656,18 @@ class Http2Connection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(frame.serialize())
 
+    def _linger_tick(self, now: float) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        server = self.server
+        if self._linger_heard:
+            self._linger_heard = False
+            self._linger_heard_at = now
+        if (now - self._linger_since > server.lingering_time_s
+                or now - self._linger_heard_at > server.lingering_timeout_s):
+            transport.close()
+
     def kill(self) -> None:
         self._closing = True
         if self._transport is not None:
@@ -645,6 +680,9 @@ class Http2Connection(asyncio.Protocol):
         """The connection's timeouts (the server's housekeeping tick): a header block
         left open, a client that takes nothing, streams stalled on their windows, idle."""
         self.now = now
+        if self._lingering:
+            self._linger_tick(now)
+            return
         if self._transport is None or self._closing:
             return
         send_timeout = self.server.send_timeout_s
