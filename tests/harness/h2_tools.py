@@ -16,6 +16,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
+    PingAckReceived,
     DataReceived,
     ResponseReceived,
     StreamEnded,
@@ -80,6 +81,7 @@ class H2Client:
         self.conn = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
         self.answers: dict[int, Answer] = {}
         self.goaway: ConnectionTerminated | None = None
+        self.pongs = 0
         self.closed = False
         self._changed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -137,6 +139,22 @@ class H2Client:
             answer.ended = True
         elif isinstance(event, ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, PingAckReceived):
+            self.pongs += 1
+
+    async def barrier(self, deadline_s: float = 5.0) -> None:
+        """A PING round trip: everything the gateway sent before its ACK has been processed."""
+        expected = self.pongs + 1
+        self.conn.ping(b"barrier!")
+        self.flush()
+
+        async def acked() -> None:
+            while self.pongs < expected:
+                if self.closed:
+                    raise ConnectionError("the connection closed")
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(acked(), deadline_s)
 
     def start(self, path: str, method: str = "GET", headers: list[tuple[str, str]] | None = None,
               body: bytes | None = None, authority: str = "gw.test", more: bool = False) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +16,11 @@ from aiohttp import web
 from hyperframe.frame import DataFrame, GoAwayFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
-from tests.harness.h2_tools import H2Client, RawH2, tls_contexts
+from tests.harness.h2_tools import H2Client, RawH2, tls_contexts, write_ca
+from tests.harness.hostile import RecordingUpstreamFactory
 from vocelio_contract.config import GatewayConfig
-from vocelio_proxy.settings import Http2Settings
+from vocelio_proxy.settings import Http2Settings, LimitSettings
+from vocelio_proxy.wire.exchange import Exchange
 from vocelio_proxy.wire.server import HttpServer
 
 
@@ -186,5 +189,81 @@ async def test_drain_sends_goaway_and_finishes_the_stream_in_flight(gateway_fact
         raw.close()
 
 
-def _unused(*_: Any) -> None:
-    pass
+async def test_a_request_body_opens_its_window_only_as_the_pipeline_reads_it() -> None:
+    read_one = asyncio.Event()
+    got: list[int] = []
+
+    async def handler(ex: Exchange, out: Any) -> None:
+        await read_one.wait()
+        assert ex.body is not None
+        async for chunk in ex.body.chunks():
+            got.append(len(chunk))
+            break
+        out.send(ex, 200, [], b"read")
+        read_one.clear()
+
+    window = 65535
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(cleartext=True, initial_window_size=window))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        sid = client.start("/upload", "POST", more=True)
+        await client.barrier()
+        # The client may send exactly one window; the gateway buffers it and opens nothing more.
+        sent = 0
+        while (room := min(client.conn.local_flow_control_window(sid), client.conn.max_outbound_frame_size)) > 0:
+            client.conn.send_data(sid, b"x" * room)
+            sent += room
+        client.flush()
+        await client.barrier()
+        assert sent == window
+        assert client.conn.local_flow_control_window(sid) == 0
+        read_one.set()
+        answer = await client.wait(sid)
+        assert answer.status == 200
+        assert got
+        # What the pipeline read (and only that) was given back to the client.
+        await client.barrier()
+        assert 0 < sum(got) <= window
+    finally:
+        await client.close()
+        await server.shutdown(1.0)
+
+
+async def _curl(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec("curl", "-sS", "--max-time", "10", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def test_curl_over_tls_and_with_prior_knowledge_reaches_a_strict_http1_backend(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, tmp_path: Path) -> None:
+    up = await recording_upstream()
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True))
+    server_ctx, ca, _, _ = write_ca(str(tmp_path))
+    tls = HttpServer(gw.server.handler, gw.server.limits, http2=Http2Settings())
+    port = await tls.listen("127.0.0.1", 0, ssl=server_ctx)
+    try:
+        code, out, err = await _curl("--http2", "--cacert", ca, "-w", "\\n%{http_version} %{http_code}",
+                                     "-H", "Cookie: a=1", "-H", "Cookie: b=2", "--data-binary", "hello",
+                                     f"https://127.0.0.1:{port}/api/tls?x=1")
+        assert code == 0, err
+        assert out.rsplit("\n", 1)[1] == "2 200"
+        code, out, err = await _curl("--http2-prior-knowledge", "-w", "\\n%{http_version} %{http_code}",
+                                     f"http://127.0.0.1:{gw.port}/api/h2c")
+        assert code == 0, err
+        assert out.rsplit("\n", 1)[1] == "2 200"
+    finally:
+        await tls.shutdown(1.0)
+    assert up.protocol_errors == []
+    first, second = [r for r in up.requests if r.target.startswith("/api")]  # (health checks aside)
+    assert (first.method, first.target, first.body) == ("POST", "/api/tls?x=1", b"hello")
+    assert first.header("host") == [f"127.0.0.1:{port}"]
+    assert first.header("cookie") == ["a=1; b=2"]
+    assert first.header("content-length") == ["5"]
+    assert (second.method, second.target) == ("GET", "/api/h2c")
+    assert second.header("host") == [f"127.0.0.1:{gw.port}"]
+    # No HTTP/2 pseudo-header leaks into the HTTP/1.1 request.
+    assert not any(name.startswith(":") for name, _ in first.headers + second.headers)
