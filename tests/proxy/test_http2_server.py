@@ -19,6 +19,7 @@ from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory,
 from tests.harness.h2_tools import H2Client, RawH2, tls_contexts, write_ca
 from tests.harness.hostile import RecordingUpstreamFactory
 from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.exchange import Exchange
 from vocelio_proxy.wire.server import HttpServer
@@ -267,3 +268,31 @@ async def test_curl_over_tls_and_with_prior_knowledge_reaches_a_strict_http1_bac
     assert second.header("host") == [f"127.0.0.1:{gw.port}"]
     # No HTTP/2 pseudo-header leaks into the HTTP/1.1 request.
     assert not any(name.startswith(":") for name, _ in first.headers + second.headers)
+
+
+async def test_the_access_log_and_metrics_record_the_http_version(gateway_factory: GatewayFactory,
+                                                                  upstream_factory: UpstreamFactory) -> None:
+    import io
+    import json
+    sink = io.BytesIO()
+    up = await upstream_factory()
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True),
+                               access_log_sink=sink, access_log=True)
+    client = await H2Client.open(gw.port)
+    try:
+        assert (await client.request("/api/logged")).status == 200
+    finally:
+        await client.close()
+    status, _, _ = await gw.get("/api/h1")
+    assert status == 200
+
+    def lines() -> list[dict[str, Any]]:
+        gw.app[keys.ACCESS_LOG].flush()
+        return [json.loads(line) for line in sink.getvalue().splitlines() if b"/api/" in line]
+
+    await poll(lambda: len(lines()) == 2, "two access-log lines")
+    assert [(e["path"], e["http_version"]) for e in lines()] == [("/api/logged", "2"), ("/api/h1", "1.1")]
+    metrics = gw.app[keys.METRICS]
+    assert metrics.requests_by_protocol.values[("2",)] == 1
+    assert metrics.requests_by_protocol.values[("1.1",)] >= 1
