@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 from aiohttp import web
+from hpack import Decoder
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
     Frame,
     GoAwayFrame,
+    HeadersFrame,
     PingFrame,
     PriorityFrame,
     RstStreamFrame,
@@ -285,3 +287,21 @@ async def test_headers_invalid_in_http2_are_a_stream_error_and_never_reach_the_u
 
 def test_rss_reading_works() -> None:
     assert psutil.Process().memory_info().rss > 0
+
+
+async def test_a_request_body_that_stops_arriving_gets_408_and_releases_the_stream(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, slow: Slow) -> None:
+    gw = await _gateway(gateway_factory, upstream_factory, slow,
+                        limits=LimitSettings(client_body_timeout_s=0.5))
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    raw.send(raw.headers(1, "/api/upload", end=False, method="POST", extra=[("content-length", "100")]),
+             DataFrame(1, data=b"x" * 10))
+    await raw.drain()
+    frames = await raw.read_until(lambda fs: any(isinstance(f, HeadersFrame) and f.stream_id == 1 for f in fs),
+                                  deadline_s=10)
+    [head] = [f for f in frames if isinstance(f, HeadersFrame)]
+    assert dict(Decoder().decode(head.data, raw=True))[b":status"] == b"408"
+    await settled(gw.app, before)
+    await _still_serves(gw)
+    raw.close()

@@ -296,3 +296,25 @@ async def test_the_access_log_and_metrics_record_the_http_version(gateway_factor
     metrics = gw.app[keys.METRICS]
     assert metrics.requests_by_protocol.values[("2",)] == 1
     assert metrics.requests_by_protocol.values[("1.1",)] >= 1
+
+
+async def test_a_handler_that_returns_without_finishing_its_answer_ends_the_stream() -> None:
+    async def handler(ex: Exchange, out: Any) -> None:
+        if ex.path == "/started":
+            out.start(ex, 200, [], None)
+            out.write(b"partial")
+        elif ex.path == "/raises":
+            raise RuntimeError("a bug in the pipeline")
+
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(cleartext=True))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        answers = [await client.request(p) for p in ("/silent", "/started", "/raises")]
+        assert [a.reset for a in answers[:2]] == [8, 2]  # CANCEL before an answer, INTERNAL_ERROR during one
+        assert answers[2].status == 500  # as on HTTP/1.1: a pipeline bug before any answer is the envelope
+        assert b'"status_code": 500' in answers[2].body
+        assert (await client.request("/silent")).reset == 8  # the connection is still usable
+    finally:
+        await client.close()
+        await server.shutdown(1.0)

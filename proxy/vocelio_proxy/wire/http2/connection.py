@@ -49,6 +49,8 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from vocelio_proxy.policy.error_envelope import error_body
+from vocelio_proxy.policy.forwarded_headers import new_request_id
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.body import BodyBuffer
 from vocelio_proxy.wire.http2.rules import (
@@ -106,15 +108,18 @@ class StreamBody(BodyBuffer):
     """One stream's request body: chunks as DATA arrives; the flow-control window is
     opened (`acknowledge_received_data`) only when the pipeline takes a chunk."""
 
-    __slots__ = ("_conn", "_stream_id", "_waiter")
+    __slots__ = ("_conn", "_stream_id", "_waiter", "stalled_since")
 
     def __init__(self, conn: Http2Connection, stream_id: int, limit: int) -> None:
         super().__init__(limit=limit)
         self._conn = conn
         self._stream_id = stream_id
         self._waiter: asyncio.Future[None] | None = None
+        #: Since when the pipeline has been waiting for bytes that do not come (the tick's mark).
+        self.stalled_since = 0.0
 
     def feed(self, data: bytes) -> None:
+        self.stalled_since = 0.0
         self.push(data)
         if self.over_budget:
             self.fail(BodyError(413, f"Request body exceeds {self.limit} bytes"))
@@ -471,6 +476,11 @@ class Http2Connection(asyncio.Protocol):
             pass  # the client reset the stream or left: the handler released what it held
         except Exception:
             log.exception("unhandled error in the request pipeline (HTTP/2)")
+            if not stream.started and not stream.reset:
+                # As on HTTP/1.1: the envelope when nothing was sent yet.
+                body = error_body(500, "The gateway failed to handle the request",
+                                  ex.request_id or new_request_id(), time.time())
+                stream.send(ex, 500, [("Content-Type", "application/json")], body)
         finally:
             self._stream_done(stream)
 
@@ -697,13 +707,27 @@ class Http2Connection(asyncio.Protocol):
         elif now - self._send_since > send_timeout:
             self.kill()
             return
-        for stream in list(self._streams.values()):
-            if stream.blocked_since and now - stream.blocked_since > send_timeout:
-                # The client never opened its window: the stream is freed.
-                self.reset_stream(stream, ErrorCodes.CANCEL)
+        self._stream_timeouts(now, send_timeout, self.server.body_timeout_s)
         if self._streams:
             self._idle_since = 0.0
         elif not self._idle_since:
             self._idle_since = now
         elif now - self._idle_since > idle_timeout_s:
             self._close_now()
+
+    def _stream_timeouts(self, now: float, send_timeout: float, body_timeout: float) -> None:
+        """Streams stalled on the client's window (reset) or on its body (408)."""
+        for stream in list(self._streams.values()):
+            if stream.blocked_since and now - stream.blocked_since > send_timeout:
+                # The client never opened its window: the stream is freed.
+                self.reset_stream(stream, ErrorCodes.CANCEL)
+                continue
+            body = stream.ex.body
+            if isinstance(body, StreamBody) and not body.done and body.error is None and not body.size:
+                # Nothing buffered, so the window is open: the client is the one not sending.
+                if not body.stalled_since:
+                    body.stalled_since = now
+                elif now - body.stalled_since > body_timeout:
+                    body.fail(BodyError(408, f"The request body did not arrive within {body_timeout:g} s"))
+            elif isinstance(body, StreamBody):
+                body.stalled_since = 0.0
