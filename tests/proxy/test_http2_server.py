@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hyperframe.frame import DataFrame, GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.h2_tools import H2Client, RawH2, tls_contexts, write_ca
@@ -180,6 +180,10 @@ async def test_drain_sends_goaway_and_finishes_the_stream_in_flight(gateway_fact
         [goaway] = [f for f in frames if isinstance(f, GoAwayFrame)]
         assert goaway.last_stream_id == 1
         assert goaway.error_code == 0
+        # A stream opened after the GOAWAY is refused; the one in flight goes on.
+        raw.send(raw.headers(3, "/api/late"))
+        frames = await raw.read_until(lambda fs: any(isinstance(f, RstStreamFrame) and f.stream_id == 3 for f in fs))
+        assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [7]  # REFUSED_STREAM
         release.set()
         frames = await raw.read_until(lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags
                                                      for f in fs))
@@ -318,3 +322,18 @@ async def test_a_handler_that_returns_without_finishing_its_answer_ends_the_stre
     finally:
         await client.close()
         await server.shutdown(1.0)
+
+
+async def test_an_idle_http2_connection_is_closed_with_goaway(gateway_factory: GatewayFactory,
+                                                              upstream_factory: UpstreamFactory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               http2=Http2Settings(cleartext=True), client_idle_timeout_s=0.5)
+    raw = await RawH2.open(gw.port)
+    try:
+        await raw.read_until_closed(deadline_s=5)
+        goaways = [f for f in raw.frames() if isinstance(f, GoAwayFrame)]
+        assert [g.error_code for g in goaways] == [0]
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
