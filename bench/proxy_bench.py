@@ -187,8 +187,9 @@ def http2_rows(seconds: int, connections: list[int], streams: int) -> None:
             ref = results[("nginx TLS+h2 proxy", conns)]
             for name in ("vocelio gateway TLS+h2", "vocelio gateway h2c"):
                 mine = results[(name, conns)]
+                rps, mean = mine["rps"] / ref["rps"], mine["mean_ms"] / ref["mean_ms"]
                 print(f"{name} / nginx TLS+h2 proxy at {conns} connections: "
-                      f"throughput x{mine['rps'] / ref['rps']:.2f}, mean latency x{mine['mean_ms'] / ref['mean_ms']:.2f}")
+                      f"throughput x{rps:.2f}, mean latency x{mean:.2f}")
     finally:
         for proc in procs:
             if proc.poll() is None:
