@@ -221,13 +221,13 @@ class StreamWriter:
             return
         self.pending += data
         self.ex.sent_bytes += len(data)
-        self._conn.flush()
+        self._conn.want(self)
 
     def finish(self) -> None:
         if self.ended:
             return
         self.ended = True
-        self._conn.flush()
+        self._conn.want(self)
 
     def finish_with_trailers(self, trailers: list[tuple[str, str]]) -> None:
         if self.ended:
@@ -312,6 +312,7 @@ class Http2Connection(asyncio.Protocol):
         self._closing = False
         self._draining = False
         self._goaway_sent_id: int | None = None
+        self._flush_scheduled = False
         # Lingering close after an error GOAWAY: input is dropped until the client goes
         # quiet (`lingering_timeout_s`) or `lingering_time_s` passed (`tick`).
         self._lingering = False
@@ -333,7 +334,7 @@ class Http2Connection(asyncio.Protocol):
         extra = self._limits.connection_window_size - 65535
         if extra > 0:
             self._h2.increment_flow_control_window(extra)
-        self._write_out()
+        self.flush()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -557,37 +558,59 @@ class Http2Connection(asyncio.Protocol):
     def _reset_id(self, stream_id: int, code: ErrorCodes) -> None:
         with contextlib.suppress(H2Error):
             self._h2.reset_stream(stream_id, code)
-        self._write_out()
+        self.flush()
+
+    def want(self, stream: StreamWriter) -> None:
+        """`stream` has bytes or its end to send."""
+        self._sending[stream.stream_id] = stream
+        self.flush()
 
     def flush(self) -> None:
+        """Send what is due once this loop iteration is over: the frames of every
+        stream written to meanwhile go out in one write (not one per frame)."""
+        if not self._flush_scheduled and self._transport is not None and not self._closing:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
         """Send what the windows allow, stream by stream, while the client takes it."""
+        self._flush_scheduled = False
         if self._transport is None or self._closing:
             return
         h2 = self._h2
-        for stream in list(self._streams.values()):
-            if stream.reset or stream.sent_end or not (stream.pending or stream.ended):
+        pushed = 0
+        for stream in list(self._sending.values()):
+            if stream.reset or stream.sent_end:
+                self._sending.pop(stream.stream_id, None)
                 continue
             if not self.writable:
                 break
             try:
-                self._push(h2, stream)
+                pushed += self._push(h2, stream)
             except H2Error as exc:
                 log.debug("HTTP/2 stream %d: data not sent: %s", stream.stream_id, exc)
                 self.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
-            self._write_out()
-            if stream.sent_end and (stream.task is None or stream.task.done()):
-                self._forget(stream)
-        self._write_out()
+            if stream.sent_end:
+                self._sending.pop(stream.stream_id, None)
+                if stream.task is None or stream.task.done():
+                    self._forget(stream)
+            if pushed > _LOW_WATER:
+                # Out now: the transport says when the client stops taking it (pause_writing).
+                self._send_now()
+                pushed = 0
+        self._send_now()
 
-    def _push(self, h2: H2Connection, stream: StreamWriter) -> None:
+    def _push(self, h2: H2Connection, stream: StreamWriter) -> int:
         pending = stream.pending
         stream_id = stream.stream_id
+        pushed = 0
         while pending:
             window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size, len(pending))
             if window <= 0:
                 break
             h2.send_data(stream_id, bytes(pending[:window]))
             del pending[:window]
+            pushed += window
         if len(pending) < _LOW_WATER:
             stream.blocked_since = 0.0
             stream.wake()
@@ -597,8 +620,9 @@ class Http2Connection(asyncio.Protocol):
             else:
                 h2.end_stream(stream_id)
             stream.sent_end = True
+        return pushed
 
-    def _write_out(self) -> None:
+    def _send_now(self) -> None:
         data = self._h2.data_to_send()
         transport = self._transport
         if data and transport is not None and not transport.is_closing() and not self._lingering:
@@ -614,7 +638,7 @@ class Http2Connection(asyncio.Protocol):
         self._end_all()
 
     def _end_all(self) -> None:
-        self._write_out()
+        self._send_now()
         self._closing = True
         for stream in list(self._streams.values()):
             self._gone(stream)
@@ -636,7 +660,7 @@ class Http2Connection(asyncio.Protocol):
     def _close_now(self) -> None:
         with contextlib.suppress(H2Error):
             self._h2.close_connection(ErrorCodes.NO_ERROR)
-        self._write_out()
+        self._send_now()
         self._closing = True
         if self._transport is not None:
             self._transport.close()
@@ -662,7 +686,7 @@ class Http2Connection(asyncio.Protocol):
         frame = GoAwayFrame(0)
         frame.last_stream_id = last
         frame.error_code = ErrorCodes.NO_ERROR
-        self._write_out()
+        self._send_now()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(frame.serialize())
 
