@@ -292,8 +292,11 @@ class Http2Connection(asyncio.Protocol):
         self._limits = limits
         self._max_body = server.limits.max_body_bytes
         self._peer = peer
+        # Outbound fields are built by `rules.response_fields`/`trailer_fields` (lower-case
+        # tokens, no connection-specific fields, no CR/LF/NUL): h2's second pass is skipped.
         config = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True,
-                                 normalize_inbound_headers=True, validate_outbound_headers=True)
+                                 normalize_inbound_headers=True, validate_outbound_headers=False,
+                                 normalize_outbound_headers=False)
         self._h2 = _Server(config, limits.max_concurrent_streams)
         self._h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
