@@ -337,3 +337,14 @@ async def test_an_idle_http2_connection_is_closed_with_goaway(gateway_factory: G
     finally:
         raw.close()
     await poll(lambda: not gw.server.connections, "the connection is gone")
+
+
+async def test_a_client_that_expects_100_continue_gets_it_when_the_body_is_read(h2c: H2Client) -> None:
+    import json
+    sid = h2c.start("/api/expect", "POST", [("expect", "100-continue"), ("content-length", "5")], more=True)
+    await h2c.wait_informational(sid)
+    h2c.conn.send_data(sid, b"hello", end_stream=True)
+    h2c.flush()
+    answer = await h2c.wait(sid)
+    assert answer.status == 200
+    assert json.loads(answer.body)["body"] == 5

@@ -108,13 +108,15 @@ class StreamBody(BodyBuffer):
     """One stream's request body: chunks as DATA arrives; the flow-control window is
     opened (`acknowledge_received_data`) only when the pipeline takes a chunk."""
 
-    __slots__ = ("_conn", "_stream_id", "_waiter", "stalled_since")
+    __slots__ = ("_conn", "_stream_id", "_waiter", "expect_continue", "stalled_since")
 
     def __init__(self, conn: Http2Connection, stream_id: int, limit: int) -> None:
         super().__init__(limit=limit)
         self._conn = conn
         self._stream_id = stream_id
         self._waiter: asyncio.Future[None] | None = None
+        #: The client sent `Expect: 100-continue`: a 100 goes out when the pipeline first reads.
+        self.expect_continue = False
         #: Since when the pipeline has been waiting for bytes that do not come (the tick's mark).
         self.stalled_since = 0.0
 
@@ -139,6 +141,11 @@ class StreamBody(BodyBuffer):
             waiter.set_result(None)
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self.expect_continue:
+            self.expect_continue = False
+            # RFC 9110 §10.1.1: no 100 once the body is arriving or has ended.
+            if not self.received and not self.done and self.error is None:
+                self._conn.send_continue(self._stream_id)
         while True:
             chunk, _ = self.pop()
             if chunk is not None:
@@ -437,7 +444,8 @@ class Http2Connection(asyncio.Protocol):
         ex.head_bytes = head.head_bytes
         stream = StreamWriter(self, stream_id, ex)
         if not ended:
-            ex.body = StreamBody(self, stream_id, self._max_body)
+            body = ex.body = StreamBody(self, stream_id, self._max_body)
+            body.expect_continue = head.lookup.get("expect", "").lower() == "100-continue"
         self._streams[stream_id] = stream
         self._idle_since = 0.0
         self.streams_served += 1
@@ -538,6 +546,12 @@ class Http2Connection(asyncio.Protocol):
             return
         if end:
             stream.sent_end = True
+        self.flush()
+
+    def send_continue(self, stream_id: int) -> None:
+        """An interim 100 (Continue) on a stream whose client waits for it."""
+        with contextlib.suppress(H2Error):
+            self._h2.send_headers(stream_id, [(b":status", b"100")])
         self.flush()
 
     def reset_stream(self, stream: StreamWriter, code: ErrorCodes) -> None:
