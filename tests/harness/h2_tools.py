@@ -17,6 +17,8 @@ from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    InformationalResponseReceived,
+    PingAckReceived,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -66,6 +68,7 @@ class Answer:
     trailers: list[tuple[str, str]] = field(default_factory=list)
     reset: int | None = None
     ended: bool = False
+    informational: list[int] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -80,6 +83,7 @@ class H2Client:
         self.conn = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
         self.answers: dict[int, Answer] = {}
         self.goaway: ConnectionTerminated | None = None
+        self.pongs = 0
         self.closed = False
         self._changed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -125,6 +129,9 @@ class H2Client:
         if isinstance(event, ResponseReceived) and answer is not None:
             answer.headers = [(k, v) for k, v in event.headers or []]  # type: ignore[misc]
             answer.status = int(dict(answer.headers)[":status"])
+        elif isinstance(event, InformationalResponseReceived) and answer is not None:
+            status = next(v for k, v in event.headers or [] if k in (":status", b":status"))
+            answer.informational.append(int(status))
         elif isinstance(event, DataReceived) and answer is not None:
             answer.body += event.data or b""
             self.conn.acknowledge_received_data(event.flow_controlled_length or 0, sid or 0)
@@ -137,6 +144,22 @@ class H2Client:
             answer.ended = True
         elif isinstance(event, ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, PingAckReceived):
+            self.pongs += 1
+
+    async def barrier(self, deadline_s: float = 5.0) -> None:
+        """A PING round trip: everything the gateway sent before its ACK has been processed."""
+        expected = self.pongs + 1
+        self.conn.ping(b"barrier!")
+        self.flush()
+
+        async def acked() -> None:
+            while self.pongs < expected:
+                if self.closed:
+                    raise ConnectionError("the connection closed")
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(acked(), deadline_s)
 
     def start(self, path: str, method: str = "GET", headers: list[tuple[str, str]] | None = None,
               body: bytes | None = None, authority: str = "gw.test", more: bool = False) -> int:
@@ -160,6 +183,17 @@ class H2Client:
                 await self._changed.wait()
             return self.answers[sid]
         return await asyncio.wait_for(ended(), deadline_s)
+
+    async def wait_informational(self, sid: int, deadline_s: float = 5.0) -> list[int]:
+        """Wait for an interim (1xx) answer on `sid`."""
+        async def interim() -> list[int]:
+            while not self.answers[sid].informational:
+                if self.closed or self.answers[sid].ended:
+                    raise ConnectionError(f"stream {sid} ended without an interim answer")
+                self._changed.clear()
+                await self._changed.wait()
+            return self.answers[sid].informational
+        return await asyncio.wait_for(interim(), deadline_s)
 
     async def request(self, path: str, method: str = "GET", headers: list[tuple[str, str]] | None = None,
                       body: bytes | None = None, deadline_s: float = 5.0) -> Answer:

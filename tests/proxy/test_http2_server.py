@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from hyperframe.frame import DataFrame, GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
-from tests.harness.h2_tools import H2Client, RawH2, tls_contexts
+from tests.harness.h2_tools import H2Client, RawH2, tls_contexts, write_ca
+from tests.harness.hostile import RecordingUpstreamFactory
 from vocelio_contract.config import GatewayConfig
-from vocelio_proxy.settings import Http2Settings
+from vocelio_proxy.lifecycle import appkeys as keys
+from vocelio_proxy.settings import Http2Settings, LimitSettings
+from vocelio_proxy.wire.exchange import Exchange
 from vocelio_proxy.wire.server import HttpServer
 
 
@@ -176,6 +180,10 @@ async def test_drain_sends_goaway_and_finishes_the_stream_in_flight(gateway_fact
         [goaway] = [f for f in frames if isinstance(f, GoAwayFrame)]
         assert goaway.last_stream_id == 1
         assert goaway.error_code == 0
+        # A stream opened after the GOAWAY is refused; the one in flight goes on.
+        raw.send(raw.headers(3, "/api/late"))
+        frames = await raw.read_until(lambda fs: any(isinstance(f, RstStreamFrame) and f.stream_id == 3 for f in fs))
+        assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [7]  # REFUSED_STREAM
         release.set()
         frames = await raw.read_until(lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags
                                                      for f in fs))
@@ -186,5 +194,157 @@ async def test_drain_sends_goaway_and_finishes_the_stream_in_flight(gateway_fact
         raw.close()
 
 
-def _unused(*_: Any) -> None:
-    pass
+async def test_a_request_body_opens_its_window_only_as_the_pipeline_reads_it() -> None:
+    read_one = asyncio.Event()
+    got: list[int] = []
+
+    async def handler(ex: Exchange, out: Any) -> None:
+        await read_one.wait()
+        assert ex.body is not None
+        async for chunk in ex.body.chunks():
+            got.append(len(chunk))
+            break
+        out.send(ex, 200, [], b"read")
+        read_one.clear()
+
+    window = 65535
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(cleartext=True, initial_window_size=window))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        sid = client.start("/upload", "POST", more=True)
+        await client.barrier()
+        # The client may send exactly one window; the gateway buffers it and opens nothing more.
+        sent = 0
+        while (room := min(client.conn.local_flow_control_window(sid), client.conn.max_outbound_frame_size)) > 0:
+            client.conn.send_data(sid, b"x" * room)
+            sent += room
+        client.flush()
+        await client.barrier()
+        assert sent == window
+        assert client.conn.local_flow_control_window(sid) == 0
+        read_one.set()
+        answer = await client.wait(sid)
+        assert answer.status == 200
+        assert got
+        # What the pipeline read (and only that) was given back to the client.
+        await client.barrier()
+        assert 0 < sum(got) <= window
+    finally:
+        await client.close()
+        await server.shutdown(1.0)
+
+
+async def _curl(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec("curl", "-sS", "--max-time", "10", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def test_curl_over_tls_and_with_prior_knowledge_reaches_a_strict_http1_backend(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, tmp_path: Path) -> None:
+    up = await recording_upstream()
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True))
+    server_ctx, ca, _, _ = write_ca(str(tmp_path))
+    tls = HttpServer(gw.server.handler, gw.server.limits, http2=Http2Settings())
+    port = await tls.listen("127.0.0.1", 0, ssl=server_ctx)
+    try:
+        code, out, err = await _curl("--http2", "--cacert", ca, "-w", "\\n%{http_version} %{http_code}",
+                                     "-H", "Cookie: a=1", "-H", "Cookie: b=2", "--data-binary", "hello",
+                                     f"https://127.0.0.1:{port}/api/tls?x=1")
+        assert code == 0, err
+        assert out.rsplit("\n", 1)[1] == "2 200"
+        code, out, err = await _curl("--http2-prior-knowledge", "-w", "\\n%{http_version} %{http_code}",
+                                     f"http://127.0.0.1:{gw.port}/api/h2c")
+        assert code == 0, err
+        assert out.rsplit("\n", 1)[1] == "2 200"
+    finally:
+        await tls.shutdown(1.0)
+    assert up.protocol_errors == []
+    first, second = [r for r in up.requests if r.target.startswith("/api")]  # (health checks aside)
+    assert (first.method, first.target, first.body) == ("POST", "/api/tls?x=1", b"hello")
+    assert first.header("host") == [f"127.0.0.1:{port}"]
+    assert first.header("cookie") == ["a=1; b=2"]
+    assert first.header("content-length") == ["5"]
+    assert (second.method, second.target) == ("GET", "/api/h2c")
+    assert second.header("host") == [f"127.0.0.1:{gw.port}"]
+    # No HTTP/2 pseudo-header leaks into the HTTP/1.1 request.
+    assert not any(name.startswith(":") for name, _ in first.headers + second.headers)
+
+
+async def test_the_access_log_and_metrics_record_the_http_version(gateway_factory: GatewayFactory,
+                                                                  upstream_factory: UpstreamFactory) -> None:
+    import io
+    import json
+    sink = io.BytesIO()
+    up = await upstream_factory()
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True),
+                               access_log_sink=sink, access_log=True)
+    client = await H2Client.open(gw.port)
+    try:
+        assert (await client.request("/api/logged")).status == 200
+    finally:
+        await client.close()
+    status, _, _ = await gw.get("/api/h1")
+    assert status == 200
+
+    def lines() -> list[dict[str, Any]]:
+        gw.app[keys.ACCESS_LOG].flush()
+        return [json.loads(line) for line in sink.getvalue().splitlines() if b"/api/" in line]
+
+    await poll(lambda: len(lines()) == 2, "two access-log lines")
+    assert [(e["path"], e["http_version"]) for e in lines()] == [("/api/logged", "2"), ("/api/h1", "1.1")]
+    metrics = gw.app[keys.METRICS]
+    assert metrics.requests_by_protocol.values[("2",)] == 1
+    assert metrics.requests_by_protocol.values[("1.1",)] >= 1
+
+
+async def test_a_handler_that_returns_without_finishing_its_answer_ends_the_stream() -> None:
+    async def handler(ex: Exchange, out: Any) -> None:
+        if ex.path == "/started":
+            out.start(ex, 200, [], None)
+            out.write(b"partial")
+        elif ex.path == "/raises":
+            raise RuntimeError("a bug in the pipeline")
+
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(cleartext=True))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        answers = [await client.request(p) for p in ("/silent", "/started", "/raises")]
+        assert [a.reset for a in answers[:2]] == [8, 2]  # CANCEL before an answer, INTERNAL_ERROR during one
+        assert answers[2].status == 500  # as on HTTP/1.1: a pipeline bug before any answer is the envelope
+        assert b'"status_code": 500' in answers[2].body
+        assert (await client.request("/silent")).reset == 8  # the connection is still usable
+    finally:
+        await client.close()
+        await server.shutdown(1.0)
+
+
+async def test_an_idle_http2_connection_is_closed_with_goaway(gateway_factory: GatewayFactory,
+                                                              upstream_factory: UpstreamFactory) -> None:
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())]),
+                               http2=Http2Settings(cleartext=True), client_idle_timeout_s=0.5)
+    raw = await RawH2.open(gw.port)
+    try:
+        await raw.read_until_closed(deadline_s=5)
+        goaways = [f for f in raw.frames() if isinstance(f, GoAwayFrame)]
+        assert [g.error_code for g in goaways] == [0]
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+
+
+async def test_a_client_that_expects_100_continue_gets_it_when_the_body_is_read(h2c: H2Client) -> None:
+    import json
+    sid = h2c.start("/api/expect", "POST", [("expect", "100-continue"), ("content-length", "5")], more=True)
+    await h2c.wait_informational(sid)
+    h2c.conn.send_data(sid, b"hello", end_stream=True)
+    h2c.flush()
+    answer = await h2c.wait(sid)
+    assert answer.status == 200
+    assert json.loads(answer.body)["body"] == 5

@@ -63,6 +63,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _MAX_AGENT = 256
 _MAX_NAME = 128
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
+#: HTTP versions counted by name (`Exchange.version`: the server sets one of these).
+_VERSIONS = frozenset({"1.0", "1.1", "2"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
 _FRAGMENT = "Invalid request target: a request target has no fragment ('#')"
@@ -239,6 +241,7 @@ class GatewayHandler:
         metrics = self._metrics
         metrics.count_request(ex.service_label, method, _CODES[status] if 0 <= status < 1000 else "5xx", elapsed)
         metrics.count_bytes(ex.service_label, received, ex.sent_bytes)
+        metrics.requests_by_protocol.inc((ex.version if ex.version in _VERSIONS else "other",))
         if ex.span_parent is not None and self._spans is not None:
             self._spans.end(ex, ex.span_parent, status, elapsed)
         if self._access_log is not None:
@@ -262,7 +265,8 @@ class GatewayHandler:
                 f'"path": {_json(ex.path)}, "service": {_json(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
                 f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}, '
-                f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}')
+                f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}, '
+                f'"http_version": {_json(ex.version)}')
         if trace is not None:
             line += f', "trace_id": "{trace[0]}", "span_id": "{trace[1]}"'
         else:
@@ -283,7 +287,7 @@ class GatewayHandler:
         line = (f"{clock} access {text_value(ex.method)} {text_value(ex.path)} {status} "
                 f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} "
                 f"client={text_value(ex.client_ip)} in={received}B out={ex.sent_bytes}B "
-                f"request_id={text_value(ex.request_id)}")
+                f"request_id={text_value(ex.request_id)} http={text_value(ex.version)}")
         if ex.upstream:
             line += f" upstream={text_value(ex.upstream)} attempts={ex.attempts}"
         if trace is not None:

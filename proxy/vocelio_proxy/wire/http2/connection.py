@@ -49,6 +49,8 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from vocelio_proxy.policy.error_envelope import error_body
+from vocelio_proxy.policy.forwarded_headers import new_request_id
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.body import BodyBuffer
 from vocelio_proxy.wire.http2.rules import (
@@ -106,15 +108,20 @@ class StreamBody(BodyBuffer):
     """One stream's request body: chunks as DATA arrives; the flow-control window is
     opened (`acknowledge_received_data`) only when the pipeline takes a chunk."""
 
-    __slots__ = ("_conn", "_stream_id", "_waiter")
+    __slots__ = ("_conn", "_stream_id", "_waiter", "expect_continue", "stalled_since")
 
     def __init__(self, conn: Http2Connection, stream_id: int, limit: int) -> None:
         super().__init__(limit=limit)
         self._conn = conn
         self._stream_id = stream_id
         self._waiter: asyncio.Future[None] | None = None
+        #: The client sent `Expect: 100-continue`: a 100 goes out when the pipeline first reads.
+        self.expect_continue = False
+        #: Since when the pipeline has been waiting for bytes that do not come (the tick's mark).
+        self.stalled_since = 0.0
 
     def feed(self, data: bytes) -> None:
+        self.stalled_since = 0.0
         self.push(data)
         if self.over_budget:
             self.fail(BodyError(413, f"Request body exceeds {self.limit} bytes"))
@@ -134,6 +141,11 @@ class StreamBody(BodyBuffer):
             waiter.set_result(None)
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self.expect_continue:
+            self.expect_continue = False
+            # RFC 9110 §10.1.1: no 100 once the body is arriving or has ended.
+            if not self.received and not self.done and self.error is None:
+                self._conn.send_continue(self._stream_id)
         while True:
             chunk, _ = self.pop()
             if chunk is not None:
@@ -216,13 +228,13 @@ class StreamWriter:
             return
         self.pending += data
         self.ex.sent_bytes += len(data)
-        self._conn.flush()
+        self._conn.want(self)
 
     def finish(self) -> None:
         if self.ended:
             return
         self.ended = True
-        self._conn.flush()
+        self._conn.want(self)
 
     def finish_with_trailers(self, trailers: list[tuple[str, str]]) -> None:
         if self.ended:
@@ -287,8 +299,11 @@ class Http2Connection(asyncio.Protocol):
         self._limits = limits
         self._max_body = server.limits.max_body_bytes
         self._peer = peer
+        # Outbound fields are built by `rules.response_fields`/`trailer_fields` (lower-case
+        # tokens, no connection-specific fields, no CR/LF/NUL): h2's second pass is skipped.
         config = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True,
-                                 normalize_inbound_headers=True, validate_outbound_headers=True)
+                                 normalize_inbound_headers=True, validate_outbound_headers=False,
+                                 normalize_outbound_headers=False)
         self._h2 = _Server(config, limits.max_concurrent_streams)
         self._h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
@@ -307,6 +322,13 @@ class Http2Connection(asyncio.Protocol):
         self._closing = False
         self._draining = False
         self._goaway_sent_id: int | None = None
+        self._flush_scheduled = False
+        # Lingering close after an error GOAWAY: input is dropped until the client goes
+        # quiet (`lingering_timeout_s`) or `lingering_time_s` passed (`tick`).
+        self._lingering = False
+        self._linger_heard = False
+        self._linger_since = 0.0
+        self._linger_heard_at = 0.0
         #: The time of the last housekeeping tick (the budgets' clock).
         self.now = time.monotonic()
         self._idle_since = 0.0
@@ -322,10 +344,11 @@ class Http2Connection(asyncio.Protocol):
         extra = self._limits.connection_window_size - 65535
         if extra > 0:
             self._h2.increment_flow_control_window(extra)
-        self._write_out()
+        self.flush()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            self._linger_heard = True  # dropped; the tick ends a lingering close
             return
         verdict = self._meter.feed(data, self.now)
         if verdict is not None:
@@ -421,7 +444,8 @@ class Http2Connection(asyncio.Protocol):
         ex.head_bytes = head.head_bytes
         stream = StreamWriter(self, stream_id, ex)
         if not ended:
-            ex.body = StreamBody(self, stream_id, self._max_body)
+            body = ex.body = StreamBody(self, stream_id, self._max_body)
+            body.expect_continue = head.lookup.get("expect", "").lower() == "100-continue"
         self._streams[stream_id] = stream
         self._idle_since = 0.0
         self.streams_served += 1
@@ -464,6 +488,11 @@ class Http2Connection(asyncio.Protocol):
             pass  # the client reset the stream or left: the handler released what it held
         except Exception:
             log.exception("unhandled error in the request pipeline (HTTP/2)")
+            if not stream.started and not stream.reset:
+                # As on HTTP/1.1: the envelope when nothing was sent yet.
+                body = error_body(500, "The gateway failed to handle the request",
+                                  ex.request_id or new_request_id(), time.time())
+                stream.send(ex, 500, [("Content-Type", "application/json")], body)
         finally:
             self._stream_done(stream)
 
@@ -519,6 +548,12 @@ class Http2Connection(asyncio.Protocol):
             stream.sent_end = True
         self.flush()
 
+    def send_continue(self, stream_id: int) -> None:
+        """An interim 100 (Continue) on a stream whose client waits for it."""
+        with contextlib.suppress(H2Error):
+            self._h2.send_headers(stream_id, [(b":status", b"100")])
+        self.flush()
+
     def reset_stream(self, stream: StreamWriter, code: ErrorCodes) -> None:
         if stream.reset:
             return
@@ -540,37 +575,59 @@ class Http2Connection(asyncio.Protocol):
     def _reset_id(self, stream_id: int, code: ErrorCodes) -> None:
         with contextlib.suppress(H2Error):
             self._h2.reset_stream(stream_id, code)
-        self._write_out()
+        self.flush()
+
+    def want(self, stream: StreamWriter) -> None:
+        """`stream` has bytes or its end to send."""
+        self._sending[stream.stream_id] = stream
+        self.flush()
 
     def flush(self) -> None:
+        """Send what is due once this loop iteration is over: the frames of every
+        stream written to meanwhile go out in one write (not one per frame)."""
+        if not self._flush_scheduled and self._transport is not None and not self._closing:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
         """Send what the windows allow, stream by stream, while the client takes it."""
+        self._flush_scheduled = False
         if self._transport is None or self._closing:
             return
         h2 = self._h2
-        for stream in list(self._streams.values()):
-            if stream.reset or stream.sent_end or not (stream.pending or stream.ended):
+        pushed = 0
+        for stream in list(self._sending.values()):
+            if stream.reset or stream.sent_end:
+                self._sending.pop(stream.stream_id, None)
                 continue
             if not self.writable:
                 break
             try:
-                self._push(h2, stream)
+                pushed += self._push(h2, stream)
             except H2Error as exc:
                 log.debug("HTTP/2 stream %d: data not sent: %s", stream.stream_id, exc)
                 self.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
-            self._write_out()
-            if stream.sent_end and (stream.task is None or stream.task.done()):
-                self._forget(stream)
-        self._write_out()
+            if stream.sent_end:
+                self._sending.pop(stream.stream_id, None)
+                if stream.task is None or stream.task.done():
+                    self._forget(stream)
+            if pushed > _LOW_WATER:
+                # Out now: the transport says when the client stops taking it (pause_writing).
+                self._send_now()
+                pushed = 0
+        self._send_now()
 
-    def _push(self, h2: H2Connection, stream: StreamWriter) -> None:
+    def _push(self, h2: H2Connection, stream: StreamWriter) -> int:
         pending = stream.pending
         stream_id = stream.stream_id
+        pushed = 0
         while pending:
             window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size, len(pending))
             if window <= 0:
                 break
             h2.send_data(stream_id, bytes(pending[:window]))
             del pending[:window]
+            pushed += window
         if len(pending) < _LOW_WATER:
             stream.blocked_since = 0.0
             stream.wake()
@@ -580,11 +637,12 @@ class Http2Connection(asyncio.Protocol):
             else:
                 h2.end_stream(stream_id)
             stream.sent_end = True
+        return pushed
 
-    def _write_out(self) -> None:
+    def _send_now(self) -> None:
         data = self._h2.data_to_send()
         transport = self._transport
-        if data and transport is not None and not transport.is_closing():
+        if data and transport is not None and not transport.is_closing() and not self._lingering:
             transport.write(data)
 
     # -- the end ----------------------------------------------------------------------
@@ -597,17 +655,29 @@ class Http2Connection(asyncio.Protocol):
         self._end_all()
 
     def _end_all(self) -> None:
-        self._write_out()
+        self._send_now()
         self._closing = True
         for stream in list(self._streams.values()):
             self._gone(stream)
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if self.server.lingering_time_s > 0 and transport.can_write_eof() and not transport.is_closing():
+            # A lingering close (as HTTP/1.1's): the client is still sending, and closing now
+            # would reset the connection and destroy the GOAWAY before the client reads it.
+            self._lingering = self._linger_heard = True
+            self._linger_since = self._linger_heard_at = self.now
+            transport.write_eof()
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+            return
+        transport.close()
 
     def _close_now(self) -> None:
         with contextlib.suppress(H2Error):
             self._h2.close_connection(ErrorCodes.NO_ERROR)
-        self._write_out()
+        self._send_now()
         self._closing = True
         if self._transport is not None:
             self._transport.close()
@@ -616,6 +686,10 @@ class Http2Connection(asyncio.Protocol):
         """Drain: GOAWAY naming the last stream that will be served, let the open
         streams finish, then close (h2 cannot send on streams after its own GOAWAY,
         so the first GOAWAY is written here and h2's final one when the last ends)."""
+        if self._lingering:
+            if self._transport is not None:
+                self._transport.close()
+            return
         if self._draining or self._closing:
             if not self._streams:
                 self._close_now()
@@ -629,9 +703,21 @@ class Http2Connection(asyncio.Protocol):
         frame = GoAwayFrame(0)
         frame.last_stream_id = last
         frame.error_code = ErrorCodes.NO_ERROR
-        self._write_out()
+        self._send_now()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(frame.serialize())
+
+    def _linger_tick(self, now: float) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        server = self.server
+        if self._linger_heard:
+            self._linger_heard = False
+            self._linger_heard_at = now
+        if (now - self._linger_since > server.lingering_time_s
+                or now - self._linger_heard_at > server.lingering_timeout_s):
+            transport.close()
 
     def kill(self) -> None:
         self._closing = True
@@ -645,6 +731,9 @@ class Http2Connection(asyncio.Protocol):
         """The connection's timeouts (the server's housekeeping tick): a header block
         left open, a client that takes nothing, streams stalled on their windows, idle."""
         self.now = now
+        if self._lingering:
+            self._linger_tick(now)
+            return
         if self._transport is None or self._closing:
             return
         send_timeout = self.server.send_timeout_s
@@ -659,13 +748,27 @@ class Http2Connection(asyncio.Protocol):
         elif now - self._send_since > send_timeout:
             self.kill()
             return
-        for stream in list(self._streams.values()):
-            if stream.blocked_since and now - stream.blocked_since > send_timeout:
-                # The client never opened its window: the stream is freed.
-                self.reset_stream(stream, ErrorCodes.CANCEL)
+        self._stream_timeouts(now, send_timeout, self.server.body_timeout_s)
         if self._streams:
             self._idle_since = 0.0
         elif not self._idle_since:
             self._idle_since = now
         elif now - self._idle_since > idle_timeout_s:
             self._close_now()
+
+    def _stream_timeouts(self, now: float, send_timeout: float, body_timeout: float) -> None:
+        """Streams stalled on the client's window (reset) or on its body (408)."""
+        for stream in list(self._streams.values()):
+            if stream.blocked_since and now - stream.blocked_since > send_timeout:
+                # The client never opened its window: the stream is freed.
+                self.reset_stream(stream, ErrorCodes.CANCEL)
+                continue
+            body = stream.ex.body
+            if isinstance(body, StreamBody) and not body.done and body.error is None and not body.size:
+                # Nothing buffered, so the window is open: the client is the one not sending.
+                if not body.stalled_since:
+                    body.stalled_since = now
+                elif now - body.stalled_since > body_timeout:
+                    body.fail(BodyError(408, f"The request body did not arrive within {body_timeout:g} s"))
+            elif isinstance(body, StreamBody):
+                body.stalled_since = 0.0
