@@ -136,7 +136,8 @@ class H2cForwarder:
                 headers.append(("te", "trailers"))
             if call_deadline is not None:
                 headers.append(("grpc-timeout", format_timeout(max(call_deadline - self._now(), 0.001))))
-            block = request_headers(ex.method, "http", ex.host, target, headers)
+            # An HTTP/1.0 request may name no host; HTTP/2 needs an authority.
+            block = request_headers(ex.method, "http", ex.host or service.name, target, headers)
             body = ex.body
             svc.budget.record_request()
             tried: set[str] = set()
