@@ -23,6 +23,7 @@ from tests.harness.grpc_backend import BackendProcess, GrpcBackend, method
 from tests.harness.h2_tools import H2Client
 from vocelio_contract.config import (
     AuthPolicy,
+    CircuitBreaker,
     Endpoint,
     GatewayConfig,
     HealthCheck,
@@ -336,5 +337,22 @@ async def test_an_upstream_answer_without_grpc_status_gets_the_status_of_its_htt
         fields = dict(answer.headers + answer.trailers)
         assert fields["grpc-status"] == "14"
         assert "503" in fields["grpc-message"]
+    finally:
+        await client.close()
+
+
+async def test_an_open_breaker_is_unavailable_with_a_retry_pushback(gateway_factory: GatewayFactory) -> None:
+    gw = await grpc_gateway(gateway_factory, closed_port(), retry=Retry(attempts=1),
+                            circuit_breaker=CircuitBreaker(consecutive_failures=1, half_open_max_probes=1))
+    client = await H2Client.open(gw.port)
+    try:
+        call = [("content-type", "application/grpc"), ("te", "trailers")]
+        first = dict((await client.request("/test.Echo/Unary", "POST", call, b"\x00\x00\x00\x00\x01x")).headers)
+        assert first["grpc-status"] == "14"
+        assert "could not be reached" in unquote(first["grpc-message"])
+        second = dict((await client.request("/test.Echo/Unary", "POST", call, b"\x00\x00\x00\x00\x01x")).headers)
+        assert second["grpc-status"] == "14"
+        assert "circuit breaker open" in unquote(second["grpc-message"])
+        assert int(second["grpc-retry-pushback-ms"]) > 0
     finally:
         await client.close()

@@ -64,7 +64,7 @@ from vocelio_proxy.wire.upstream import UpstreamError
 log = logging.getLogger("vocelio.proxy")
 _T = TypeVar("_T")
 
-Refuse = Callable[[UpgradableWriter, Exchange, int, str], None]
+Refuse = Callable[[UpgradableWriter, Exchange, int, str, float | None], None]
 Failed = Callable[[UpgradableWriter, Exchange, Service, str, UpstreamError], None]
 Headers = Callable[[Exchange, dict[str, str]], list[tuple[str, str]]]
 
@@ -109,20 +109,20 @@ class H2cForwarder:
         if grpc and "grpc-timeout" in ex.lookup:
             wanted = parse_timeout(ex.lookup["grpc-timeout"].strip())
             if wanted is None:
-                self._refuse(out, ex, 400, "Invalid grpc-timeout header")
+                self._refuse(out, ex, 400, "Invalid grpc-timeout header", None)
                 return
             call_deadline = routed_at + min(wanted, timeouts.request_s)
             head_deadline = min(head_deadline, call_deadline)
         limit = self._max_body if service.max_body_bytes is None else min(self._max_body, service.max_body_bytes)
         if ex.content_length is not None and ex.content_length > limit:
             self._refuse(out, ex, 413, f"Request body of {ex.content_length} bytes exceeds the limit of "
-                                       f"{limit} bytes")
+                                       f"{limit} bytes", None)
             return
         breaker = svc.breaker
         admission = breaker.allow()
         if not admission.allowed:
             self._refuse(out, ex, 503, f"The {service.name} service is temporarily unavailable "
-                         "(circuit breaker open)")
+                         "(circuit breaker open)", admission.retry_after_s)
             return
         verdict: bool | None = None
         ep: EndpointState | None = None
@@ -149,7 +149,7 @@ class H2cForwarder:
                     ep = svc.balancer.pick()
                 if ep is None:
                     verdict = False
-                    self._refuse(out, ex, 503, f"The {service.name} service has no healthy endpoint")
+                    self._refuse(out, ex, 503, f"The {service.name} service has no healthy endpoint", 5)
                     return
                 tried.add(ep.key)
                 ex.upstream = ep.key
@@ -181,10 +181,11 @@ class H2cForwarder:
             try:
                 status, upstream_headers = await _within(stream.response(), head_deadline, call_deadline, pump)
             except _ClientsEnd as exc:
-                self._refuse(out, ex, exc.status, exc.message)
+                self._refuse(out, ex, exc.status, exc.message, None)
                 return
             except _CallDeadline:
-                self._refuse(out, ex, 504, f"The {service.name} service did not answer within the call's deadline")
+                self._refuse(out, ex, 504, f"The {service.name} service did not answer within the call's deadline",
+                             None)
                 return
             except TimeoutError:
                 verdict = False
