@@ -157,3 +157,26 @@ async def test_a_backend_killed_mid_stream_fails_its_streams_and_leaves_no_conne
     finally:
         pool.close()
         backend.kill()
+
+
+async def test_a_graceful_goaway_lets_the_streams_in_flight_finish_and_takes_no_new_one(
+        backend: GrpcBackend) -> None:
+    pool = H2cPool()
+    try:
+        stream = await pool.open_stream("127.0.0.1", backend.port, grpc_block(backend.port, "ServerStream"), False, 2)
+        await stream.send_data(frame(b"n:10:0.05"), end_stream=True)
+        async with asyncio.timeout(5):
+            await stream.response()
+        backend.server.stop(grace=5)  # GOAWAY now; calls in flight may finish
+        await poll(lambda: stream.connection.going_away, "the upstream said it is going away")
+        assert not stream.connection.closed
+        data = b""
+        async with asyncio.timeout(5):
+            async for chunk in stream.iter_body():
+                data += chunk
+        assert messages(data) == [b"msg-%d" % i for i in range(10)]
+        assert dict(stream.trailers or [])["grpc-status"] == "0"
+        stream.release()
+        await poll(lambda: pool.connection_count() == 0, "the drained connection is closed")
+    finally:
+        pool.close()

@@ -150,6 +150,10 @@ class H2cStream:
     def key(self) -> str:
         return self._conn.key
 
+    @property
+    def connection(self) -> H2cConnection:
+        return self._conn
+
     # -- events from the connection ------------------------------------------------
     def _on_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.response_started = True
