@@ -356,3 +356,14 @@ async def test_an_open_breaker_is_unavailable_with_a_retry_pushback(gateway_fact
         assert int(second["grpc-retry-pushback-ms"]) > 0
     finally:
         await client.close()
+
+
+async def test_a_client_stream_over_the_body_limit_is_resource_exhausted_and_cancelled_upstream(
+        gateway_factory: GatewayFactory, backend: GrpcBackend, channel_factory: Any) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port, max_body_bytes=10_000)
+    client_stream = method(channel_factory(gw), "stream_unary", "ClientStream")
+    with pytest.raises(grpc.RpcError) as caught:
+        await run(client_stream, iter([b"x" * 4000] * 5), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await settled(gw)
+    await poll(lambda: backend.record.active == 0, "the backend's call ended")
