@@ -367,3 +367,23 @@ async def test_a_client_stream_over_the_body_limit_is_resource_exhausted_and_can
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     await settled(gw)
     await poll(lambda: backend.record.active == 0, "the backend's call ended")
+
+
+async def test_a_call_past_its_own_grpc_timeout_is_deadline_exceeded_without_blaming_the_endpoint(
+        gateway_factory: GatewayFactory, backend: GrpcBackend) -> None:
+    gw = await grpc_gateway(gateway_factory, backend.port, passive_health=PassiveHealth(consecutive_failures=1))
+    client = await H2Client.open(gw.port)
+    try:
+        started = asyncio.get_running_loop().time()
+        answer = await client.request("/test.Echo/Unary", "POST", [
+            ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "300m")],
+            b"\x00\x00\x00\x00\x07sleep:3")
+        took = asyncio.get_running_loop().time() - started
+        assert dict(answer.headers)["grpc-status"] == "4"
+        assert 0.25 < took < 2
+        ep = next(iter(gw.state.runtime.services["default/echo"].balancer.endpoints()))  # type: ignore[union-attr]
+        assert ep.consecutive_failures == 0
+        assert ep.ejections == 0
+        await settled(gw)
+    finally:
+        await client.close()
