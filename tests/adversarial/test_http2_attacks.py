@@ -113,6 +113,24 @@ async def test_rapid_reset_releases_upstream_work_and_ends_with_enhance_your_cal
     await _still_serves(gw)
 
 
+async def test_streams_the_gateway_must_reset_for_client_errors_spend_the_same_budget(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, slow: Slow) -> None:
+    """"MadeYouReset": the client makes the server reset streams (here DATA after END_STREAM):
+    each reset ends that stream's upstream work, and the resets are budgeted like client resets."""
+    gw = await _gateway(gateway_factory, upstream_factory, slow, max_resets=50)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    for sid in range(1, 2001, 2):
+        raw.send(raw.headers(sid, "/api/slow"), DataFrame(sid, data=b"x"))
+        if not await raw.drain():
+            break
+    await _ended_with(raw, ENHANCE_YOUR_CALM)
+    raw.close()
+    assert slow.started <= 51
+    await settled(gw.app, before)
+    await _still_serves(gw)
+
+
 async def test_cancelled_streams_under_the_budget_release_their_upstream_requests(
         gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, slow: Slow) -> None:
     gw = await _gateway(gateway_factory, upstream_factory, slow)

@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame, SettingsFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
-from tests.harness.h2_tools import H2Client, RawH2, tls_contexts, write_ca
+from tests.harness.h2_tools import PREFACE, Answer, H2Client, RawH2, tls_contexts, write_ca
 from tests.harness.hostile import RecordingUpstreamFactory
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.exchange import Exchange
+from vocelio_proxy.wire.http2.connection import Http2Connection
 from vocelio_proxy.wire.server import HttpServer
 
 
@@ -348,3 +349,55 @@ async def test_a_client_that_expects_100_continue_gets_it_when_the_body_is_read(
     answer = await h2c.wait(sid)
     assert answer.status == 200
     assert json.loads(answer.body)["body"] == 5
+
+
+async def test_unsent_response_bytes_of_a_connection_are_bounded_and_a_reset_frees_them() -> None:
+    """Streams whose client opens no window: their writers wait in `drain` once the
+    connection holds `max_connection_buffer_bytes` unsent; resetting them frees it all."""
+    waiting: list[int] = []
+
+    async def handler(ex: Exchange, out: Any) -> None:
+        out.start(ex, 200, [], None)
+        for _ in range(100):
+            out.write(b"z" * 16384)
+            waiting.append(1)
+            try:
+                await out.drain()
+            finally:
+                waiting.pop()
+        out.finish()
+
+    budget = 128 * 1024
+    server = HttpServer(handler, LimitSettings(max_connection_buffer_bytes=budget),
+                        http2=Http2Settings(cleartext=True))
+    port = await server.listen("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    raw = RawH2(reader, writer)
+    writer.write(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}).serialize())
+    try:
+        for sid in range(1, 21, 2):
+            raw.send(raw.headers(sid, f"/s{sid}"))
+        await raw.drain()
+        await poll(lambda: len(waiting) == 10, "every writer waits")
+        [conn] = list(server.connections)
+        assert isinstance(conn, Http2Connection)
+        # Writers stop at the budget (plus one stream's low watermark and one write per stream),
+        # not at 10 streams x 100 writes.
+        assert 0 < conn.unsent <= budget + 64 * 1024 + 10 * 16384
+        for sid in range(1, 21, 2):
+            raw.send(RstStreamFrame(sid, error_code=8))
+        await raw.drain()
+        await poll(lambda: not waiting and conn.unsent == 0, "the resets freed every unsent byte")
+    finally:
+        raw.close()
+        await server.shutdown(1.0)
+
+
+async def test_connect_is_refused_with_405_and_never_tunnels(h2c: H2Client) -> None:
+    sid = h2c.conn.get_next_available_stream_id()
+    h2c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "db.internal:5432")], end_stream=True)
+    h2c.answers[sid] = Answer()
+    h2c.flush()
+    answer = await h2c.wait(sid)
+    assert answer.status == 405
+    assert b"CONNECT is not supported" in answer.body

@@ -129,7 +129,7 @@ def test_a_request_head_becomes_the_pipelines_fields_with_cookies_joined() -> No
     ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/a b")], ":path"),
     ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"a")], ":path"),
     ([(b":method", b"G T"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")], ":method"),
-    ([(b":method", b"CONNECT"), (b":authority", b"a:443")], "CONNECT"),
+    ([(b":method", b"CONNECT"), (b":authority", b"u@a:443")], ":authority"),
     ([(b":method", b"GET"), (b":scheme", b"ftp"), (b":authority", b"a"), (b":path", b"/")], ":scheme"),
     ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"u@a"), (b":path", b"/")], ":authority"),
     ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a b"), (b":path", b"/")], ":authority"),
@@ -141,6 +141,11 @@ def test_a_request_head_becomes_the_pipelines_fields_with_cookies_joined() -> No
 def test_malformed_request_heads_are_refused(fields: list[tuple[bytes, bytes]], reason: str) -> None:
     with pytest.raises(MalformedRequest, match=reason):
         request_head(fields, 100)
+
+
+def test_a_connect_request_carries_its_authority_as_target_for_the_pipeline_to_refuse() -> None:
+    head = request_head([(b":method", b"CONNECT"), (b":authority", b"db.internal:5432")], 10)
+    assert (head.method, head.target, head.lookup["host"]) == ("CONNECT", "db.internal:5432", "db.internal:5432")
 
 
 def test_too_many_header_fields_are_refused() -> None:

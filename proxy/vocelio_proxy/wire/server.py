@@ -664,7 +664,12 @@ class HttpConnection(asyncio.Protocol):
         self._backlog = b""
         if paused:
             transport.resume_reading()
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:
+            # The peer is already gone (ENOTCONN): there is nothing to linger for.
+            transport.abort()
+            return
         now = time.monotonic()
         self._linger_since = self._linger_heard_at = now
         self._linger_out = 0.0 if transport.get_write_buffer_size() else now

@@ -228,6 +228,7 @@ class StreamWriter:
             return
         self.pending += data
         self.ex.sent_bytes += len(data)
+        self._conn.unsent += len(data)
         self._conn.want(self)
 
     def finish(self) -> None:
@@ -245,7 +246,9 @@ class StreamWriter:
         self.finish()
 
     async def drain(self) -> None:
-        while not self.reset and (len(self.pending) >= _LOW_WATER or not self._conn.writable):
+        conn = self._conn
+        while not self.reset and (len(self.pending) >= _LOW_WATER or not conn.writable
+                                  or (conn.unsent > conn.unsent_budget and self.pending)):
             self._drain_waiter = self._conn.loop.create_future()
             if not self.blocked_since:
                 self.blocked_since = self._conn.now
@@ -323,6 +326,10 @@ class Http2Connection(asyncio.Protocol):
         self._draining = False
         self._goaway_sent_id: int | None = None
         self._flush_scheduled = False
+        #: Response bytes written by the pipeline and not yet sent (all streams); above the
+        #: budget a stream's `drain` waits (as HTTP/1.1's connection budget).
+        self.unsent = 0
+        self.unsent_budget = server.limits.max_connection_buffer_bytes
         # Lingering close after an error GOAWAY: input is dropped until the client goes
         # quiet (`lingering_timeout_s`) or `lingering_time_s` passed (`tick`).
         self._lingering = False
@@ -333,7 +340,6 @@ class Http2Connection(asyncio.Protocol):
         self.now = time.monotonic()
         self._idle_since = 0.0
         self._send_since = 0.0
-        self._block_checked = 0.0
         #: Streams served on this connection (the requests counter).
         self.streams_served = 0
 
@@ -411,6 +417,13 @@ class Http2Connection(asyncio.Protocol):
             if stream is not None:
                 stream.reset = True
                 self._gone(stream)
+            if not event.remote_reset:
+                # h2 reset the stream for the client's error (DATA on a closed stream...): it
+                # ends the stream's work like a client reset and spends the same budget
+                # ("MadeYouReset"); client resets are counted from their frames.
+                verdict = self._meter.stream_error(self.now)
+                if verdict is not None:
+                    self._calm(verdict)
         elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
             pass  # flushed after the batch
         elif isinstance(event, ConnectionTerminated):
@@ -525,6 +538,7 @@ class Http2Connection(asyncio.Protocol):
         """The stream is over for the client: its handler is cancelled, a reader of its
         body gets ConnectionResetError, a `drain` raises."""
         stream.reset = True
+        self._drop_pending(stream)
         body = stream.ex.body
         if isinstance(body, StreamBody):
             body.fail(ConnectionResetError("the client reset the stream"))
@@ -548,6 +562,11 @@ class Http2Connection(asyncio.Protocol):
             stream.sent_end = True
         self.flush()
 
+    def _drop_pending(self, stream: StreamWriter) -> None:
+        """A reset stream's unsent bytes will never be sent: out of memory and the budget."""
+        self.unsent -= len(stream.pending)
+        stream.pending.clear()
+
     def send_continue(self, stream_id: int) -> None:
         """An interim 100 (Continue) on a stream whose client waits for it."""
         with contextlib.suppress(H2Error):
@@ -558,6 +577,7 @@ class Http2Connection(asyncio.Protocol):
         if stream.reset:
             return
         stream.reset = True
+        self._drop_pending(stream)
         self._reset_id(stream.stream_id, code)
         body = stream.ex.body
         if isinstance(body, StreamBody):
@@ -628,6 +648,7 @@ class Http2Connection(asyncio.Protocol):
             h2.send_data(stream_id, bytes(pending[:window]))
             del pending[:window]
             pushed += window
+        self.unsent -= pushed
         if len(pending) < _LOW_WATER:
             stream.blocked_since = 0.0
             stream.wake()

@@ -224,7 +224,12 @@ def _check_pseudo(pseudo: dict[bytes, bytes], lookup: dict[str, str]) -> tuple[s
     if not _METHOD.match(method):
         raise MalformedRequest("invalid :method")
     if method == b"CONNECT":
-        raise MalformedRequest("CONNECT is not supported: this is a reverse proxy")
+        # A valid CONNECT (h2 checked its form: :authority only) reaches the pipeline with the
+        # authority as its target, as on HTTP/1.1, and is refused there with 405.
+        if not authority or not _AUTHORITY.match(authority) or b"@" in authority:
+            raise MalformedRequest("invalid :authority")
+        lookup["host"] = authority.decode("ascii")
+        return "CONNECT", authority.decode("ascii")
     if pseudo.get(b":scheme") not in (b"http", b"https"):
         raise MalformedRequest("invalid :scheme")
     if not (_TARGET.match(target) or (target == b"*" and method == b"OPTIONS")):
