@@ -109,3 +109,15 @@ async def test_an_upstream_that_never_takes_the_body_or_never_answers_ends_at_th
     assert 0.4 < took < 3
     await poll(lambda: upstream.seen.resets >= 1, "the upstream stream was reset")
     await clean(gw)
+
+
+async def test_an_upstream_that_floods_pings_and_never_reads_loses_its_connection(
+        gateway_factory: GatewayFactory, hostile: Any) -> None:
+    upstream = await hostile("ping-flood")
+    gw = await gateway_for(gateway_factory, upstream.port, request_s=30.0)
+    code, took = await asyncio.to_thread(unary_code, gw, 30)
+    # The ACKs the gateway owes pile up unread: past the bound, the connection goes.
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert took < 20
+    await clean(gw)
+    assert gw.app[keys.H2C_POOL].connection_count() == 0

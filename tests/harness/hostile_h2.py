@@ -12,7 +12,9 @@ Behaviours:
 * `closed-window`: advertises a zero stream window (the request body can never
   be sent) and never answers;
 * `silent`: accepts the stream and never answers;
-* `plain-503`: answers 503 with a text body and no `grpc-status` (a proxy's page).
+* `plain-503`: answers 503 with a text body and no `grpc-status` (a proxy's page);
+* `ping-flood`: answers nothing, sends PING frames without end and never reads
+  again, so the gateway's PING ACKs pile up.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import pytest
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 
 
 @dataclass
@@ -46,6 +48,8 @@ class HostileH2:
         self.behaviour = behaviour
         self.seen = Seen()
         self.server: asyncio.Server | None = None
+        #: False once the upstream stops reading the connection (ping-flood).
+        self.reading = True
         self.port = 0
 
     async def start(self) -> HostileH2:
@@ -75,6 +79,8 @@ class HostileH2:
         pushers: list[asyncio.Task[None]] = []
         try:
             while True:
+                if not self.reading:
+                    await asyncio.sleep(3600)
                 data = await reader.read(65536)
                 if not data:
                     break
@@ -125,6 +131,15 @@ class HostileH2:
                         await writer.drain()
                     else:
                         await asyncio.sleep(0.005)
+            elif self.behaviour == "ping-flood":
+                self.reading = False
+                ping = PingFrame(0)
+                ping.opaque_data = b"12345678"
+                burst = ping.serialize() * 4096
+                for _ in range(200):  # at most ~14 MB of PINGs
+                    writer.write(burst)
+                    await writer.drain()
+                    self.seen.pushed += len(burst)
             elif self.behaviour == "plain-503":
                 conn.send_headers(stream_id, [(":status", "503"), ("content-type", "text/plain")])
                 conn.send_data(stream_id, b"upstream busy", end_stream=True)
