@@ -3,7 +3,8 @@ huge header blocks and CONTINUATION floods cost one connection and a 502
 (UNAVAILABLE to gRPC clients); an endless response is held back by flow control
 (bounded bytes, whatever the upstream wants to push) and ends with the call's
 deadline; a window that never opens and an upstream that never answers end at
-the route's deadline. Every case leaves no upstream stream, no in-flight count
+the route's deadline; a PING flood from an upstream that never reads costs it
+its connection once the ACKs it leaves unread pass the bound. Every case leaves no upstream stream, no in-flight count
 and no open upstream connection behind."""
 
 from __future__ import annotations
