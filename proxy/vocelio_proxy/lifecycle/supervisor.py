@@ -120,7 +120,7 @@ class Supervisor:
                 "--workers", "1", "--port", str(self.port),
                 "--as-worker", f"{slot.index}:{channel_fd}:{os.getpid()}"]
 
-    async def _spawn(self, slot: WorkerSlot) -> asyncio.StreamReader:
+    async def _spawn(self, slot: WorkerSlot) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
         read_fd, write_fd = os.pipe()
         env = {**self.env, "VOCELIO_ADMIN__HOST": "127.0.0.1", "VOCELIO_ADMIN__PORT": "0"}
         try:
@@ -136,8 +136,9 @@ class Supervisor:
         slot.state = "starting"
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
-        return reader
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                    os.fdopen(read_fd, "rb", 0))
+        return reader, transport
 
     async def _await_ready(self, slot: WorkerSlot, reader: asyncio.StreamReader) -> StartFailure | None:
         """None when the worker reports that it listens; its failure otherwise."""
@@ -185,35 +186,44 @@ class Supervisor:
     async def _fill(self, slot: WorkerSlot, first: asyncio.Future[StartFailure | None]) -> None:
         """Keep `slot` filled until the pod stops."""
         while not self.stopping.is_set():
-            reader = await self._spawn(slot)
-            failure = await self._await_ready(slot, reader)
-            if not first.done():
-                first.set_result(failure)
-            if failure is not None:
-                slot.last_error = str(failure)
-                if self._initial:
-                    return
-                if self.policy.start_failed(slot.index):
-                    self._give_up(StartFailure(f"workers keep failing at start ({slot.last_error})", 1))
-                    return
-            else:
-                self.policy.started(slot.index)
-            assert slot.process is not None
-            code = await slot.process.wait()
-            slot.last_exit = code
-            slot.admin_port = None
-            if self.stopping.is_set():
+            reader, channel = await self._spawn(slot)
+            try:
+                code = await self._one_run(slot, reader, first)
+            finally:
+                channel.close()
+            if code is None or self.stopping.is_set():
                 break
             ran_for = time.monotonic() - slot.started_at
             delay = self.policy.exited(slot.index, ran_for)
             slot.restarts += 1
             slot.state = "restarting"
             log.error("worker exited; restarting it", extra={"fields": {
-                "worker": slot.index, "pid": slot.process.pid, "exit": _exit_text(code), "ran_for_s": round(ran_for, 3),
+                "worker": slot.index, "pid": slot.pids[-1], "exit": _exit_text(code), "ran_for_s": round(ran_for, 3),
                 "restarts": slot.restarts, "retry_in_s": delay}})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
         slot.state = "stopped"
+
+    async def _one_run(self, slot: WorkerSlot, reader: asyncio.StreamReader,
+                       first: asyncio.Future[StartFailure | None]) -> int | None:
+        """One worker process from start to exit: its exit status, or None when the pod must stop."""
+        assert slot.process is not None
+        failure = await self._await_ready(slot, reader)
+        if not first.done():
+            first.set_result(failure)
+        if failure is not None:
+            slot.last_error = str(failure)
+            if self._initial:
+                return None
+            if self.policy.start_failed(slot.index):
+                self._give_up(StartFailure(f"workers keep failing at start ({slot.last_error})", 1))
+                return None
+        else:
+            self.policy.started(slot.index)
+        code = await slot.process.wait()
+        slot.last_exit = code
+        slot.admin_port = None
+        return code
 
     def _give_up(self, failure: StartFailure) -> None:
         if self._fatal is None:
@@ -366,7 +376,8 @@ class Supervisor:
                 loop.add_signal_handler(sig, self.stopping.set)
         tasks: list[asyncio.Task[None]] = []
         runner: web.AppRunner | None = None
-        self._session = aiohttp.ClientSession()
+        # Workers are reached on 127.0.0.1: no DNS, so no resolver thread or channel to outlive the run.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=aiohttp.ThreadedResolver()))
         try:
             runner = await self._start_admin()
             firsts: list[asyncio.Future[StartFailure | None]] = [loop.create_future() for _ in self.slots]

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vocelio_proxy.policy.workers import cgroup_cpu_limit, cpus_available
 
-IN_FLIGHT = "vocelio_requests_in_flight"
+IN_FLIGHT = "vocelio_requests_in_flight"  # the HPA's metric (README: HPA adapter rule)
 WORKER_IN_FLIGHT = "vocelio_worker_requests_in_flight"
 
 
@@ -87,9 +87,11 @@ def _number(value: float) -> str:
 _TYPES = {"counter", "gauge", "histogram", "summary"}
 
 
-def merge_expositions(workers: Sequence[tuple[int, str]], own: Iterable[str] = ()) -> str:
+def merge_expositions(workers: Sequence[tuple[int, str]], own: Iterable[str] = (), scrape_in_flight: int = 1) -> str:
     """One exposition (text format 0.0.4) from the workers' (`index`, text) and the
-    supervisor's own lines (`own`, already in the text format)."""
+    supervisor's own lines (`own`, already in the text format). A worker counts the
+    supervisor's scrape among its requests in flight: `scrape_in_flight` is taken off
+    each worker's figure so that the pod's counts the requests its clients sent."""
     families: dict[str, tuple[str, str, list[str]]] = {}
     in_flight_total = 0.0
     in_flight_rows: list[str] = []
@@ -98,8 +100,9 @@ def merge_expositions(workers: Sequence[tuple[int, str]], own: Iterable[str] = (
         for family in text_string_to_metric_families(text):
             if family.name == IN_FLIGHT:
                 for sample in family.samples:
-                    in_flight_total += sample.value
-                    in_flight_rows.append(f'{WORKER_IN_FLIGHT}{{worker="{worker}"}} {_number(sample.value)}')
+                    value = max(0.0, sample.value - scrape_in_flight)
+                    in_flight_total += value
+                    in_flight_rows.append(f'{WORKER_IN_FLIGHT}{{worker="{worker}"}} {_number(value)}')
                 continue
             kind = family.type if family.type in _TYPES else "untyped"
             name = family.name + "_total" if kind == "counter" else family.name
