@@ -113,6 +113,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError("no config: give --config FILE (or VOCELIO_CONFIG_PATH) or --config-from-api NAMESPACE/NAME")
     setup_logging(settings.log_level, settings.log_format)
     channel = getattr(args, "channel", None)
+    if channel is not None:
+        from vocelio_proxy.lifecycle.worker import label_logs
+
+        label_logs(channel.role)
     if source is None and settings.config_path is not None and channel is None:
         _warn_when_empty(settings.config_path)
     if channel is None and settings.workers != 1:

@@ -84,6 +84,7 @@ class Pod:
         self.proc = proc
         self.port = port
         self.admin_port = admin_port
+        self.log: Path | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -135,8 +136,10 @@ def pod(tmp_path: Path, backend: int) -> Iterator[PodFactory]:
         proc = subprocess.Popen(
             [str(BIN / "vocelio-proxy"), "serve", "--config", str(config), "--settings", str(settings),
              "--host", "127.0.0.1", "--port", str(port), "--workers", workers],
-            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+            env=env(), stdout=(tmp_path / f"pod-{len(started)}.log").open("w"), stderr=subprocess.PIPE, text=True,
+            preexec_fn=preexec)
         the_pod = Pod(proc, port, admin_port)
+        the_pod.log = tmp_path / f"pod-{len(started)}.log"
         started.append(the_pod)
         poll("the pod to be ready", lambda: the_pod.admin("/readyz")[0] == 200, deadline_s=60,
              errors=(OSError, ValueError))
@@ -191,6 +194,9 @@ def test_requests_spread_over_the_workers_and_the_pods_metrics_count_each_once(p
     assert metrics[("vocelio_requests_in_flight", ())] == 0  # one series per pod, the scrapes not counted
     _, ready = gateway.admin("/readyz")
     assert [w["ready"] for w in ready["workers"]] == [True, True]
+    assert gateway.log is not None
+    lines = [json.loads(line) for line in gateway.log.read_text().splitlines() if line.startswith("{")]
+    assert sorted(line.get("worker") for line in lines if line["msg"] == "listening") == [0, 1]  # logs say who
 
 
 def test_a_killed_worker_loses_only_its_in_flight_requests_and_is_started_again(pod: PodFactory) -> None:
@@ -387,3 +393,35 @@ def test_replacements_that_keep_failing_at_start_stop_the_pod(tmp_path: Path) ->
 def test_the_workers_share_the_same_code_as_this_checkout() -> None:
     # The workers run `python -m vocelio_proxy.cli` with the environment the tests give the CLI.
     assert str(ROOT / "proxy") in env()["PYTHONPATH"]
+
+
+def test_a_worker_that_stops_answering_is_killed_and_started_again(tmp_path: Path, backend: int) -> None:
+    config, settings = tmp_path / "config.json", tmp_path / "settings.yaml"
+    config.write_text(json.dumps({"schema_version": 1, "services": [{
+        "name": "echo", "prefixes": ["/api/echo"],
+        "backends": [{"name": "b", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}))
+    settings.write_text("admin: {port: 0}\nshutdown_delay_s: 0\ndrain_timeout_s: 2\n")
+    supervisor = Supervisor(
+        ProxySettings(host="127.0.0.1", port=0, admin={"port": 0}, shutdown_delay_s=0, drain_timeout_s=2),
+        ["--config", str(config), "--settings", str(settings), "--host", "127.0.0.1"], 2, env=env(),
+        watchdog_interval_s=0.3, watchdog_misses=2)
+    seen: dict[str, Any] = {}
+
+    async def scenario(running: Supervisor) -> None:
+        hung = running.slots[0]
+        assert hung.process is not None
+        seen["hung_pid"] = hung.process.pid
+        os.kill(hung.process.pid, signal.SIGSTOP)  # alive, answering nothing
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while not (hung.restarts == 1 and hung.state == "running"):
+            assert loop.time() < end, "the hung worker was not replaced"
+            await asyncio.sleep(0.05)
+        seen["new_pid"] = hung.process.pid if hung.process else None
+        seen["other_restarts"] = running.slots[1].restarts
+        running.stopping.set()
+
+    asyncio.run(asyncio.wait_for(supervisor.run(scenario), 90))
+    assert seen["new_pid"] not in (None, seen["hung_pid"])
+    assert not _alive(seen["hung_pid"])
+    assert seen["other_restarts"] == 0  # the answering worker was left alone

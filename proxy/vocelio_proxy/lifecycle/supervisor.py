@@ -49,6 +49,10 @@ log = logging.getLogger("vocelio.proxy.workers")
 START_TIMEOUT_S = 60.0
 #: Budget of one request from the supervisor to a worker's admin listener.
 WORKER_CALL_TIMEOUT_S = 2.0
+#: A running worker is asked `/livez` at this interval; one that misses this many answers in a row
+#: (its event loop is stuck) is killed and started again, as a kubelet would restart a hung pod.
+WATCHDOG_INTERVAL_S = 5.0
+WATCHDOG_MISSES = 3
 _EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -100,7 +104,8 @@ class Supervisor:
     """Runs `count` workers of `worker_argv` (the `serve` flags) until a signal or `stop`."""
 
     def __init__(self, settings: ProxySettings, worker_argv: Sequence[str], count: int, *,
-                 policy: RestartPolicy | None = None, env: dict[str, str] | None = None) -> None:
+                 policy: RestartPolicy | None = None, env: dict[str, str] | None = None,
+                 watchdog_interval_s: float = WATCHDOG_INTERVAL_S, watchdog_misses: int = WATCHDOG_MISSES) -> None:
         self.settings = settings
         self.worker_argv = list(worker_argv)
         self.slots = [WorkerSlot(i) for i in range(count)]
@@ -112,6 +117,8 @@ class Supervisor:
         self._fatal: StartFailure | None = None
         self._initial = True
         self._session: aiohttp.ClientSession | None = None
+        self.watchdog_interval_s = watchdog_interval_s
+        self.watchdog_misses = watchdog_misses
 
     # -- workers --------------------------------------------------------------------------
 
@@ -224,6 +231,28 @@ class Supervisor:
         slot.last_exit = code
         slot.admin_port = None
         return code
+
+    async def _watchdog(self) -> None:
+        """Kill a running worker that stops answering `/livez` (the restart path starts it again)."""
+        misses: dict[int, tuple[int, int]] = {}  # worker -> (pid, consecutive misses)
+        while True:
+            await asyncio.sleep(self.watchdog_interval_s)
+            answers = await self._each("/livez")
+            if self.stopping.is_set():  # a draining worker closes its listeners: not a hang
+                return
+            for slot, answer in answers:
+                if slot.state != "running" or slot.process is None or slot.process.returncode is not None:
+                    continue
+                pid = slot.process.pid
+                seen_pid, count = misses.get(slot.index, (pid, 0))
+                count = 0 if answer is not None or seen_pid != pid else count + 1
+                misses[slot.index] = (pid, count)
+                if count >= self.watchdog_misses:
+                    log.error("worker does not answer; killing it", extra={"fields": {
+                        "worker": slot.index, "pid": pid, "missed": count}})
+                    misses.pop(slot.index)
+                    with contextlib.suppress(ProcessLookupError):
+                        slot.process.kill()
 
     def _give_up(self, failure: StartFailure) -> None:
         if self._fatal is None:
@@ -392,6 +421,7 @@ class Supervisor:
                 log.info("workers listening", extra={"fields": {
                     "host": self.settings.host, "port": self.port, "workers": len(self.slots),
                     "admin_port": self.admin_port}})
+                tasks.append(asyncio.create_task(self._watchdog(), name="worker-watchdog"))
                 if started is not None and not self.stopping.is_set():
                     result = started(self)
                     if result is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import sys
@@ -66,6 +67,25 @@ class WorkerChannel:
             return False
         self._send({"event": "error", "message": message, "status": status})
         return self._out is not None
+
+
+class _WorkerField(logging.Filter):
+    """Adds `worker: <index>` to every process log line, so the pod's interleaved logs say who wrote each."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None)
+        record.fields = {**fields, "worker": self.index} if isinstance(fields, dict) else {"worker": self.index}
+        return True
+
+
+def label_logs(role: WorkerRole) -> None:
+    """Mark this worker's process logs with its index (after `setup_logging` installed the handler)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerField(role.index))
 
 
 def die_with_parent(role: WorkerRole) -> None:
