@@ -5,6 +5,7 @@ merge of the workers' metrics into one exposition for the pod."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -144,3 +145,24 @@ def test_workers_above_one_need_the_admin_listener() -> None:
     assert ProxySettings(workers=2, admin={"port": 0}).workers == 2
     assert ProxySettings(workers="auto", admin={"port": 0}).workers == "auto"
     assert ProxySettings().workers == 1
+
+
+def test_a_worker_hands_its_start_error_to_the_supervisor_and_prints_later_ones_itself() -> None:
+    from vocelio_proxy.lifecycle.worker import WorkerChannel, WorkerRole
+
+    read_fd, write_fd = os.pipe()
+    channel = WorkerChannel(WorkerRole.parse(f"1:{write_fd}:{os.getppid()}"))
+    assert channel.failed("invalid settings: port: too big", 2)
+    with os.fdopen(read_fd, "r") as pipe:
+        assert json.loads(pipe.readline()) == {"event": "error", "message": "invalid settings: port: too big",
+                                              "status": 2}
+
+        class Started:
+            port = 8080
+            admin_port = 9090
+
+        channel.ready(Started())  # type: ignore[arg-type]
+        assert json.loads(pipe.readline())["event"] == "ready"
+        assert not channel.failed("a crash after the start", 1)  # the worker prints it: the supervisor reads no more
+    with pytest.raises(ValueError, match="is not INDEX:FD:PARENT"):
+        WorkerRole.parse("one:two")

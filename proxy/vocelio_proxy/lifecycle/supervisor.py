@@ -115,7 +115,6 @@ class Supervisor:
         self.port = settings.port
         self.admin_port: int | None = None
         self._fatal: StartFailure | None = None
-        self._initial = True
         self._session: aiohttp.ClientSession | None = None
         self.watchdog_interval_s = watchdog_interval_s
         self.watchdog_misses = watchdog_misses
@@ -216,11 +215,12 @@ class Supervisor:
         """One worker process from start to exit: its exit status, or None when the pod must stop."""
         assert slot.process is not None
         failure = await self._await_ready(slot, reader)
-        if not first.done():
+        at_first_start = not first.done()
+        if at_first_start:
             first.set_result(failure)
         if failure is not None:
             slot.last_error = str(failure)
-            if self._initial:
+            if at_first_start:  # the pod stops with this error (run)
                 return None
             if self.policy.start_failed(slot.index):
                 self._give_up(StartFailure(f"workers keep failing at start ({slot.last_error})", 1))
@@ -414,7 +414,6 @@ class Supervisor:
                      for slot, first in zip(self.slots, firsts, strict=True)]
             await self._first_start(firsts)
             failures = [f.result() for f in firsts if f.done() and f.result() is not None]
-            self._initial = False
             if failures:
                 self._give_up(failures[0] or StartFailure("a worker failed", 1))
             else:
