@@ -166,3 +166,18 @@ def test_a_worker_hands_its_start_error_to_the_supervisor_and_prints_later_ones_
         assert not channel.failed("a crash after the start", 1)  # the worker prints it: the supervisor reads no more
     with pytest.raises(ValueError, match="is not INDEX:FD:PARENT"):
         WorkerRole.parse("one:two")
+
+
+def test_the_supervisors_metrics_are_documented_with_their_labels() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations" / "observability.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in doc.splitlines() if line.startswith("| `vocelio_")}
+    own = ['# TYPE vocelio_workers gauge', 'vocelio_workers 2', '# TYPE vocelio_worker_up gauge',
+           'vocelio_worker_up{worker="0"} 1', '# TYPE vocelio_worker_restarts_total counter',
+           'vocelio_worker_restarts_total{worker="0"} 0']
+    merged = merge_expositions([(0, WORKER.format(a=1, inflight=1))], own)
+    for family in text_string_to_metric_families(merged):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert name in rows, name
+        for label in {k for s in family.samples for k in s.labels} - {"le"}:
+            assert f"`{label}`" in rows[name] or label == "worker", (name, label)
+    assert "gains a\n`worker` label" in doc
