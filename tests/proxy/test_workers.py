@@ -318,6 +318,20 @@ def test_a_busy_port_with_workers_is_one_line_and_starts_nothing(tmp_path: Path,
     one_error_line(done, 1, "vocelio-proxy serve: cannot listen", "another process holds the port")
 
 
+def test_a_start_error_of_the_workers_is_the_single_process_line_printed_once(tmp_path: Path, backend: int) -> None:
+    # The settings load (so the supervisor starts workers), but the application cannot start.
+    config, settings = tmp_path / "c.json", tmp_path / "s.yaml"
+    config.write_text(json.dumps({"schema_version": 1, "services": [{
+        "name": "echo", "prefixes": ["/api/echo"],
+        "backends": [{"name": "b", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}))
+    settings.write_text('redis_url: "not a url"\nadmin: {port: 0}\n')
+    flags = ("serve", "--config", str(config), "--settings", str(settings), "--host", "127.0.0.1", "--port", "0")
+    single = run("vocelio-proxy", *flags, "--workers", "1")
+    line = one_error_line(single, 70, "vocelio-proxy serve:", "Redis URL")
+    several = run("vocelio-proxy", *flags, "--workers", "3")
+    assert one_error_line(several, 70) == line
+
+
 def test_standalone_mode_refuses_workers_in_one_line(tmp_path: Path) -> None:
     done = run("vocelio-gateway", "standalone", "--resources", str(ROOT / "examples" / "resources"),
                VOCELIO_WORKERS="2", VOCELIO_ADMIN__PORT="0")
