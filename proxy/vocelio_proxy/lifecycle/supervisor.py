@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -76,7 +76,7 @@ class WorkerSlot:
     started_at: float = 0.0
     last_exit: int | None = None
     last_error: str = ""
-    pids: list[int] = field(default_factory=list)
+    pid: int | None = None  # of the process now, or the last one
 
     def as_dict(self) -> dict[str, Any]:
         return {"worker": self.index, "pid": self.process.pid if self.process else None, "state": self.state,
@@ -137,7 +137,7 @@ class Supervisor:
             raise
         finally:
             os.close(write_fd)
-        slot.pids.append(slot.process.pid)
+        slot.pid = slot.process.pid
         slot.started_at = time.monotonic()
         slot.state = "starting"
         reader = asyncio.StreamReader()
@@ -204,7 +204,7 @@ class Supervisor:
             slot.restarts += 1
             slot.state = "restarting"
             log.error("worker exited; restarting it", extra={"fields": {
-                "worker": slot.index, "pid": slot.pids[-1], "exit": _exit_text(code), "ran_for_s": round(ran_for, 3),
+                "worker": slot.index, "pid": slot.pid, "exit": _exit_text(code), "ran_for_s": round(ran_for, 3),
                 "restarts": slot.restarts, "retry_in_s": delay}})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
