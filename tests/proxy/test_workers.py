@@ -86,6 +86,7 @@ class Pod:
         self.port = port
         self.admin_port = admin_port
         self.log: Path | None = None
+        self.seen_pids: set[int] = set()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -105,7 +106,9 @@ class Pod:
 
     def worker_pids(self) -> dict[int, int]:
         _, status = self.admin("/status")
-        return {w["worker"]: w["pid"] for w in status["workers"]}
+        pids = {w["worker"]: w["pid"] for w in status["workers"]}
+        self.seen_pids |= set(pids.values())
+        return pids
 
     def echo_requests(self) -> dict[str, float]:
         """Answered requests of the routed service, by worker label."""
@@ -148,9 +151,20 @@ def pod(tmp_path: Path, backend: int) -> Iterator[PodFactory]:
 
     yield start
     for one in started:
+        one.seen_pids |= {child.pid for child in _children(one.proc.pid)}
         if one.proc.poll() is None:
             one.proc.send_signal(signal.SIGKILL)
             one.proc.wait(timeout=30)
+        for pid in one.seen_pids:  # hygiene after a failed test: never leave a worker behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _alive(pid: int) -> bool:
