@@ -54,9 +54,9 @@ def nginx_bin() -> str:
     return found
 
 
-def start_nginx(work: Path, name: str, server_block: str) -> subprocess.Popen[bytes]:
+def start_nginx(work: Path, name: str, server_block: str, workers: int = 1) -> subprocess.Popen[bytes]:
     conf = work / f"{name}.conf"
-    conf.write_text(f"""worker_processes 1;
+    conf.write_text(f"""worker_processes {workers};
 daemon off;
 pid {work}/{name}.pid;
 error_log {work}/{name}.error.log warn;
@@ -209,12 +209,17 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
     parser.add_argument("--only", nargs="*", help="subset of targets")
     parser.add_argument("--h2", action="store_true", help="only the HTTP/2 rows (h2load: TLS+h2 and h2c vs nginx)")
     parser.add_argument("--h2-streams", type=int, default=10, help="concurrent streams per HTTP/2 connection")
+    parser.add_argument("--workers-compare", action="store_true",
+                        help="instead: gateway with workers 1 and 2 beside nginx with worker_processes 1 and 2")
     args = parser.parse_args()
     if args.h2:
         http2_rows(args.seconds, args.connections, args.h2_streams)
         return
     if not shutil.which("wrk"):
         raise SystemExit("wrk missing: run `make system-deps`")
+    if args.workers_compare:
+        workers_compare(args.seconds, args.connections)
+        return
     work = Path(tempfile.mkdtemp(prefix="vocelio-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -311,6 +316,78 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
         shutil.rmtree(work, ignore_errors=True)
     if shutil.which("h2load") and (not args.only or any("h2" in o for o in args.only)):
         http2_rows(args.seconds, args.connections, args.h2_streams)
+
+
+def workers_compare(seconds: int, connections: list[int]) -> None:
+    """Throughput of the gateway with `workers` 1 and 2 beside nginx with `worker_processes`
+    1 and 2, in one run, same backend and load (docs/operations/workers.md). The 2-worker
+    gateway runs under its supervisor, scraped nowhere during the load."""
+    work = Path(tempfile.mkdtemp(prefix="vocelio-bench-workers-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        backend = free_port()
+        procs.append(start_nginx(work, "backend", f"""server {{
+    listen 127.0.0.1:{backend} backlog=4096;
+    location = /health {{ return 200 "ok"; }}
+    location / {{ default_type application/json; return 200 '{BODY.decode().strip()}'; }}
+  }}"""))
+        wait_http(f"http://127.0.0.1:{backend}/x")
+        config = {
+            "schema_version": 1,
+            "services": [{"name": "bench", "prefixes": ["/api/v1/bench"], "rewrite": "/",
+                          "backends": [{"name": "nginx", "endpoints": [{"address": "127.0.0.1", "port": backend}]}],
+                          "health_check": {"interval_s": 2.0}}],
+        }
+        (work / "gateway.json").write_text(json.dumps(config))
+        targets: dict[str, str] = {}
+        for count in (1, 2):
+            port = free_port()
+            upstream = f"upstream be {{ server 127.0.0.1:{backend}; keepalive 64; }}"
+            procs.append(start_nginx(work, f"proxy{count}", f"""{upstream}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096 reuseport;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}""", workers=count))
+            targets[f"nginx worker_processes {count}"] = f"http://127.0.0.1:{port}/x"
+        for count in (1, 2):
+            port, admin = free_port(), free_port()
+            (work / f"settings{count}.yaml").write_text(f"admin: {{port: {admin}}}\nshutdown_delay_s: 0\n")
+            procs.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "gateway.json"),
+                 "--settings", str(work / f"settings{count}.yaml"), "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", str(count)],
+                stdout=(work / f"gateway{count}.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
+            wait_http(f"http://127.0.0.1:{admin}/readyz")
+            targets[f"vocelio gateway workers {count}"] = f"http://127.0.0.1:{port}/api/v1/bench/x"
+        for url in targets.values():
+            wait_http(url)
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for conns in connections:
+            for name, url in targets.items():
+                wrk(url, conns, 2)  # warm-up
+                results[(name, conns)] = wrk(url, conns, seconds)
+        print(f"\n{'target':32} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        for (name, conns), r in results.items():
+            print(f"{name:32} {conns:>5} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>8.0f}")
+        print()
+        for conns in connections:
+            for kind in ("vocelio gateway workers", "nginx worker_processes"):
+                one, two = results[(f"{kind} 1", conns)], results[(f"{kind} 2", conns)]
+                print(f"{kind} 2 / 1 at {conns} connections: throughput x{two['rps'] / one['rps']:.2f}")
+            for count in (1, 2):
+                gw, ng = results[(f"vocelio gateway workers {count}", conns)], \
+                    results[(f"nginx worker_processes {count}", conns)]
+                print(f"gateway / nginx with {count} worker(s) at {conns} connections: x{gw['rps'] / ng['rps']:.2f}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

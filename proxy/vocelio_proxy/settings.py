@@ -421,6 +421,12 @@ class ProxySettings(BaseSettings):
                                  description="HTTP/2 to clients (docs/http2.md).")
     h2c_upstream: H2cUpstreamSettings = Field(
         H2cUpstreamSettings(), description="The HTTP/2 client to h2c (gRPC) services: connections and streams.")
+    # -- worker processes (lifecycle.supervisor; docs/operations/workers.md) --
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        1, description="Gateway processes in this pod sharing the listener (SO_REUSEPORT) under one supervisor; "
+                       "auto: the CPUs this process may use (affinity and cgroup CPU limit). 1: one process, "
+                       "no supervisor. More than 1 needs admin.port (the supervisor serves the pod's metrics "
+                       "and probes there).")
 
     @field_validator("trusted_hosts")
     @classmethod
@@ -459,6 +465,9 @@ class ProxySettings(BaseSettings):
         admin = self.admin
         if admin.port is not None and admin.port != 0 and admin.port == self.port:
             raise ValueError(f"admin.port {admin.port} is the public port: the admin listener needs its own")
+        if self.workers != 1 and admin.port is None:
+            raise ValueError(f"workers {self.workers} needs admin.port: the supervisor serves the pod's /metrics, "
+                             "/readyz and /status there (a scrape on the shared port would reach one worker)")
         return self
 
 

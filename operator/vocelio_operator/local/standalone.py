@@ -80,6 +80,10 @@ def prime(resources_dir: Path, settings: ProxySettings) -> FolderSource:
 
 async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_backends: bool,
                          extensions: list[Extension] | None = None) -> None:
+    if settings.workers != 1:
+        # One process renders and serves here; a silently ignored setting would be worse than a refusal.
+        raise StartupRefused(f"refusing to start: workers {settings.workers}: standalone mode runs one process "
+                             "(several workers: `vocelio-proxy serve --workers`, docs/operations/workers.md)")
     demo_key = None
     if demo_backends and settings.api_keys_path is None:
         demo_key, settings = _with_demo_key(settings)

@@ -215,8 +215,9 @@ def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
         http2=settings.http2)
 
 
-async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:
-    """Run the application's startup (clients, background tasks) and listen."""
+async def start_gateway(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> RunningGateway:
+    """Run the application's startup (clients, background tasks) and listen (`reuse_port`:
+    share the public port with the other workers of a pod, lifecycle.supervisor)."""
     app.on_startup.freeze()
     await app.startup()
     app.freeze()
@@ -225,7 +226,7 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
     admin: HttpServer | None = None
     admin_port: int | None = None
     try:
-        bound = await server.listen(host, port)
+        bound = await server.listen(host, port, reuse_port=reuse_port)
         if settings.admin.port is not None:
             admin = _http_server(app, gateway_handler(app, admin=True))
             admin_port = await admin.listen(settings.admin.host, settings.admin.port)
@@ -238,11 +239,13 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
 
 async def serve(app: web.Application, settings: ProxySettings,
                 started: Callable[[int], Awaitable[None] | None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, *, reuse_port: bool = False,
+                listening: Callable[[RunningGateway], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`), then drain: readiness goes false,
     after `shutdown_delay_s` the listener closes, in-flight requests get
-    `drain_timeout_s` to finish."""
-    gateway = await start_gateway(app, settings.host, settings.port)
+    `drain_timeout_s` to finish. A worker of a pod (`lifecycle.worker`) shares the
+    port (`reuse_port`) and reports its listeners to the supervisor (`listening`)."""
+    gateway = await start_gateway(app, settings.host, settings.port, reuse_port=reuse_port)
     # Startup objects never die: keep them out of every later GC pass. A proxy allocates
     # many short-lived containers per request; collecting every 700 allocations cost
     # 10-15% of CPU per request in `bench/cpu_per_request.py`. Reference counting still
@@ -262,6 +265,8 @@ async def serve(app: web.Application, settings: ProxySettings,
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if listening is not None:  # after the handlers: a SIGTERM from then on drains
+        listening(gateway)
     await stop.wait()
     app[keys.STATE].draining = True
     log.info("draining", extra={"fields": {"delay_s": settings.shutdown_delay_s,

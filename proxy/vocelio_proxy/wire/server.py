@@ -912,9 +912,11 @@ class HttpServer:
             return _Refusal(self)
         return HttpConnection(self)
 
-    async def listen(self, host: str, port: int, backlog: int = 1024, ssl: ssl.SSLContext | None = None) -> int:
+    async def listen(self, host: str, port: int, backlog: int = 1024, ssl: ssl.SSLContext | None = None,
+                     reuse_port: bool = False) -> int:
+        # reuse_port: several worker processes share the port; the kernel spreads connections (workers.md).
         self._server = await self.loop.create_server(self._accept, host, port, backlog=backlog,
-                                                     reuse_address=True, ssl=ssl)
+                                                     reuse_address=True, ssl=ssl, reuse_port=reuse_port or None)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
         return int(self._server.sockets[0].getsockname()[1])
 
