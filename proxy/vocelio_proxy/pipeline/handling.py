@@ -62,6 +62,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 #: Longest user agent and caller name logged (characters; the rest is cut).
 _MAX_AGENT = 256
 _MAX_NAME = 128
+#: A host name is at most 253 characters; a port and a bracketed IPv6 literal add a few.
+_MAX_HOST = 270
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
@@ -246,7 +248,7 @@ class GatewayHandler:
 
     def _json_line(self, ex: Exchange, status: int, elapsed: float, received: int) -> str:
         # Built by hand (json.dumps costs several times more), and every field that can
-        # carry text a client chose is escaped: the method and path as sent, the service
+        # carry text a client chose is escaped: the method, path and host as sent, the service
         # label, the upstream key, the request id, the client address (taken from
         # X-Forwarded-For through trusted proxies), the user agent and the caller's names.
         # Escaping is the guarantee that no input splits or forges a line, whatever
@@ -259,7 +261,8 @@ class GatewayHandler:
         caller = ex.caller
         line = (f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
                 f'"request_id": {_json(ex.request_id)}, "method": {_json(ex.method)}, '
-                f'"path": {_json(ex.path)}, "service": {_json(ex.service_label)}, '
+                f'"path": {_json(ex.path)}, "host": {_json(ex.host[:_MAX_HOST])}, '
+                f'"service": {_json(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
                 f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}, '
                 f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}')
@@ -281,7 +284,7 @@ class GatewayHandler:
         trace = _trace_ids(ex)
         clock = time.strftime("%H:%M:%S")
         line = (f"{clock} access {text_value(ex.method)} {text_value(ex.path)} {status} "
-                f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} "
+                f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} host={text_value(ex.host[:_MAX_HOST])} "
                 f"client={text_value(ex.client_ip)} in={received}B out={ex.sent_bytes}B "
                 f"request_id={text_value(ex.request_id)}")
         if ex.upstream:
