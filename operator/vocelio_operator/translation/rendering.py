@@ -315,7 +315,9 @@ def _candidate(res: VocelioServiceResource, endpoints: EndpointIndex, policy: Pa
     prefixes = _prefixes(res, policy)
     if isinstance(prefixes, str):
         return _rejected(res, "InvalidPrefix", prefixes)
-    reserved = [p for p in prefixes if p.key in reserved_keys]
+    # The gateway answers its own endpoints on every host no service names; a service naming
+    # hosts may route those paths on its hosts (docs/host-routing.md).
+    reserved = [p for p in prefixes if p.key in reserved_keys] if not res.spec.hostnames else []
     if reserved:
         return _rejected(res, "ReservedPath", f"prefix {_spelled(reserved[0])} is served by the gateway itself")
     canonical = [p.canonical for p in prefixes]

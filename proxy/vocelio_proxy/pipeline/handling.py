@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
+from vocelio_contract.hosts import request_host
 from vocelio_contract.logs import text_value
 from vocelio_contract.paths import PathError, normalize_path
 from vocelio_proxy.pipeline.endpoints import ENDPOINTS, GatewayView, Reply
@@ -161,13 +162,19 @@ class GatewayHandler:
             self._refuse(out, ex, 400, f"Invalid request path: {exc}")
             return
         endpoint = self._endpoints.get(path)
-        if endpoint is None:
+        if endpoint is None or self._host_claims(path, ex.host):
             await self._proxy.handle(ex, out, path)
             return
         if endpoint is admin_only:
             self._refuse(out, ex, 404, f"No service is routed at {path}")
             return
         self._serve_endpoint(ex, out, path, endpoint)
+
+    def _host_claims(self, path: str, host: str) -> bool:
+        """A gateway endpoint path that a service naming the request's host routes belongs to
+        that service (docs/host-routing.md); on every other host the gateway answers it."""
+        rt = self._view.state.runtime
+        return rt is not None and rt.router.routes_by_host and rt.router.claims(path, request_host(host))
 
     def _serve_endpoint(self, ex: Exchange, out: UpgradableWriter, path: str, endpoint: Endpoint) -> None:
         """A gateway endpoint answers GET and HEAD (both listeners)."""

@@ -8,11 +8,12 @@ a host form one `PathRouter`; services naming none form the default one. A reque
 is tried against its host's groups, most specific first: the exact name (a dict
 lookup), then each `*.` wildcard from the longest suffix down (one dict lookup per
 label stripped), then the default group. The first group with a route for the path
-serves it; a group whose routes do not match the path falls through to the next, as
-Gateway API merges the rules of every route whose hostnames match. A refusal
-(`PathError`) in any group tried is final. A group passed over also refuses a path
-that a suffix-stripping backend would read under one of its routes, since that
-group would have taken the path read that way. With no host named anywhere, only the
+serves it (a gateway endpoint path, such as /health, goes to the gateway unless a
+service naming the request's host routes it: `claims`); a group whose routes do not
+match the path falls through to the next, as Gateway API merges the rules of every
+route whose hostnames match. A refusal (`PathError`) in any group tried is final.
+A group passed over also refuses a path that a suffix-stripping backend would read
+under one of its routes, since that group would have taken the path read that way. With no host named anywhere, only the
 default group exists and a lookup costs what it did before hosts.
 
 A prefix matches on segment boundaries: `/api/v1/billing` matches
@@ -363,12 +364,23 @@ class Router:
         except PathError:
             return None
 
-    def resolve(self, path: str, host: str = "") -> RouteMatch | None:
+    def claims(self, path: str, host: str) -> bool:
+        """Whether a service naming `host` (exactly or by a wildcard) routes `path`, or
+        refuses it: then a gateway endpoint at `path` gives way to the host's services."""
+        if not host or not self._named:
+            return False
+        try:
+            return self.resolve(path, host, with_default=False) is not None
+        except PathError:
+            return True
+
+    def resolve(self, path: str, host: str = "", with_default: bool = True) -> RouteMatch | None:
         """The route of a canonical path on `host` (normalised by `hosts.request_host`; ""
         for none), None when no route matches; raises `PathError` when the route depends on
-        how a backend reads the path (see `PathRouter.resolve`)."""
+        how a backend reads the path (see `PathRouter.resolve`). `with_default=False`
+        tries only the groups of services that name a host."""
         if not host or not self._named:
-            return self._default.resolve(path)
+            return self._default.resolve(path) if with_default else None
         named = self._named
         passed: list[PathRouter] = []
         group = named.get(host)
@@ -390,6 +402,8 @@ class Router:
                         return result._replace(host=key)
                     passed.append(group)
                 dot = host.find(".", dot + 1)
+        if not with_default:
+            return None
         result = self._default.resolve(path)
         if result is not None:
             for skipped in passed:
