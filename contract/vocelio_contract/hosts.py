@@ -22,6 +22,8 @@ MAX_HOST_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _DIGITS = frozenset("0123456789")
+#: The message of the CRD's CEL rule for an IP address in `hostnames`.
+IP_ADDRESS_MESSAGE = "a host name must not be an IP address (its last label must not be all digits)"
 
 
 def _label_ok(label: str) -> bool:
@@ -54,6 +56,9 @@ def host_problem(host: str) -> str | None:
         return f"host {shown}: a wildcard is allowed only as the whole first label ('*.example.com')"
     if len(host) > MAX_HOST_LENGTH:
         return f"host {shown} is longer than {MAX_HOST_LENGTH} characters"
+    if name and _DIGITS.issuperset(name.rsplit(".", 1)[-1]):
+        # The CRD's CEL rule, with its message (`vocelio-gateway validate` says what the API server says).
+        return f"host {shown}: {IP_ADDRESS_MESSAGE}"
     if not is_dns_name(name):
         return (f"host {shown} is not an RFC 1123 host name (labels of 1-63 lower-case letters, digits and '-', "
                 "not starting or ending with '-'; not an IP address)")

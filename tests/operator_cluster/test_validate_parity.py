@@ -41,6 +41,12 @@ CASES = [
     ("two-match-kinds", TIER.format(match="{anonymous: true, apiKey: true}"),
      "match needs exactly one of anonymous, authenticated, apiKey, attribute, routeClass"),
     ("unknown-field", SERVICE.format(prefix="/a", weight=1, extra="  colour: blue"), "colour"),
+    ("ip-hostname", SERVICE.format(prefix="/a", weight=1, extra="  hostnames: [203.0.113.7]"),
+     "a host name must not be an IP address (its last label must not be all digits)"),
+    ("upper-case-hostname", SERVICE.format(prefix="/a", weight=1, extra="  hostnames: [API.example.com]"),
+     "hostnames"),
+    ("inner-wildcard-hostname", SERVICE.format(prefix="/a", weight=1, extra='  hostnames: ["a.*.example.com"]'),
+     "hostnames"),
 ]
 
 

@@ -38,7 +38,7 @@ def test_rfc_1123_names_and_leading_wildcards_are_host_names(host: str) -> None:
 
 @pytest.mark.parametrize(("host", "why"), [
     ("API.example.com", "lower case"), ("api.example.com.", "dot"), ("api.example.com:8080", "port"),
-    ("[::1]", "port"), ("10.0.0.1", "RFC 1123"), ("a.b.123", "RFC 1123"), ("*", "first label"),
+    ("[::1]", "port"), ("10.0.0.1", "IP address"), ("a.b.123", "IP address"), ("*", "first label"),
     ("a.*.example.com", "first label"), ("*example.com", "first label"), ("**.example.com", "first label"),
     ("a_b.example.com", "RFC 1123"), ("-a.example.com", "RFC 1123"), ("a-.example.com", "RFC 1123"),
     ("a..example.com", "RFC 1123"), ("a" * 64 + ".com", "RFC 1123"), (".".join(["a" * 62] * 5), "253"),
