@@ -180,6 +180,12 @@ def test_a_passed_over_host_refuses_a_format_suffix_reading_of_its_routes() -> N
         router.resolve("/x/admin.json", "api.example.com")
     assert routed(router, "other.example.com", "/x/admin.json") == "any"
     assert routed(router, "api.example.com", "/x/report.json") == "any"
+    # The same when the group that takes the path is a wildcard's.
+    router = Router.build([svc("admin", "/x/admin", hosts=("api.example.com",)),
+                           svc("wild", "/", hosts=("*.example.com",))])
+    with pytest.raises(PathError, match="format suffix"):
+        router.resolve("/x/admin.json", "api.example.com")
+    assert routed(router, "web.example.com", "/x/admin.json") == "wild"
 
 
 def test_rewrite_applies_to_the_route_that_matched_on_its_host() -> None:
