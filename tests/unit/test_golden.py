@@ -142,15 +142,15 @@ def test_one_prefix_on_an_exact_host_a_wildcard_and_no_host_is_three_routes_pick
     assert "Accepted=False/ReservedPath" in got["VocelioService/shop/hostless-root"]
     router = Router.build(parse_config((GOLDEN / "host-precedence" / "config.json").read_text()).services)
 
-    def name(host: str, path: str) -> str | None:
+    def served_by(host: str, path: str) -> str | None:
         match = router.match(path, request_host(host))
         return None if match is None else match.service.name
 
-    assert name("shop.example.com", "/api/v1/catalog/1") == "storefront"
-    assert name("eu.example.com", "/api/v1/catalog/1") == "tenant-sites"
-    assert name("example.com", "/api/v1/catalog/1") == "catalog"
-    assert name("status.example.com", "/health") == "shop-health"
-    assert name("status.example.com", "/api/v1/catalog") == "tenant-sites"
+    assert served_by("shop.example.com", "/api/v1/catalog/1") == "storefront"
+    assert served_by("eu.example.com", "/api/v1/catalog/1") == "tenant-sites"
+    assert served_by("example.com", "/api/v1/catalog/1") == "catalog"
+    assert served_by("status.example.com", "/health") == "shop-health"
+    assert served_by("status.example.com", "/api/v1/catalog") == "tenant-sites"
 
 
 def test_wildcards_at_two_depths_and_an_exact_name_are_separate_hosts_and_bad_names_are_refused() -> None:

@@ -6,6 +6,8 @@ differential test of the router against a naive reference matcher."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -248,7 +250,7 @@ def route_tables(draw: st.DrawFn) -> list[Service]:
     return services
 
 
-SPELLINGS = [str, str.upper, lambda n: n + ".", lambda n: n + ":8080"]
+SPELLINGS: list[Callable[[str], str]] = [str, str.upper, lambda n: n + ".", lambda n: n + ":8080"]
 
 
 @st.composite
@@ -266,7 +268,8 @@ def request_hosts(draw: st.DrawFn, services: list[Service]) -> str:
         return draw(st.sampled_from(["", "[::1]", "10.0.0.1", "a_b.com", "ex%61mple.com"]))
     else:
         name = draw(NAMES)
-    return str(draw(st.sampled_from(SPELLINGS))(name))
+    spell: Callable[[str], str] = draw(st.sampled_from(SPELLINGS))
+    return spell(name)
 
 
 @settings(max_examples=500, deadline=None)
