@@ -86,3 +86,28 @@ async def test_the_access_log_carries_the_host_as_sent(upstream_factory: Upstrea
     entry = json.loads(line)
     assert entry["host"] == "Web.Example.com:8080"
     assert entry["service"] == "wild"
+
+
+async def test_hostile_spellings_of_a_named_host_never_reach_its_service(upstream_factory: UpstreamFactory,
+                                                                         gateway_factory: GatewayFactory) -> None:
+    """Each spelling is refused by the reader (400) or, being no RFC 1123 name once
+    normalised, served by the host-less services: never by api.example.com's. (Spaces
+    around a field value are not part of it, RFC 9110 5.5: `api.example.com ` is the name.)"""
+    gw = await hosted(upstream_factory, gateway_factory)
+    spellings = [b"ap%69.example.com", b"api_.example.com", b"api.example.com..", b"api.example.com:80x",
+                 b"api .example.com", b"api\t.example.com", b"[::1]", b"api.example.com@evil", b"\xe1pi.example.com",
+                 b"a" * 64 + b".example.com", b"api.example.\xe2\x84\xaaom"]
+    for spelling in spellings:
+        answer = await raw_request(gw.port, b"GET /shop/x HTTP/1.1\r\nHost: " + spelling
+                                   + b"\r\nConnection: close\r\n\r\n")
+        status = answer.split(b" ", 2)[1]
+        assert status in (b"200", b"400"), (spelling, answer[:80])
+        if status == b"200":
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["upstream"] == "plain", spelling
+    for target in (b"http://ap%69.example.com/shop/x", b"http://api_.example.com/shop/x"):
+        answer = await raw_request(gw.port, b"GET " + target + b" HTTP/1.1\r\nHost: api.example.com\r\n"
+                                            b"Connection: close\r\n\r\n")
+        status = answer.split(b" ", 2)[1]
+        assert status in (b"200", b"400"), (target, answer[:80])
+        if status == b"200":
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["upstream"] == "plain", target
