@@ -314,6 +314,9 @@ class Router:
         #: Configured host ("a.example.com" or "*.example.com") -> its routes.
         self._named = named
         self._wildcards = any(host.startswith("*.") for host in named)
+        #: Whether any service names a host (else the request's host is never looked at); an
+        #: attribute, read on every request.
+        self.routes_by_host = bool(named)
 
     @classmethod
     def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> Router:
@@ -328,11 +331,6 @@ class Router:
     def hosts(self) -> list[str]:
         """The configured host names and wildcards, sorted."""
         return sorted(self._named)
-
-    @property
-    def routes_by_host(self) -> bool:
-        """Whether any service names a host (else the request's host is never looked at)."""
-        return bool(self._named)
 
     @property
     def prefixes(self) -> list[str]:
