@@ -43,6 +43,12 @@ CASES = [
     ("unknown-field", SERVICE.format(prefix="/a", weight=1, extra="  colour: blue"), "colour"),
     ("unknown-upstream-protocol", SERVICE.format(prefix="/a", weight=1, extra="  upstream: {protocol: h3}"),
      "spec.upstream.protocol"),
+    ("ip-hostname", SERVICE.format(prefix="/a", weight=1, extra="  hostnames: [203.0.113.7]"),
+     "a host name must not be an IP address (its last label must not be all digits)"),
+    ("upper-case-hostname", SERVICE.format(prefix="/a", weight=1, extra="  hostnames: [API.example.com]"),
+     "hostnames"),
+    ("inner-wildcard-hostname", SERVICE.format(prefix="/a", weight=1, extra='  hostnames: ["a.*.example.com"]'),
+     "hostnames"),
 ]
 
 

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from vocelio_contract.config import Service
+from vocelio_contract.hosts import request_host
 from vocelio_contract.paths import PathError
 from vocelio_proxy.clock import Clock
 from vocelio_proxy.pipeline.edge import EdgePolicy
@@ -152,8 +153,10 @@ class Proxy:
         if rt is None:
             self._refuse(out, ex, 503, "The gateway has not loaded a configuration yet", 5)
             return
+        router = rt.router
         try:
-            match = rt.router.resolve(path)
+            # The host is normalised once, here, and only when some service names one.
+            match = router.resolve(path, request_host(ex.host)) if router.routes_by_host else router.resolve(path)
         except PathError as exc:
             self._refuse(out, ex, 400, f"Invalid request path: {exc}")
             return
