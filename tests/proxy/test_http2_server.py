@@ -401,3 +401,41 @@ async def test_connect_is_refused_with_405_and_never_tunnels(h2c: H2Client) -> N
     answer = await h2c.wait(sid)
     assert answer.status == 405
     assert b"CONNECT is not supported" in answer.body
+
+
+async def test_body_bytes_of_reset_or_answered_streams_go_back_to_the_connection_window() -> None:
+    """Bytes buffered for a stream the client resets, or sent after the answer, are given
+    back to the connection window: a connection never stalls on bytes nobody will read."""
+    hold = asyncio.Event()
+
+    async def handler(ex: Exchange, out: Any) -> None:
+        if ex.path == "/early":
+            out.send(ex, 200, [], b"early")  # answered without reading the body
+            return
+        await hold.wait()  # never reads its body
+        out.send(ex, 200, [], b"late")
+
+    window = 65535
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(
+        cleartext=True, initial_window_size=window, connection_window_size=4 * window))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        for round_ in range(8):  # 8 windows: twice the connection window
+            sid = client.start("/held", "POST", more=True)
+            for offset in range(0, window, 16384):
+                client.conn.send_data(sid, b"x" * min(16384, window - offset))
+            client.flush()
+            await client.barrier()
+            client.conn.reset_stream(sid, 8)
+            client.flush()
+            await client.barrier()
+            assert client.conn.outbound_flow_control_window >= window, round_
+        sid = client.start("/early", "POST", more=True)
+        answer = await client.wait(sid)
+        assert answer.status == 200
+        hold.set()
+        assert (await client.request("/after")).status == 200
+    finally:
+        await client.close()
+        await server.shutdown(1.0)

@@ -470,8 +470,10 @@ class Http2Connection(asyncio.Protocol):
         data = event.data or b""
         stream = self._streams.get(stream_id)
         body = stream.ex.body if stream is not None else None
-        if not isinstance(body, StreamBody) or body.error is not None or stream is None or stream.reset:
-            # Nobody will read it: the window is given back now.
+        if (not isinstance(body, StreamBody) or body.error is not None or stream is None or stream.reset
+                or stream.task is None or stream.task.done()):
+            # Nobody will read it (no stream, a broken body, the handler is done): the window
+            # is given back now and nothing is buffered.
             self.consumed(stream_id, size)
             return
         padding = size - len(data)
@@ -541,7 +543,11 @@ class Http2Connection(asyncio.Protocol):
         self._drop_pending(stream)
         body = stream.ex.body
         if isinstance(body, StreamBody):
+            # Buffered bytes nobody will read: freed, and given back to the connection window.
+            unread = body.size
+            body.clear()
             body.fail(ConnectionResetError("the client reset the stream"))
+            self.consumed(stream.stream_id, unread)
         stream.wake()
         self._sending.pop(stream.stream_id, None)
         task = stream.task
