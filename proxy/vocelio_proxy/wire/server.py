@@ -251,8 +251,11 @@ class HttpConnection(asyncio.Protocol):
             sniffed = self._sniff + data
             if PREFACE.startswith(sniffed[:len(PREFACE)]):
                 if len(sniffed) < len(PREFACE):
+                    # A partial preface is a head in progress: the header timeout applies.
                     self._sniff = sniffed
+                    self.head_started()
                     return
+                self._reading_head = False
                 self._sniff = None
                 self._to_http2(sniffed)
                 return
