@@ -253,7 +253,8 @@ class HttpConnection(asyncio.Protocol):
                 if len(sniffed) < len(PREFACE):
                     # A partial preface is a head in progress: the header timeout applies.
                     self._sniff = sniffed
-                    self.head_started()
+                    if not self._reading_head:
+                        self.head_started()  # once: dribbled bytes do not restart the clock
                     return
                 self._reading_head = False
                 self._sniff = None
