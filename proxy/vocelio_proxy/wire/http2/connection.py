@@ -94,7 +94,9 @@ class _Server(H2Connection):
         return super().open_inbound_streams
 
     def _receive_headers_frame(self, frame: Any) -> Any:
-        if frame.stream_id not in self.streams and super().open_inbound_streams >= self.stream_limit:
+        # len(streams) bounds the open count from above: the exact (O(n)) count only near the limit.
+        if (frame.stream_id not in self.streams and len(self.streams) >= self.stream_limit
+                and super().open_inbound_streams >= self.stream_limit):
             self.over_limit.add(frame.stream_id)
             self._admitting = True
             try:
