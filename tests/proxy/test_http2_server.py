@@ -437,3 +437,28 @@ async def test_body_bytes_of_reset_or_answered_streams_go_back_to_the_connection
     finally:
         await client.close()
         await server.shutdown(1.0)
+
+
+async def test_trailers_end_a_streamed_answer_and_an_empty_answer_is_one_headers_frame() -> None:
+    async def handler(ex: Exchange, out: Any) -> None:
+        if ex.path == "/streamed":
+            out.start(ex, 200, [("content-type", "application/grpc")], None)
+            out.write(b"\x00\x00\x00\x00\x02hi")
+            out.finish_with_trailers([("grpc-status", "0"), ("grpc-message", "ok"), ("connection", "close")])
+        else:
+            out.send(ex, 200, [("content-type", "application/grpc"), ("grpc-status", "14")], b"")
+
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(cleartext=True))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        streamed = await client.request("/streamed")
+        assert streamed.body == b"\x00\x00\x00\x00\x02hi"
+        assert streamed.trailers == [("grpc-status", "0"), ("grpc-message", "ok")]
+        only = await client.request("/trailers-only")
+        assert only.header("grpc-status") == "14"
+        assert only.header("content-length") is None
+        assert (only.body, only.trailers) == (b"", [])
+    finally:
+        await client.close()
+        await server.shutdown(1.0)

@@ -212,7 +212,9 @@ class StreamWriter:
                        if ex.method == "HEAD" else None, True)
             self.ended = self.sent_end = True
             return
-        self._head(ex, status, headers, len(body), not body)
+        # An empty body is the END_STREAM on the HEADERS frame: no Content-Length, so a
+        # gRPC "trailers-only" answer (grpc-status in the only HEADERS) looks like one.
+        self._head(ex, status, headers, len(body) if body else None, not body)
         if body:
             self.write(body)
             self.finish()
