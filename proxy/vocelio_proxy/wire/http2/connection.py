@@ -680,7 +680,6 @@ class Http2Connection(asyncio.Protocol):
     def _calm(self, reason: str) -> None:
         """The client abuses the connection: GOAWAY ENHANCE_YOUR_CALM, every stream ends."""
         log.warning("HTTP/2 connection from %s closed: %s", self._peer, reason)
-        self.server.rejected(429)
         with contextlib.suppress(H2Error):
             self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         self._end_all()
