@@ -323,3 +323,16 @@ async def test_a_request_body_that_stops_arriving_gets_408_and_releases_the_stre
     await settled(gw.app, before)
     await _still_serves(gw)
     raw.close()
+
+
+async def test_a_partial_preface_is_held_only_for_the_header_timeout(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, slow: Slow) -> None:
+    up = await upstream_factory(slow)
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True),
+                               client_header_timeout_s=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(PREFACE[:10])
+    data = await asyncio.wait_for(reader.read(), 5)  # closed by the gateway, well before the idle timeout
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 408")

@@ -125,7 +125,6 @@ async def test_head_has_headers_and_no_body(h2c: H2Client) -> None:
 
 async def test_tls_with_alpn_h2_serves_http2_and_http_1_1_still_works(h2_gateway: Gateway) -> None:
     server_ctx, client_ctx = tls_contexts()
-    settings = h2_gateway.app
     tls = HttpServer(h2_gateway.server.handler, h2_gateway.server.limits, http2=Http2Settings())
     port = await tls.listen("127.0.0.1", 0, ssl=server_ctx)
     try:
@@ -144,7 +143,6 @@ async def test_tls_with_alpn_h2_serves_http2_and_http_1_1_still_works(h2_gateway
         data = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         assert data.startswith(b"HTTP/1.1 200")
-        assert settings is not None
     finally:
         await tls.shutdown(1.0)
 
@@ -401,3 +399,66 @@ async def test_connect_is_refused_with_405_and_never_tunnels(h2c: H2Client) -> N
     answer = await h2c.wait(sid)
     assert answer.status == 405
     assert b"CONNECT is not supported" in answer.body
+
+
+async def test_body_bytes_of_reset_or_answered_streams_go_back_to_the_connection_window() -> None:
+    """Bytes buffered for a stream the client resets, or sent after the answer, are given
+    back to the connection window: a connection never stalls on bytes nobody will read."""
+    hold = asyncio.Event()
+
+    async def handler(ex: Exchange, out: Any) -> None:
+        if ex.path == "/early":
+            out.send(ex, 200, [], b"early")  # answered without reading the body
+            return
+        await hold.wait()  # never reads its body
+        out.send(ex, 200, [], b"late")
+
+    window = 65535
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(
+        cleartext=True, initial_window_size=window, connection_window_size=4 * window))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        for round_ in range(8):  # 8 windows: twice the connection window
+            sid = client.start("/held", "POST", more=True)
+            for offset in range(0, window, 16384):
+                client.conn.send_data(sid, b"x" * min(16384, window - offset))
+            client.flush()
+            await client.barrier()
+            client.conn.reset_stream(sid, 8)
+            client.flush()
+            await client.barrier()
+            assert client.conn.outbound_flow_control_window >= window, round_
+        sid = client.start("/early", "POST", more=True)
+        answer = await client.wait(sid)
+        assert answer.status == 200
+        hold.set()
+        assert (await client.request("/after")).status == 200
+    finally:
+        await client.close()
+        await server.shutdown(1.0)
+
+
+async def test_trailers_end_a_streamed_answer_and_an_empty_answer_is_one_headers_frame() -> None:
+    async def handler(ex: Exchange, out: Any) -> None:
+        if ex.path == "/streamed":
+            out.start(ex, 200, [("content-type", "application/grpc")], None)
+            out.write(b"\x00\x00\x00\x00\x02hi")
+            out.finish_with_trailers([("grpc-status", "0"), ("grpc-message", "ok"), ("connection", "close")])
+        else:
+            out.send(ex, 200, [("content-type", "application/grpc"), ("grpc-status", "14")], b"")
+
+    server = HttpServer(handler, LimitSettings(), http2=Http2Settings(cleartext=True))
+    port = await server.listen("127.0.0.1", 0)
+    client = await H2Client.open(port)
+    try:
+        streamed = await client.request("/streamed")
+        assert streamed.body == b"\x00\x00\x00\x00\x02hi"
+        assert streamed.trailers == [("grpc-status", "0"), ("grpc-message", "ok")]
+        only = await client.request("/trailers-only")
+        assert only.header("grpc-status") == "14"
+        assert only.header("content-length") is None
+        assert (only.body, only.trailers) == (b"", [])
+    finally:
+        await client.close()
+        await server.shutdown(1.0)

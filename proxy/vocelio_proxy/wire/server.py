@@ -3,7 +3,10 @@ rules in `http1`. It feeds client bytes to a `RequestReader`, runs the
 pipeline's handler for each request in order (keep-alive, pipelining), and
 writes responses whose heads and framing `http1` builds: whole, streamed with
 Content-Length, chunked, or close-delimited for HTTP/1.0; `Expect:
-100-continue`; raw tunnels after an upgrade.
+100-continue`; raw tunnels after an upgrade. A connection that negotiated ALPN
+`h2`, or (with `http2.cleartext`) opens with the HTTP/2 preface, is handed to
+`http2.connection.Http2Connection`, which serves its streams through the same
+handler (docs/http2.md).
 
 What it guarantees per connection (docs/security/wire.md):
 - bounded memory: reading pauses while the request body buffer is above its
@@ -251,8 +254,12 @@ class HttpConnection(asyncio.Protocol):
             sniffed = self._sniff + data
             if PREFACE.startswith(sniffed[:len(PREFACE)]):
                 if len(sniffed) < len(PREFACE):
+                    # A partial preface is a head in progress: the header timeout applies.
                     self._sniff = sniffed
+                    if not self._reading_head:
+                        self.head_started()  # once: dribbled bytes do not restart the clock
                     return
+                self._reading_head = False
                 self._sniff = None
                 self._to_http2(sniffed)
                 return

@@ -94,7 +94,9 @@ class _Server(H2Connection):
         return super().open_inbound_streams
 
     def _receive_headers_frame(self, frame: Any) -> Any:
-        if frame.stream_id not in self.streams and super().open_inbound_streams >= self.stream_limit:
+        # len(streams) bounds the open count from above: the exact (O(n)) count only near the limit.
+        if (frame.stream_id not in self.streams and len(self.streams) >= self.stream_limit
+                and super().open_inbound_streams >= self.stream_limit):
             self.over_limit.add(frame.stream_id)
             self._admitting = True
             try:
@@ -210,7 +212,9 @@ class StreamWriter:
                        if ex.method == "HEAD" else None, True)
             self.ended = self.sent_end = True
             return
-        self._head(ex, status, headers, len(body), not body)
+        # An empty body is the END_STREAM on the HEADERS frame: no Content-Length, so a
+        # gRPC "trailers-only" answer (grpc-status in the only HEADERS) looks like one.
+        self._head(ex, status, headers, len(body) if body else None, not body)
         if body:
             self.write(body)
             self.finish()
@@ -470,8 +474,10 @@ class Http2Connection(asyncio.Protocol):
         data = event.data or b""
         stream = self._streams.get(stream_id)
         body = stream.ex.body if stream is not None else None
-        if not isinstance(body, StreamBody) or body.error is not None or stream is None or stream.reset:
-            # Nobody will read it: the window is given back now.
+        if (not isinstance(body, StreamBody) or body.error is not None or stream is None or stream.reset
+                or stream.task is None or stream.task.done()):
+            # Nobody will read it (no stream, a broken body, the handler is done): the window
+            # is given back now and nothing is buffered.
             self.consumed(stream_id, size)
             return
         padding = size - len(data)
@@ -541,7 +547,11 @@ class Http2Connection(asyncio.Protocol):
         self._drop_pending(stream)
         body = stream.ex.body
         if isinstance(body, StreamBody):
+            # Buffered bytes nobody will read: freed, and given back to the connection window.
+            unread = body.size
+            body.clear()
             body.fail(ConnectionResetError("the client reset the stream"))
+            self.consumed(stream.stream_id, unread)
         stream.wake()
         self._sending.pop(stream.stream_id, None)
         task = stream.task
@@ -670,7 +680,6 @@ class Http2Connection(asyncio.Protocol):
     def _calm(self, reason: str) -> None:
         """The client abuses the connection: GOAWAY ENHANCE_YOUR_CALM, every stream ends."""
         log.warning("HTTP/2 connection from %s closed: %s", self._peer, reason)
-        self.server.rejected(429)
         with contextlib.suppress(H2Error):
             self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         self._end_all()
