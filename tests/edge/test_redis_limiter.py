@@ -36,7 +36,7 @@ def _requests() -> list[list[LimitCheck]]:
 
 async def test_a_concurrent_batch_matches_the_in_process_limiter_request_by_request(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0), ProxyMetrics(lambda: None),
+    limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0, mode="exact"), ProxyMetrics(lambda: None),
                            MemoryLimiter())
     try:
         requests = _requests()
