@@ -166,6 +166,18 @@ class LeaseBook:
         """Unspent units held in all leases (for tests and metrics)."""
         return sum(lease.units for lease in self._leases.values())
 
+    def ledger(self) -> dict[tuple[LimitCheck, int], int]:
+        """Units the store counts for this process but no request has spent, by (check,
+        window index): held in leases or waiting to be given back. The store's count of
+        a window is the requests admitted in it plus every process's ledger for it."""
+        out: dict[tuple[LimitCheck, int], int] = {}
+        for check, lease in self._leases.items():
+            if lease.units:
+                out[(check, lease.index)] = out.get((check, lease.index), 0) + lease.units
+        for row in self._leftovers:
+            out[(row.check, row.window)] = out.get((row.check, row.window), 0) + row.units
+        return out
+
     def _lease(self, check: LimitCheck, now: float) -> _Lease:
         index = check.window_index(now)
         lease = self._leases.get(check)
