@@ -6,6 +6,7 @@ redis-server."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import redis.asyncio as redis
 
@@ -63,4 +64,29 @@ async def test_a_concurrent_batch_matches_the_in_process_limiter_request_by_requ
         assert again == reference.decide([LimitCheck("standard", "ip:10.0.0.1", 20, 60)], NOW + 1)
     finally:
         await limiter.close()
+        await client.aclose()
+
+
+async def test_in_lease_mode_redis_counts_exactly_the_admitted_requests_once_leftovers_are_given_back(
+        redis_server: RedisServer) -> None:
+    """Leases are counted in Redis when granted; closing the limiter gives the unspent
+    units back, so Redis's bucket holds the admitted requests, no more, no fewer."""
+    client = redis.Redis.from_url(redis_server.url)
+    settings = RateLimitSettings(redis_timeout_s=2.0, mode="lease", lease_fraction=0.1, lease_max=100)
+    limiter = RedisLimiter(client, settings, ProxyMetrics(lambda: None), MemoryLimiter())
+    check = LimitCheck("standard", "ip:10.0.0.9", 1000, 3600)
+    now = time.time()
+    try:
+        decided = await asyncio.gather(*(limiter.decide([check], now) for _ in range(37)))
+        assert all(r.allowed for rs in decided for r in rs)
+        assert limiter.leases is not None
+        held = limiter.leases.held()
+        assert held > 0  # units were leased ahead
+        key = f"vrl:{{{check.bucket}}}:{check.name}:{check.window_s}:{check.window_index(now)}"
+        assert int(await client.get(key) or -1) == 37 + held
+    finally:
+        await limiter.close()
+    try:
+        assert int(await client.get(key) or -1) == 37
+    finally:
         await client.aclose()
