@@ -175,7 +175,8 @@ class RateLimitSettings(BaseModel):
     lease_fraction: Annotated[float, Field(gt=0, le=0.5)] = Field(
         0.01, description="Lease mode: share of a limit one process takes at a time (at least 1 request).")
     lease_max: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        100, description="Lease mode: most requests one process takes at a time.")
+        1000, description="Lease mode: most requests one process takes at a time (reached by limits of 100,000 "
+                          "and more at the default fraction).")
     sync_interval_s: Annotated[float, Field(ge=0.05, le=60)] = Field(
         1.0, description="Lease mode: how often unspent units go back to Redis (leases of ended windows, and leases "
                          "unused for this long).")

@@ -21,7 +21,7 @@ def loaded_settings(*sets: str) -> ProxySettings:
 def test_the_default_is_lease_mode_and_every_mode_value_reaches_the_proxy() -> None:
     default = loaded_settings().rate_limit
     assert (default.mode, default.lease_fraction, default.lease_max, default.sync_interval_s,
-            default.over_limit_cache) == ("lease", 0.01, 100, 1.0, True)
+            default.over_limit_cache) == ("lease", 0.01, 1000, 1.0, True)
     chosen = loaded_settings('proxy.rateLimit.mode="exact"', "proxy.rateLimit.leaseFraction=0.05",
                              "proxy.rateLimit.leaseMax=20", "proxy.rateLimit.syncIntervalSeconds=0.5",
                              "proxy.rateLimit.overLimitCache=false").rate_limit

@@ -116,13 +116,23 @@ class _Lease:
     at the last grant (they include every unit granted to anyone, ours too), when it
     was last used, and until when the store has nothing left to grant."""
 
-    def __init__(self, index: int, used_at: float) -> None:
+    def __init__(self, index: int, used_at: float, size: int) -> None:
         self.index = index
+        self.size = size
         self.units = 0
         self.prev = 0
         self.cur = 0
         self.used_at = used_at
         self.blocked_until = 0.0
+
+
+def _admitted(check: LimitCheck, lease: _Lease, now: float) -> LimitResult:
+    """An admission's result: the store's counts at the last grant, plus our unspent
+    units (the store counted them as used; they are this caller's too)."""
+    window_s = check.window_s
+    left = max(0, math.floor(check.limit - estimate(lease.prev, lease.cur, now, window_s)))
+    window_end = (int(now // window_s) + 1) * window_s
+    return LimitResult(check, True, min(check.limit, left + lease.units), window_end, 0.0)
 
 
 class Take(NamedTuple):
@@ -182,7 +192,7 @@ class LeaseBook:
         index = check.window_index(now)
         lease = self._leases.get(check)
         if lease is None:
-            lease = self._leases[check] = _Lease(index, now)
+            lease = self._leases[check] = _Lease(index, now, self.size(check))
             if len(self._leases) > self._max:
                 old_check, old = self._leases.popitem(last=False)
                 if old.units > 0:
@@ -203,6 +213,15 @@ class LeaseBook:
     def take(self, checks: Sequence[LimitCheck], now: float) -> Take:
         """Admit from held units (one from each check), refuse when a check is
         blocked, or name the checks that need a lease first."""
+        if len(checks) == 1:  # the common case, per request: one tier, units in hand
+            check = checks[0]
+            lease = self._leases.get(check)
+            if (lease is not None and lease.units >= 1 and lease.blocked_until <= now
+                    and lease.index == int(now // check.window_s)):
+                self._leases.move_to_end(check)
+                lease.units -= 1
+                lease.used_at = now
+                return Take([_admitted(check, lease, now)], [], [check] if lease.units <= lease.size // 2 else [])
         leases = [self._lease(check, now) for check in checks]
         blocked = False
         missing: list[LimitCheck] = []
@@ -223,12 +242,9 @@ class LeaseBook:
         for check, lease in zip(checks, leases, strict=True):
             lease.units -= 1
             lease.used_at = now
-            if lease.units <= self.size(check) // 2:
+            if lease.units <= lease.size // 2:
                 refill.append(check)
-            result = result_for(check, lease.prev, lease.cur, now, True)
-            # The store counted our unspent units as used: they are this caller's too.
-            remaining = min(check.limit, result.remaining + lease.units)
-            results.append(result._replace(remaining=remaining))
+            results.append(_admitted(check, lease, now))
         return Take(results, [], refill)
 
     def granted(self, check: LimitCheck, index: int, prev: int, cur: int, units: int, now: float) -> None:
