@@ -6,11 +6,14 @@ redis-server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import pytest
 import redis.asyncio as redis
 
 from tests.harness.redis_server import RedisServer
+from tests.harness.waiting import poll_async
 from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.redis_limiter import RedisLimiter
@@ -90,3 +93,48 @@ async def test_in_lease_mode_redis_counts_exactly_the_admitted_requests_once_lef
         assert int(await client.get(key) or -1) == 37
     finally:
         await client.aclose()
+
+
+async def test_a_failing_lease_sync_is_logged_once_shown_in_a_metric_and_recovers(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis dies while a process holds unspent units: the sync task's returns fail,
+    `vocelio_ratelimit_sync_failing` goes to 1 with one error log however many rounds
+    fail; once Redis is back, returns work, the gauge goes to 0 with one recovery log."""
+    client = redis.Redis.from_url(redis_server.url)
+    metrics = ProxyMetrics(lambda: None)
+    settings = RateLimitSettings(redis_timeout_s=0.5, mode="lease", lease_fraction=0.1, lease_max=100,
+                                 sync_interval_s=0.05, retry_redis_after_s=0.05)
+    limiter = RedisLimiter(client, settings, metrics, MemoryLimiter())
+
+    def failing() -> float | None:
+        return metrics.registry.get_sample_value("vocelio_ratelimit_sync_failing")
+
+    def held(caller: str) -> LimitCheck:
+        return LimitCheck("standard", caller, 1000, 3600)
+
+    try:
+        caplog.set_level(logging.WARNING, logger="vocelio.proxy.ratelimit")
+        assert (await limiter.decide([held("ip:1")], time.time()))[0].allowed
+        redis_server.kill()
+        for caller in ("ip:2", "ip:3"):  # more leftovers, more failed rounds (leases of ip:1 idle)
+            await limiter.decide([held(caller)], time.time())
+        await poll_async("the sync failing", lambda: _is(failing(), 1.0), 10)
+        await asyncio.sleep(0.3)  # several more rounds fail
+        errors = [r for r in caplog.records if "lease sync failed" in r.getMessage()]
+        assert len(errors) == 1
+        redis_server.start()
+
+        async def recovered() -> bool:
+            # New leases (Redis is back) go idle and are given back by the next round.
+            await limiter.decide([held(f"ip:{time.monotonic()}")], time.time())
+            return failing() == 0.0
+
+        await poll_async("the sync recovered", recovered, 10)
+        assert len([r for r in caplog.records if "lease sync recovered" in r.getMessage()]) == 1
+    finally:
+        await limiter.close()
+        await client.aclose()
+
+
+async def _is(value: float | None, expected: float) -> bool:
+    return value == expected

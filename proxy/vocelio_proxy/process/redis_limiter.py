@@ -323,12 +323,14 @@ class RedisLimiter:
                 continue
             try:
                 await self._give_back(leftovers)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # Redis, or a defect: either way logged once and shown, never silent
                 self._metrics.ratelimit_backend_errors.inc()
                 if self._sync_up:
                     self._sync_up = False
                     self._metrics.ratelimit_sync_failing.set(1)
+                    unexpected = not isinstance(exc, (RedisError, OSError, TimeoutError))
                     log.error("rate-limit lease sync failed; unspent units count as used until their window ends",
+                              exc_info=exc if unexpected else None,
                               extra={"fields": {"error": type(exc).__name__}})
                 continue
             if not self._sync_up:
@@ -342,7 +344,12 @@ class RedisLimiter:
         sha = self._return_sha.encode()
         commands = [_pack(b"EVALSHA", sha, 1, self._key(row.check, row.window), row.units) for row in leftovers]
         for start in range(0, len(commands), _MAX_RUN):
-            await self._execute(commands[start:start + _MAX_RUN])
+            try:
+                await self._execute(commands[start:start + _MAX_RUN])
+            except NoScriptError:
+                # Redis restarted and lost its scripts: nothing of this write ran, so once more is safe.
+                await self._load_scripts(again=True)
+                await self._execute(commands[start:start + _MAX_RUN])
 
     def _degraded(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if self._settings.fail_mode == "closed":
