@@ -114,12 +114,22 @@ async def test_a_failing_lease_sync_is_logged_once_shown_in_a_metric_and_recover
 
     try:
         caplog.set_level(logging.WARNING, logger="vocelio.proxy.ratelimit")
-        assert (await limiter.decide([held("ip:1")], time.time()))[0].allowed
+        callers = [held(f"ip:{k}") for k in range(4)]
+        for check in callers:
+            assert (await limiter.decide([check], time.time()))[0].allowed
         redis_server.kill()
-        for caller in ("ip:2", "ip:3"):  # more leftovers, more failed rounds (leases of ip:1 idle)
-            await limiter.decide([held(caller)], time.time())
+        errors_before = metrics.registry.get_sample_value("vocelio_ratelimit_backend_errors_total") or 0.0
+        # Callers stop one after another (the others keep spending their held units), so each
+        # of several sync rounds has an idle lease to give back, and fails.
+        for step in range(1, 4):
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:
+                for check in callers[step:]:
+                    assert (await limiter.decide([check], time.time()))[0].allowed
+                await asyncio.sleep(0.01)
         await poll_async("the sync failing", lambda: _is(failing(), 1.0), 10)
-        await asyncio.sleep(0.3)  # several more rounds fail
+        failed_rounds = (metrics.registry.get_sample_value("vocelio_ratelimit_backend_errors_total") or 0.0)
+        assert failed_rounds - errors_before >= 3
         errors = [r for r in caplog.records if "lease sync failed" in r.getMessage()]
         assert len(errors) == 1
         redis_server.start()
