@@ -96,6 +96,7 @@ async def test_a_fleet_sharing_redis_admits_within_the_documented_bound_per_wind
             ok: Counter[int] = Counter()
             refused: Counter[int] = Counter()
             unexpected: Counter[int] = Counter()
+            untruthful: list[tuple[int, dict[str, str]]] = []
 
             async def client(port: int) -> None:
                 while (now := time.time()) < stop:
@@ -104,10 +105,15 @@ async def test_a_fleet_sharing_redis_admits_within_the_documented_bound_per_wind
                     async with session.get(f"http://127.0.0.1:{port}/api/v1/svc/x") as resp:
                         await resp.read()
                         window_end = int(resp.headers["X-RateLimit-Reset"])
+                        remaining = int(resp.headers["X-RateLimit-Remaining"])
                         if resp.status == 200:
                             ok[window_end] += 1
+                            if not 0 <= remaining < LIMIT:  # this request is counted: never the whole limit
+                                untruthful.append((resp.status, dict(resp.headers)))
                         elif resp.status == 429:
                             refused[window_end] += 1
+                            if remaining != 0 or int(resp.headers["Retry-After"]) < 1:
+                                untruthful.append((resp.status, dict(resp.headers)))
                         else:
                             unexpected[resp.status] += 1
 
@@ -116,6 +122,7 @@ async def test_a_fleet_sharing_redis_admits_within_the_documented_bound_per_wind
         print(f"\nmode {mode}: 2xx per window {sorted(ok.items())}, 429 per window {sorted(refused.items())}, "
               f"bounds [{lower_bound(mode)}, {LIMIT}]")
         assert not unexpected
+        assert not untruthful, untruthful[:3]
         assert all(count <= LIMIT for count in ok.values()), ok
         for window_end in saturated:
             assert refused[window_end] > 0, "the load did not exceed the limit: the test proves nothing"

@@ -55,6 +55,17 @@ def grant_units(prev: int, cur: int, limit: int, window_ms: int, now_ms: int, wa
     return max(0, min(want, math.floor(limit - decayed - cur)))
 
 
+def exhausted(prev: int, cur: int, limit: int, window_ms: int, now_ms: int) -> bool:
+    """The exact script's refusal condition for one limit, in its own (millisecond) arithmetic."""
+    return prev * (1 - (now_ms % window_ms) / window_ms) + cur + 1 > limit
+
+
+def refusal(result: LimitResult) -> LimitResult:
+    """A refusing limit's result says nothing is left (the estimate may have decayed below
+    the limit by a fraction of a request between the store's decision and now)."""
+    return LimitResult(result.check, False, 0, result.reset_at, result.retry_after_s)
+
+
 def free_at(check: LimitCheck, prev: int, cur: int, now: float) -> float:
     """The earliest time, not after the end of the current window, at which
     `estimate(prev, cur) + 1 <= limit` (the previous bucket decays); `now` when
@@ -107,7 +118,7 @@ class OverLimitCache:
                 continue
             if out is None:
                 out = []
-            out.append(result_for(check, prev, cur, now, False))
+            out.append(refusal(result_for(check, prev, cur, now, False)))
         return out
 
 
@@ -233,7 +244,8 @@ class LeaseBook:
         if blocked:
             results = []
             for check, lease in zip(checks, leases, strict=True):
-                results.append(result_for(check, lease.prev, lease.cur, now, False))
+                result = result_for(check, lease.prev, lease.cur, now, False)
+                results.append(refusal(result) if lease.blocked_until > now else result)
             return Take(results, [], [])
         if missing:
             return Take([], missing, [])

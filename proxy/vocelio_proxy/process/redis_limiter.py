@@ -30,8 +30,8 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
 from vocelio_proxy.clock import Clock, SystemClock
-from vocelio_proxy.policy.ratelimit_leases import LeaseBook, Leftover, OverLimitCache
-from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter, estimate, result_for
+from vocelio_proxy.policy.ratelimit_leases import LeaseBook, Leftover, OverLimitCache, exhausted, refusal
+from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter, result_for
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.supervision import WatcherStatus, supervise
 from vocelio_proxy.settings import RateLimitSettings
@@ -429,20 +429,25 @@ class RedisLimiter:
                 for distinct, index in positions:
                     rows.append((index, int(reply[distinct]), int(reply[cursor])))
                     cursor += 1
+        now_ms = calls[0].now_ms if calls else 0
         for item_id, item in enumerate(batch):
             # When limits of different callers' buckets (different slots) disagree, the
             # admitting bucket's increment stands: it cannot be undone atomically.
             results = found[item_id]
             if len(results) > 1:
                 results.sort()
-            if not admitted[item_id] and self._blocks is not None:
-                for index, prev, cur in results:
+            decided = [result_for(item.checks[index], prev, cur, item.now, admitted[item_id])
+                       for index, prev, cur in results]
+            if not admitted[item_id]:
+                for position, (index, prev, cur) in enumerate(results):
                     check = item.checks[index]
-                    if estimate(prev, cur, item.now, check.window_s) + 1 > check.limit:
-                        self._blocks.note(check, prev, cur, item.now)
+                    # The script's own arithmetic (its clock, in ms) says which limits refused.
+                    if exhausted(prev, cur, check.limit, check.window_s * 1000, now_ms):
+                        decided[position] = refusal(decided[position])
+                        if self._blocks is not None:
+                            self._blocks.note(check, prev, cur, item.now)
             if not item.future.done():
-                item.future.set_result([result_for(item.checks[index], prev, cur, item.now, admitted[item_id])
-                                        for index, prev, cur in results])
+                item.future.set_result(decided)
 
     def _granted(self, fetches: list[_Fetch], replies: list[list[int]]) -> None:
         """Lease fetches answered: the book takes the units, then the waiters wake."""
