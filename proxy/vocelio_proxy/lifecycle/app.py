@@ -146,7 +146,7 @@ async def _edge(app: web.Application) -> AsyncIterator[None]:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
                                       health_check_interval=0, max_connections=8,
                                       password=settings.redis_password)  # a URL's own password wins
-        limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
+        limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory, app[keys.CLOCK])
     jwks = JwksCache(jwks_fetcher(session), settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
     gate = EdgeGate(settings, app[keys.CLOCK], app[keys.METRICS], app[keys.STATE], jwks, limiter, memory,
                     ApiKeyFile(settings.api_keys_path))

@@ -126,6 +126,9 @@ class ProxyMetrics:
                                                 "Rate-limit store (Redis) failures.", registry=r)
         self.ratelimit_fallback = Gauge("vocelio_ratelimit_fallback_active",
                                         "1 while decisions use the in-process fallback limiter.", registry=r)
+        self.ratelimit_sync_failing = Gauge(
+            "vocelio_ratelimit_sync_failing",
+            "1 while lease mode cannot give unspent units back to Redis (they count as used meanwhile).", registry=r)
         self.ratelimit_latency = Histogram("vocelio_ratelimit_store_duration_seconds",
                                            "Latency of one rate-limit store round trip (one batch).",
                                            buckets=LATENCY_BUCKETS, registry=r)
