@@ -138,3 +138,5 @@ test-compiled: compile
 	VOCELIO_COMPILED=require $(BIN)/pytest -m "not cluster" tests/unit tests/proxy tests/adversarial tests/edge
 
 test: test-compiled
+# The benchmarks measure the gateway as the images ship it: compiled.
+bench: compile
