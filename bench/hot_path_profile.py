@@ -103,8 +103,8 @@ def table(path: str, cpu_us: float | None) -> None:
             counts[where(frames, native, names)] += int(n)
     total = sum(counts.values())
     print(f"| where (main thread, {total} samples) | % | µs/request |\n| --- | ---: | ---: |")
-    for name, n in counts.most_common():
-        share = 100 * n / total
+    for name, samples in counts.most_common():
+        share = 100 * samples / total
         if share >= 0.3:
             print(f"| {name} | {share:.1f} | {f'{share * cpu_us / 100:.1f}' if cpu_us else ''} |")
 
