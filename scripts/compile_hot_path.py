@@ -30,8 +30,10 @@ from vocelio_proxy import compiled  # noqa: E402 - after the path and the mode a
 
 GROUP = "vocelio_hotpath"  # the shared native library: vocelio_hotpath__mypyc<ext>
 # What compiling needs besides the runtime dependencies: mypy (with mypyc) and its dependencies,
-# and setuptools to drive the C compiler. Pinned with hashes by requirements-dev.lock.
-TOOLCHAIN = ("mypy", "mypy-extensions", "typing-extensions", "pathspec", "librt", "ast-serialize", "setuptools")
+# setuptools to drive the C compiler, and the stubs mypy needs to type the sources (types-PyYAML).
+# Pinned with hashes by requirements-dev.lock.
+TOOLCHAIN = ("mypy", "mypy-extensions", "typing-extensions", "pathspec", "librt", "ast-serialize", "setuptools",
+             "types-pyyaml")
 
 
 def listed_modules(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
