@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 import time
 import tomllib
@@ -112,6 +113,12 @@ def main() -> None:
     if not args.force and not isinstance(compiled.check_build(target, compiled.PACKAGE_DIR, ext), str):
         print(f"compile: build {key} is up to date ({len(modules)} modules)")
         return
+    missing = [what for what, ok in (
+        ("a C compiler (gcc)", shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")),
+        ("the Python headers (Python.h)", (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file())) if not ok]
+    if missing:
+        raise SystemExit(f"compile: {' and '.join(missing)} missing: run `make system-deps` "
+                         "(Debian: apt-get install gcc python3-dev)")
     print(f"compile: mypyc {len(modules)} modules into {target} (about a minute on 2 cores)", flush=True)
     with tempfile.TemporaryDirectory(prefix="vocelio-mypyc-") as tmp:
         built = compile_into(modules, Path(tmp))
