@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from vocelio_contract.paths import PathPolicy
+from vocelio_proxy import COMPILED
 from vocelio_proxy.clock import Clock, SystemClock
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.lifecycle.healthchecks import run_health_checks
@@ -254,6 +255,7 @@ async def serve(app: web.Application, settings: ProxySettings,
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     log.info("listening", extra={"fields": {"host": settings.host, "port": gateway.port}})
+    log.info(COMPILED.line(), extra={"fields": {"compiled": COMPILED.label, "modules": len(COMPILED.modules)}})
     if gateway.admin_port is not None:
         log.info("admin listening", extra={"fields": {"host": settings.admin.host, "port": gateway.admin_port}})
     if started is not None:
