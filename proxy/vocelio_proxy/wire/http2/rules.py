@@ -10,8 +10,10 @@
   allows per window. The clock is passed in (`now`), never read here;
 - `request_head`: a request's decoded field list (h2 has already checked
   pseudo-header placement, upper-case names, connection-specific fields and
-  `TE`) checked for what h2 does not check: field-name tokens, CR/LF/NUL in
-  values, `:path`/`:method`/`:authority` that could not be written as an
+  `TE`) checked for what h2 does not check: field-name tokens, control
+  characters in values (CR/LF/NUL and every other one the HTTP/1.1 parser
+  refuses: an HTTP/1.1 upstream never gets a value the HTTP/1.1 front would
+  have answered with 400), `:path`/`:method`/`:authority` that could not be written as an
   HTTP/1.1 request line or Host without changing meaning, conflicting
   Content-Length; cookie crumbs joined with "; " (RFC 9113 §8.2.3);
 - `response_fields` / `trailer_fields`: what goes out on a stream, without the
@@ -38,7 +40,9 @@ _NOT_TRAILERS = CONNECTION_SPECIFIC | {"content-length", "host", "trailer", "con
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+# RFC 9110 §5.5 field-value: VCHAR, obs-text, SP and HTAB. Every other control (not only
+# the CR/LF/NUL RFC 9113 §8.2.1 names) is refused, as llhttp refuses it on HTTP/1.1.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # A request target or authority that an HTTP/1.1 upstream reads one way only: visible ASCII.
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
 _AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]*\Z")
@@ -190,7 +194,7 @@ def request_head(fields: Sequence[tuple[bytes, bytes]], max_headers: int) -> Req
     for name, value in fields:
         size += len(name) + len(value)
         if _BAD_VALUE.search(value):
-            raise MalformedRequest(f"the value of {name[:64]!r} holds CR, LF or NUL")
+            raise MalformedRequest(f"the value of {name[:64]!r} holds a control character")
         if name[:1] == b":":
             if name not in _PSEUDO:
                 raise MalformedRequest(f"pseudo-header {name[:64]!r} is not allowed in a request")

@@ -1,0 +1,91 @@
+"""Red team, issue 13: an HTTP/2 request translated for an HTTP/1.1 upstream must be
+one the gateway's own HTTP/1.1 front would have accepted. A field value with a
+control character (other than HTAB) is refused by the HTTP/1.1 parser with 400;
+over HTTP/2 the same value must be a stream error and never reach the upstream,
+or a backend behind the gateway reads bytes the gateway's HTTP/1.1 side never lets
+through (header-injection and parser-differential material)."""
+
+from __future__ import annotations
+
+import pytest
+from hyperframe.frame import GoAwayFrame, HeadersFrame, RstStreamFrame
+
+from tests.harness.app_fixtures import Gateway, GatewayFactory, service
+from tests.harness.h2_tools import H2Client, RawH2
+from tests.harness.hostile import RecordingUpstream, RecordingUpstreamFactory, raw_request, status_of
+from vocelio_contract.config import GatewayConfig
+from vocelio_proxy.settings import Http2Settings
+
+PROTOCOL_ERROR = 1
+#: Every C0 control but HTAB, and DEL: what RFC 9110 §5.5 leaves out of field-value.
+CONTROLS = [bytes([c]) for c in (*range(0x01, 0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F)]
+
+
+async def _gateway(gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory,
+                   ) -> tuple[Gateway, RecordingUpstream]:
+    up = await recording_upstream()
+    svc = service("svc", up.endpoint(), prefixes=["/api"], rewrite=None)
+    gw = await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True))
+    return gw, up
+
+
+def _forwarded(up: RecordingUpstream) -> list[str]:
+    return [r.target for r in up.requests if r.target.startswith("/api")]
+
+
+async def test_a_control_character_in_a_field_value_is_refused_on_http1_and_on_http2_alike(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory) -> None:
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    for ctl in CONTROLS:
+        value = b"a" + ctl + b"b"
+        answer = await raw_request(gw.port, b"GET /api/h1 HTTP/1.1\r\nHost: gw.test\r\nx-a: " + value
+                                   + b"\r\nConnection: close\r\n\r\n")
+        assert status_of(answer) == 400, ctl
+        raw = await RawH2.open(gw.port)
+        frame = HeadersFrame(1)
+        frame.data = raw.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                         (b":path", b"/api/h2"), (b"x-a", value)])
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        raw.send(frame)
+        await raw.drain()
+        frames = await raw.read_until(
+            lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+        ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
+        assert ends, ctl
+        assert ends[0].error_code == PROTOCOL_ERROR, ctl
+        raw.close()
+    assert _forwarded(up) == [], "a value the HTTP/1.1 front refuses reached the upstream over HTTP/2"
+
+
+async def test_a_horizontal_tab_and_obs_text_in_a_value_still_pass_on_http2(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory) -> None:
+    """The refusal is of controls only: what HTTP/1.1 accepts (HTAB, bytes over 0x7f) passes."""
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    client = await H2Client.open(gw.port)
+    try:
+        answer = await client.request("/api/ok", headers=[("x-a", "a\tb"), ("x-b", "caf\u00e9")])
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert _forwarded(up) == ["/api/ok"]
+    assert up.requests[-1].header("x-a") == ["a\tb"]
+
+
+@pytest.mark.parametrize("ctl", [b"\x01", b"\x1f", b"\x7f"])
+async def test_a_control_character_in_a_cookie_crumb_never_reaches_the_upstream(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, ctl: bytes) -> None:
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    raw = await RawH2.open(gw.port)
+    frame = HeadersFrame(1)
+    frame.data = raw.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                     (b":path", b"/api/c"), (b"cookie", b"a=1"), (b"cookie", b"b=" + ctl)])
+    frame.flags.add("END_HEADERS")
+    frame.flags.add("END_STREAM")
+    raw.send(frame)
+    await raw.drain()
+    frames = await raw.read_until(
+        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+    assert any(isinstance(f, (RstStreamFrame, GoAwayFrame)) for f in frames)
+    raw.close()
+    assert _forwarded(up) == []
