@@ -48,6 +48,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from vocelio_proxy.wire.http2.hpack_bounds import BoundedEncoder
 from vocelio_proxy.wire.upstream import UpstreamError
 
 __all__ = ["H2cConnection", "H2cLimits", "H2cPool", "H2cStream", "request_headers"]
@@ -115,6 +116,11 @@ class _ClientConnection(h2.connection.H2Connection):
     would refuse as frames on a closed connection; after an error one, the frames
     that came with it in the same read must not turn a reset into a protocol
     error. `H2cConnection` decides what the GOAWAY ends (no new stream either way)."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        # The upstream's SETTINGS_HEADER_TABLE_SIZE never grows the encoder's table past 4 KiB.
+        self.encoder = BoundedEncoder()
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
         event = h2.events.ConnectionTerminated()

@@ -53,6 +53,7 @@ from vocelio_proxy.policy.error_envelope import error_body
 from vocelio_proxy.policy.forwarded_headers import new_request_id
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.body import BodyBuffer
+from vocelio_proxy.wire.http2.hpack_bounds import BoundedEncoder
 from vocelio_proxy.wire.http2.rules import (
     FrameMeter,
     H2Limits,
@@ -83,6 +84,8 @@ class _Server(H2Connection):
 
     def __init__(self, config: H2Configuration, limit: int) -> None:
         super().__init__(config)
+        # The client's SETTINGS_HEADER_TABLE_SIZE never grows the encoder's table past 4 KiB.
+        self.encoder = BoundedEncoder()
         self.stream_limit = limit
         self.over_limit: set[int] = set()
         self._admitting = False
