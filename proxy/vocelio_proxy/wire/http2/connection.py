@@ -663,8 +663,14 @@ class Http2Connection(asyncio.Protocol):
             pushed += window
         self.unsent -= pushed
         if len(pending) < _LOW_WATER:
-            stream.blocked_since = 0.0
             stream.wake()
+            if pushed or not pending:
+                stream.blocked_since = 0.0
+        if pending and not stream.blocked_since:
+            # Bytes the client's window holds back, whether or not a handler waits in
+            # `drain` (a whole answer given to `send` has no handler left to wait): the
+            # tick resets the stream once the client took nothing for the send timeout.
+            stream.blocked_since = self.now
         if not pending and stream.ended and not stream.sent_end:
             if stream.trailers:
                 h2.send_headers(stream_id, stream.trailers, end_stream=True)
