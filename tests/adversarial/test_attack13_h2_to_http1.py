@@ -3,7 +3,9 @@ one the gateway's own HTTP/1.1 front would have accepted. A field value with a
 control character (other than HTAB) is refused by the HTTP/1.1 parser with 400;
 over HTTP/2 the same value must be a stream error and never reach the upstream,
 or a backend behind the gateway reads bytes the gateway's HTTP/1.1 side never lets
-through (header-injection and parser-differential material)."""
+through (header-injection and parser-differential material). The same holds for the
+authority: `:authority` (or Host) that the HTTP/1.1 front refuses as a Host is a
+stream error over HTTP/2, never a Host line an HTTP/1.1 upstream parses its own way."""
 
 from __future__ import annotations
 
@@ -87,5 +89,37 @@ async def test_a_control_character_in_a_cookie_crumb_never_reaches_the_upstream(
     frames = await raw.read_until(
         lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
     assert any(isinstance(f, (RstStreamFrame, GoAwayFrame)) for f in frames)
+    raw.close()
+    assert _forwarded(up) == []
+
+
+#: Authorities the HTTP/1.1 front refuses as a Host (400): a second colon, a port that is
+#: not digits, brackets around a name, a bracket inside a name, userinfo, a space.
+BAD_AUTHORITIES = [b"gw.test:80:90", b"gw.test:8x", b"[gw.test]", b"gw[1].test", b"user@gw.test", b"gw.test:80@x",
+                   b"gw test"]
+
+
+@pytest.mark.parametrize("authority", BAD_AUTHORITIES)
+@pytest.mark.parametrize("carrier", [":authority", "host"])
+async def test_an_authority_the_http1_front_refuses_is_refused_over_http2_and_never_reaches_the_upstream(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, authority: bytes,
+        carrier: str) -> None:
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    answer = await raw_request(gw.port, b"GET /api/h1 HTTP/1.1\r\nHost: " + authority
+                               + b"\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 400
+    raw = await RawH2.open(gw.port)
+    frame = HeadersFrame(1)
+    frame.data = raw.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (carrier.encode(), authority),
+                                     (b":path", b"/api/h2")])
+    frame.flags.add("END_HEADERS")
+    frame.flags.add("END_STREAM")
+    raw.send(frame)
+    await raw.drain()
+    frames = await raw.read_until(
+        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+    ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
+    assert ends, f"{authority!r} was answered over HTTP/2"
+    assert ends[0].error_code == PROTOCOL_ERROR
     raw.close()
     assert _forwarded(up) == []

@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from vocelio_proxy.wire.http1.framing import valid_authority
+
 #: The client connection preface (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -43,9 +45,14 @@ _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # RFC 9110 §5.5 field-value: VCHAR, obs-text, SP and HTAB. Every other control (not only
 # the CR/LF/NUL RFC 9113 §8.2.1 names) is refused, as llhttp refuses it on HTTP/1.1.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# A request target or authority that an HTTP/1.1 upstream reads one way only: visible ASCII.
+# A request target that an HTTP/1.1 upstream reads one way only: visible ASCII.
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
-_AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]*\Z")
+
+
+def _authority_ok(value: bytes) -> bool:
+    """`value` is an authority the HTTP/1.1 front accepts as a Host (one grammar for both:
+    an HTTP/1.1 upstream never gets a Host from HTTP/2 that HTTP/1.1 clients cannot send)."""
+    return value.isascii() and valid_authority(value.decode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +237,7 @@ def _check_pseudo(pseudo: dict[bytes, bytes], lookup: dict[str, str]) -> tuple[s
     if method == b"CONNECT":
         # A valid CONNECT (h2 checked its form: :authority only) reaches the pipeline with the
         # authority as its target, as on HTTP/1.1, and is refused there with 405.
-        if not authority or not _AUTHORITY.match(authority) or b"@" in authority:
+        if not authority or not _authority_ok(authority):
             raise MalformedRequest("invalid :authority")
         lookup["host"] = authority.decode("ascii")
         return "CONNECT", authority.decode("ascii")
@@ -238,14 +245,14 @@ def _check_pseudo(pseudo: dict[bytes, bytes], lookup: dict[str, str]) -> tuple[s
         raise MalformedRequest("invalid :scheme")
     if not (_TARGET.match(target) or (target == b"*" and method == b"OPTIONS")):
         raise MalformedRequest("invalid :path")
-    if authority and (not _AUTHORITY.match(authority) or b"@" in authority):
+    if authority and not _authority_ok(authority):
         raise MalformedRequest("invalid :authority")
     host = lookup.get("host")
     if authority:
         if host is not None and host.lower() != authority.decode("ascii").lower():
             raise MalformedRequest(":authority and Host differ")
         lookup["host"] = authority.decode("ascii")
-    elif host is None or "," in host or not _AUTHORITY.match(host.encode("latin-1")):
+    elif host is None or not _authority_ok(host.encode("latin-1")):
         raise MalformedRequest("no valid :authority or Host")
     return method.decode("ascii"), target.decode("ascii")
 
