@@ -123,3 +123,40 @@ async def test_an_authority_the_http1_front_refuses_is_refused_over_http2_and_ne
     assert ends[0].error_code == PROTOCOL_ERROR
     raw.close()
     assert _forwarded(up) == []
+
+
+@pytest.mark.parametrize("method", [b"head", b"get", b"Connect", b"oPTIONS", b"post"])
+async def test_a_method_in_lower_case_is_refused_over_http2_as_on_http1(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, method: bytes) -> None:
+    """`head` is not HEAD to the gateway (it would wait for a body) but is to a backend that
+    folds case; the HTTP/1.1 front refuses it (llhttp), and so must HTTP/2."""
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    answer = await raw_request(gw.port, method + b" /api/h1 HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 400
+    raw = await RawH2.open(gw.port)
+    frame = HeadersFrame(1)
+    frame.data = raw.encoder.encode([(b":method", method), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                     (b":path", b"/api/h2")])
+    frame.flags.add("END_HEADERS")
+    frame.flags.add("END_STREAM")
+    raw.send(frame)
+    await raw.drain()
+    frames = await raw.read_until(
+        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+    ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
+    assert ends, f"{method!r} was answered over HTTP/2"
+    assert ends[0].error_code == PROTOCOL_ERROR
+    raw.close()
+    assert _forwarded(up) == []
+
+
+async def test_an_upper_case_extension_method_still_reaches_the_upstream_over_http2(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory) -> None:
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    client = await H2Client.open(gw.port)
+    try:
+        answer = await client.request("/api/dav", method="PROPFIND")
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert [r.method for r in up.requests if r.target == "/api/dav"] == ["PROPFIND"]

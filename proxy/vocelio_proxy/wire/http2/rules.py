@@ -41,7 +41,10 @@ CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection",
 _NOT_TRAILERS = CONNECTION_SPECIFIC | {"content-length", "host", "trailer", "content-type", "content-encoding"}
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
-_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# A method token without lower-case letters (as nginx; llhttp on HTTP/1.1 takes only its own
+# upper-case list): `head` or `connect` is never a second spelling of HEAD or CONNECT that the
+# gateway frames or refuses one way and a case-folding backend reads another way.
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Z]+\Z")
 # RFC 9110 §5.5 field-value: VCHAR, obs-text, SP and HTAB. Every other control (not only
 # the CR/LF/NUL RFC 9113 §8.2.1 names) is refused, as llhttp refuses it on HTTP/1.1.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
