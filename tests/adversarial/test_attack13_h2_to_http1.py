@@ -160,3 +160,33 @@ async def test_an_upper_case_extension_method_still_reaches_the_upstream_over_ht
         await client.close()
     assert answer.status == 200
     assert [r.method for r in up.requests if r.target == "/api/dav"] == ["PROPFIND"]
+
+
+@pytest.mark.parametrize("declared", [b"10", b"1"])
+async def test_a_content_length_on_a_request_that_ends_with_its_headers_is_a_stream_error(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, declared: bytes) -> None:
+    """RFC 9113 §8.1.1: Content-Length that the DATA frames (none here) do not add up to is
+    malformed; the upstream never gets a request whose declared length and body disagree."""
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    raw = await RawH2.open(gw.port)
+    frame = HeadersFrame(1)
+    frame.data = raw.encoder.encode([(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                     (b":path", b"/api/cl"), (b"content-length", declared)])
+    frame.flags.add("END_HEADERS")
+    frame.flags.add("END_STREAM")
+    raw.send(frame)
+    await raw.drain()
+    frames = await raw.read_until(
+        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+    ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
+    assert ends, "answered"
+    assert ends[0].error_code == PROTOCOL_ERROR
+    raw.close()
+    assert _forwarded(up) == []
+    client = await H2Client.open(gw.port)
+    try:
+        # Content-Length: 0 with no DATA is well-formed.
+        answer = await client.request("/api/zero", method="POST", headers=[("content-length", "0")])
+    finally:
+        await client.close()
+    assert answer.status == 200

@@ -450,7 +450,8 @@ class Http2Connection(asyncio.Protocol):
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         try:
-            head = request_head(cast(list[tuple[bytes, bytes]], event.headers or []), self._limits.max_headers)
+            head = request_head(cast(list[tuple[bytes, bytes]], event.headers or []), self._limits.max_headers,
+                                event.stream_ended is not None)
         except MalformedRequest as exc:
             log.debug("malformed HTTP/2 request from %s: %s", self._peer, exc)
             self._reset_id(stream_id, ErrorCodes.PROTOCOL_ERROR)

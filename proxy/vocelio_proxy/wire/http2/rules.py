@@ -194,8 +194,10 @@ class MalformedRequest(ValueError):
 _PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme"})
 
 
-def request_head(fields: Sequence[tuple[bytes, bytes]], max_headers: int) -> RequestHead:
-    """The request a stream carries, or `MalformedRequest` (the stream is reset)."""
+def request_head(fields: Sequence[tuple[bytes, bytes]], max_headers: int, ended: bool = False) -> RequestHead:
+    """The request a stream carries, or `MalformedRequest` (the stream is reset).
+    `ended`: the HEADERS frame ended the stream (no DATA follows), so a Content-Length
+    other than 0 is malformed (RFC 9113 §8.1.1; h2 checks it only against DATA)."""
     pseudo: dict[bytes, bytes] = {}
     headers: list[tuple[str, str]] = []
     lookup: dict[str, str] = {}
@@ -226,7 +228,10 @@ def request_head(fields: Sequence[tuple[bytes, bytes]], max_headers: int) -> Req
     if len(headers) > max_headers:
         raise MalformedRequest(f"more than {max_headers} header fields")
     method, target = _check_pseudo(pseudo, lookup)
-    return RequestHead(method, target, lookup["host"], headers, lookup, _content_length(lookup), size)
+    declared = _content_length(lookup)
+    if ended and declared:
+        raise MalformedRequest("content-length on a request without a body")
+    return RequestHead(method, target, lookup["host"], headers, lookup, declared, size)
 
 
 def _check_pseudo(pseudo: dict[bytes, bytes], lookup: dict[str, str]) -> tuple[str, str]:
