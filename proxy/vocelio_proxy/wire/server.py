@@ -44,6 +44,7 @@ import contextlib
 import email.utils
 import logging
 import socket
+import ssl as _ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -57,6 +58,7 @@ from vocelio_proxy.wire.http1.framing import WireError, response_framing, respon
 from vocelio_proxy.wire.http1.heads import CONTINUE, response_head, status_line
 from vocelio_proxy.wire.http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
 from vocelio_proxy.wire.http1.reader import RequestReader
+from vocelio_proxy.wire.tls import HeldProtocol, TlsHandshake
 
 __all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
 
@@ -824,6 +826,11 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
+        # -- TLS (listen(ssl=...); wire/tls.py) --
+        #: Accepted sockets whose TLS handshake is under way (counted against the connection cap).
+        self.handshakes: set[TlsHandshake] = set()
+        self.handshake_failures: dict[str, int] = {}
+        self._tls: tuple[_ssl.SSLContext, float] | None = None
 
     def forget(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)
@@ -841,8 +848,42 @@ class HttpServer:
             return _Refusal(self)
         return HttpConnection(self)
 
-    async def listen(self, host: str, port: int, backlog: int = 1024) -> int:
-        self._server = await self.loop.create_server(self._accept, host, port, backlog=backlog,
+    def _accept_tls(self) -> asyncio.Protocol:
+        assert self._tls is not None
+        if len(self.connections) + len(self.handshakes) >= self.max_connections:
+            # A 503 would cost a handshake at the moment the gateway is busiest: the socket is closed.
+            self.refused_connections += 1
+            return _Dropped()
+        context, timeout_s = self._tls
+        return TlsHandshake(self, context, timeout_s)
+
+    def established(self, transport: asyncio.Transport, held: HeldProtocol) -> None:
+        """A TLS handshake ended well: the connection protocol takes the TLS transport
+        over, with what arrived in between (`tls.HeldProtocol`)."""
+        conn = HttpConnection(self)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        if held.write_paused:
+            conn.pause_writing()
+        for data in held.data:
+            conn.data_received(data)
+        if held.eof and not conn.eof_received():
+            transport.close()
+        if held.lost:
+            conn.connection_lost(held.lost_exc)
+
+    def handshake_failed(self, reason: str) -> None:
+        self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
+
+    async def listen(self, host: str, port: int, backlog: int = 1024, *, ssl: _ssl.SSLContext | None = None,
+                     handshake_timeout_s: float = 10.0) -> int:
+        """Listen on `host:port` (0: any free port), over TLS with `ssl`: a client must then
+        finish its handshake within `handshake_timeout_s`. Returns the port."""
+        factory = self._accept
+        if ssl is not None:
+            self._tls = (ssl, handshake_timeout_s)
+            factory = self._accept_tls
+        self._server = await self.loop.create_server(factory, host, port, backlog=backlog,
                                                      reuse_address=True)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
         return int(self._server.sockets[0].getsockname()[1])
@@ -862,6 +903,9 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
         self._all_closed.clear()
+        for handshake in list(self.handshakes):
+            handshake.abort()
+        self.handshakes.clear()
         for conn in list(self.connections):
             conn.shutdown()
         if self.connections:
@@ -878,6 +922,13 @@ class HttpServer:
             await asyncio.gather(self._ticker, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+
+
+class _Dropped(asyncio.Protocol):
+    """A TLS connection over the cap: closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
 
 
 def wire_limits(limits: LimitSettings) -> WireLimits:
