@@ -10,8 +10,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from tests.harness.tls_fixtures import TlsGatewayFactory
 from tests.harness.tls_tools import TestCa, TlsClient, s_client
-from tests.tls.conftest import TlsGatewayFactory
 
 
 async def test_sni_chooses_the_exact_name_then_the_wildcard_then_the_default(
@@ -186,3 +186,14 @@ async def test_the_redirect_keeps_a_trusted_proxys_https_and_refuses_bad_hosts(
         async with session.get(url, headers={"Host": "evil.example"}, allow_redirects=False) as resp:
             assert resp.status == 421
             assert "Location" not in resp.headers
+
+
+async def test_an_untrusted_peers_https_claim_does_not_skip_the_redirect(
+        tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
+    gw = await tls_gateway({"a": ca.issue("a.example.com")}, tls={"redirect": {"enabled": True}},
+                           trusted_proxies=1, trusted_proxy_cidrs=["10.0.0.0/8"])
+    async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{gw.port}/api/echo/x", headers={"Host": "a.example.com", "X-Forwarded-Proto": "https"},
+            allow_redirects=False) as resp:
+        assert resp.status == 308
+    assert gw.upstream.hits == []

@@ -49,9 +49,9 @@ def server_context(policy: TlsPolicy) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if policy.min_version == "TLSv1.3" else ssl.TLSVersion.TLSv1_2
     if policy.ciphers:
         ctx.set_ciphers(policy.ciphers)
-    # No TLS compression (CRIME), no client-initiated renegotiation (a CPU lever for
-    # attackers, and never needed without client certificates); a fresh ECDH key per handshake.
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE
+    # No TLS compression (CRIME), no renegotiation (a CPU lever for attackers, and never
+    # needed without client certificates). (OpenSSL makes a fresh ECDHE key per handshake.)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if not policy.session_tickets:
         # Resumption stays possible through the process's session cache (stateful, TLS 1.2 and 1.3);
         # no ticket key that lives as long as the process and would unlock past sessions.
