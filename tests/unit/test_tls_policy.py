@@ -35,6 +35,12 @@ def test_a_server_name_gets_the_most_specific_certificate_or_the_default(name: s
     assert _table().choose(name) == chosen
 
 
+def test_an_ip_address_is_never_a_server_name_even_when_a_certificate_lists_it_as_dns() -> None:
+    table = SniTable([("ip", ["127.0.0.1", "*.0.0.1"])], "default")
+    assert table.choose("127.0.0.1") == "default"
+    assert table.names() == []
+
+
 def test_only_a_leading_star_label_over_two_labels_is_a_wildcard() -> None:
     assert normalise_pattern("*.Example.com.") == "*.example.com"
     for refused in ("a*.example.com", "*.com", "*", "*.*.example.com", "x.*.example.com"):
