@@ -161,3 +161,19 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     length = int(headers.get("content-length", "0"))
     body = await asyncio.wait_for(reader.readexactly(length), 10) if length else b""
     return status, headers, body
+
+
+def served_serial(port: int, servername: str | None, ca_file: Path | None = None, timeout_s: float = 10) -> int | None:
+    """The serial of the leaf a listener serves (blocking `openssl s_client`), None on failure."""
+    import subprocess
+
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}"]
+    args += ["-servername", servername] if servername is not None else ["-noservername"]
+    if ca_file is not None:
+        args += ["-CAfile", str(ca_file), "-verify_return_error"]
+    try:
+        out = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s).stdout
+    except subprocess.TimeoutExpired:
+        return None
+    leaf = re.search(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", out, re.S)
+    return x509.load_pem_x509_certificate(leaf.group(0)).serial_number if leaf else None
