@@ -132,3 +132,32 @@ def test_the_tls_port_must_be_its_own() -> None:
         ProxySettings(port=8080, tls={"enabled": True, "port": 8080, "certificates": [{"name": "a", "dir": "/x"}]})
     assert TlsSettings().alpn_protocols() == ["http/1.1"]
     assert TlsSettings().hsts.header() == "max-age=31536000; includeSubDomains"
+
+
+def test_every_tls_metric_and_label_is_documented_in_observability() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.harness.controlplane import ROOT
+    from vocelio_proxy.process.tls_certificates import HandshakeFailures, TlsCertificates
+    from vocelio_proxy.wire.tls import TlsEdge
+
+    ca = TestCa()
+    issued = ca.issue("a.example.com")
+    settings = TlsSettings(certificates=[{"name": "a", "dir": "/unused"}])
+    registry = CollectorRegistry()
+    store = TlsCertificates(settings, TlsEdge(TlsPolicy()), registry, time.time)
+    registry.register(HandshakeFailures(lambda: {"timeout": 1}))
+    assert store.offer("a", issued.cert_pem, issued.key_pem)
+    text = (ROOT / "docs" / "operations" / "observability.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `vocelio_")}
+    families = list(text_string_to_metric_families(generate_latest(registry).decode()))
+    assert {f.name for f in families} >= {"vocelio_tls_certificate_reloads", "vocelio_tls_handshake_failures",
+                                          "vocelio_tls_certificate_expiry_timestamp_seconds"}
+    for family in families:
+        if family.name.endswith("_created"):
+            continue
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert name in rows, name
+        for label in {k for s in family.samples for k in s.labels}:
+            assert f"`{label}`" in rows[name], (name, label)
