@@ -2,7 +2,8 @@
 HTTP bytes, floods of aborted handshakes, renegotiation. Each is bounded: the
 socket is closed within the handshake deadline, nothing is logged per client
 at warning level, descriptors and live objects return to where they were, and
-the listener keeps serving real clients."""
+the listener keeps serving real clients. Every case runs on asyncio's loop
+and on uvloop (what the CLI uses)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import time
 import pytest
 
 from tests.harness.app_fixtures import poll
-from tests.harness.tls_fixtures import TlsGatewayFactory, ca, tls_gateway
+from tests.harness.tls_fixtures import TlsGatewayFactory, ca, event_loop_policy, tls_gateway
 from tests.harness.tls_tools import TestCa, TlsClient, open_fds, s_client
 from vocelio_proxy.wire.server import HttpConnection
 from vocelio_proxy.wire.tls import TlsHandshake
 
-__all__ = ["ca", "tls_gateway"]  # fixtures
+__all__ = ["ca", "event_loop_policy", "tls_gateway"]  # fixtures
 
 DEADLINE_S = 1.0
 

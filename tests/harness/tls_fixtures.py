@@ -5,6 +5,7 @@ listener (and a real upstream behind it)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,16 @@ class TlsGateway:
 
 #: `await make({"name": Issued, ...}, **settings)`: the first certificate is the default.
 TlsGatewayFactory = Callable[..., Awaitable[TlsGateway]]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every TLS case on both loops: the CLI serves on uvloop, whose TLS layer is its own."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
+    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import contextlib
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -165,67 +165,80 @@ class _Acceptor(Protocol):
 
 class TlsHandshake(asyncio.Protocol):
     """A TCP connection accepted on the TLS listener, from accept to the end of its
-    handshake (counted in `server.handshakes`). Nothing is read before the TLS
-    layer owns the socket; the handshake must end within `timeout_s`, else the
-    socket is closed (asyncio's handshake timer)."""
+    handshake (counted in `server.handshakes`). The handshake must end within
+    `timeout_s`, else the socket is closed (the TLS layer's handshake timer).
+
+    The TLS layer takes the socket over inside `connection_made`: `loop.start_tls`
+    is stepped there by hand up to its first wait (its synchronous part swaps the
+    socket's protocol for the TLS one), and then on from its future's callbacks.
+    A task would first run on a later loop pass, and uvloop starts reading a socket
+    as soon as `connection_made` returns: the ClientHello would reach this protocol
+    instead of the TLS layer and be lost. No task exists per handshake, so there is
+    nothing to own beyond the transport, which `abort` closes."""
 
     def __init__(self, server: _Acceptor, context: ssl.SSLContext, timeout_s: float) -> None:
         self._server = server
         self._context = context
         self._timeout_s = timeout_s
         self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None
+        self._held = HeldProtocol()
+        self._done = False
         server.handshakes.add(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        # The ClientHello must reach the TLS layer, not this protocol.
-        transport.pause_reading()  # type: ignore[attr-defined]
-        self.task = self._server.loop.create_task(self._run())
+        self._step(self._server.loop.start_tls(
+            transport, self._held, self._context, server_side=True,  # type: ignore[arg-type]
+            ssl_handshake_timeout=self._timeout_s, ssl_shutdown_timeout=self._timeout_s))
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - the TLS layer owns the socket by now
+        self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # Only before start_tls took the socket over (the server's shutdown).
-        self._server.handshakes.discard(self)
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        # Only if the socket died before the TLS layer took it over.
+        self._finish(None, ConnectionResetError("closed before the handshake"))
 
-    async def _run(self) -> None:
-        server = self._server
-        transport = self.transport
-        assert transport is not None
-        held = HeldProtocol()
+    def _step(self, coro: Coroutine[object, None, asyncio.Transport | None]) -> None:
+        """Run `coro` to its next wait; resume it when what it waits for is done."""
         try:
-            tls = await server.loop.start_tls(transport, held, self._context, server_side=True,
-                                              ssl_handshake_timeout=self._timeout_s,
-                                              ssl_shutdown_timeout=self._timeout_s)
-        except asyncio.CancelledError:
-            transport.abort()
+            waited = coro.send(None)
+        except StopIteration as done:
+            self._finish(done.value, None)
+            return
+        except (KeyboardInterrupt, SystemExit):
             raise
-        except (ConnectionAbortedError, TimeoutError):
-            transport.abort()
+        except BaseException as exc:  # the handshake's own failure (timeout, TLS alert, reset)
+            self._finish(None, exc)
+            return
+        if not isinstance(waited, asyncio.Future):  # pragma: no cover - start_tls only awaits futures
+            coro.close()
+            self._finish(None, RuntimeError(f"start_tls waited on {type(waited).__name__}"))
+            return
+        # The protocol of a future awaited by a coroutine (what asyncio.Task does).
+        waited._asyncio_future_blocking = False
+        waited.add_done_callback(lambda _: self._step(coro))
+
+    def _finish(self, tls: asyncio.Transport | None, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        server = self._server
+        server.handshakes.discard(self)
+        if exc is None and tls is not None and not self._held.lost:
+            server.established(tls, self._held)
+            return
+        if self.transport is not None:
+            self.transport.abort()
+        if tls is not None:
+            tls.abort()
+        if isinstance(exc, ConnectionAbortedError | TimeoutError):
             server.handshake_failed("timeout")
-            return
-        except ssl.SSLError:
-            transport.abort()
+        elif isinstance(exc, ssl.SSLError):
             server.handshake_failed("protocol")
-            return
-        except (OSError, RuntimeError):
-            # The client left mid-handshake (reset, EOF), or the transport was closing.
-            transport.abort()
+        else:  # the client left mid-handshake (reset, EOF), or the server is stopping
             server.handshake_failed("reset")
-            return
-        finally:
-            server.handshakes.discard(self)
-        if tls is None or held.lost:  # pragma: no cover - the client left on the handshake's last byte
-            if tls is not None:
-                tls.abort()
-            server.handshake_failed("reset")
-            return
-        server.established(tls, held)
 
     def abort(self) -> None:
-        """Drop the handshake (shutdown)."""
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        """Drop the handshake (shutdown): the TLS layer sees the socket close and ends."""
         if self.transport is not None:
             self.transport.abort()
