@@ -159,3 +159,40 @@ async def test_client_initiated_renegotiation_is_refused(tls_gateway: TlsGateway
     assert "RENEGOTIATING" in text
     assert "HTTP/1.1 200" not in text, "a renegotiated session was served"
     assert "alert" in text.lower() or "error" in text.lower()
+
+
+async def test_a_request_sent_with_the_last_handshake_flight_is_served(
+        tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
+    """The client's Finished and its request in one TCP segment: the bytes that reach the
+    TLS layer with the end of the handshake are handed to the connection, not lost."""
+    import ssl
+
+    gw = await tls_gateway({"a": ca.issue("a.example.com")})
+    ctx = ssl.create_default_context(cafile=str(gw.ca_file))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="a.example.com")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.tls_port)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    writer.write(outgoing.read())
+                data = await asyncio.wait_for(reader.read(65536), 5)
+                assert data, "the server closed during the handshake"
+                incoming.write(data)
+        # The Finished (still in the BIO) and the request leave together.
+        tls.write(b"GET /readyz HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        writer.write(outgoing.read())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, f"closed before an answer: {answer!r}"
+            incoming.write(data)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                answer += tls.read(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()

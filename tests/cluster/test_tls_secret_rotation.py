@@ -8,6 +8,7 @@ ServiceAccount can read exactly the named Secrets and nothing else."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 import urllib.request
 from pathlib import Path
@@ -105,6 +106,9 @@ def test_a_secret_rotated_through_the_api_is_served_within_the_deadline_with_lea
                     in text)
 
         poll("the broken version refused", refused, 30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+            watchers = json.loads(answer.read())["config"]["watchers"]
+        assert watchers[f"tls-secret:{ns}/{SECRET}"]["state"] == "running"
         assert served_serial(tls_port, "api.example.com", ca_file) == second.serial
         log = proc.tail()
         assert "forbidden" not in log.lower(), log

@@ -161,3 +161,25 @@ def test_every_tls_metric_and_label_is_documented_in_observability() -> None:
         assert name in rows, name
         for label in {k for s in family.samples for k in s.labels}:
             assert f"`{label}`" in rows[name], (name, label)
+
+
+def test_a_secret_yields_its_pair_only_when_it_is_a_well_formed_kubernetes_tls_secret() -> None:
+    import base64
+    from types import SimpleNamespace
+
+    from vocelio_proxy.lifecycle.tls_secrets import secret_pair
+
+    crt, key = b"-----BEGIN CERTIFICATE-----", b"-----BEGIN PRIVATE KEY-----"
+    data = {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()}
+    assert secret_pair(SimpleNamespace(type="kubernetes.io/tls", data=data)) == (crt, key)
+    cases = {
+        "Opaque": (SimpleNamespace(type="Opaque", data=data), "not kubernetes.io/tls"),
+        "no key": (SimpleNamespace(type="kubernetes.io/tls", data={"tls.crt": data["tls.crt"]}), "no tls.key"),
+        "no data": (SimpleNamespace(type="kubernetes.io/tls", data=None), "no tls.crt"),
+        "not base64": (SimpleNamespace(type="kubernetes.io/tls", data={**data, "tls.key": "%%%"}), "not base64"),
+    }
+    for what, (secret, reason) in cases.items():
+        problem = secret_pair(secret)
+        assert isinstance(problem, str), what
+        assert reason in problem, what
+        assert "PRIVATE" not in problem

@@ -196,13 +196,17 @@ class RunningGateway:
     async def stop(self, drain_timeout_s: float) -> None:
         self.app[keys.STATE].draining = True
         try:
-            if self.tls is not None:
-                await self.tls.stop(drain_timeout_s)
-            if self.admin_server is not None:
-                await asyncio.gather(self.server.shutdown(drain_timeout_s),
-                                     self.admin_server.shutdown(drain_timeout_s))
-            else:
-                await self.server.shutdown(drain_timeout_s)
+            # The TLS listener drains at the same time as the others (one drain deadline in all).
+            tls_stopped = asyncio.ensure_future(self.tls.stop(drain_timeout_s)) if self.tls is not None else None
+            try:
+                if self.admin_server is not None:
+                    await asyncio.gather(self.server.shutdown(drain_timeout_s),
+                                         self.admin_server.shutdown(drain_timeout_s))
+                else:
+                    await self.server.shutdown(drain_timeout_s)
+            finally:
+                if tls_stopped is not None:
+                    await tls_stopped
         finally:
             await self.app.cleanup()
 
@@ -233,7 +237,8 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
             admin_port = await admin.listen(settings.admin.host, settings.admin.port)
         if settings.tls.enabled:
             tls = await start_tls_listener(settings, _http_server(app, gateway_handler(app, tls=True)),
-                                           app[keys.METRICS].registry, settings.tls.host or host)
+                                           app[keys.METRICS].registry, settings.tls.host or host,
+                                           watchers=app[keys.STATE].watchers)
     except BaseException:
         await server.shutdown(0)
         if admin is not None:

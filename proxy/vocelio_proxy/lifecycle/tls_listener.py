@@ -16,6 +16,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from vocelio_proxy.process.supervision import WatcherStatus
 from vocelio_proxy.process.tls_certificates import (
     HandshakeFailures,
     TlsCertificates,
@@ -49,7 +50,10 @@ class TlsListener:
 
 
 async def start_tls_listener(settings: ProxySettings, server: HttpServer, registry: CollectorRegistry,
-                             host: str, *, api_wait_s: float = API_STARTUP_WAIT_S) -> TlsListener:
+                             host: str, *, api_wait_s: float = API_STARTUP_WAIT_S,
+                             watchers: dict[str, WatcherStatus] | None = None) -> TlsListener:
+    """`watchers`: where the API watches' supervision is shown (`/status` config.watchers
+    and the watcher metrics)."""
     tls = settings.tls
     edge = TlsEdge(tls_policy(tls))
     store = TlsCertificates(tls, edge, registry, time.time)
@@ -63,6 +67,8 @@ async def start_tls_listener(settings: ProxySettings, server: HttpServer, regist
             from vocelio_proxy.lifecycle.tls_secrets import KubeTlsSecrets
 
             source = KubeTlsSecrets(store, tls.certificates)
+            if watchers is not None:
+                watchers.update({status.name: status for status in source.watchers})
             tasks.append(asyncio.create_task(source.run(), name="tls-certificates"))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + api_wait_s
