@@ -9,6 +9,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -82,6 +83,11 @@ async def test_a_broken_replacement_keeps_the_last_good_certificate(
         await poll(lambda: _reloads(registry, "a", "invalid") == 1, "the broken version refused", 10)
     handshake = await s_client(gw.tls_port, servername="a.example.com", ca_file=gw.ca_file)
     assert handshake.serial == good.serial, "a broken certificate replaced the good one"
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{gw.port}/status") as resp:
+        shown = (await resp.json())["tls"]["a"]
+    assert shown["serving"]
+    assert int(shown["serial"], 16) == good.serial
+    assert shown["problem"]
     text = caplog.text
     assert "tls certificate refused" in text
     for secret in (good.key_pem, other.key_pem, key):

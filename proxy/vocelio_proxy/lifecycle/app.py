@@ -239,6 +239,7 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
             tls = await start_tls_listener(settings, _http_server(app, gateway_handler(app, tls=True)),
                                            app[keys.METRICS].registry, settings.tls.host or host,
                                            watchers=app[keys.STATE].watchers)
+            app[keys.STATE].tls_status = tls.store.status
     except BaseException:
         await server.shutdown(0)
         if admin is not None:
