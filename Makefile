@@ -11,6 +11,7 @@ HTTPS_PORT ?= 8443
 
 .PHONY: help run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
 .PHONY: lock dev-control-plane
+.PHONY: bench-workers
 .DEFAULT_GOAL := help
 
 ## help: list the targets with what they do (this text)
@@ -92,6 +93,10 @@ kind-deploy: images
 	kind load docker-image localhost/vocelio/gateway-operator:0.1.0 localhost/vocelio/gateway-proxy:0.1.0 --name vocelio
 	helm upgrade --install vocelio charts/vocelio-gateway -n vocelio-system --create-namespace \
 	  -f charts/vocelio-gateway/values-development.yaml --set image.repository=localhost/vocelio --set image.tag=0.1.0
+
+## bench-workers: gateway with workers 1 and 2 beside nginx with worker_processes 1 and 2 (prints figures)
+bench-workers: $(STAMP) system-deps
+	$(BIN)/python bench/proxy_bench.py --workers-compare
 
 ## bench-operator: reconcile latency and render time (prints figures)
 bench-operator: $(STAMP) cluster-bins

@@ -48,14 +48,19 @@ def bench_render() -> None:
     for _ in range(5):
         started = time.perf_counter()
         result = render_config(services, [], endpoints)
-        text = result.config.to_json()
+        text = result.text  # what the operator writes to the ConfigMap
         times.append(time.perf_counter() - started)
-    started = time.perf_counter()
-    json.dumps(result.config.model_dump(mode="json"))
-    reference = time.perf_counter() - started
-    print(f"render 1,000 services x 20 endpoints: median {statistics.median(times) * 1000:.0f} ms "
+    config = result.config  # parsed (validated) once, outside both timers
+    references = []
+    for _ in range(5):
+        started = time.perf_counter()
+        json.dumps(config.model_dump(mode="json"))
+        references.append(time.perf_counter() - started)
+    render, reference = statistics.median(times), statistics.median(references)
+    print(f"render 1,000 services x 20 endpoints: median {render * 1000:.0f} ms "
           f"(min {min(times) * 1000:.0f} ms); config {len(text.encode()) / 1024:.0f} KiB; "
-          f"reference json.dumps of the same config {reference * 1000:.0f} ms")
+          f"reference json.dumps of the same config: median {reference * 1000:.0f} ms; "
+          f"render / reference {render / reference:.2f}x")
 
 
 def slice_body(ns: str, name: str, addresses: list[str]) -> dict[str, object]:

@@ -8,6 +8,9 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# h2load (nghttp2-client): the HTTP/2 rows of bench/proxy_bench.py; curl with HTTP/2 for tests/proxy.
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v curl >/dev/null || need+=(curl)
 # The images and the real node (make images, make dev-cluster, tests/node):
 # podman builds the images (runc: crun fails on cgroup v1 hybrid hosts),
 # mmdebstrap the offline base, containerd + CNI plugins run the pods,

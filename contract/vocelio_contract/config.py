@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vocelio_contract.hosts import host_problem
+
 SCHEMA_VERSION: Literal[1] = 1
 
 IDEMPOTENT_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PUT", "TRACE")
@@ -135,6 +137,8 @@ class AuthPolicy(_Model):
 
 
 KeyBy = Literal["ip", "user", "api-key", "tenant"]
+#: The protocol spoken to a service's endpoints.
+UpstreamProtocol = Literal["http/1.1", "h2c"]
 
 
 class ServiceRateLimit(_Model):
@@ -143,12 +147,34 @@ class ServiceRateLimit(_Model):
     key_by: KeyBy = "ip"
 
 
+def upgrade_tokens(value: list[str]) -> list[str]:
+    """Upgrade protocol tokens lower-cased, stripped and without repeats; ValueError for a
+    token that is not one, or for h2c. Shared by `Service` and the operator's resource model."""
+    out: list[str] = []
+    for token in value:
+        name = token.strip().lower()
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"upgrade {token!r} is not a protocol token")
+        if name.split("/", 1)[0] == "h2c":
+            raise ValueError("h2c upgrades are never forwarded (HTTP/2 over cleartext is not an upgrade "
+                             "this gateway relays)")
+        if name not in out:
+            out.append(name)
+    return out
+
+
 class Service(_Model):
     """One routed backend service (rendered from a VocelioService)."""
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     namespace: str = "default"
     prefixes: list[str] = Field(min_length=1, description="Primary prefix first, then aliases.")
+    # Omitted from the JSON when empty: a config that names no host is byte-identical to
+    # one written before host routing, so proxies of either version read it.
+    hosts: list[str] = Field(
+        default_factory=list, max_length=16, exclude_if=lambda hosts: not hosts,
+        description="Host names (exact, or `*.` wildcards) this service is routed on; empty: every host "
+                    "that no service names (docs/host-routing.md).")
     rewrite: str | None = Field(None, description="Replace the matched prefix with this path.")
     route_class: str | None = Field(None, description="A label such as 'webhooks' that tiers can match.")
     backends: list[Backend] = Field(default_factory=list)
@@ -166,6 +192,11 @@ class Service(_Model):
         description="Upgrade protocols (RFC 9110 `Upgrade` tokens, case-insensitive) forwarded to this service; "
                     "any other upgrade request is served as a plain request. `h2c` is never forwarded.",
     )
+    upstream_protocol: UpstreamProtocol = Field(
+        "http/1.1",
+        description="How the gateway talks to this service's endpoints: HTTP/1.1, or HTTP/2 over cleartext "
+                    "with prior knowledge (`h2c`: gRPC, trailers passed through).",
+    )
 
     @property
     def id(self) -> str:
@@ -174,17 +205,18 @@ class Service(_Model):
     @field_validator("upgrades")
     @classmethod
     def _upgrade_tokens(cls, value: list[str]) -> list[str]:
-        out: list[str] = []
-        for token in value:
-            name = token.strip().lower()
-            if not _TOKEN.fullmatch(name):
-                raise ValueError(f"upgrade {token!r} is not a protocol token")
-            if name.split("/", 1)[0] == "h2c":
-                raise ValueError("h2c upgrades are never forwarded (HTTP/2 over cleartext is not an upgrade "
-                                 "this gateway relays)")
-            if name not in out:
-                out.append(name)
-        return out
+        return upgrade_tokens(value)
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for host in value:
+            problem = host_problem(host)
+            if problem is not None:
+                raise ValueError(problem)
+        if len(set(value)) != len(value):
+            raise ValueError("hosts repeat a host name")
+        return value
 
     @field_validator("prefixes")
     @classmethod
@@ -246,12 +278,14 @@ class GatewayConfig(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
-        seen: dict[str, str] = {}
+        seen: dict[tuple[str, str], str] = {}
         for svc in self.services:
-            for prefix in svc.prefixes:
-                if prefix in seen:
-                    raise ValueError(f"prefix {prefix} claimed by {seen[prefix]} and {svc.id}")
-                seen[prefix] = svc.id
+            for host in svc.hosts or [""]:
+                for prefix in svc.prefixes:
+                    if (host, prefix) in seen:
+                        on = f" on host {host}" if host else ""
+                        raise ValueError(f"prefix {prefix}{on} claimed by {seen[host, prefix]} and {svc.id}")
+                    seen[host, prefix] = svc.id
         if self.hash and self.hash != self.content_hash():
             raise ValueError("hash does not match content (corrupt or hand-edited config)")
         return self

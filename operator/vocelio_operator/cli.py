@@ -138,7 +138,7 @@ def _render(folder: Path) -> int:
         print(line, file=sys.stderr)
     if not loaded.services:
         print(f"warning: no VocelioService in {folder}: the config routes nothing", file=sys.stderr)
-    sys.stdout.write(result.config.to_json())
+    sys.stdout.write(result.text)
     return 0
 
 

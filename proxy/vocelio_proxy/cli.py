@@ -50,14 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", help="debug, info, warning or error (any case)")
     run.add_argument("--log-format", help="json (default) or text (human-readable, for development)")
     run.add_argument("--no-access-log", action="store_true")
+    run.add_argument("--workers", type=_workers_flag,
+                     help="gateway processes sharing the port: a number, or auto (the CPUs available)")
+    # A worker of a multi-worker pod (lifecycle.worker): started by the supervisor, never by hand.
+    run.add_argument("--as-worker", help=argparse.SUPPRESS)
     sub.add_parser("schema", help="print the GatewayConfig JSON Schema")
     check = sub.add_parser("check-config", help="validate a GatewayConfig file")
     check.add_argument("file", type=Path)
     return parser
 
 
+def _workers_flag(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "as_worker", None):
+        from vocelio_proxy.lifecycle.worker import WorkerChannel, WorkerRole, die_with_parent
+
+        role = WorkerRole.parse(args.as_worker)
+        die_with_parent(role)
+        channel = WorkerChannel(role)
+        args.channel = channel
+        return guarded(f"vocelio-proxy {args.command}", lambda: _command(args), report=channel.failed)
     return guarded(f"vocelio-proxy {args.command}", lambda: _command(args))
 
 
@@ -79,7 +100,7 @@ def _command(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings, config_path=args.config, host=args.host, port=args.port,
                              log_level=args.log_level, log_format=args.log_format,
-                             access_log=False if args.no_access_log else None)
+                             access_log=False if args.no_access_log else None, workers=args.workers)
     source = None
     if args.config_from_api:
         namespace, _, name = args.config_from_api.partition("/")
@@ -91,14 +112,47 @@ def _serve(args: argparse.Namespace) -> int:
     elif settings.config_path is None:
         raise UserError("no config: give --config FILE (or VOCELIO_CONFIG_PATH) or --config-from-api NAMESPACE/NAME")
     setup_logging(settings.log_level, settings.log_format)
-    if source is None and settings.config_path is not None:
+    channel = getattr(args, "channel", None)
+    if channel is not None:
+        from vocelio_proxy.lifecycle.worker import label_logs
+
+        label_logs(channel.role)
+    if source is None and settings.config_path is not None and channel is None:
         _warn_when_empty(settings.config_path)
+    if channel is None and settings.workers != 1:
+        from vocelio_proxy.policy.workers import resolve_workers
+        from vocelio_proxy.process.workers import available_cpus
+
+        count = resolve_workers(settings.workers, available_cpus())
+        if count > 1:
+            return _supervise(args, settings, count)
 
     async def go() -> None:
-
-        await serve(create_app(settings, source), settings)
+        if channel is None:
+            await serve(create_app(settings, source), settings)
+        else:
+            await serve(create_app(settings, source), settings, reuse_port=True, listening=channel.ready)
 
     _run(go())
+    return 0
+
+
+def _supervise(args: argparse.Namespace, settings: ProxySettings, count: int) -> int:
+    """Run `count` workers with the same flags under one supervisor (lifecycle.supervisor)."""
+    from vocelio_proxy.lifecycle.supervisor import StartFailure, Supervisor
+
+    argv: list[str] = []
+    for flag, value in (("--config", args.config), ("--config-from-api", args.config_from_api),
+                        ("--settings", args.settings), ("--host", args.host), ("--log-level", args.log_level),
+                        ("--log-format", args.log_format)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.no_access_log:
+        argv.append("--no-access-log")
+    try:
+        asyncio.run(Supervisor(settings, argv, count).run())
+    except StartFailure as exc:
+        raise UserError(str(exc), exc.status) from None
     return 0
 
 

@@ -56,8 +56,9 @@ def _os_error(exc: OSError) -> tuple[str, int]:
     return f"{where}{exc.strerror or one_line(str(exc))}", 2 if exc.filename else 1
 
 
-def guarded(prog: str, body: Callable[[], int]) -> int:
-    """Run one command; known user errors become one line on stderr and an exit status."""
+def guarded(prog: str, body: Callable[[], int], report: Callable[[str, int], bool] | None = None) -> int:
+    """Run one command; known user errors become one line on stderr and an exit status
+    (`report`: offered the line first; True when it took it, as a worker's supervisor does)."""
     try:
         return body()
     except UserError as exc:
@@ -76,6 +77,8 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
         return 130
     except Exception as exc:  # a bug: still one line; the type says where to look
         message, status = f"internal error: {type(exc).__name__}: {exc}", 70
+    if report is not None and report(one_line(message), status):
+        return status
     print(f"{prog}: {one_line(message)}", file=sys.stderr, flush=True)
     return status
 

@@ -193,6 +193,35 @@ class LimitSettings(BaseModel):
         1.0, description="A lingering close ends once the client has sent nothing for this long.")
 
 
+class Http2Settings(BaseModel):
+    """HTTP/2 to clients (wire/http2; docs/http2.md): over TLS by ALPN `h2`, and over
+    cleartext with prior knowledge when `cleartext` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="Offer HTTP/2 (ALPN h2) on TLS listeners.")
+    cleartext: bool = Field(False, description="Accept HTTP/2 with prior knowledge (h2c) on the plain listener.")
+    max_concurrent_streams: Annotated[int, Field(ge=1, le=1000)] = Field(
+        100, description="Open streams per connection; beyond it a new stream is refused (REFUSED_STREAM).")
+    max_header_list_size: Annotated[int, Field(ge=4096, le=1 << 20)] = Field(
+        32768, description="Decoded header list size (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE); above it the "
+                           "connection ends (HPACK bomb).")
+    max_header_block_bytes: Annotated[int, Field(ge=4096, le=1 << 20)] = Field(
+        65536, description="Encoded bytes of one header block (HEADERS + CONTINUATION); above it the connection "
+                           "ends with ENHANCE_YOUR_CALM (CONTINUATION flood).")
+    initial_window_size: Annotated[int, Field(ge=65535, le=(1 << 31) - 1)] = Field(
+        262144, description="Request body bytes a stream may send before the pipeline reads them.")
+    connection_window_size: Annotated[int, Field(ge=65535, le=(1 << 31) - 1)] = Field(
+        1 << 20, description="Request body bytes all streams of a connection may send before they are read.")
+    budget_window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="The window of the per-connection budgets below.")
+    max_resets: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        200, description="Stream resets per window (by the client, or by the gateway for the client's errors); "
+                         "beyond it GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).")
+    max_control_frames: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        2000, description="Frames without progress per window (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, empty "
+                          "DATA); beyond it GOAWAY ENHANCE_YOUR_CALM.")
+
+
 class CompressionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
@@ -449,19 +478,16 @@ class TlsSettings(BaseModel):
                                  + ("names a secret" if self.source == "api" else "names files or a dir"))
         if self.enabled and not self.certificates:
             raise ValueError("tls.enabled needs at least one certificate in tls.certificates")
-        if self.alpn is not None:
-            if len(set(self.alpn)) != len(self.alpn) or not self.alpn:
-                raise ValueError("tls.alpn: list each protocol once, at least one")
-            if "h2" in self.alpn:
-                # Offering h2 to clients the server cannot answer in HTTP/2 would break them.
-                raise ValueError("tls.alpn: h2 needs the HTTP/2 server, which this build does not have")
+        if self.alpn is not None and (len(set(self.alpn)) != len(self.alpn) or not self.alpn):
+            raise ValueError("tls.alpn: list each protocol once, at least one")
         return self
 
-    def alpn_protocols(self) -> list[str]:
-        """What the listener offers: `alpn`, else every protocol the gateway serves."""
+    def alpn_protocols(self, http2: bool) -> list[str]:
+        """What the listener offers: `alpn`, else every protocol the gateway serves (h2
+        first when HTTP/2 is on)."""
         if self.alpn is not None:
             return list(self.alpn)
-        return ["http/1.1"]
+        return ["h2", "http/1.1"] if http2 else ["http/1.1"]
 
     @model_validator(mode="after")
     def _redirect_paths(self) -> TlsSettings:
@@ -469,6 +495,20 @@ class TlsSettings(BaseModel):
             if not path.startswith("/"):
                 raise ValueError(f"tls.redirect.exempt_paths: {path!r} is not a path")
         return self
+
+
+class H2cUpstreamSettings(BaseModel):
+    """Bounds of the HTTP/2 (h2c) client to services with `upstream.protocol: h2c`."""
+
+    connections_per_endpoint: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Most h2c connections the proxy opens to one endpoint.")
+    streams_per_connection: Annotated[int, Field(ge=1, le=1000)] = Field(
+        128, description="Most concurrent streams on one connection (the upstream's own limit may lower it); "
+                         "a request finding every stream busy waits for one within its connect timeout.")
+    stream_window_bytes: Annotated[int, Field(ge=65_535, le=16 << 20)] = Field(
+        256 * 1024, description="Response bytes read ahead per stream before the client takes them.")
+    max_header_list_bytes: Annotated[int, Field(ge=4096, le=1 << 20)] = Field(
+        65_536, description="Largest response header (or trailer) block accepted from an upstream.")
 
 
 class ProxySettings(BaseSettings):
@@ -527,6 +567,16 @@ class ProxySettings(BaseSettings):
                                      description="Span export (off: trace context passes through).")
     tls: TlsSettings = Field(default_factory=lambda: TlsSettings(),
                              description="The TLS listener, its certificates, HTTPS redirect and HSTS (docs/tls.md).")
+    http2: Http2Settings = Field(default_factory=lambda: Http2Settings(),
+                                 description="HTTP/2 to clients (docs/http2.md).")
+    h2c_upstream: H2cUpstreamSettings = Field(
+        H2cUpstreamSettings(), description="The HTTP/2 client to h2c (gRPC) services: connections and streams.")
+    # -- worker processes (lifecycle.supervisor; docs/operations/workers.md) --
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        1, description="Gateway processes in this pod sharing the listener (SO_REUSEPORT) under one supervisor; "
+                       "auto: the CPUs this process may use (affinity and cgroup CPU limit). 1: one process, "
+                       "no supervisor. More than 1 needs admin.port (the supervisor serves the pod's metrics "
+                       "and probes there).")
 
     @field_validator("trusted_hosts")
     @classmethod
@@ -568,6 +618,12 @@ class ProxySettings(BaseSettings):
         tls = self.tls
         if tls.enabled and tls.port != 0 and tls.port in (self.port, admin.port):
             raise ValueError(f"tls.port {tls.port} is taken by another listener")
+        if tls.alpn is not None and "h2" in tls.alpn and not self.http2.enabled:
+            # Offering h2 to clients the server would not answer in HTTP/2 would break them.
+            raise ValueError("tls.alpn offers h2 while http2.enabled is false")
+        if self.workers != 1 and admin.port is None:
+            raise ValueError(f"workers {self.workers} needs admin.port: the supervisor serves the pod's /metrics, "
+                             "/readyz and /status there (a scrape on the shared port would reach one worker)")
         return self
 
 

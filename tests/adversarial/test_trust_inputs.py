@@ -32,9 +32,9 @@ from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.lifecycle.app import gateway_handler
 from vocelio_proxy.wire.exchange import Exchange
 
-LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "service", "status", "duration_ms",
+LOG_FIELDS = {"ts", "level", "logger", "request_id", "method", "path", "host", "service", "status", "duration_ms",
               "upstream", "attempts", "client", "bytes_received", "bytes_sent",
-              "trace_id", "span_id"}
+              "trace_id", "span_id", "http_version"}
 
 
 def one_service(up: RecordingUpstream, **kw: Any) -> GatewayConfig:

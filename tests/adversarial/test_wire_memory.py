@@ -29,6 +29,7 @@ SLICE_OVERSHOOT = PIPELINED_SLICE // len(b"GET / HTTP/1.0\r\n\r\n") + 1
 
 def _connection(server: HttpServer) -> HttpConnection:
     [conn] = list(server.connections)
+    assert isinstance(conn, HttpConnection)
     return conn
 
 
@@ -203,6 +204,7 @@ async def test_many_flooding_connections_stay_within_their_budgets(gateway: tupl
     flooders = [await Flooder.start(gw.port, flood) for _ in range(20)]
     await poll(lambda: len(server.connections) == 20, "connections accepted")
     for conn in list(server.connections):
+        assert isinstance(conn, HttpConnection)
         await _flood_settles(conn)
         assert len(conn._queue) <= server.wire_limits.max_pipelined + SLICE_OVERSHOOT
     gc.collect()

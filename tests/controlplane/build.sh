@@ -83,6 +83,18 @@ else
   echo "$coredns_version" > "$out/.coredns.stamp"
   echo "coredns: built in $(( $(date +%s) - start ))s"
 fi
+# h2spec checks the gateway's HTTP/2 server for conformance (tests/proxy/test_http2_h2spec.py). Its module
+# has no go.mod-compatible v2 tag, so `@latest` resolves v2.2.1+incompatible (the newest release).
+h2spec_version="latest"
+if [[ -x "$out/h2spec" && "$(cat "$out/.h2spec.stamp" 2>/dev/null)" == "$h2spec_version" ]]; then
+  echo "h2spec: cached ($out)"
+else
+  echo "h2spec: building (seconds)"
+  start=$(date +%s)
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "github.com/summerwind/h2spec/cmd/h2spec@$h2spec_version"
+  echo "$h2spec_version" > "$out/.h2spec.stamp"
+  echo "h2spec: built in $(( $(date +%s) - start ))s"
+fi
 # prometheus-adapter serves custom.metrics.k8s.io (the proxy's in-flight metric) on the real node. It builds
 # through tests/node/adapter, a module that pins it: the module proxy does not list prometheus-adapter's
 # versions, so `go install ...@version` cannot resolve it.

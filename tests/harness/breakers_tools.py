@@ -352,6 +352,9 @@ class CapturingWriter:
     def finish(self) -> None:
         pass
 
+    def finish_with_trailers(self, trailers: list[tuple[str, str]]) -> None:
+        pass
+
     async def drain(self) -> None:
         pass
 

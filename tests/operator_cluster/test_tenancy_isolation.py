@@ -1,7 +1,7 @@
 """Tenant isolation on the real control plane: an admin namespace (the
 gateway's), two tenants and an attacker, with the operator running as its real
 CLI under an admin-owned tenancy policy. Each attack (a reference into another
-namespace, a prefix outside the namespace's rules, a backend at loopback,
+namespace, a prefix or host outside the namespace's rules, a backend at loopback,
 link-local or metadata addresses, an API key with a tenant, role or tier the
 namespace is not allowed, a key id that shadows another) is refused with its
 condition and Event and leaves nothing in what the proxies read (the config
@@ -40,7 +40,8 @@ POLICY: dict[str, Any] = {
     "prefixClaims": {"restricted": True, "rules": [
         {"namespaces": [TENANT_A], "prefixes": ["/api/v1/team-a"]},
         {"namespaces": [TENANT_B], "prefixes": ["/api/v1/team-b"]},
-        {"namespaces": [ATTACKER], "prefixes": ["/api/v1/attacker"]}]},
+        {"namespaces": [ATTACKER], "prefixes": ["/api/v1/attacker"]},
+        {"namespaces": [TENANT_A], "hosts": ["*.team-a.example.com"], "prefixes": ["/"]}]},
     "apiKeys": {"namespaces": [TENANT_A, TENANT_B, ATTACKER], "allowances": [
         {"namespaces": [TENANT_A], "tenants": ["team-a"], "roles": ["reader"], "tiers": ["api-key"]},
         {"namespaces": [TENANT_B], "tenants": ["team-b"], "roles": ["reader"], "tiers": ["api-key"]}]},
@@ -275,6 +276,35 @@ def test_a_prefix_outside_the_namespaces_rules_is_not_accepted_and_blocks_nobody
     assert "squat" not in view
     assert "b-into-a" not in view
     assert http_json(f"{tenancy.proxy}/API/V1/Team-A/x")[0] in (400, 404)
+
+
+def test_a_host_outside_the_namespaces_rules_is_not_accepted_and_blocks_nobody(tenancy: Tenancy) -> None:
+    static = f'{{staticEndpoints: [{{address: "{STATIC_OK}", port: 8080}}]}}'
+    hosted = vocelio_service(ATTACKER, "host-squat", "/", static) + "  hostnames: [app.team-a.example.com]\n"
+    tenancy.apply(hosted)
+
+    def not_allowed() -> dict[str, Any] | None:
+        cond = condition(tenancy.vsvc(ATTACKER, "host-squat"), "Accepted")
+        return cond if cond.get("reason") == "HostNotAllowed" else None
+
+    cond = poll("Accepted=False HostNotAllowed", not_allowed)
+    assert cond["status"] == "False"
+    assert "app.team-a.example.com" in cond["message"]
+    poll("a HostNotAllowed Event", lambda: events(tenancy.kube, ATTACKER, "host-squat", "HostNotAllowed"))
+    older = tenancy.vsvc(ATTACKER, "host-squat")["metadata"]["creationTimestamp"]
+    poll("a later creation second", lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > older, 5)
+    tenancy.apply(vocelio_service(TENANT_A, "app", "/", static) + "  hostnames: [app.team-a.example.com]\n")
+    poll("the owner's host is accepted", lambda: condition(tenancy.vsvc(TENANT_A, "app"),
+                                                           "Accepted").get("status") == "True")
+    assert tenancy.service("host-squat") is None
+    owner = tenancy.service("app")
+    assert owner is not None
+    assert owner["hosts"] == ["app.team-a.example.com"]
+    view = poll("the proxy runs the config", lambda: (v := tenancy.proxy_view()) and "app" in v and v)
+    assert "host-squat" not in view
+    status, body = http_json(f"{tenancy.proxy}/status")
+    assert status == 200
+    assert {s["name"]: s["hosts"] for s in body["services"]}["app"] == ["app.team-a.example.com"]
 
 
 def test_backend_addresses_at_loopback_link_local_and_metadata_are_refused(tenancy: Tenancy) -> None:

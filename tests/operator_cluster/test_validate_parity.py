@@ -41,6 +41,14 @@ CASES = [
     ("two-match-kinds", TIER.format(match="{anonymous: true, apiKey: true}"),
      "match needs exactly one of anonymous, authenticated, apiKey, attribute, routeClass"),
     ("unknown-field", SERVICE.format(prefix="/a", weight=1, extra="  colour: blue"), "colour"),
+    ("unknown-upstream-protocol", SERVICE.format(prefix="/a", weight=1, extra="  upstream: {protocol: h3}"),
+     "spec.upstream.protocol"),
+    ("ip-hostname", SERVICE.format(prefix="/a", weight=1, extra="  hostnames: [203.0.113.7]"),
+     "a host name must not be an IP address (its last label must not be all digits)"),
+    ("upper-case-hostname", SERVICE.format(prefix="/a", weight=1, extra="  hostnames: [API.example.com]"),
+     "hostnames"),
+    ("inner-wildcard-hostname", SERVICE.format(prefix="/a", weight=1, extra='  hostnames: ["a.*.example.com"]'),
+     "hostnames"),
 ]
 
 
@@ -59,3 +67,14 @@ def test_validate_and_the_api_server_reject_with_the_same_message(control_plane:
     assert offline.returncode == 1
     assert message in offline.stderr, offline.stderr
     assert case in offline.stderr, offline.stderr
+
+
+def test_the_api_server_accepts_both_upstream_protocols_and_defaults_to_http1(control_plane: ControlPlane,
+                                                                             kube: Kube) -> None:
+    install_crds(control_plane, kube)
+    for extra, expected in (("", "http/1.1"), ("  upstream: {protocol: h2c}", "h2c")):
+        manifest = SERVICE.format(prefix="/grpc.Svc", weight=1, extra=extra)
+        applied = control_plane.kubectl("apply", "--dry-run=server", "-n", "default", "-f", "-", "-o",
+                                        "jsonpath={.spec.upstream.protocol}", input=manifest, check=False)
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stdout == expected

@@ -4,6 +4,7 @@ plain requests for the HTTPS redirect."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -57,14 +58,32 @@ async def test_tls_1_2_offers_only_forward_secret_aead_ciphers(
     assert strong.ok, strong.output[-800:]
 
 
-async def test_alpn_negotiates_http_1_1_and_never_claims_h2_it_cannot_serve(
+async def test_alpn_prefers_h2_when_http2_is_on_and_never_claims_it_when_off(
+        tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
+    on = await tls_gateway({"a": ca.issue("a.example.com")})
+    both = await s_client(on.tls_port, "-alpn", "h2,http/1.1", servername="a.example.com", ca_file=on.ca_file)
+    assert both.ok
+    assert both.alpn == "h2"
+    only_h1 = await s_client(on.tls_port, "-alpn", "http/1.1", servername="a.example.com", ca_file=on.ca_file)
+    assert only_h1.alpn == "http/1.1"
+    off = await tls_gateway({"a": ca.issue("a.example.com")}, http2={"enabled": False})
+    both = await s_client(off.tls_port, "-alpn", "h2,http/1.1", servername="a.example.com", ca_file=off.ca_file)
+    assert both.alpn == "http/1.1"
+    only_h2 = await s_client(off.tls_port, "-alpn", "h2", servername="a.example.com", ca_file=off.ca_file)
+    assert only_h2.alpn is None, "h2 was selected by a server with HTTP/2 off"
+
+
+async def test_curl_speaks_http2_over_the_tls_listener_through_the_pipeline(
         tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
     gw = await tls_gateway({"a": ca.issue("a.example.com")})
-    both = await s_client(gw.tls_port, "-alpn", "h2,http/1.1", servername="a.example.com", ca_file=gw.ca_file)
-    assert both.ok
-    assert both.alpn == "http/1.1"
-    only_h2 = await s_client(gw.tls_port, "-alpn", "h2", servername="a.example.com", ca_file=gw.ca_file)
-    assert only_h2.alpn is None, "h2 was selected by a server without HTTP/2"
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--http2", "--cacert", str(gw.ca_file), "--resolve", f"a.example.com:{gw.tls_port}:127.0.0.1",
+        "-o", "-", "-w", "\n%{http_version} %{http_code}", f"https://a.example.com:{gw.tls_port}/api/echo/x",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    body, _, summary = out.decode().rpartition("\n")
+    assert summary == "2 200", err.decode()
+    assert json.loads(body)["headers"]["X-Forwarded-Proto"] == "https"
 
 
 async def test_an_https_request_reaches_the_upstream_with_x_forwarded_proto_https(

@@ -129,3 +129,50 @@ def test_tiers_are_ordered_by_priority_then_name() -> None:
     tiers: list[dict[str, object]] = config("tiers-and-priorities")["rate_tiers"]  # type: ignore[assignment]
     assert [t["name"] for t in tiers] == ["webhooks", "enterprise", "premium", "api-key", "authenticated",
                                           "anonymous"]
+
+
+def test_a_service_declaring_h2c_is_spoken_to_over_h2c_and_the_others_stay_http1() -> None:
+    got = reasons("grpc-upstream")
+    assert "Accepted=False/Invalid" in got["VocelioService/voice/synthesis"]
+    rendered = services("grpc-upstream")
+    assert set(rendered) == {"transcription", "recordings"}
+    assert rendered["transcription"]["upstream_protocol"] == "h2c"
+    assert rendered["recordings"]["upstream_protocol"] == "http/1.1"
+
+
+def test_one_prefix_on_an_exact_host_a_wildcard_and_no_host_is_three_routes_picked_by_host() -> None:
+    from vocelio_contract.config import parse_config
+    from vocelio_contract.hosts import request_host
+    from vocelio_proxy.policy.routing import Router
+
+    got = reasons("host-precedence")
+    for name in ("storefront", "tenant-sites", "catalog", "shop-health"):
+        assert "Accepted=True/Accepted" in got[f"VocelioService/shop/{name}"], name
+    assert "Accepted=False/ReservedPath" in got["VocelioService/shop/hostless-root"]
+    router = Router.build(parse_config((GOLDEN / "host-precedence" / "config.json").read_text()).services)
+
+    def served_by(host: str, path: str) -> str | None:
+        match = router.match(path, request_host(host))
+        return None if match is None else match.service.name
+
+    assert served_by("shop.example.com", "/api/v1/catalog/1") == "storefront"
+    assert served_by("eu.example.com", "/api/v1/catalog/1") == "tenant-sites"
+    assert served_by("example.com", "/api/v1/catalog/1") == "catalog"
+    assert served_by("status.example.com", "/health") == "shop-health"
+    assert served_by("status.example.com", "/api/v1/catalog") == "tenant-sites"
+
+
+def test_wildcards_at_two_depths_and_an_exact_name_are_separate_hosts_and_bad_names_are_refused() -> None:
+    got = reasons("wildcard-hosts")
+    assert set(services("wildcard-hosts")) == {"regions", "paris"}
+    for name in ("upper", "with-port", "ip-literal", "inner-wildcard", "repeated"):
+        assert "Accepted=False/Invalid" in got[f"VocelioService/edge/{name}"], name
+    assert services("wildcard-hosts")["regions"]["hosts"] == ["*.eu.example.com", "*.example.com", "eu.example.com"]
+
+
+def test_conflicts_are_per_host_and_prefix_and_the_older_keeps_it() -> None:
+    got = reasons("host-conflicts")
+    assert set(services("host-conflicts")) == {"billing", "billing-eu", "billing-any-host"}
+    assert "Accepted=False/PrefixConflict" in got["VocelioService/tenant-b/billing-copy"]
+    assert "Accepted=False/PrefixConflict" in got["VocelioService/tenant-c/wildcard-late"]
+    assert "hosts" not in services("host-conflicts")["billing-any-host"]

@@ -117,7 +117,6 @@ def test_a_certificate_check_names_the_problem_and_never_the_key() -> None:
     ({"certificates": [{"name": "a", "dir": "/x"}], "default_certificate": "b"}, "not a listed certificate"),
     ({"source": "api", "certificates": [{"name": "a", "dir": "/x"}]}, "names a secret"),
     ({"certificates": [{"name": "a", "secret": "ns/s"}]}, "names files or a dir"),
-    ({"alpn": ["h2", "http/1.1"]}, "h2 needs the HTTP/2 server"),
     ({"alpn": ["http/1.1", "http/1.1"]}, "each protocol once"),
     ({"hsts": {"preload": True, "include_subdomains": False}}, "preload needs"),
     ({"redirect": {"exempt_paths": ["readyz"]}}, "is not a path"),
@@ -130,7 +129,11 @@ def test_tls_settings_that_cannot_work_are_refused(tls: dict[str, object], messa
 def test_the_tls_port_must_be_its_own() -> None:
     with pytest.raises(ValueError, match=r"tls\.port 8080 is taken"):
         ProxySettings(port=8080, tls={"enabled": True, "port": 8080, "certificates": [{"name": "a", "dir": "/x"}]})
-    assert TlsSettings().alpn_protocols() == ["http/1.1"]
+    with pytest.raises(ValueError, match=r"offers h2 while http2\.enabled is false"):
+        ProxySettings(http2={"enabled": False}, tls={"alpn": ["h2", "http/1.1"]})
+    assert TlsSettings().alpn_protocols(http2=False) == ["http/1.1"]
+    assert TlsSettings().alpn_protocols(http2=True) == ["h2", "http/1.1"]
+    assert TlsSettings(alpn=["http/1.1"]).alpn_protocols(http2=True) == ["http/1.1"]
     assert TlsSettings().hsts.header() == "max-age=31536000; includeSubDomains"
 
 

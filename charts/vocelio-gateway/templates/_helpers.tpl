@@ -182,3 +182,33 @@ Called with (dict "root" . "component" "operator"|"proxy"). */}}
 checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
 {{- end -}}
 {{- end -}}
+
+
+{{- /* The proxy container's resources: `proxy.resources` as they are for one worker; with
+proxy.workers > 1 each quantity (requests and limits, cpu and memory) is per worker and the
+container gets workers x it (docs/operations/workers.md). */ -}}
+{{- define "vocelio.proxyResources" -}}
+{{- $c := .Values.proxy -}}
+{{- $n := int ($c.workers | default 1) -}}
+{{- if le $n 1 -}}
+{{- toYaml $c.resources -}}
+{{- else -}}
+{{- $out := dict -}}
+{{- range $kind, $quantities := $c.resources -}}
+{{- $scaled := dict -}}
+{{- range $name, $q := $quantities -}}
+{{- $s := toString $q -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+)?$" $s -}}
+{{- $_ := set $scaled $name (printf "%dm" (mul (mulf (float64 $s) 1000 | int) $n)) -}}
+{{- else if regexMatch "^[0-9]+(m|k|M|G|T|Ki|Mi|Gi|Ti)$" $s -}}
+{{- $number := regexFind "^[0-9]+" $s -}}
+{{- $_ := set $scaled $name (printf "%d%s" (mul (int $number) $n) (trimPrefix $number $s)) -}}
+{{- else -}}
+{{- fail (printf "proxy.resources.%s.%s: %s cannot be multiplied by proxy.workers; write it as a whole number with a unit (250m, 512Mi)" $kind $name $s) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $out $kind $scaled -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+{{- end -}}

@@ -171,8 +171,7 @@ class Reconciler:
         result = render_config(list(self.index.services.values()), list(self.index.tiers.values()),
                                endpoints, tenancy=tenancy)
         self.metrics.render_duration.observe(time.perf_counter() - started)
-        config = result.config
-        text = config.to_json()
+        text = result.text  # the config's bytes, never parsed back here
         self.metrics.config_bytes.set(len(text.encode()))
         self.metrics.endpoints_tracked.set(self.index.endpoints_tracked())
         rendered_at = time.perf_counter()
@@ -186,17 +185,17 @@ class Reconciler:
             await self.writer.apply_secret(self.settings.config_namespace, self.settings.api_keys_secret,
                                            {"keys.json": keys_text}, keys_digest)
             self.last_keys_digest = keys_digest
-        if config.hash != self.last_hash:
-            shards = shard_config(text, config.hash, self.settings.config_name, self.settings.shard_bytes)
+        if result.hash != self.last_hash:
+            shards = shard_config(text, result.hash, self.settings.config_name, self.settings.shard_bytes)
             self._writing()
-            written = await self.writer.apply_configmaps(self.settings.config_namespace, shards, config.hash,
+            written = await self.writer.apply_configmaps(self.settings.config_namespace, shards, result.hash,
                                                          self.settings.config_name)
             self.metrics.config_writes.inc(written)
             self.metrics.last_write.set(time.time())
-            self.last_hash = config.hash
+            self.last_hash = result.hash
             log.info("config written", extra={"fields": {
-                "version": config.version, "bytes": len(text), "configmaps": len(shards),
-                "services": len(config.services), "render_ms": round((rendered_at - started) * 1000, 1),
+                "version": result.version, "bytes": len(text), "configmaps": len(shards),
+                "services": result.services, "render_ms": round((rendered_at - started) * 1000, 1),
                 "write_ms": round((time.perf_counter() - rendered_at) * 1000, 1)}})
         await self._report(result.outcomes)
         await self._report_keys({**self.index.api_key_problems, **refused})

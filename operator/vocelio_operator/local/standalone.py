@@ -92,6 +92,10 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
                          dev_cert_dir: Path | None = None) -> None:
     """`https_port`: also serve HTTPS there with the development certificate (`devcert`),
     unless the settings configure TLS themselves (None: no HTTPS listener)."""
+    if settings.workers != 1:
+        # One process renders and serves here; a silently ignored setting would be worse than a refusal.
+        raise StartupRefused(f"refusing to start: workers {settings.workers}: standalone mode runs one process "
+                             "(several workers: `vocelio-proxy serve --workers`, docs/operations/workers.md)")
     demo_key = None
     https: tuple[int, Path] | None = None
     if settings.tls.enabled:

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import TypeIs
 
+from vocelio_contract.config import upgrade_tokens
+from vocelio_contract.hosts import host_problem
+
 GROUP = "gateway.vocelio.ai"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -146,6 +149,10 @@ class RateLimitSpec(_Spec):
     key_by: Literal["ip", "user", "api-key", "tenant"] = Field("ip", alias="keyBy")
 
 
+class UpstreamSpec(_Spec):
+    protocol: Literal["http/1.1", "h2c"] = "http/1.1"
+
+
 class VocelioServiceSpec(_Spec):
     path_prefix: str = Field(alias="pathPrefix", pattern=r"^/")
     aliases: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
@@ -162,6 +169,26 @@ class VocelioServiceSpec(_Spec):
     rate_limit: RateLimitSpec | None = Field(None, alias="rateLimit")
     max_body_bytes: Annotated[int, Field(ge=0)] | None = Field(None, alias="maxBodyBytes")
     upgrades: list[str] = Field(default_factory=lambda: ["websocket"], max_length=16)
+    upstream: UpstreamSpec = UpstreamSpec()
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, hosts: list[str]) -> list[str]:
+        # The CRD's pattern and CEL rules, for offline validation; the renderer trusts them.
+        for host in hosts:
+            problem = host_problem(host)
+            if problem is not None:
+                raise ValueError(problem)
+        if len(set(hosts)) != len(hosts):
+            raise ValueError("hostnames must not repeat a name")
+        return hosts
+
+    @field_validator("upgrades")
+    @classmethod
+    def _upgrades(cls, upgrades: list[str]) -> list[str]:
+        # Normalised here, at the boundary, once: the renderer copies them into the config unchecked.
+        return upgrade_tokens(upgrades)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VocelioServiceSpec:

@@ -63,14 +63,20 @@ def slice_endpoints(body: Mapping[str, Any]) -> list[DiscoveredEndpoint]:
     """Endpoints of one discovery.k8s.io/v1 EndpointSlice (IPv4/IPv6 only)."""
     if body.get("addressType") not in ("IPv4", "IPv6"):
         return []
-    ports = {(p.get("name") or ""): int(p["port"]) for p in body.get("ports") or [] if p.get("port")}
+    # The boundary of the render: only what the config model accepts gets in (the API server
+    # validates slices; this keeps a malformed one from making the whole config invalid).
+    ports = {(p.get("name") or ""): port for p in body.get("ports") or []
+             if isinstance(port := p.get("port"), int) and 1 <= port <= 65535}
     out = []
     for ep in body.get("endpoints") or []:
         conditions = ep.get("conditions") or {}
         # The API says a missing ready condition means unknown: treat as ready.
         ready = conditions.get("ready") is not False and conditions.get("terminating") is not True
         pod = (ep.get("targetRef") or {}).get("name")
+        pod = pod if isinstance(pod, str) else None
         for address in ep.get("addresses") or []:
+            if not isinstance(address, str) or not address:
+                continue
             # One ports mapping per slice, shared (read-only) by its endpoints.
             out.append(DiscoveredEndpoint(address=address, ready=ready, pod=pod, ports=ports))
     return out

@@ -18,24 +18,40 @@ settings, so the policy defaults to the strictest (`paths.DEFAULT_POLICY`:
 letter case ignored when comparing, every ambiguous spelling refused). Prefixes
 the strict policy accepts canonicalise identically under every other policy, so
 the rendered config means the same to every proxy. Standalone mode passes the
-proxy's own policy."""
+proxy's own policy.
+
+Host names (docs/host-routing.md): a service claims each of its prefixes on each of
+its `hostnames` (or, naming none, on the default host every other request falls
+to); two services conflict only on the same (host, prefix key).
+
+Validated once, at the boundary: the resource models (and the EndpointSlice
+parser) enforce everything the config model requires, so the renderer builds the
+config as plain data and serialises it without a second validation pass (the
+bulk validation of data it built itself was most of a render's time). A test
+holds the two together: every rendered config parses back into `GatewayConfig`
+and serialises to the same bytes (tests/unit/test_render_output.py)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from operator import itemgetter
 from typing import Any, NamedTuple
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
 
-from vocelio_contract.config import IDEMPOTENT_METHODS, GatewayConfig, RateTier, Service, TierMatch
+from vocelio_contract.config import IDEMPOTENT_METHODS, SCHEMA_VERSION, GatewayConfig, RateTier, TierMatch, parse_config
 from vocelio_contract.paths import DEFAULT_POLICY, PathError, PathPolicy, normalize_path, route_key
 from vocelio_contract.reserved import RESERVED_PATHS
 from vocelio_operator.model.resources import DiscoveredEndpoint, RateTierResource, ServiceRef, VocelioServiceResource
 from vocelio_operator.translation.tenancy.grants import reference_permitted
 from vocelio_operator.translation.tenancy.policy import TenancyPolicy
 
-_SERVICES = TypeAdapter(list[Service])
+_BY_ADDRESS = itemgetter(0, 1)
+#: The serialised config opens with its schema version; the hash goes right after it.
+_OPENING = b'{"schema_version":%d,' % SCHEMA_VERSION
 
 EndpointIndex = Mapping[tuple[str, str], Sequence[DiscoveredEndpoint]]
 
@@ -59,8 +75,24 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RenderResult:
-    config: GatewayConfig
+    """The rendered config as written to a ConfigMap or file (`text`, exactly
+    `GatewayConfig.to_json()` of the same config), its content hash, its service
+    count, and each resource's outcome."""
+
+    text: str
+    hash: str
+    services: int
     outcomes: dict[str, Outcome]
+
+    @property
+    def version(self) -> str:
+        return self.hash[:12]
+
+    @cached_property
+    def config(self) -> GatewayConfig:
+        """The config as the contract's model, parsed (and validated) on first use: for
+        standalone mode, the CLI and tests; the operator writes `text` and never needs it."""
+        return parse_config(self.text)
 
 
 def _order_key(res: VocelioServiceResource) -> tuple[str, str, str]:
@@ -89,12 +121,14 @@ _REASONS = ("RefNotPermitted", "StaticEndpointsDisabled", "AddressNotAllowed", "
 def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
               tenancy: TenancyPolicy | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]], int, int]:
     """Rendered backends, (reason, message) problems, ready and total endpoint counts. With a
-    tenancy policy (cluster mode), endpoints it refuses are left out and reported as problems."""
+    tenancy policy (cluster mode), endpoints it refuses are left out and reported as problems.
+    Endpoints are gathered as (address, port, weight, ready, name) rows and become the
+    config's dicts (in `Endpoint`'s field order) once sorted and de-duplicated."""
     backends: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
     ready = total = 0
     for index, spec in enumerate(res.spec.backends):
-        eps: list[dict[str, Any]] = []
+        eps: list[tuple[str, int, int, bool, str | None]] = []
         if spec.static_endpoints is not None:
             name = spec.name or f"static-{index}"
             for st in spec.static_endpoints:
@@ -105,7 +139,7 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
                         else "StaticEndpointsDisabled"
                     problems.append((reason, f"backend {name}: {refused}"))
                     continue
-                eps.append({"address": st.address, "port": st.port, "weight": st.weight, "ready": True})
+                eps.append((st.address, st.port, st.weight, True, None))
         else:
             ref = spec.service_ref
             assert ref is not None
@@ -140,29 +174,35 @@ def _backends(res: VocelioServiceResource, endpoints: EndpointIndex,
                         if refused is not None:
                             refused_addresses.append(refused)
                             continue
-                    eps.append({"address": dep.address, "port": port, "ready": dep.ready, "name": dep.pod})
+                    eps.append((dep.address, port, 1, dep.ready, dep.pod))
                 if refused_addresses:
                     problems.append(("AddressNotAllowed", f"backend {name}: Service {namespace}/{ref.name}: "
                                      f"{refused_addresses[0]}"))
                 if unresolved and not eps:
                     problems.append(("BackendNotFound",
                                      f"port {ref.port!r} not found on Service {namespace}/{ref.name}"))
-        eps.sort(key=lambda e: (e["address"], e["port"]))
-        # Duplicate addresses (an address in two slices) would double its share.
-        unique = list({(e["address"], e["port"]): e for e in eps}.values())
-        total += len(unique)
-        ready += sum(1 for e in unique if e["ready"])
-        backends.append({"name": name, "weight": spec.weight, "endpoints": unique})
+        eps.sort(key=_BY_ADDRESS)
+        # Duplicate addresses (an address in two slices) would double its share: the last one stays.
+        unique = {(e[0], e[1]): e for e in eps}
+        rows = [{"address": a, "port": p, "weight": w, "ready": r, "name": n} for a, p, w, r, n in unique.values()]
+        total += len(rows)
+        ready += sum(1 for e in unique.values() if e[3])
+        backends.append({"name": name, "weight": spec.weight, "endpoints": rows})
     return backends, problems, ready, total
 
 
 def _service(res: VocelioServiceResource, prefixes: list[str], backends: list[dict[str, Any]]) -> dict[str, Any]:
-    """The service as plain data; validated in bulk by `_SERVICES` (one pydantic-core pass)."""
+    """The service as plain data, in `Service`'s field order with its types (the resource
+    model validated every value; `hosts` is left out when empty, as `Service` dumps it)."""
     s = res.spec
-    return {
+    out: dict[str, Any] = {
         "name": res.metadata.name,
         "namespace": res.metadata.namespace,
         "prefixes": prefixes,
+    }
+    if s.hostnames:
+        out["hosts"] = sorted(s.hostnames)
+    out.update({
         "rewrite": s.rewrite,
         "route_class": s.route_class,
         "backends": backends,
@@ -197,24 +237,9 @@ def _service(res: VocelioServiceResource, prefixes: list[str], backends: list[di
         "rate_limit": {"requests": s.rate_limit.requests, "window_s": s.rate_limit.window_seconds,
                        "key_by": s.rate_limit.key_by} if s.rate_limit else None,
         "max_body_bytes": s.max_body_bytes,
-        "upgrades": s.upgrades,
-    }
-
-
-def _validate_services(candidates: list[dict[str, Any]]) -> list[Service | str]:
-    """Each candidate as a Service, or the reason it is invalid."""
-    try:
-        return list(_SERVICES.validate_python(candidates))
-    except ValidationError:
-        pass  # rare: find the bad ones one by one
-    out: list[Service | str] = []
-    for candidate in candidates:
-        try:
-            out.append(Service.model_validate(candidate))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            out.append(f"{where}: {first['msg']}" if where else str(first["msg"]))
+        "upgrades": list(s.upgrades),
+        "upstream_protocol": s.upstream.protocol,
+    })
     return out
 
 
@@ -287,21 +312,28 @@ def _candidate(res: VocelioServiceResource, endpoints: EndpointIndex, policy: Pa
                tenancy: TenancyPolicy | None
                ) -> Outcome | tuple[list[_Prefix], list[tuple[str, str]], int, int, dict[str, Any]]:
     """One resource judged on its own (no claim registered yet): why it is rejected, or its
-    prefixes, backend problems, endpoint counts and service data for the bulk validation."""
+    prefixes, backend problems, endpoint counts and service data."""
     prefixes = _prefixes(res, policy)
     if isinstance(prefixes, str):
         return _rejected(res, "InvalidPrefix", prefixes)
-    reserved = [p for p in prefixes if p.key in reserved_keys]
+    # The gateway answers its own endpoints on every host no service names; a service naming
+    # hosts may route those paths on its hosts (docs/host-routing.md).
+    reserved = [p for p in prefixes if p.key in reserved_keys] if not res.spec.hostnames else []
     if reserved:
         return _rejected(res, "ReservedPath", f"prefix {_spelled(reserved[0])} is served by the gateway itself")
     canonical = [p.canonical for p in prefixes]
     if len(set(canonical)) != len(canonical):
         return _rejected(res, "Invalid", "pathPrefix and aliases repeat a prefix")
     # Before any claim is registered: a refused claim never routes and never blocks a prefix.
-    not_allowed = tenancy.claims.refusal(res.metadata.namespace, [p.written for p in prefixes], policy) \
-        if tenancy is not None else None
-    if not_allowed is not None:
-        return _rejected(res, "PrefixNotAllowed", not_allowed)
+    if tenancy is not None:
+        written = [p.written for p in prefixes]
+        host_refusal = tenancy.claims.host_refusal(res.metadata.namespace, res.spec.hostnames, written, policy)
+        if host_refusal is not None:
+            return _rejected(res, "HostNotAllowed", host_refusal)
+        not_allowed = tenancy.claims.refusal(res.metadata.namespace, written, policy) \
+            if not res.spec.hostnames else None
+        if not_allowed is not None:
+            return _rejected(res, "PrefixNotAllowed", not_allowed)
     backends, problems, ready, total = _backends(res, endpoints, tenancy)
     return prefixes, problems, ready, total, _service(res, canonical, backends)
 
@@ -311,14 +343,13 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
                   tenancy: TenancyPolicy | None = None) -> RenderResult:
     """Render every resource; `policy` is the path policy prefixes are judged by (the
     strictest by default: see the module docstring). `tenancy` (cluster mode) judges
-    prefix claims, cross-namespace references and backend addresses
+    prefix and host claims, cross-namespace references and backend addresses
     (docs/multi-tenancy.md); standalone mode passes none."""
     outcomes: dict[str, Outcome] = {}
     reserved_keys = {route_key(p, policy) for p in RESERVED_PATHS}
-    claimed: dict[str, tuple[str, str]] = {}  # route key -> (resource id, canonical prefix)
-    rendered: list[Service] = []
-    candidates: list[tuple[VocelioServiceResource, list[_Prefix], list[tuple[str, str]], int, int]] = []
-    service_data: list[dict[str, Any]] = []
+    # (host, route key) -> (resource id, canonical prefix); host "" is the default host.
+    claimed: dict[tuple[str, str], tuple[str, str]] = {}
+    rendered: list[dict[str, Any]] = []
     for res in sorted(services, key=_order_key):
         key = f"VocelioService/{res.id}"
         try:
@@ -333,26 +364,22 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
             outcomes[key] = judged
             continue
         prefixes, problems, ready, total, data = judged
-        candidates.append((res, prefixes, problems, ready, total))
-        service_data.append(data)
-    built = _validate_services(service_data) if service_data else []
-    for (res, prefixes, problems, ready, total), svc in zip(candidates, built, strict=True):
-        key = f"VocelioService/{res.id}"
         gen = res.metadata.generation
-        if isinstance(svc, str):
-            outcomes[key] = _rejected(res, "Invalid", svc[:500])
-            continue
-        clashes = [(p, claimed[p.key]) for p in prefixes if p.key in claimed]
+        hosts = res.spec.hostnames or [""]
+        clashes = [(host, p, claimed[host, p.key]) for host in sorted(hosts) for p in prefixes
+                   if (host, p.key) in claimed]
         if clashes:
-            prefix, (owner, theirs) = clashes[0]
+            host, prefix, (owner, theirs) = clashes[0]
             same = "" if theirs == prefix.canonical else \
                 f" as {theirs}: prefixes that differ only by letter case or escapes are one route"
+            on = f" on host {host}" if host else ""
             outcomes[key] = _rejected(res, "PrefixConflict",
-                                      f"prefix {_spelled(prefix)} is already routed to {owner} (older){same}")
+                                      f"prefix {_spelled(prefix)}{on} is already routed to {owner} (older){same}")
             continue
-        for p in prefixes:
-            claimed[p.key] = (res.id, p.canonical)
-        rendered.append(svc)
+        for host in hosts:
+            for p in prefixes:
+                claimed[host, p.key] = (res.id, p.canonical)
+        rendered.append(data)
         respelled = [_spelled(p) for p in prefixes if (p.written.rstrip("/") or "/") != p.canonical]
         outcomes[key] = Outcome(
             "VocelioService", res.id, gen,
@@ -360,7 +387,7 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
             resolved=not problems, resolved_reason=_resolved_reason(problems),
             resolved_message="All references resolved" if not problems else "; ".join(m for _, m in problems),
             ready_endpoints=ready, total_endpoints=total)
-    rendered.sort(key=lambda s: (s.namespace, s.name))
+    rendered.sort(key=lambda s: (s["namespace"], s["name"]))
     tier_list: list[RateTier] = []
     seen_names: dict[str, str] = {}
     for tres in sorted(tiers, key=lambda t: (t.metadata.namespace, t.metadata.name)):
@@ -389,5 +416,17 @@ def render_config(services: Sequence[VocelioServiceResource], tiers: Sequence[Ra
         tier_list.append(built_tier)
         outcomes[key] = Outcome("RateTier", tres.id, tres.metadata.generation)
     tier_list.sort(key=lambda t: (-t.priority, t.name))
-    config = GatewayConfig(services=rendered, rate_tiers=tier_list).seal()
-    return RenderResult(config, dict(sorted(outcomes.items())))
+    text, digest = _serialise(rendered, [t.model_dump() for t in tier_list])
+    return RenderResult(text, digest, len(rendered), dict(sorted(outcomes.items())))
+
+
+def _serialise(services: list[dict[str, Any]], tiers: list[dict[str, Any]]) -> tuple[str, str]:
+    """The config's bytes and hash, exactly as `GatewayConfig(...).seal().to_json()` and its
+    `hash` (the same pydantic-core serialiser, on plain data in the models' field order):
+    the content without the hash is hashed, then the hash goes in after `schema_version`."""
+    content = to_json({"schema_version": SCHEMA_VERSION, "services": services, "rate_tiers": tiers})
+    digest = hashlib.sha256(content).hexdigest()
+    if not content.startswith(_OPENING):
+        raise RuntimeError("the config's serialised form no longer opens with its schema version")
+    text = b'%s"hash":"%s",%s' % (_OPENING, digest.encode(), content[len(_OPENING):])
+    return text.decode() + "\n", digest

@@ -39,6 +39,7 @@ from vocelio_proxy.process.redis_limiter import RedisLimiter
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.h2c_upstream import H2cLimits, H2cPool
 from vocelio_proxy.wire.server import HttpServer
 from vocelio_proxy.wire.upstream import UpstreamPool
 
@@ -76,8 +77,19 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
     app[keys.POOL] = UpstreamPool(app[keys.SETTINGS].upstream_idle_timeout_s)
+    app[keys.H2C_POOL] = h2c_pool(app[keys.SETTINGS])
     yield
     app[keys.POOL].close()
+    app[keys.H2C_POOL].close()
+
+
+def h2c_pool(settings: ProxySettings) -> H2cPool:
+    """The h2c client pool with the settings' bounds."""
+    h2c = settings.h2c_upstream
+    return H2cPool(H2cLimits(connections_per_endpoint=h2c.connections_per_endpoint,
+                             streams_per_connection=h2c.streams_per_connection,
+                             stream_window=h2c.stream_window_bytes, max_header_list_size=h2c.max_header_list_bytes,
+                             idle_timeout_s=settings.upstream_idle_timeout_s))
 
 
 def _background(source: ConfigSource | None) -> Extension:
@@ -94,13 +106,16 @@ def _background(source: ConfigSource | None) -> Extension:
                 watch_source(source, state, app[keys.METRICS], settings.config_poll_s), name="config-watch"))
         else:
             state.last_error = "no config source configured"
-        owned.append(asyncio.create_task(run_health_checks(state, health_pool), name="health-checks"))
+        health_h2c = h2c_pool(settings)
+        owned.append(asyncio.create_task(run_health_checks(state, health_pool, health_h2c), name="health-checks"))
         owned.append(asyncio.create_task(_sweep(app[keys.POOL]), name="pool-sweep"))
+        owned.append(asyncio.create_task(_sweep(app[keys.H2C_POOL]), name="h2c-pool-sweep"))
         yield
         for task in owned:
             task.cancel()
         await asyncio.gather(*owned, return_exceptions=True)
         health_pool.close()
+        health_h2c.close()
 
     return tasks
 
@@ -156,7 +171,7 @@ def gateway_handler(app: web.Application, *, admin: bool = False, tls: bool = Fa
     view = GatewayView(settings, app[keys.STATE], app[keys.CLOCK], app[keys.METRICS])
     spans = app.get(keys.SPANS)
     proxy = Proxy(settings, app[keys.STATE], app[keys.POOL], app[keys.METRICS], app[keys.CLOCK],
-                  app.get(keys.EDGE_POLICY), spans)
+                  app.get(keys.EDGE_POLICY), spans, app.get(keys.H2C_POOL))
     access_log = app[keys.ACCESS_LOG] if settings.access_log else None
     handler = (AdminHandler if admin else GatewayHandler)(view, proxy, access_log, spans)
     redirect = settings.tls.redirect
@@ -170,7 +185,7 @@ def gateway_handler(app: web.Application, *, admin: bool = False, tls: bool = Fa
     return handler
 
 
-async def _sweep(pool: UpstreamPool) -> None:
+async def _sweep(pool: UpstreamPool | H2cPool) -> None:
     while True:
         await asyncio.sleep(5.0)
         pool.sweep()
@@ -217,11 +232,13 @@ def _http_server(app: web.Application, handler: GatewayHandler) -> HttpServer:
     return HttpServer(
         handler, settings.limits, header_timeout_s=settings.client_header_timeout_s,
         idle_timeout_s=settings.client_idle_timeout_s,
-        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0))
+        on_reject=lambda status: metrics.count_request("gateway", "OTHER", code_label(status), 0.0),
+        http2=settings.http2)
 
 
-async def start_gateway(app: web.Application, host: str, port: int) -> RunningGateway:
-    """Run the application's startup (clients, background tasks) and listen."""
+async def start_gateway(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> RunningGateway:
+    """Run the application's startup (clients, background tasks) and listen (`reuse_port`:
+    share the public port with the other workers of a pod, lifecycle.supervisor)."""
     app.on_startup.freeze()
     await app.startup()
     app.freeze()
@@ -231,7 +248,7 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
     admin_port: int | None = None
     tls: TlsListener | None = None
     try:
-        bound = await server.listen(host, port)
+        bound = await server.listen(host, port, reuse_port=reuse_port)
         if settings.admin.port is not None:
             admin = _http_server(app, gateway_handler(app, admin=True))
             admin_port = await admin.listen(settings.admin.host, settings.admin.port)
@@ -251,11 +268,13 @@ async def start_gateway(app: web.Application, host: str, port: int) -> RunningGa
 
 async def serve(app: web.Application, settings: ProxySettings,
                 started: Callable[[int], Awaitable[None] | None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, *, reuse_port: bool = False,
+                listening: Callable[[RunningGateway], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`), then drain: readiness goes false,
     after `shutdown_delay_s` the listener closes, in-flight requests get
-    `drain_timeout_s` to finish."""
-    gateway = await start_gateway(app, settings.host, settings.port)
+    `drain_timeout_s` to finish. A worker of a pod (`lifecycle.worker`) shares the
+    port (`reuse_port`) and reports its listeners to the supervisor (`listening`)."""
+    gateway = await start_gateway(app, settings.host, settings.port, reuse_port=reuse_port)
     # Startup objects never die: keep them out of every later GC pass. A proxy allocates
     # many short-lived containers per request; collecting every 700 allocations cost
     # 10-15% of CPU per request in `bench/cpu_per_request.py`. Reference counting still
@@ -278,6 +297,8 @@ async def serve(app: web.Application, settings: ProxySettings,
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if listening is not None:  # after the handlers: a SIGTERM from then on drains
+        listening(gateway)
     await stop.wait()
     app[keys.STATE].draining = True
     log.info("draining", extra={"fields": {"delay_s": settings.shutdown_delay_s,

@@ -14,6 +14,7 @@ from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.wire.h2c_upstream import H2cPool
 from vocelio_proxy.wire.upstream import UpstreamPool
 
 SETTINGS = web.AppKey("settings", ProxySettings)
@@ -26,3 +27,5 @@ ACCESS_LOG = web.AppKey("access_log", AccessLog)
 SPANS = web.AppKey("spans", SpanExporter)
 EDGE_POLICY: web.AppKey[EdgePolicy] = web.AppKey("edge_policy")
 EDGE_GATE = web.AppKey("edge_gate", EdgeGate)
+#: The h2c (HTTP/2 cleartext) client pool for services with `upstream_protocol: h2c`.
+H2C_POOL = web.AppKey("h2c_pool", H2cPool)

@@ -55,7 +55,7 @@ async def start_tls_listener(settings: ProxySettings, server: HttpServer, regist
     """`watchers`: where the API watches' supervision is shown (`/status` config.watchers
     and the watcher metrics)."""
     tls = settings.tls
-    edge = TlsEdge(tls_policy(tls))
+    edge = TlsEdge(tls_policy(tls, http2=settings.http2.enabled))
     store = TlsCertificates(tls, edge, registry, time.time)
     registry.register(HandshakeFailures(lambda: server.handshake_failures))
     tasks: list[asyncio.Task[None]] = []

@@ -151,6 +151,7 @@ def handle_status(view: GatewayView) -> Reply:
                 "id": sid,
                 "name": svc.service.name,
                 "prefixes": svc.service.prefixes,
+                "hosts": svc.service.hosts,
                 "breaker": svc.breaker.state.value,
                 "healthy_endpoints": healthy,
                 "total_endpoints": total,
@@ -223,11 +224,11 @@ def handle_docs(view: GatewayView) -> Reply:
     rt = view.state.runtime
     rows = []
     if rt is not None:
-        for svc in sorted(rt.config.services, key=lambda s: s.prefixes[0]):
+        for svc in sorted(rt.config.services, key=lambda s: (s.hosts, s.prefixes[0])):
             rows.append(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                    html.escape(svc.name), html.escape(", ".join(svc.prefixes)),
-                    html.escape(svc.auth.mode), html.escape(svc.rewrite or "")))
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                    html.escape(svc.name), html.escape(", ".join(svc.hosts) or "(any other host)"),
+                    html.escape(", ".join(svc.prefixes)), html.escape(svc.auth.mode), html.escape(svc.rewrite or "")))
     own = "".join(
         f"<tr><td><code>GET {html.escape(p)}</code></td><td>{html.escape(v['get']['description'])}</td></tr>"
         for p, v in openapi_document()["paths"].items())
@@ -238,7 +239,7 @@ td,th{{padding:.3em 1em;border-bottom:1px solid #ddd;text-align:left}}</style>
 <p>Config version <code>{html.escape(rt.config.version if rt else 'none')}</code>.
 OpenAPI: <a href="/openapi.json">/openapi.json</a></p>
 <h2>Gateway endpoints</h2><table>{own}</table>
-<h2>Routes</h2><table><tr><th>Service</th><th>Prefixes</th><th>Auth</th><th>Rewrite</th></tr>{''.join(rows)}</table>
+<h2>Routes</h2><table><tr><th>Service</th><th>Hosts</th><th>Prefixes</th><th>Auth</th><th>Rewrite</th></tr>{''.join(rows)}</table>
 </body></html>"""
     return Reply(200, page.encode(), "text/html; charset=utf-8", {"Content-Security-Policy": _CSP})
 

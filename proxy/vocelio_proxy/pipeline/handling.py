@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
+from vocelio_contract.hosts import request_host
 from vocelio_contract.logs import text_value
 from vocelio_contract.paths import PathError, normalize_path
 from vocelio_proxy.pipeline.endpoints import ENDPOINTS, GatewayView, Reply
@@ -63,7 +64,11 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 #: Longest user agent and caller name logged (characters; the rest is cut).
 _MAX_AGENT = 256
 _MAX_NAME = 128
+#: A host name is at most 253 characters; a port and a bracketed IPv6 literal add a few.
+_MAX_HOST = 270
 _ENDPOINT_METHODS = frozenset({"GET", "HEAD"})
+#: HTTP versions counted by name (`Exchange.version`: the server sets one of these).
+_VERSIONS = frozenset({"1.0", "1.1", "2"})
 _HOST_MEMO = 256
 _FORWARDED_CLAIMS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
 _FRAGMENT = "Invalid request target: a request target has no fragment ('#')"
@@ -171,13 +176,19 @@ class GatewayHandler:
             self._refuse(out, ex, 400, f"Invalid request path: {exc}")
             return
         endpoint = self._endpoints.get(path)
-        if endpoint is None:
+        if endpoint is None or self._host_claims(path, ex.host):
             await self._proxy.handle(ex, out, path)
             return
         if endpoint is admin_only:
             self._refuse(out, ex, 404, f"No service is routed at {path}")
             return
         self._serve_endpoint(ex, out, path, endpoint)
+
+    def _host_claims(self, path: str, host: str) -> bool:
+        """A gateway endpoint path that a service naming the request's host routes belongs to
+        that service (docs/host-routing.md); on every other host the gateway answers it."""
+        rt = self._view.state.runtime
+        return rt is not None and rt.router.routes_by_host and rt.router.claims(path, request_host(host))
 
     def _serve_endpoint(self, ex: Exchange, out: UpgradableWriter, path: str, endpoint: Endpoint) -> None:
         """A gateway endpoint answers GET and HEAD (both listeners)."""
@@ -269,6 +280,7 @@ class GatewayHandler:
         metrics = self._metrics
         metrics.count_request(ex.service_label, method, _CODES[status] if 0 <= status < 1000 else "5xx", elapsed)
         metrics.count_bytes(ex.service_label, received, ex.sent_bytes)
+        metrics.requests_by_protocol.inc((ex.version if ex.version in _VERSIONS else "other",))
         if ex.span_parent is not None and self._spans is not None:
             self._spans.end(ex, ex.span_parent, status, elapsed)
         if self._access_log is not None:
@@ -276,7 +288,7 @@ class GatewayHandler:
 
     def _json_line(self, ex: Exchange, status: int, elapsed: float, received: int) -> str:
         # Built by hand (json.dumps costs several times more), and every field that can
-        # carry text a client chose is escaped: the method and path as sent, the service
+        # carry text a client chose is escaped: the method, path and host as sent, the service
         # label, the upstream key, the request id, the client address (taken from
         # X-Forwarded-For through trusted proxies), the user agent and the caller's names.
         # Escaping is the guarantee that no input splits or forges a line, whatever
@@ -289,10 +301,12 @@ class GatewayHandler:
         caller = ex.caller
         line = (f'{{"ts": {time.time():.3f}, "level": "info", "logger": "vocelio.access", '
                 f'"request_id": {_json(ex.request_id)}, "method": {_json(ex.method)}, '
-                f'"path": {_json(ex.path)}, "service": {_json(ex.service_label)}, '
+                f'"path": {_json(ex.path)}, "host": {_json(ex.host[:_MAX_HOST])}, '
+                f'"service": {_json(ex.service_label)}, '
                 f'"status": {status}, "duration_ms": {elapsed * 1000:.3f}, "upstream": {upstream}, '
                 f'"attempts": {ex.attempts}, "client": {_json(ex.client_ip)}, '
-                f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}')
+                f'"bytes_received": {received}, "bytes_sent": {ex.sent_bytes}, '
+                f'"http_version": {_json(ex.version)}')
         if trace is not None:
             line += f', "trace_id": "{trace[0]}", "span_id": "{trace[1]}"'
         else:
@@ -311,9 +325,9 @@ class GatewayHandler:
         trace = _trace_ids(ex)
         clock = time.strftime("%H:%M:%S")
         line = (f"{clock} access {text_value(ex.method)} {text_value(ex.path)} {status} "
-                f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} "
+                f"{elapsed * 1000:.1f}ms service={text_value(ex.service_label)} host={text_value(ex.host[:_MAX_HOST])} "
                 f"client={text_value(ex.client_ip)} in={received}B out={ex.sent_bytes}B "
-                f"request_id={text_value(ex.request_id)}")
+                f"request_id={text_value(ex.request_id)} http={text_value(ex.version)}")
         if ex.upstream:
             line += f" upstream={text_value(ex.upstream)} attempts={ex.attempts}"
         if trace is not None:

@@ -38,9 +38,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from vocelio_contract.config import Service
+from vocelio_contract.hosts import request_host
 from vocelio_contract.paths import PathError
 from vocelio_proxy.clock import Clock
 from vocelio_proxy.pipeline.edge import EdgePolicy
+from vocelio_proxy.pipeline.h2c_forwarding import H2cForwarder
 from vocelio_proxy.pipeline.responses import add_gateway_headers, send_error
 from vocelio_proxy.policy.compression import choose_encoding, compress
 from vocelio_proxy.policy.error_envelope import Refusal
@@ -69,6 +71,7 @@ from vocelio_proxy.process.state import GatewayState
 from vocelio_proxy.process.tracing import SpanExporter
 from vocelio_proxy.settings import ProxySettings
 from vocelio_proxy.wire.exchange import BodySource, Exchange
+from vocelio_proxy.wire.h2c_upstream import H2cPool
 from vocelio_proxy.wire.http1.heads import status_line
 from vocelio_proxy.wire.tunnel import UpgradableWriter, open_upgrade
 from vocelio_proxy.wire.upstream import (
@@ -121,7 +124,8 @@ class Proxy:
     no authentication or rate limiting) and the span exporter (None: export off)."""
 
     def __init__(self, settings: ProxySettings, state: GatewayState, pool: UpstreamPool, metrics: ProxyMetrics,
-                 clock: Clock, gate: EdgePolicy | None, spans: SpanExporter | None = None) -> None:
+                 clock: Clock, gate: EdgePolicy | None, spans: SpanExporter | None = None,
+                 h2c: H2cPool | None = None) -> None:
         self._state = state
         self._pool = pool
         self._metrics = metrics
@@ -135,6 +139,10 @@ class Proxy:
         self.scheme = "http"
         # Deadlines run on the event loop's clock, the one the upstream timers use.
         self._now = asyncio.get_running_loop().time
+        # Services spoken to over h2c (gRPC); None: such services are answered 502.
+        self._h2c = None if h2c is None else H2cForwarder(
+            h2c, metrics, clock, self._now, self._refuse, self._upstream_failed, self._upstream_headers,
+            self._max_body)
 
     def _refuse(self, out: UpgradableWriter, ex: Exchange, status: int, message: str,
                 retry_after: float | None = None) -> None:
@@ -147,8 +155,10 @@ class Proxy:
         if rt is None:
             self._refuse(out, ex, 503, "The gateway has not loaded a configuration yet", 5)
             return
+        router = rt.router
         try:
-            match = rt.router.resolve(path)
+            # The host is normalised once, here, and only when some service names one.
+            match = router.resolve(path, request_host(ex.host)) if router.routes_by_host else router.resolve(path)
         except PathError as exc:
             self._refuse(out, ex, 400, f"Invalid request path: {exc}")
             return
@@ -158,7 +168,9 @@ class Proxy:
         svc = rt.services[match.service.id]
         ex.service_label = match.service.name
         offered = None
-        if ex.upgrade:
+        h2c = match.service.upstream_protocol == "h2c"
+        # An h2c upstream takes no HTTP/1.1 upgrade: the request is served as a plain one.
+        if ex.upgrade and not h2c:
             if ex.body is not None:
                 # The parser hands bytes after an upgrade head to the tunnel, while RFC 9110
                 # reads them as the body first: two meanings, so neither is served.
@@ -182,6 +194,12 @@ class Proxy:
         elif match.service.auth.mode != "public":
             # Fail closed: a protected route is never served without the auth layer.
             self._refuse(out, ex, 401, "Authentication is required and not configured on this gateway")
+            return
+        if h2c:
+            if self._h2c is None:
+                self._refuse(out, ex, 502, f"The {match.service.name} service needs h2c, not enabled on this gateway")
+                return
+            await self._h2c.forward(ex, out, svc, match, identity, routed_at, _upstream_target(ex, match))
             return
         deadline = routed_at + match.service.timeouts.request_s
         if offered is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from vocelio_proxy.policy.error_envelope import Refusal, error_body
+from vocelio_proxy.policy.grpc_status import is_grpc, trailers_only
 from vocelio_proxy.wire.exchange import Exchange, ResponseWriter
 
 SECURITY_HEADERS = (
@@ -50,7 +51,19 @@ def send_reply(out: ResponseWriter, ex: Exchange, status: int, body: bytes, cont
 
 
 def send_error(out: ResponseWriter, ex: Exchange, wall_time: float, refusal: Refusal) -> None:
-    """The product's JSON error envelope."""
+    """The product's JSON error envelope; for a gRPC request, a Trailers-Only answer
+    (HTTP 200, no body, the error as `grpc-status` and `grpc-message`) instead,
+    since gRPC clients read the status there and nothing else."""
+    if is_grpc(ex.lookup.get("content-type")):
+        head = [("Date", out.date), *trailers_only(refusal.status, refusal.message, refusal.retry_after)]
+        if refusal.headers:
+            head.extend(refusal.headers.items())
+        add_gateway_headers(ex, head, {k.lower() for k, _ in head})
+        out.send(ex, 200, head, b"")
+        # The wire says 200 for gRPC's sake; metrics and the access log count the
+        # refusal as what it is (a 429 is a rate limit, a 503 an outage).
+        ex.status = refusal.status
+        return
     retry_after = refusal.retry_after
     headers = dict(refusal.headers or {})
     if retry_after is not None:

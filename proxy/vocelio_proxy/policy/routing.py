@@ -1,7 +1,20 @@
-"""Longest-prefix routing from a canonical path (`paths.normalize_path`) to a
-service, with optional prefix rewrite. Built once per config by `Router.build`
-(from `routing_state.build_runtime`); `Router.resolve` is called by the proxy handler
-for every request. Pure.
+"""Host and longest-prefix routing from a request's host (`hosts.request_host`) and
+canonical path (`paths.normalize_path`) to a service, with optional prefix rewrite.
+Built once per config by `Router.build` (from `routing_state.build_runtime`);
+`Router.resolve` is called by the proxy handler for every request. Pure.
+
+Hosts (Gateway API HTTPRoute semantics, docs/host-routing.md): the services naming
+a host form one `PathRouter`; services naming none form the default one. A request
+is tried against its host's groups, most specific first: the exact name (a dict
+lookup), then each `*.` wildcard from the longest suffix down (one dict lookup per
+label stripped), then the default group. The first group with a route for the path
+serves it (a gateway endpoint path, such as /health, goes to the gateway unless a
+service naming the request's host routes it: `claims`); a group whose routes do not
+match the path falls through to the next, as Gateway API merges the rules of every
+route whose hostnames match. A refusal (`PathError`) in any group tried is final.
+A group passed over also refuses a path that a suffix-stripping backend would read
+under one of its routes, since that group would have taken the path read that way. With no host named anywhere, only the
+default group exists and a lookup costs what it did before hosts.
 
 A prefix matches on segment boundaries: `/api/v1/billing` matches
 `/api/v1/billing` and `/api/v1/billing/x`, never `/api/v1/billingx`. Prefixes
@@ -55,6 +68,8 @@ class RouteMatch(NamedTuple):
     service: Service
     prefix: str
     upstream_path: str
+    #: The configured host the route matched on ("" for the default host).
+    host: str = ""
 
 
 class _Folded(NamedTuple):
@@ -72,7 +87,9 @@ class _DecodedPrefix(NamedTuple):
     segments: int
 
 
-class Router:
+class PathRouter:
+    """The longest-prefix routes of one host group."""
+
     def __init__(self, table: dict[str, Service | None], policy: PathPolicy = DEFAULT_POLICY,
                  refused: Sequence[str] = ()) -> None:
         #: Canonical prefix -> service; None marks a prefix whose route key several services claim.
@@ -117,7 +134,7 @@ class Router:
         self._suffix_reach = max(self._lengths, default=0) if not self._decoded else sys.maxsize
 
     @classmethod
-    def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> Router:
+    def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> PathRouter:
         claims: dict[str, Service | None] = {}  # route key -> its service; None when several claim it
         entries: list[tuple[str, str, Service]] = []
         refused: list[str] = []
@@ -182,8 +199,15 @@ class Router:
         if self._decoded and _SPELLED.search(path):
             self._check_decoded(path, result)
         if "." in path and result is not None and self._suffix_depth:
-            self._check_suffixes(path, result)
+            self._check_suffixes(path, _depth(result.prefix))
         return result
+
+    def check_passed_over(self, path: str) -> None:
+        """Raise `PathError` when a backend stripping a format suffix would read `path`
+        under one of this group's routes, after `resolve` found none here and a less
+        specific host group took the path."""
+        if "." in path and self._suffix_depth:
+            self._check_suffixes(path, -1)
 
     def _exact(self, path: str) -> RouteMatch | None:
         table = self._table
@@ -214,14 +238,15 @@ class Router:
                 raise PathError("the path falls under another route once decoded or when Unicode letter case "
                                 "is ignored")
 
-    def _check_suffixes(self, path: str, result: RouteMatch) -> None:
+    def _check_suffixes(self, path: str, chosen_depth: int) -> None:
         """Refuse a path that a backend stripping a format suffix from one of its segments
         (Rails `(.:format)`, Spring suffix pattern matching: `admin.json` read as `admin`)
         would read under a deeper route than `result`. Every '.' of a segment but a
         leading one is a place such a backend may cut (`a.tar.gz`: `a`, `a.tar`); a '.'
         in a segment deeper than every route cannot change the route and ends the
         check. A route at the depth of the one chosen or above is no more specific: the
-        literal spelling still wins there."""
+        literal spelling still wins there. `chosen_depth` is -1 when the route chosen is
+        in a less specific host group (every route here is more specific)."""
         dot = path.find(".")
         while dot != -1:
             if dot > self._suffix_reach:
@@ -233,7 +258,7 @@ class Router:
             if dot > start and self._is_route_segment(index, path[start:dot]):
                 end = path.find("/", dot)
                 candidate = path[:dot] + (path[end:] if end != -1 else "")
-                if self._reading_depth(candidate) > _depth(result.prefix):
+                if self._reading_depth(candidate) > chosen_depth:
                     cut = path[dot:end] if end != -1 else path[dot:]
                     raise PathError(f"the path falls under a more specific route once a backend strips "
                                     f"the format suffix {cut!r}")
@@ -278,3 +303,107 @@ def rewrite_path(path: str, prefix: str, rewrite: str | None) -> str:
         return rewrite
     base = rewrite.rstrip("/")
     return f"{base}{rest}" if rest.startswith("/") else f"{base}/{rest}"
+
+
+class Router:
+    """Every host group of one config: the exact names, the `*.` wildcards (by the suffix
+    after the `*`) and the default group (services naming no host)."""
+
+    def __init__(self, default: PathRouter, named: dict[str, PathRouter]) -> None:
+        self._default = default
+        #: Configured host ("a.example.com" or "*.example.com") -> its routes.
+        self._named = named
+        self._wildcards = any(host.startswith("*.") for host in named)
+        #: Whether any service names a host (else the request's host is never looked at); an
+        #: attribute, read on every request.
+        self.routes_by_host = bool(named)
+
+    @classmethod
+    def build(cls, services: list[Service], policy: PathPolicy = DEFAULT_POLICY) -> Router:
+        groups: dict[str, list[Service]] = {}
+        for svc in services:
+            for host in svc.hosts or ("",):
+                groups.setdefault(host, []).append(svc)
+        default = PathRouter.build(groups.pop("", []), policy)
+        return cls(default, {host: PathRouter.build(members, policy) for host, members in sorted(groups.items())})
+
+    @property
+    def hosts(self) -> list[str]:
+        """The configured host names and wildcards, sorted."""
+        return sorted(self._named)
+
+    @property
+    def prefixes(self) -> list[str]:
+        """Every configured (canonical) prefix of every host group."""
+        found = set(self._default.prefixes)
+        for group in self._named.values():
+            found.update(group.prefixes)
+        return sorted(found)
+
+    @property
+    def ambiguous_prefixes(self) -> list[str]:
+        found = set(self._default.ambiguous_prefixes)
+        for group in self._named.values():
+            found.update(group.ambiguous_prefixes)
+        return sorted(found)
+
+    @property
+    def refused_prefixes(self) -> list[str]:
+        found = set(self._default.refused_prefixes)
+        for group in self._named.values():
+            found.update(group.refused_prefixes)
+        return sorted(found)
+
+    def match(self, path: str, host: str = "") -> RouteMatch | None:
+        """The route of a canonical path on a normalised host, or None (also when `resolve`
+        refuses it)."""
+        try:
+            return self.resolve(path, host)
+        except PathError:
+            return None
+
+    def claims(self, path: str, host: str) -> bool:
+        """Whether a service naming `host` (exactly or by a wildcard) routes `path`, or
+        refuses it: then a gateway endpoint at `path` gives way to the host's services."""
+        if not host or not self._named:
+            return False
+        try:
+            return self.resolve(path, host, with_default=False) is not None
+        except PathError:
+            return True
+
+    def resolve(self, path: str, host: str = "", with_default: bool = True) -> RouteMatch | None:
+        """The route of a canonical path on `host` (normalised by `hosts.request_host`; ""
+        for none), None when no route matches; raises `PathError` when the route depends on
+        how a backend reads the path (see `PathRouter.resolve`). `with_default=False`
+        tries only the groups of services that name a host."""
+        if not host or not self._named:
+            return self._default.resolve(path) if with_default else None
+        named = self._named
+        passed: list[PathRouter] = []
+        group = named.get(host)
+        if group is not None:
+            result = group.resolve(path)
+            if result is not None:
+                return result._replace(host=host)
+            passed.append(group)
+        if self._wildcards:
+            dot = host.find(".")
+            while dot != -1:
+                key = "*" + host[dot:]
+                group = named.get(key)
+                if group is not None:
+                    result = group.resolve(path)
+                    if result is not None:
+                        for skipped in passed:
+                            skipped.check_passed_over(path)
+                        return result._replace(host=key)
+                    passed.append(group)
+                dot = host.find(".", dot + 1)
+        if not with_default:
+            return None
+        result = self._default.resolve(path)
+        if result is not None:
+            for skipped in passed:
+                skipped.check_passed_over(path)
+        return result

@@ -104,6 +104,9 @@ class ProxyMetrics:
         self.response_bytes = LoopCounter("vocelio_response_bytes",
                                           "Bytes sent to clients (status line, headers and body), by service.",
                                           ["service"])
+        self.requests_by_protocol = LoopCounter("vocelio_requests_by_http_version",
+                                                "Requests answered, by the HTTP version of the client's request "
+                                                "(1.0, 1.1, 2).", ["http_version"])
         self.request_duration = LoopHistogram("vocelio_request_duration_seconds",
                                               "Time from request received to response headers sent.", ["service"])
         self.upstream_duration = LoopHistogram("vocelio_upstream_duration_seconds",
@@ -191,7 +194,7 @@ class _HotPathCollector(Collector):
         for (service, method, code), value in sorted(m.requests.values.items()):
             requests.add_metric([service, method, code[0] + "xx", code], value)
         yield requests
-        for counter in (m.ratelimit_decisions, m.request_bytes, m.response_bytes):
+        for counter in (m.ratelimit_decisions, m.request_bytes, m.response_bytes, m.requests_by_protocol):
             family = CounterMetricFamily(counter.name, counter.documentation, labels=counter.labels)
             for key, value in sorted(counter.values.items()):
                 family.add_metric(list(key), value)

@@ -62,8 +62,10 @@ class ServedCertificate:
     fingerprint: str
 
 
-def tls_policy(settings: TlsSettings) -> TlsPolicy:
-    return TlsPolicy(settings.min_version, settings.ciphers, tuple(settings.alpn_protocols()), settings.session_tickets)
+def tls_policy(settings: TlsSettings, http2: bool = False) -> TlsPolicy:
+    """The listener's TLS policy; ALPN offers h2 first when the HTTP/2 server is on."""
+    return TlsPolicy(settings.min_version, settings.ciphers, tuple(settings.alpn_protocols(http2)),
+                     settings.session_tickets)
 
 
 def inspect_pair(cert_pem: bytes, key_pem: bytes, now: float) -> tuple[tuple[str, ...], str, float]:

@@ -117,7 +117,8 @@ class TunnelClient(Protocol):
 
 class ResponseWriter(TunnelClient, Protocol):
     """Where the pipeline writes the answer to one `Exchange`: a whole response
-    (`send`), a streamed one (`start`, `write`, `drain`, `finish`), or the end of the
+    (`send`), a streamed one (`start`, `write`, `drain`, `finish` or
+    `finish_with_trailers`), or the end of the
     connection (`close` after the answer, `abort` at once). A writer that can also
     become a tunnel after a 101 is a `tunnel.UpgradableWriter`."""
 
@@ -136,3 +137,10 @@ class ResponseWriter(TunnelClient, Protocol):
     async def drain(self) -> None: ...
 
     def finish(self) -> None: ...
+
+    def finish_with_trailers(self, trailers: list[tuple[str, str]]) -> None:
+        """End a streamed response with trailer fields (gRPC's `grpc-status`):
+        HTTP/2 sends them as a last HEADERS frame; HTTP/1.1 writes them in the last
+        chunk when the response is chunked and the client sent `TE: trailers`, and
+        otherwise drops them and ends the response like `finish`."""
+        ...

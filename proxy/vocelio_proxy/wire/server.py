@@ -3,7 +3,10 @@ rules in `http1`. It feeds client bytes to a `RequestReader`, runs the
 pipeline's handler for each request in order (keep-alive, pipelining), and
 writes responses whose heads and framing `http1` builds: whole, streamed with
 Content-Length, chunked, or close-delimited for HTTP/1.0; `Expect:
-100-continue`; raw tunnels after an upgrade.
+100-continue`; raw tunnels after an upgrade. A connection that negotiated ALPN
+`h2`, or (with `http2.cleartext`) opens with the HTTP/2 preface, is handed to
+`http2.connection.Http2Connection`, which serves its streams through the same
+handler (docs/http2.md).
 
 What it guarantees per connection (docs/security/wire.md):
 - bounded memory: reading pauses while the request body buffer is above its
@@ -44,20 +47,23 @@ import contextlib
 import email.utils
 import logging
 import socket
-import ssl as _ssl
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, cast
 
 from vocelio_proxy.policy.error_envelope import error_body
 from vocelio_proxy.policy.forwarded_headers import new_request_id
-from vocelio_proxy.settings import LimitSettings
+from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.exchange import BodyError, Exchange
 from vocelio_proxy.wire.http1.body import BodyBuffer
-from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
+from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk, last_chunk_with_trailers
 from vocelio_proxy.wire.http1.framing import WireError, response_framing, response_has_body
 from vocelio_proxy.wire.http1.heads import CONTINUE, response_head, status_line
 from vocelio_proxy.wire.http1.limits import PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
 from vocelio_proxy.wire.http1.reader import RequestReader
+from vocelio_proxy.wire.http2.connection import Http2Connection
+from vocelio_proxy.wire.http2.rules import PREFACE, H2Limits
 from vocelio_proxy.wire.tls import HeldProtocol, TlsHandshake
 
 __all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
@@ -65,6 +71,17 @@ __all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
 log = logging.getLogger("vocelio.proxy.server")
 
 Handler = Callable[[Exchange, "HttpConnection"], Awaitable[None]]
+
+
+class ClientConnection(Protocol):
+    """What the server's housekeeping and drain need of a client connection
+    (`HttpConnection`, and `http2.connection.Http2Connection` after a handover)."""
+
+    def tick(self, now: float, header_timeout_s: float, idle_timeout_s: float) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def kill(self) -> None: ...
 
 _JSON = [("Content-Type", "application/json")]
 
@@ -153,6 +170,8 @@ class HttpConnection(asyncio.Protocol):
         self._loop = server.loop
         self._reader = RequestReader(self, self._limits)
         self._transport: asyncio.Transport | None = None
+        # h2c prior knowledge: the first bytes, held until they are or are not the preface.
+        self._sniff: bytes | None = None
         self._peer = "0.0.0.0"
         # The request whose head or body is being parsed.
         self._parsing: Exchange | None = None
@@ -207,8 +226,46 @@ class HttpConnection(asyncio.Protocol):
         if peer:
             self._peer = peer[0]
             self._reader.peer = self._peer
+        server = self.server
+        if server.http2 is not None and server.http2.enabled:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._to_http2(b"")
+            elif ssl_object is None and server.http2.cleartext:
+                self._sniff = b""
+
+    def _to_http2(self, data: bytes) -> None:
+        """Hand the transport to an HTTP/2 connection (ALPN h2, or the h2c preface)."""
+        server = self.server
+        transport = self._transport
+        assert transport is not None
+        assert server.http2_limits is not None
+        h2 = Http2Connection(server, cast(Any, server.handler), server.http2_limits, self._peer)
+        server.connections.add(h2)
+        server.forget(self)
+        self._transport = None
+        transport.set_protocol(h2)
+        h2.connection_made(transport)
+        if data:
+            h2.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self._sniff is not None:
+            # h2c with prior knowledge: the first bytes decide (RFC 9113 §3.3).
+            sniffed = self._sniff + data
+            if PREFACE.startswith(sniffed[:len(PREFACE)]):
+                if len(sniffed) < len(PREFACE):
+                    # A partial preface is a head in progress: the header timeout applies.
+                    self._sniff = sniffed
+                    if not self._reading_head:
+                        self.head_started()  # once: dribbled bytes do not restart the clock
+                    return
+                self._reading_head = False
+                self._sniff = None
+                self._to_http2(sniffed)
+                return
+            self._sniff = None
+            data = sniffed
         if self._upgraded:
             if self._tunnel is not None:
                 self._tunnel.write(data)
@@ -539,6 +596,17 @@ class HttpConnection(asyncio.Protocol):
             self.write_raw(LAST_CHUNK)
         self._response_open = False
 
+    def finish_with_trailers(self, trailers: list[tuple[str, str]]) -> None:
+        """Trailers travel only in a chunked body to a client that said `TE: trailers`
+        (RFC 9110 §6.5, §10.1.4); otherwise they are dropped and the response ends."""
+        ex = self._handled
+        if (not self._chunked or self._head_only or not trailers or ex is None
+                or "trailers" not in (v.strip().lower() for v in ex.lookup.get("te", "").split(","))):
+            self.finish()
+            return
+        self.write_raw(last_chunk_with_trailers(trailers))
+        self._response_open = False
+
     async def drain(self) -> None:
         if self._writable:
             return
@@ -605,7 +673,12 @@ class HttpConnection(asyncio.Protocol):
         self._backlog = b""
         if paused:
             transport.resume_reading()
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:
+            # The peer is already gone (ENOTCONN): there is nothing to linger for.
+            transport.abort()
+            return
         now = time.monotonic()
         self._linger_since = self._linger_heard_at = now
         self._linger_out = 0.0 if transport.get_write_buffer_size() else now
@@ -801,8 +874,12 @@ class HttpServer:
     (date header, timeouts) and the drain on shutdown."""
 
     def __init__(self, handler: Handler, limits: LimitSettings, *, header_timeout_s: float = 10.0,
-                 idle_timeout_s: float = 75.0, on_reject: Callable[[int], None] | None = None) -> None:
+                 idle_timeout_s: float = 75.0, on_reject: Callable[[int], None] | None = None,
+                 http2: Http2Settings | None = None) -> None:
         self.handler = handler
+        # HTTP/2 (wire/http2): None serves HTTP/1.1 only.
+        self.http2 = http2
+        self.http2_limits = http2_limits(http2, limits) if http2 is not None else None
         self.limits = limits
         self.wire_limits = wire_limits(limits)
         self.header_timeout_s = header_timeout_s
@@ -819,7 +896,7 @@ class HttpServer:
         # apart (tests use sub-second timeouts), at least once a second.
         self.tick_s = min(1.0, max(0.05, min(header_timeout_s, self.body_timeout_s) / 4))
         self.loop = asyncio.get_running_loop()
-        self.connections: set[HttpConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.lingering: set[_Refusal] = set()
         self.refused_connections = 0
         self.date = email.utils.formatdate(usegmt=True)
@@ -831,9 +908,9 @@ class HttpServer:
         #: Accepted sockets whose TLS handshake is under way (counted against the connection cap).
         self.handshakes: set[TlsHandshake] = set()
         self.handshake_failures: dict[str, int] = {}
-        self._tls: tuple[_ssl.SSLContext, float] | None = None
+        self._tls: tuple[ssl.SSLContext, float] | None = None
 
-    def forget(self, conn: HttpConnection) -> None:
+    def forget(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
         if not self.connections:
             self._all_closed.set()
@@ -864,28 +941,31 @@ class HttpServer:
         conn = HttpConnection(self)
         transport.set_protocol(conn)
         conn.connection_made(transport)
+        # connection_made may have handed the transport to HTTP/2 (ALPN h2): replay to its protocol.
+        proto = cast(asyncio.Protocol, transport.get_protocol())
         if held.write_paused:
-            conn.pause_writing()
+            proto.pause_writing()
         for data in held.data:
-            conn.data_received(data)
-        if held.eof and not conn.eof_received():
+            proto.data_received(data)
+        if held.eof and not proto.eof_received():
             transport.close()
         if held.lost:
-            conn.connection_lost(held.lost_exc)
+            proto.connection_lost(held.lost_exc)
 
     def handshake_failed(self, reason: str) -> None:
         self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
 
-    async def listen(self, host: str, port: int, backlog: int = 1024, *, ssl: _ssl.SSLContext | None = None,
-                     handshake_timeout_s: float = 10.0) -> int:
+    async def listen(self, host: str, port: int, backlog: int = 1024, ssl: ssl.SSLContext | None = None,
+                     reuse_port: bool = False, *, handshake_timeout_s: float = 10.0) -> int:
         """Listen on `host:port` (0: any free port), over TLS with `ssl`: a client must then
-        finish its handshake within `handshake_timeout_s`. Returns the port."""
+        finish its handshake within `handshake_timeout_s` (wire/tls.py). Returns the port."""
         factory = self._accept
         if ssl is not None:
             self._tls = (ssl, handshake_timeout_s)
             factory = self._accept_tls
+        # reuse_port: several worker processes share the port; the kernel spreads connections (workers.md).
         self._server = await self.loop.create_server(factory, host, port, backlog=backlog,
-                                                     reuse_address=True)
+                                                     reuse_address=True, reuse_port=reuse_port or None)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -938,4 +1018,15 @@ def wire_limits(limits: LimitSettings) -> WireLimits:
         max_url_bytes=limits.max_url_bytes, max_header_bytes=limits.max_header_bytes,
         max_headers=limits.max_headers, max_body_bytes=limits.max_body_bytes,
         max_pipelined=limits.max_pipelined_requests, connection_budget_bytes=limits.max_connection_buffer_bytes,
+    )
+
+
+def http2_limits(http2: Http2Settings, limits: LimitSettings) -> H2Limits:
+    """The sans-I/O limits of an HTTP/2 client connection, from the settings."""
+    return H2Limits(
+        max_concurrent_streams=http2.max_concurrent_streams, max_header_list_size=http2.max_header_list_size,
+        initial_window_size=http2.initial_window_size, connection_window_size=http2.connection_window_size,
+        max_header_block_bytes=http2.max_header_block_bytes, max_headers=limits.max_headers,
+        budget_window_s=http2.budget_window_s, max_resets=http2.max_resets,
+        max_control_frames=http2.max_control_frames,
     )

@@ -10,7 +10,14 @@ canonical, decoded, case-folded), on segment boundaries: a rule for
 decides (a rule for `/` and everyone never lets a namespace claim below a prefix
 another rule reserves for team-a). Namespace patterns are shell-style (`team-*`,
 `*`), matched against the whole namespace name (namespace names hold no pattern
-characters)."""
+characters).
+
+Host names (docs/host-routing.md): a rule that lists `hosts` (exact names or `*.`
+wildcards, covering every name below them) bounds what a namespace may claim on those
+hosts; a rule without `hosts` bounds services that name no host, as before hosts
+existed. For each host a service names, the most specific host pattern covering it
+decides (as the router's host precedence: exact, then the longest wildcard), then the
+prefix rules of that host's rules, as above."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from vocelio_contract.hosts import host_covers, specificity
 from vocelio_contract.paths import DEFAULT_POLICY, PathPolicy, route_key
 
 
@@ -32,10 +40,12 @@ def under(key: str, parent: str) -> bool:
 
 @dataclass(frozen=True)
 class ClaimRule:
-    """Namespaces matching `namespaces` may claim `prefixes` and anything below them."""
+    """Namespaces matching `namespaces` may claim `prefixes` and anything below them: on
+    the `hosts` (and the names they cover) when given, else on the default host only."""
 
     namespaces: tuple[str, ...]
     prefixes: tuple[str, ...]
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class ClaimPolicy:
         if not self.restricted or namespace in self.unrestricted:
             return None
         ruled = [(p, route_key(p, policy), namespace_matches(rule.namespaces, namespace))
-                 for rule in self.rules for p in rule.prefixes]
+                 for rule in self.rules if not rule.hosts for p in rule.prefixes]
         allowed = [(p, key) for p, key, mine in ruled if mine]
         for prefix in prefixes:
             key = route_key(prefix, policy)
@@ -72,4 +82,33 @@ class ClaimPolicy:
             if not any(mine for _, mine in owners):
                 return (f"namespace {namespace} may not claim prefix {prefix}: it is below {owners[0][0]}, "
                         "which a more specific prefix claim rule reserves for other namespaces")
+        return None
+
+    def host_refusal(self, namespace: str, hosts: Sequence[str], prefixes: Sequence[str],
+                     policy: PathPolicy = DEFAULT_POLICY) -> str | None:
+        """Why `namespace` may not claim `prefixes` on one of `hosts` (valid host names), or
+        None when it may (also when `hosts` is empty: `refusal` judges the default host)."""
+        if not hosts or not self.restricted or namespace in self.unrestricted:
+            return None
+        for host in hosts:
+            covering = [(pattern, rule) for rule in self.rules for pattern in rule.hosts if host_covers(pattern, host)]
+            mine = [pattern for pattern, rule in covering if namespace_matches(rule.namespaces, namespace)]
+            if not mine:
+                listed = sorted({p for rule in self.rules if namespace_matches(rule.namespaces, namespace)
+                                 for p in rule.hosts})
+                if not listed:
+                    return (f"namespace {namespace} may not claim host {host}: no claim rule with hosts names "
+                            "this namespace")
+                return f"namespace {namespace} may not claim host {host}: it may claim only {', '.join(listed)}"
+            # The most specific host pattern decides, as the router's precedence would hand its traffic.
+            best = max(specificity(pattern) for pattern, _ in covering)
+            owners = [rule for pattern, rule in covering if specificity(pattern) == best]
+            if not any(namespace_matches(rule.namespaces, namespace) for rule in owners):
+                pattern = next(p for p, _ in covering if specificity(p) == best)
+                return (f"namespace {namespace} may not claim host {host}: it is covered by {pattern}, which a more "
+                        "specific claim rule reserves for other namespaces")
+            scoped = ClaimPolicy(True, tuple(ClaimRule(r.namespaces, r.prefixes) for r in owners))
+            refused = scoped.refusal(namespace, prefixes, policy)
+            if refused is not None:
+                return f"on host {host}: {refused}"
         return None

@@ -20,6 +20,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from vocelio_contract.hosts import host_problem
 from vocelio_contract.paths import DEFAULT_POLICY, PathError, normalize_path, route_key
 from vocelio_operator.translation.tenancy.addresses import (
     DEFAULT_DENY_CIDRS,
@@ -56,6 +57,17 @@ class StaticEndpointSettings(_Model):
 class ClaimRuleSettings(_Model):
     namespaces: list[NamespacePattern] = Field(min_length=1)
     prefixes: list[str] = Field(min_length=1)
+    hosts: list[str] = Field(default_factory=list, description="Host names or `*.` wildcards the rule's prefixes "
+                                                               "may be claimed on; empty: services without hosts.")
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            problem = host_problem(host)
+            if problem is not None:
+                raise ValueError(problem)
+        return hosts
 
     @field_validator("prefixes")
     @classmethod
@@ -130,7 +142,8 @@ def address_policy(settings: TenancySettings) -> AddressPolicy:
 
 
 def claim_policy(settings: TenancySettings, gateway_namespace: str) -> ClaimPolicy:
-    rules = tuple(ClaimRule(tuple(r.namespaces), tuple(r.prefixes)) for r in settings.prefix_claims.rules)
+    rules = tuple(ClaimRule(tuple(r.namespaces), tuple(r.prefixes), tuple(r.hosts))
+                  for r in settings.prefix_claims.rules)
     return ClaimPolicy(settings.prefix_claims.restricted, rules, frozenset({gateway_namespace}))
 
 
