@@ -211,6 +211,9 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
     parser.add_argument("--h2-streams", type=int, default=10, help="concurrent streams per HTTP/2 connection")
     parser.add_argument("--workers-compare", action="store_true",
                         help="instead: gateway with workers 1 and 2 beside nginx with worker_processes 1 and 2")
+    parser.add_argument("--limit-modes", nargs="*", default=[],
+                        help="also measure the Redis-limited gateway in these rate_limit.mode values "
+                             "(e.g. exact lease), each beside the default-mode row")
     args = parser.parse_args()
     if args.h2:
         http2_rows(args.seconds, args.connections, args.h2_streams)
@@ -265,10 +268,23 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "limited.json"),
              "--settings", str(work / "limited-settings.yaml"), "--host", "127.0.0.1", "--port", str(limited)],
             stdout=(work / "limited.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
+        # One more Redis-limited gateway per mode asked for (same Redis, its own key prefix).
+        by_mode: dict[str, int] = {}
+        for mode in args.limit_modes:
+            by_mode[mode] = free_port()
+            (work / f"limited-{mode}.yaml").write_text(
+                f"redis_url: redis://127.0.0.1:{redis_port}/0\nrate_limit: {{mode: {mode}, key_prefix: b{mode}}}\n")
+            procs.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "limited.json"),
+                 "--settings", str(work / f"limited-{mode}.yaml"), "--host", "127.0.0.1", "--port",
+                 str(by_mode[mode])],
+                stdout=(work / f"limited-{mode}.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_http(f"http://127.0.0.1:{nginx_proxy}/x")
         wait_http(f"http://127.0.0.1:{minimal}/x")
         wait_http(f"http://127.0.0.1:{gateway}/readyz")
         wait_http(f"http://127.0.0.1:{limited}/readyz")
+        for port in by_mode.values():
+            wait_http(f"http://127.0.0.1:{port}/readyz")
         targets = {
             "backend (nginx static)": f"http://127.0.0.1:{backend}/x",
             "nginx reverse proxy": f"http://127.0.0.1:{nginx_proxy}/x",
@@ -276,6 +292,8 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             "vocelio gateway": f"http://127.0.0.1:{gateway}/api/v1/bench/x",
             "vocelio gateway + redis limit": f"http://127.0.0.1:{limited}/api/v1/bench/x",
         }
+        for mode, port in by_mode.items():
+            targets[f"vocelio gateway + redis limit ({mode})"] = f"http://127.0.0.1:{port}/api/v1/bench/x"
         if args.only:
             targets = {k: v for k, v in targets.items() if any(o in k for o in args.only)}
         results: dict[tuple[str, int], dict[str, float]] = {}
@@ -283,9 +301,9 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             for name, url in targets.items():
                 wrk(url, conns, 2)  # warm-up: connection pools, JIT-free but caches
                 results[(name, conns)] = wrk(url, conns, args.seconds)
-        print(f"\n{'target':30} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        print(f"\n{'target':38} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for (name, conns), r in results.items():
-            print(f"{name:30} {conns:>5} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>8.0f}")
+            print(f"{name:38} {conns:>5} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>8.0f}")
         print()
         for conns in args.connections:
             gw = results.get(("vocelio gateway", conns))
@@ -299,6 +317,11 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             if rl:
                 print(f"rate limiting on Redis costs {100 * (1 - rl['rps'] / gw['rps']):.1f}% of throughput "
                       f"at {conns} connections")
+            for mode in by_mode:
+                rm = results.get((f"vocelio gateway + redis limit ({mode})", conns))
+                if rm:
+                    print(f"rate limiting on Redis, mode {mode}, costs {100 * (1 - rm['rps'] / gw['rps']):.1f}% "
+                          f"of throughput at {conns} connections")
             direct = results.get(("backend (nginx static)", conns))
             if direct:
                 print(f"gateway adds {gw['p50_ms'] - direct['p50_ms']:.3f} ms to p50 at {conns} connections")

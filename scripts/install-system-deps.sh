@@ -26,6 +26,9 @@ command -v conntrack >/dev/null || [[ -x /usr/sbin/conntrack ]] || need+=(conntr
 # prometheus: promtool checks the live /metrics and the chart's alert rules; Prometheus scrapes the
 # proxies for prometheus-adapter (the HPA's custom metric on the real node).
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+# mypyc's compiled hot path (make compile, make test): a C compiler and the Python headers.
+command -v gcc >/dev/null || need+=(gcc)
+[[ -f "$(${PY:-python3} -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]] || need+=(python3-dev)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to install: ${need[*]}" >&2

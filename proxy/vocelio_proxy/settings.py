@@ -166,6 +166,23 @@ class RateLimitSettings(BaseModel):
         100_000, description="Most (limit, caller) windows the in-process limiter keeps (standalone default and "
                              "Redis fallback). Beyond it, windows that have expired go first, then the least "
                              "recently used; an evicted caller starts again from zero.")
+    # -- how decisions use Redis (docs/rate-limiting.md) --
+    mode: Literal["exact", "lease"] = Field(
+        "lease", description="exact: Redis decides every request (one round trip each, batched); lease: each process "
+                             "takes slices of a window's budget from Redis and admits from them locally, never more "
+                             "than exact mode; it may refuse while other processes hold unspent units (at most "
+                             "processes x 1.5 x lease per window, see docs/rate-limiting.md).")
+    lease_fraction: Annotated[float, Field(gt=0, le=0.5)] = Field(
+        0.01, description="Lease mode: share of a limit one process takes at a time (at least 1 request).")
+    lease_max: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1000, description="Lease mode: most requests one process takes at a time (reached by limits of 100,000 "
+                          "and more at the default fraction).")
+    sync_interval_s: Annotated[float, Field(ge=0.05, le=60)] = Field(
+        1.0, description="Lease mode: how often unspent units go back to Redis (leases of ended windows, and leases "
+                         "unused for this long).")
+    over_limit_cache: bool = Field(
+        True, description="Remember a caller Redis refused until one more request could be admitted given the "
+                          "counts Redis returned, and refuse it locally until then (exact mode; leases always do).")
 
 
 class LimitSettings(BaseModel):

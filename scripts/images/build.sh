@@ -66,7 +66,7 @@ sources_hash() {  # the inputs of one image: the Dockerfile, what its COPY lines
   sources="$(awk 'toupper($1)=="COPY" && $2 !~ /^--from/ {for (i=2; i<NF; i++) if ($i !~ /^--/) print $i}' "$dockerfile")"
   { sha256sum "$dockerfile"; echo "$base_id";
     (cd "$context" && for src in $sources; do
-       find "$src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -o -type f -print0
+       find "$src" \( -name __pycache__ -o -name '*.egg-info' -o -name _compiled \) -prune -o -type f -print0
      done | LC_ALL=C sort -z | xargs -0 -r sha256sum); } | sha256sum | cut -c1-16
 }
 

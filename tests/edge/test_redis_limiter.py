@@ -6,10 +6,14 @@ redis-server."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
+import pytest
 import redis.asyncio as redis
 
 from tests.harness.redis_server import RedisServer
+from tests.harness.waiting import poll_async
 from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.redis_limiter import RedisLimiter
@@ -36,7 +40,7 @@ def _requests() -> list[list[LimitCheck]]:
 
 async def test_a_concurrent_batch_matches_the_in_process_limiter_request_by_request(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0), ProxyMetrics(lambda: None),
+    limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0, mode="exact"), ProxyMetrics(lambda: None),
                            MemoryLimiter())
     try:
         requests = _requests()
@@ -64,3 +68,83 @@ async def test_a_concurrent_batch_matches_the_in_process_limiter_request_by_requ
     finally:
         await limiter.close()
         await client.aclose()
+
+
+async def test_in_lease_mode_redis_counts_exactly_the_admitted_requests_once_leftovers_are_given_back(
+        redis_server: RedisServer) -> None:
+    """Leases are counted in Redis when granted; closing the limiter gives the unspent
+    units back, so Redis's bucket holds the admitted requests, no more, no fewer."""
+    client = redis.Redis.from_url(redis_server.url)
+    settings = RateLimitSettings(redis_timeout_s=2.0, mode="lease", lease_fraction=0.1, lease_max=100)
+    limiter = RedisLimiter(client, settings, ProxyMetrics(lambda: None), MemoryLimiter())
+    check = LimitCheck("standard", "ip:10.0.0.9", 1000, 3600)
+    now = time.time()
+    try:
+        decided = await asyncio.gather(*(limiter.decide([check], now) for _ in range(37)))
+        assert all(r.allowed for rs in decided for r in rs)
+        assert limiter.leases is not None
+        held = limiter.leases.held()
+        assert held > 0  # units were leased ahead
+        key = f"vrl:{{{check.bucket}}}:{check.name}:{check.window_s}:{check.window_index(now)}"
+        assert int(await client.get(key) or -1) == 37 + held
+    finally:
+        await limiter.close()
+    try:
+        assert int(await client.get(key) or -1) == 37
+    finally:
+        await client.aclose()
+
+
+async def test_a_failing_lease_sync_is_logged_once_shown_in_a_metric_and_recovers(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis dies while a process holds unspent units: the sync task's returns fail,
+    `vocelio_ratelimit_sync_failing` goes to 1 with one error log however many rounds
+    fail; once Redis is back, returns work, the gauge goes to 0 with one recovery log."""
+    client = redis.Redis.from_url(redis_server.url)
+    metrics = ProxyMetrics(lambda: None)
+    settings = RateLimitSettings(redis_timeout_s=0.5, mode="lease", lease_fraction=0.1, lease_max=100,
+                                 sync_interval_s=0.05, retry_redis_after_s=0.05)
+    limiter = RedisLimiter(client, settings, metrics, MemoryLimiter())
+
+    def failing() -> float | None:
+        return metrics.registry.get_sample_value("vocelio_ratelimit_sync_failing")
+
+    def held(caller: str) -> LimitCheck:
+        return LimitCheck("standard", caller, 1000, 3600)
+
+    try:
+        caplog.set_level(logging.WARNING, logger="vocelio.proxy.ratelimit")
+        callers = [held(f"ip:{k}") for k in range(4)]
+        for check in callers:
+            assert (await limiter.decide([check], time.time()))[0].allowed
+        redis_server.kill()
+        errors_before = metrics.registry.get_sample_value("vocelio_ratelimit_backend_errors_total") or 0.0
+        # Callers stop one after another (the others keep spending their held units), so each
+        # of several sync rounds has an idle lease to give back, and fails.
+        for step in range(1, 4):
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:
+                for check in callers[step:]:
+                    assert (await limiter.decide([check], time.time()))[0].allowed
+                await asyncio.sleep(0.01)
+        await poll_async("the sync failing", lambda: _is(failing(), 1.0), 10)
+        failed_rounds = (metrics.registry.get_sample_value("vocelio_ratelimit_backend_errors_total") or 0.0)
+        assert failed_rounds - errors_before >= 3
+        errors = [r for r in caplog.records if "lease sync failed" in r.getMessage()]
+        assert len(errors) == 1
+        redis_server.start()
+
+        async def recovered() -> bool:
+            # New leases (Redis is back) go idle and are given back by the next round.
+            await limiter.decide([held(f"ip:{time.monotonic()}")], time.time())
+            return failing() == 0.0
+
+        await poll_async("the sync recovered", recovered, 10)
+        assert len([r for r in caplog.records if "lease sync recovered" in r.getMessage()]) == 1
+    finally:
+        await limiter.close()
+        await client.aclose()
+
+
+async def _is(value: float | None, expected: float) -> bool:
+    return value == expected

@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from vocelio_contract.paths import PathPolicy
+from vocelio_proxy import COMPILED
 from vocelio_proxy.clock import Clock, SystemClock
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.lifecycle.healthchecks import run_health_checks
@@ -148,7 +149,7 @@ async def _edge(app: web.Application) -> AsyncIterator[None]:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
                                       health_check_interval=0, max_connections=8,
                                       password=settings.redis_password)  # a URL's own password wins
-        limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory)
+        limiter = RedisLimiter(client, settings.rate_limit, app[keys.METRICS], memory, app[keys.CLOCK])
     jwks = JwksCache(jwks_fetcher(session), settings.auth.jwks_refresh_min_interval_s, app[keys.CLOCK])
     gate = EdgeGate(settings, app[keys.CLOCK], app[keys.METRICS], app[keys.STATE], jwks, limiter, memory,
                     ApiKeyFile(settings.api_keys_path))
@@ -283,6 +284,7 @@ async def serve(app: web.Application, settings: ProxySettings,
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     log.info("listening", extra={"fields": {"host": settings.host, "port": gateway.port}})
+    log.info(COMPILED.line(), extra={"fields": {"compiled": COMPILED.label, "modules": len(COMPILED.modules)}})
     if gateway.admin_port is not None:
         log.info("admin listening", extra={"fields": {"host": settings.admin.host, "port": gateway.admin_port}})
     if gateway.tls_port is not None:

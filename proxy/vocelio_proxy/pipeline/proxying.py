@@ -273,8 +273,8 @@ class Proxy:
             read_from = self._now()
             try:
                 prefix, rest = await _read_ahead(body, length, body_limit, deadline)
-            except _BodyTooLarge as exc:
-                self._refuse(out, ex, 413, str(exc))
+            except _BodyTooLarge as too_large:
+                self._refuse(out, ex, 413, str(too_large))
                 return
             except _BodyLate:
                 self._refuse(out, ex, 408, _BODY_LATE)
@@ -335,38 +335,38 @@ class Proxy:
                         paced = rest is not None and not body.complete
                         await _send_body(conn, fut, prefix, rest, chunked, body_limit)
                     upstream = await fut
-                except _ClientsPace as exc:
+                except _ClientsPace as pace:
                     ep.in_flight -= 1
                     if conn is not None:
                         conn.abort()
-                    self._paced_out(out, ex, service, key, exc.cause, True)
+                    self._paced_out(out, ex, service, key, pace.cause, True)
                     return
-                except UpstreamError as exc:
+                except UpstreamError as failure:
                     ep.in_flight -= 1
                     if conn is not None:
                         conn.abort()
-                    if paced and exc.kind == "timeout":
+                    if paced and failure.kind == "timeout":
                         # The deadline passed while the gateway waited on the upstream, but the
                         # client's pace had spent part of this attempt's time: the client is
                         # told the truth (504), the upstream is not judged.
-                        self._paced_out(out, ex, service, key, exc, False)
+                        self._paced_out(out, ex, service, key, failure, False)
                         return
                     _record_outcome(svc, ep, False, self._clock.monotonic())
-                    metrics.upstream_errors.labels(service.name, exc.kind).inc()
+                    metrics.upstream_errors.labels(service.name, failure.kind).inc()
                     reason = retry_after_error(service.retry, timeouts, svc.budget,
-                                               Attempt(attempt, replayable, deadline - now()), kind=exc.kind,
-                                               reused=exc.reused, response_started=exc.response_started)
+                                               Attempt(attempt, replayable, deadline - now()), kind=failure.kind,
+                                               reused=failure.reused, response_started=failure.response_started)
                     if reason is not None:
                         metrics.retries.labels(service.name, reason).inc()
                         continue
                     verdict = False
-                    self._upstream_failed(out, ex, service, key, exc)
+                    self._upstream_failed(out, ex, service, key, failure)
                     return
-                except _BodyTooLarge as exc:
+                except _BodyTooLarge as too_large:
                     ep.in_flight -= 1
                     if conn is not None:
                         conn.abort()
-                    self._refuse(out, ex, 413, str(exc))
+                    self._refuse(out, ex, 413, str(too_large))
                     return
                 except BaseException:
                     # The client left or its body broke (BodyError), or the gateway failed:
@@ -398,21 +398,21 @@ class Proxy:
                 verdict = status < 500
                 try:
                     await self._respond(ex, out, conn, status, upstream.headers, timeouts.idle_s)
-                except _ClientsPace as exc:
+                except _ClientsPace as pace:
                     # Cut after the gateway held the upstream back for a slow-reading client:
                     # the stream is cut for the client as below, the upstream is not judged.
                     verdict = None
                     log.info("upstream stream cut after a slow-reading client held it back", extra={"fields": {
-                        "service": service.id, "endpoint": key, "kind": exc.cause.kind, "error": str(exc),
+                        "service": service.id, "endpoint": key, "kind": pace.cause.kind, "error": str(pace),
                         "request_id": ex.request_id}})
                     out.abort()
-                except UpstreamError as exc:
+                except UpstreamError as failure:
                     # The head is already with the client: all that is left is to cut the
                     # stream, so the client sees a truncated response, never a complete one.
                     verdict = False
-                    metrics.upstream_errors.labels(service.name, exc.kind).inc()
+                    metrics.upstream_errors.labels(service.name, failure.kind).inc()
                     log.warning("upstream failed mid-response", extra={"fields": {
-                        "service": service.id, "endpoint": key, "error": str(exc), "request_id": ex.request_id}})
+                        "service": service.id, "endpoint": key, "error": str(failure), "request_id": ex.request_id}})
                     out.abort()
                 finally:
                     ep.in_flight -= 1

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from vocelio_contract.buildinfo import build_labels
+from vocelio_proxy import COMPILED
 from vocelio_proxy.process.routing_state import GatewayRuntime
 from vocelio_proxy.process.supervision import WatcherStatus
 
@@ -126,6 +127,9 @@ class ProxyMetrics:
                                                 "Rate-limit store (Redis) failures.", registry=r)
         self.ratelimit_fallback = Gauge("vocelio_ratelimit_fallback_active",
                                         "1 while decisions use the in-process fallback limiter.", registry=r)
+        self.ratelimit_sync_failing = Gauge(
+            "vocelio_ratelimit_sync_failing",
+            "1 while lease mode cannot give unspent units back to Redis (they count as used meanwhile).", registry=r)
         self.ratelimit_latency = Histogram("vocelio_ratelimit_store_duration_seconds",
                                            "Latency of one rate-limit store round trip (one batch).",
                                            buckets=LATENCY_BUCKETS, registry=r)
@@ -144,9 +148,11 @@ class ProxyMetrics:
         self.spans = Counter("vocelio_trace_spans",
                              "Spans of the span exporter (tracing.exporter) by result: exported, failed, dropped.",
                              ["result"], registry=r)
-        build = Gauge("vocelio_build_info", "The running build: version, Python and source commit (always 1).",
-                      list(build_labels("proxy")), registry=r)
-        build.labels(**build_labels("proxy")).set(1)
+        # `compiled`: `pure` or `mypyc-<build>` (vocelio_proxy.compiled), one value per process.
+        labels = {**build_labels("proxy"), "compiled": COMPILED.label}
+        build = Gauge("vocelio_build_info", "The running build: version, Python, source commit and whether the "
+                      "hot path is compiled (always 1).", list(labels), registry=r)
+        build.labels(**labels).set(1)
         r.register(_StateCollector(runtime))
         r.register(_HotPathCollector(self))
         self._watchers_tracked = False

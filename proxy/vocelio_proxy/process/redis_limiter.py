@@ -5,11 +5,22 @@ trip), at most two batches on the wire. Keys carry the caller bucket as a hash t
 touches lives in one Redis Cluster slot. When Redis fails or is slow, the
 configured policy falls back to the in-process limiter (fail-open) or refuses
 (fail-closed) and retries Redis after a pause, with no restart.
+
+`rate_limit.mode` chooses how a decision uses Redis (docs/rate-limiting.md):
+`exact` asks the script above for every request (refusals are remembered in the
+over-limit cache until the counts Redis returned allow another request);
+`lease` admits from budget slices taken with `GRANT_LUA` (`policy.ratelimit_leases`
+keeps the accounting) and only waits for Redis when it holds no units for a
+caller. Next slices are fetched in the background in the same batches; a sync
+task owned here gives unspent units back (`RETURN_LUA`) every
+`sync_interval_s`, logs once per change between reaching Redis and not, and
+shows it in `vocelio_ratelimit_sync_failing`; a crash of it is supervised.
 Owned by the edge policy; the Redis client comes from the app's cleanup context."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -18,8 +29,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
+from vocelio_proxy.clock import Clock, SystemClock
+from vocelio_proxy.policy.ratelimit_leases import LeaseBook, Leftover, OverLimitCache, exhausted, refusal
 from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter, result_for
 from vocelio_proxy.process.metrics import ProxyMetrics
+from vocelio_proxy.process.supervision import WatcherStatus, supervise
 from vocelio_proxy.settings import RateLimitSettings
 
 log = logging.getLogger("vocelio.proxy.ratelimit")
@@ -67,6 +81,42 @@ end
 return out
 """
 
+# A budget slice for one (limit, caller): as many of `want` units as the sliding-window
+# estimate leaves (policy.ratelimit_leases.grant_units is the same arithmetic), counted
+# in the current bucket at once. KEYS: current bucket, previous bucket.
+# ARGV: now_ms, limit, window_ms, want. Returns: prev, cur (after the grant), granted.
+GRANT_LUA = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+local grant = math.floor(limit - prev * (1 - (now % window) / window) - cur)
+if grant > want then grant = want end
+if grant < 0 then grant = 0 end
+if grant > 0 then
+  cur = cur + grant
+  redis.call('SET', KEYS[1], cur, 'PX', 2 * window + 1000)
+end
+return {prev, cur, grant}
+"""
+
+# Unspent units back to the bucket they were granted from (never below zero; the
+# bucket keeps its expiry). KEYS: that bucket. ARGV: units. Returns: units taken back.
+RETURN_LUA = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local units = tonumber(ARGV[1])
+if cur <= 0 then return 0 end
+if units > cur then units = cur end
+redis.call('SET', KEYS[1], cur - units, 'KEEPTTL')
+return units
+"""
+
+#: Lease mode: rounds of fetch-then-take for one request before Redis decides it
+#: exactly (many concurrent requests of one caller can spend each grant before it).
+_MAX_LEASE_ROUNDS = 4
+
 #: Requests and distinct checks per script call at most (bounds one call's time in Redis).
 _MAX_RUN = 256
 #: Batches on the wire at once: a second one keeps requests that arrive during a round
@@ -97,6 +147,17 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class _Fetch:
+    """One lease fetch on the wire: the check, the window it is for, how many units."""
+
+    check: LimitCheck
+    index: int
+    want: int
+    now: float
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
 class _Call:
     """One script call: its distinct checks and the requests it decides, in order
     (batch position, then (check position in the call, check index) per check)."""
@@ -112,17 +173,31 @@ class _Call:
 
 class RedisLimiter:
     def __init__(self, client: redis.Redis, settings: RateLimitSettings, metrics: ProxyMetrics,
-                 fallback: MemoryLimiter) -> None:
+                 fallback: MemoryLimiter, clock: Clock | None = None) -> None:
         self._client = client
         self._settings = settings
         self._metrics = metrics
         self._fallback = fallback
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._sha: str | None = None
+        self._grant_sha: str | None = None
+        self._return_sha: str | None = None
         self._pending: list[_Pending] = []
+        self._fetches: list[_Fetch] = []
         self._scheduled = False
         self._batches: set[asyncio.Task[None]] = set()
         self._down_until = 0.0
         self.fallback_active = False
+        self._blocks: OverLimitCache | None = (
+            OverLimitCache(settings.max_tracked_callers) if settings.over_limit_cache else None)
+        self.leases: LeaseBook | None = None
+        if settings.mode == "lease":
+            self.leases = LeaseBook(settings.lease_fraction, settings.lease_max, settings.max_tracked_callers)
+        #: Lease fetches on the wire, by check (one at a time per check; waiters share it).
+        self._in_flight: dict[LimitCheck, asyncio.Future[None]] = {}
+        self.sync_status = WatcherStatus("ratelimit-sync")
+        self._sync_task: asyncio.Task[None] | None = None
+        self._sync_up = True
 
     def _key(self, check: LimitCheck, index: int) -> str:
         return f"{self._settings.key_prefix}:{{{check.bucket}}}:{check.name}:{check.window_s}:{index}"
@@ -130,15 +205,62 @@ class RedisLimiter:
     async def decide(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if not checks:
             return []
+        if self.leases is not None:
+            return await self._decide_leased(self.leases, checks, now)
+        if self._blocks is not None:
+            refused = self._blocks.refused(checks, now)
+            if refused is not None:
+                return refused
+        return await self._decide_exact(checks, now)
+
+    async def _decide_leased(self, book: LeaseBook, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
+        """From held units; a missing lease is fetched (requests of one caller share the
+        fetch) and the take retried; a caller that keeps losing its units to concurrent
+        requests is decided exactly."""
+        if self._sync_task is None:
+            self._sync_task = asyncio.ensure_future(supervise(self.sync_status, self._sync_loop))
+        for _ in range(_MAX_LEASE_ROUNDS):
+            take = book.take(checks, now)
+            if take.refill and not (self._down_until and time.monotonic() < self._down_until):
+                for check in take.refill:
+                    if check not in self._in_flight:
+                        self._fetch(book, check, now)
+            if not take.missing:
+                return take.results
+            if self._down_until and time.monotonic() < self._down_until:
+                return self._degraded(checks, now)
+            waits = [self._in_flight.get(check) or self._fetch(book, check, now) for check in take.missing]
+            try:
+                for wait in waits:
+                    # Shielded: a caller that goes away must not cancel the fetch others wait for.
+                    await asyncio.shield(wait)
+            except (RedisError, OSError, TimeoutError):
+                return self._degraded(checks, now)
+        return await self._decide_exact(checks, now)
+
+    def _fetch(self, book: LeaseBook, check: LimitCheck, now: float) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        # Nobody may be waiting (a background refill): its failure is recorded by the batch.
+        future.add_done_callback(_consume_exception)
+        self._in_flight[check] = future
+        self._fetches.append(_Fetch(check, check.window_index(now), book.size(check), now, future))
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled and len(self._batches) < _MAX_IN_FLIGHT:
+            # Started on the next loop turn, so requests arriving in this turn share the pipeline.
+            self._scheduled = True
+            loop.call_soon(self._start_batch)
+
+    async def _decide_exact(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if self._down_until and time.monotonic() < self._down_until:
             return self._degraded(checks, now)
         loop = asyncio.get_running_loop()
         pending = _Pending(checks, now, loop.create_future())
         self._pending.append(pending)
-        if not self._scheduled and len(self._batches) < _MAX_IN_FLIGHT:
-            # Started on the next loop turn, so requests arriving in this turn share the pipeline.
-            self._scheduled = True
-            loop.call_soon(self._start_batch)
+        self._schedule(loop)
         try:
             return await pending.future
         except (RedisError, OSError, TimeoutError):
@@ -146,46 +268,112 @@ class RedisLimiter:
 
     def _start_batch(self) -> None:
         self._scheduled = False
-        if not self._pending or len(self._batches) >= _MAX_IN_FLIGHT:
+        if not (self._pending or self._fetches) or len(self._batches) >= _MAX_IN_FLIGHT:
             return
         batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._send(batch))
+        fetches, self._fetches = self._fetches, []
+        task = asyncio.ensure_future(self._send(batch, fetches))
         self._batches.add(task)
         task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
-        if self._pending and not self._scheduled:
+        if (self._pending or self._fetches) and not self._scheduled:
             # Requests that queued while every batch was in flight go next.
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start_batch)
 
     async def close(self) -> None:
-        """Cancel in-flight batches (their callers fall back per policy) before the client closes."""
+        """Cancel the sync task and in-flight batches (their callers fall back per
+        policy), then give held units back once (best effort) before the client closes."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         tasks = list(self._batches)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        closed = RedisError("rate limiter closed")
         for item in self._pending:
             if not item.future.done():
-                item.future.set_exception(RedisError("rate limiter closed"))
+                item.future.set_exception(closed)
         self._pending.clear()
+        self._fail_fetches(self._fetches, closed)
+        self._fetches.clear()
+        if self.leases is not None and not (self._down_until and time.monotonic() < self._down_until):
+            leftovers = self.leases.collect(float("inf"), 0.0)
+            if leftovers:
+                # Units not given back count as used until their window ends: never an overshoot.
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await self._give_back(leftovers)
+
+    async def _sync_loop(self) -> None:
+        """Every `sync_interval_s`: give back the units of ended windows and idle leases.
+        A failed return is not retried (a reply lost to a timeout may have been applied:
+        a retry could return units twice); those units count as used until their window
+        ends. Each change between reaching Redis and not is logged once and shown in
+        `vocelio_ratelimit_sync_failing`."""
+        book = self.leases
+        assert book is not None
+        interval = self._settings.sync_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            leftovers = book.collect(self._clock.wall(), interval)
+            if not leftovers:
+                continue
+            try:
+                await self._give_back(leftovers)
+            except Exception as exc:  # Redis, or a defect: either way logged once and shown, never silent
+                self._metrics.ratelimit_backend_errors.inc()
+                if self._sync_up:
+                    self._sync_up = False
+                    self._metrics.ratelimit_sync_failing.set(1)
+                    unexpected = not isinstance(exc, (RedisError, OSError, TimeoutError))
+                    log.error("rate-limit lease sync failed; unspent units count as used until their window ends",
+                              exc_info=exc if unexpected else None,
+                              extra={"fields": {"error": type(exc).__name__}})
+                continue
+            if not self._sync_up:
+                self._sync_up = True
+                self._metrics.ratelimit_sync_failing.set(0)
+                log.warning("rate-limit lease sync recovered")
+
+    async def _give_back(self, leftovers: list[Leftover]) -> None:
+        await self._load_scripts()
+        assert self._return_sha is not None
+        sha = self._return_sha.encode()
+        commands = [_pack(b"EVALSHA", sha, 1, self._key(row.check, row.window), row.units) for row in leftovers]
+        for start in range(0, len(commands), _MAX_RUN):
+            try:
+                await self._execute(commands[start:start + _MAX_RUN])
+            except NoScriptError:
+                # Redis restarted and lost its scripts: nothing of this write ran, so once more is safe.
+                await self._load_scripts(again=True)
+                await self._execute(commands[start:start + _MAX_RUN])
 
     def _degraded(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if self._settings.fail_mode == "closed":
             raise LimiterUnavailable("rate-limit store unavailable")
         return self._fallback.decide(checks, now)
 
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _send(self, batch: list[_Pending], fetches: list[_Fetch]) -> None:
         try:
-            await self._run_batch(batch)
+            await self._run_batch(batch, fetches)
             self._recovered()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             self._fail_all(batch, exc)
+            self._fail_fetches(fetches, exc)
         except asyncio.CancelledError:
             self._fail_all(batch, RedisError("rate limiter closed"))
+            self._fail_fetches(fetches, RedisError("rate limiter closed"))
             raise
+        except Exception as exc:  # a defect here must not leave requests waiting forever
+            log.error("rate-limit batch failed", exc_info=exc)
+            failure = RedisError(f"rate-limit batch failed: {type(exc).__name__}")
+            self._failed(failure)
+            self._fail_all(batch, failure)
+            self._fail_fetches(fetches, failure)
 
     @staticmethod
     def _fail_all(batch: list[_Pending], exc: BaseException) -> None:
@@ -193,20 +381,41 @@ class RedisLimiter:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        if self._sha is None:
+    def _fail_fetches(self, fetches: list[_Fetch], exc: BaseException) -> None:
+        for fetch in fetches:
+            if self._in_flight.get(fetch.check) is fetch.future:
+                del self._in_flight[fetch.check]
+            if not fetch.future.done():
+                fetch.future.set_exception(exc)
+
+    async def _load_scripts(self, again: bool = False) -> None:
+        if again or self._sha is None or self._grant_sha is None or self._return_sha is None:
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
+                self._grant_sha = await self._client.script_load(GRANT_LUA)
+                self._return_sha = await self._client.script_load(RETURN_LUA)
+
+    def _pack_fetch(self, fetch: _Fetch) -> bytes:
+        assert self._grant_sha is not None
+        check = fetch.check
+        return _pack(b"EVALSHA", self._grant_sha.encode(), 2, self._key(check, fetch.index),
+                     self._key(check, fetch.index - 1), int(fetch.now * 1000), check.limit,
+                     check.window_s * 1000, fetch.want)
+
+    async def _run_batch(self, batch: list[_Pending], fetches: list[_Fetch] | None = None) -> None:
+        fetches = fetches or []
+        await self._load_scripts()
         started = time.perf_counter()
         calls = self._plan(batch)
         try:
-            replies = await self._execute(calls)
+            replies = await self._execute(self._pack_calls(calls) + [self._pack_fetch(f) for f in fetches])
         except NoScriptError:
-            self._sha = None  # Redis restarted and lost its script cache
-            async with asyncio.timeout(self._settings.redis_timeout_s):
-                self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
-            replies = await self._execute(calls)
+            await self._load_scripts(again=True)  # Redis restarted and lost its script cache
+            replies = await self._execute(self._pack_calls(calls) + [self._pack_fetch(f) for f in fetches])
         self._metrics.ratelimit_latency.observe(time.perf_counter() - started)
+        if fetches:
+            self._granted(fetches, replies[len(calls):])
+            replies = replies[:len(calls)]
         # Per request: (check index, prev, cur) for each of its checks, and whether every call admitted it.
         found: list[list[tuple[int, int, int]]] = [[] for _ in batch]
         admitted = [True] * len(batch)
@@ -220,20 +429,45 @@ class RedisLimiter:
                 for distinct, index in positions:
                     rows.append((index, int(reply[distinct]), int(reply[cursor])))
                     cursor += 1
+        now_ms = calls[0].now_ms if calls else 0
         for item_id, item in enumerate(batch):
             # When limits of different callers' buckets (different slots) disagree, the
             # admitting bucket's increment stands: it cannot be undone atomically.
             results = found[item_id]
             if len(results) > 1:
                 results.sort()
+            decided = [result_for(item.checks[index], prev, cur, item.now, admitted[item_id])
+                       for index, prev, cur in results]
+            if not admitted[item_id]:
+                for position, (index, prev, cur) in enumerate(results):
+                    check = item.checks[index]
+                    # The script's own arithmetic (its clock, in ms) says which limits refused.
+                    if exhausted(prev, cur, check.limit, check.window_s * 1000, now_ms):
+                        decided[position] = refusal(decided[position])
+                        if self._blocks is not None:
+                            self._blocks.note(check, prev, cur, item.now)
             if not item.future.done():
-                item.future.set_result([result_for(item.checks[index], prev, cur, item.now, admitted[item_id])
-                                        for index, prev, cur in results])
+                item.future.set_result(decided)
+
+    def _granted(self, fetches: list[_Fetch], replies: list[list[int]]) -> None:
+        """Lease fetches answered: the book takes the units, then the waiters wake."""
+        book = self.leases
+        assert book is not None
+        now = self._clock.wall()
+        for fetch, reply in zip(fetches, replies, strict=True):
+            prev, cur, units = (int(x) for x in reply)
+            book.granted(fetch.check, fetch.index, prev, cur, units, now)
+            if self._in_flight.get(fetch.check) is fetch.future:
+                del self._in_flight[fetch.check]
+            if not fetch.future.done():
+                fetch.future.set_result(None)
 
     def _plan(self, batch: list[_Pending]) -> list[_Call]:
         """Group the batch into script calls: per caller bucket, its requests in arrival
         order, each distinct limit once. The batch's first arrival time stands for all
         of it (they arrived within one Redis round trip)."""
+        if not batch:
+            return []
         now = batch[0].now
         calls: dict[str, _Call] = {}
         planned: list[_Call] = []
@@ -273,27 +507,30 @@ class RedisLimiter:
                 call.masks.append(mask)
         return planned
 
-    async def _execute(self, calls: list[_Call]) -> list[list[int]]:
-        """Send the batch's script calls in one write on one pooled connection and read
-        their replies. (redis-py's Pipeline object cost more per batch than the calls.)"""
+    def _pack_calls(self, calls: list[_Call]) -> list[bytes]:
         assert self._sha is not None
         sha = self._sha.encode()
-        packed = b"".join(_pack(b"EVALSHA", sha, len(call.keys), *call.keys, call.now_ms, len(call.checks),
-                                *call.limits, *call.masks)
-                          for call in calls)
+        return [_pack(b"EVALSHA", sha, len(call.keys), *call.keys, call.now_ms, len(call.checks),
+                      *call.limits, *call.masks)
+                for call in calls]
+
+    async def _execute(self, commands: list[bytes]) -> list[list[int]]:
+        """Send packed script calls in one write on one pooled connection and read
+        their replies. (redis-py's Pipeline object cost more per batch than the calls.)"""
+        packed = b"".join(commands)
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         try:
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 await conn.send_packed_command(packed, check_health=False)
-                replies = [await conn.read_response() for _ in calls]
+                replies = [await conn.read_response() for _ in commands]
         except BaseException:
             # Replies may still be in flight: this connection cannot be reused.
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
-        return [list(r) for r in replies]
+        return [list(r) if isinstance(r, list) else [r] for r in replies]
 
     def _failed(self, exc: BaseException) -> None:
         self._metrics.ratelimit_backend_errors.inc()
@@ -311,3 +548,9 @@ class RedisLimiter:
             self._metrics.ratelimit_fallback.set(0)
             log.warning("rate-limit store recovered")
 
+
+
+def _consume_exception(future: asyncio.Future[None]) -> None:
+    """Marks a lease fetch's failure as seen (it is recorded where the batch failed)."""
+    if not future.cancelled():
+        future.exception()

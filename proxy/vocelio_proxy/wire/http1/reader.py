@@ -113,9 +113,9 @@ class RequestReader:
             # The common case (one request per read), without the slicing loop.
             try:
                 self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade as exc:
+            except httptools.HttpParserUpgrade as upgrade:
                 self.upgraded = True
-                return int(exc.args[0])
+                return int(upgrade.args[0])
             except httptools.HttpParserError as exc:
                 self.failed = True
                 raise self._refusal(exc) from None
@@ -142,9 +142,9 @@ class RequestReader:
     def _feed(self, data: bytes | memoryview, base: int, end: int) -> int:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
+        except httptools.HttpParserUpgrade as upgrade:
             self.upgraded = True
-            return base + int(exc.args[0])
+            return base + int(upgrade.args[0])
         except httptools.HttpParserError as exc:
             self.failed = True
             raise self._refusal(exc) from None
