@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
+# HTTPS port of `make run` (a development certificate, docs/tls.md).
+HTTPS_PORT ?= 8443
 
 .PHONY: help run test lint unit cluster-bins dev-cluster system-deps bench bench-operator schema images kind-up kind-deploy clean
 .PHONY: lock dev-control-plane
@@ -27,9 +29,10 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	touch $(STAMP) && \
 	echo "setup: Python dependencies installed in $$(( $$(date +%s) - start ))s"
 
-## run: start the standalone gateway with the 18 example services and demo backends
+## run: start the standalone gateway with the 18 example services and demo backends (HTTP on PORT, HTTPS on HTTPS_PORT)
 run: $(STAMP)
-	$(BIN)/vocelio-gateway standalone --resources examples/resources --demo-backends --port $(PORT)
+	$(BIN)/vocelio-gateway standalone --resources examples/resources --demo-backends --port $(PORT) \
+		--https-port $(HTTPS_PORT)
 
 ## system-deps: Debian packages the tests need (redis-server, nginx, wrk, iproute2, promtool)
 system-deps:

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-access-log", action="store_true")
     st.add_argument("--api-keys", type=Path, help="API key records file (see mint-key --keys-file)")
     st.add_argument("--redis-url", help="share rate limits through Redis (default: per-process limiter)")
+    st.add_argument("--https-port", type=int, default=None,
+                    help="also serve HTTPS on this port with a generated development certificate (`make run` uses "
+                         "8443; ignored when the settings enable tls themselves)")
+    st.add_argument("--dev-cert-dir", type=Path,
+                    help="where the development certificate is kept (default $XDG_CACHE_HOME/vocelio-gateway/dev-tls)")
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)", formatter_class=_RAW,
                         epilog=env_help(OperatorSettings, "VOCELIO_OPERATOR_", nested=False))
     op.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
@@ -112,7 +117,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format)
     from vocelio_operator.local.standalone import run
 
-    return run(settings, args.resources, args.demo_backends)
+    if args.https_port is not None and not 1 <= args.https_port <= 65535:
+        raise UserError(f"--https-port: {args.https_port} is not a port (1-65535)", status=2)
+    if args.https_port is not None and args.https_port == settings.port:
+        raise UserError(f"--https-port {args.https_port} is the HTTP port: give each its own", status=2)
+    return run(settings, args.resources, args.demo_backends, args.https_port, args.dev_cert_dir)
 
 
 def _render(folder: Path) -> int:

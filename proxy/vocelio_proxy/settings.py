@@ -366,6 +366,154 @@ class ResourceFileSettings(BaseModel):
         64, description="Deepest nesting of YAML collections in one document.")
 
 
+#: Mozilla "intermediate" TLS 1.2 ciphers (https://ssl-config.mozilla.org, guideline 5.7): forward-secret
+#: AEAD suites only. TLS 1.3 suites are OpenSSL's defaults (all AEAD). No DHE: no DH parameters are loaded.
+MOZILLA_INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
+class TlsCertificate(BaseModel):
+    """One certificate with its key, from a `kubernetes.io/tls` Secret: mounted as a
+    directory (`dir`, holding `tls.crt` and `tls.key`, as kubelet and cert-manager
+    write them), as two files, or read through the API (`secret`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Name in logs and metrics (the Secret's name in the chart).",
+                      pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    dir: Path | None = Field(None, description="A mounted kubernetes.io/tls Secret: tls.crt and tls.key inside.")
+    cert_file: Path | None = Field(None, description="PEM certificate chain (leaf first).")
+    key_file: Path | None = Field(None, description="PEM private key of the leaf.")
+    secret: str | None = Field(None, description="namespace/name of a kubernetes.io/tls Secret read through the "
+                                                 "API (tls.source: api).",
+                               pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?/[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TlsCertificate:
+        given = [self.dir is not None, self.cert_file is not None or self.key_file is not None,
+                 self.secret is not None]
+        if sum(given) != 1:
+            raise ValueError(f"tls certificate {self.name!r}: set exactly one of dir, cert_file+key_file, secret")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(f"tls certificate {self.name!r}: cert_file and key_file go together")
+        return self
+
+    @property
+    def files(self) -> tuple[Path, Path] | None:
+        """(certificate, key) paths for a file source, None for an API one."""
+        if self.dir is not None:
+            return self.dir / "tls.crt", self.dir / "tls.key"
+        if self.cert_file is not None and self.key_file is not None:
+            return self.cert_file, self.key_file
+        return None
+
+
+class HstsSettings(BaseModel):
+    """Strict-Transport-Security on answers the client receives over https: those of
+    the TLS listener, and those of the plain listener to requests a trusted proxy
+    received over https (its X-Forwarded-Proto). Never on plain HTTP (RFC 6797 §7.2).
+    An upstream's own header is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    max_age_s: Annotated[int, Field(ge=0, le=2 * 365 * 86400)] = Field(
+        31536000, description="max-age in seconds (0 tells browsers to forget the policy).")
+    include_subdomains: bool = True
+    preload: bool = Field(False, description="Ask for the browsers' preload list (needs max-age >= 1 year and "
+                                             "includeSubDomains).")
+
+    @model_validator(mode="after")
+    def _preload_rules(self) -> HstsSettings:
+        # hstspreload.org refuses a header without these; a header that cannot be preloaded must not claim it.
+        if self.preload and (self.max_age_s < 31536000 or not self.include_subdomains):
+            raise ValueError("tls.hsts.preload needs max_age_s >= 31536000 and include_subdomains")
+        return self
+
+    def header(self) -> str:
+        value = f"max-age={self.max_age_s}"
+        if self.include_subdomains:
+            value += "; includeSubDomains"
+        if self.preload:
+            value += "; preload"
+        return value
+
+
+class HttpsRedirect(BaseModel):
+    """Plain-HTTP requests answered 308 to the same URL over https (the probes excepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        443, description="The HTTPS port clients reach (the Service's), written in Location unless 443.")
+    exempt_paths: list[str] = Field(
+        default_factory=lambda: list(ALWAYS_PUBLIC),
+        description="Paths served over plain HTTP anyway (exact; an entry ending in '/' is a prefix).")
+
+
+class TlsSettings(BaseModel):
+    """The TLS listener (docs/tls.md): off unless enabled."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    host: str | None = Field(None, description="Address of the TLS listener (None: the plain listener's).")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(8443, description="Port of the TLS listener (0: any).")
+    source: Literal["files", "api"] = Field(
+        "files", description="files: mounted Secret directories or files, polled; api: the named Secrets "
+                             "watched through the Kubernetes API.")
+    certificates: list[TlsCertificate] = Field(
+        default_factory=list, description="Certificates chosen by SNI; the first is the default.")
+    default_certificate: str | None = Field(
+        None, description="Name of the certificate for clients without (or with an unknown) SNI; None: the first.")
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    ciphers: str = Field(MOZILLA_INTERMEDIATE_CIPHERS, description="OpenSSL cipher list for TLS 1.2.")
+    alpn: list[Literal["h2", "http/1.1"]] | None = Field(
+        None, description="ALPN protocols offered, in server preference order (None: the protocols the gateway "
+                          "serves, see `alpn_protocols`).")
+    handshake_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        10.0, description="A client must finish the TLS handshake within this time, else it is disconnected.")
+    session_tickets: bool = Field(
+        False, description="Stateless session tickets (off: resumption uses the per-process session cache, so no "
+                           "long-lived ticket key weakens forward secrecy; Mozilla's guidance).")
+    reload_interval_s: Annotated[float, Field(ge=0.2, le=300)] = Field(
+        2.0, description="How often mounted certificate files are checked for a new version.")
+    redirect: HttpsRedirect = Field(default_factory=lambda: HttpsRedirect(),
+                                    description="Answer plain-HTTP requests with a 308 to https.")
+    hsts: HstsSettings = Field(default_factory=lambda: HstsSettings(),
+                               description="Strict-Transport-Security on TLS answers.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSettings:
+        names = [c.name for c in self.certificates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tls.certificates: duplicate name {', '.join(dupes)}")
+        if self.default_certificate is not None and self.default_certificate not in names:
+            raise ValueError(f"tls.default_certificate {self.default_certificate!r} is not a listed certificate")
+        for cert in self.certificates:
+            if (cert.secret is not None) != (self.source == "api"):
+                raise ValueError(f"tls certificate {cert.name!r}: with tls.source {self.source} every certificate "
+                                 + ("names a secret" if self.source == "api" else "names files or a dir"))
+        if self.enabled and not self.certificates:
+            raise ValueError("tls.enabled needs at least one certificate in tls.certificates")
+        if self.alpn is not None and (len(set(self.alpn)) != len(self.alpn) or not self.alpn):
+            raise ValueError("tls.alpn: list each protocol once, at least one")
+        return self
+
+    def alpn_protocols(self, http2: bool) -> list[str]:
+        """What the listener offers: `alpn`, else every protocol the gateway serves (h2
+        first when HTTP/2 is on)."""
+        if self.alpn is not None:
+            return list(self.alpn)
+        return ["h2", "http/1.1"] if http2 else ["http/1.1"]
+
+    @model_validator(mode="after")
+    def _redirect_paths(self) -> TlsSettings:
+        for path in self.redirect.exempt_paths:
+            if not path.startswith("/"):
+                raise ValueError(f"tls.redirect.exempt_paths: {path!r} is not a path")
+        return self
+
+
 class H2cUpstreamSettings(BaseModel):
     """Bounds of the HTTP/2 (h2c) client to services with `upstream.protocol: h2c`."""
 
@@ -434,6 +582,8 @@ class ProxySettings(BaseSettings):
         ResourceFileSettings(), description="Standalone mode: bounds for reading resource YAML files.")
     tracing: TracingSettings = Field(default_factory=lambda: TracingSettings(),
                                      description="Span export (off: trace context passes through).")
+    tls: TlsSettings = Field(default_factory=lambda: TlsSettings(),
+                             description="The TLS listener, its certificates, HTTPS redirect and HSTS (docs/tls.md).")
     http2: Http2Settings = Field(default_factory=lambda: Http2Settings(),
                                  description="HTTP/2 to clients (docs/http2.md).")
     h2c_upstream: H2cUpstreamSettings = Field(
@@ -482,6 +632,12 @@ class ProxySettings(BaseSettings):
         admin = self.admin
         if admin.port is not None and admin.port != 0 and admin.port == self.port:
             raise ValueError(f"admin.port {admin.port} is the public port: the admin listener needs its own")
+        tls = self.tls
+        if tls.enabled and tls.port != 0 and tls.port in (self.port, admin.port):
+            raise ValueError(f"tls.port {tls.port} is taken by another listener")
+        if tls.alpn is not None and "h2" in tls.alpn and not self.http2.enabled:
+            # Offering h2 to clients the server would not answer in HTTP/2 would break them.
+            raise ValueError("tls.alpn offers h2 while http2.enabled is false")
         if self.workers != 1 and admin.port is None:
             raise ValueError(f"workers {self.workers} needs admin.port: the supervisor serves the pod's /metrics, "
                              "/readyz and /status there (a scrape on the shared port would reach one worker)")

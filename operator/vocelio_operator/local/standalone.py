@@ -26,16 +26,22 @@ from vocelio_contract.apikeys import mint_key
 from vocelio_contract.config import ConfigError
 from vocelio_contract.paths import PathPolicy
 from vocelio_operator.local.demo import run_demo_backends
+from vocelio_operator.local.devcert import ensure_dev_certificate
 from vocelio_operator.local.files import FolderSource
 from vocelio_operator.local.manifests import ManifestLimits
 from vocelio_proxy.lifecycle.app import Extension, create_app, serve
-from vocelio_proxy.settings import ProxySettings
+from vocelio_proxy.settings import ProxySettings, TlsCertificate, TlsSettings
 
 log = logging.getLogger("vocelio.standalone")
 
 
-def banner(port: int, services: list[str], demo_key: str | None = None) -> str:
+def banner(port: int, services: list[str], demo_key: str | None = None,
+           https: tuple[int, Path] | None = None) -> str:
     base = f"http://127.0.0.1:{port}"
+    https_lines = [
+        f"  curl -s --cacert {https[1]} https://localhost:{https[0]}/health"
+        "   # HTTPS, development certificate",
+    ] if https else []
     first = services[0] if services else "ai-agents"
     key_lines = [
         f"  curl -s -H 'X-API-Key: {demo_key}' {base}/api/v1/developer-api/keys   # demo API key (this run only)",
@@ -44,8 +50,11 @@ def banner(port: int, services: list[str], demo_key: str | None = None) -> str:
     return "\n".join([
         "",
         f"Vocelio Gateway (standalone) is serving {len(services)} services at {base}",
+        *([f"  and over HTTPS at https://localhost:{https[0]} (development certificate; trust {https[1]})"]
+          if https else []),
         "Try:",
         f"  curl -s {base}/health",
+        *https_lines,
         f"  curl -s {base}/status",
         f"  curl -s {base}/api/v1/{first}/agents",
         f"  curl -s {base}/{first}/v1/agents",
@@ -79,12 +88,20 @@ def prime(resources_dir: Path, settings: ProxySettings) -> FolderSource:
 
 
 async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_backends: bool,
-                         extensions: list[Extension] | None = None) -> None:
+                         extensions: list[Extension] | None = None, https_port: int | None = None,
+                         dev_cert_dir: Path | None = None) -> None:
+    """`https_port`: also serve HTTPS there with the development certificate (`devcert`),
+    unless the settings configure TLS themselves (None: no HTTPS listener)."""
     if settings.workers != 1:
         # One process renders and serves here; a silently ignored setting would be worse than a refusal.
         raise StartupRefused(f"refusing to start: workers {settings.workers}: standalone mode runs one process "
                              "(several workers: `vocelio-proxy serve --workers`, docs/operations/workers.md)")
     demo_key = None
+    https: tuple[int, Path] | None = None
+    if settings.tls.enabled:
+        https = (settings.tls.port, Path("(your certificate's CA)"))
+    elif https_port is not None:
+        settings, https = _with_dev_tls(settings, https_port, dev_cert_dir)
     if demo_backends and settings.api_keys_path is None:
         demo_key, settings = _with_demo_key(settings)
     if demo_backends and "shutdown_delay_s" not in settings.model_fields_set:
@@ -101,7 +118,7 @@ async def run_standalone(settings: ProxySettings, resources_dir: Path, demo_back
     names = sorted(r.metadata.name for r in loaded.services)
 
     def started(port: int) -> None:
-        print(banner(port, names, demo_key), flush=True)
+        print(banner(port, names, demo_key, https), flush=True)
 
     if demo_backends:
         async with run_demo_backends(loaded) as backends:
@@ -121,7 +138,19 @@ def _with_demo_key(settings: ProxySettings) -> tuple[str, ProxySettings]:
     return key, settings.model_copy(update={"api_keys_path": path})
 
 
-def run(settings: ProxySettings, resources_dir: Path, demo_backends: bool) -> int:
+def _with_dev_tls(settings: ProxySettings, https_port: int,
+                  dev_cert_dir: Path | None) -> tuple[ProxySettings, tuple[int, Path]]:
+    """Settings with the TLS listener on `https_port` serving the development certificate."""
+    dev = ensure_dev_certificate(dev_cert_dir)
+    if dev.created:
+        log.info("development certificate created", extra={"fields": {"folder": str(dev.folder)}})
+    tls = TlsSettings(enabled=True, port=https_port,
+                      certificates=[TlsCertificate(name="development", dir=dev.folder)])
+    return settings.model_copy(update={"tls": tls}), (https_port, dev.ca_file)
+
+
+def run(settings: ProxySettings, resources_dir: Path, demo_backends: bool, https_port: int | None = None,
+        dev_cert_dir: Path | None = None) -> int:
     """Serve until stopped; the exit status (1 when start-up is refused)."""
     runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
@@ -131,7 +160,8 @@ def run(settings: ProxySettings, resources_dir: Path, demo_backends: bool) -> in
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.run
     try:
-        runner(run_standalone(settings, resources_dir, demo_backends))
+        runner(run_standalone(settings, resources_dir, demo_backends, https_port=https_port,
+                              dev_cert_dir=dev_cert_dir))
     except StartupRefused as exc:
         print(str(exc), file=sys.stderr, flush=True)
         return 1

@@ -26,11 +26,13 @@ from vocelio_proxy.clock import Clock, SystemClock
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.lifecycle.healthchecks import run_health_checks
 from vocelio_proxy.lifecycle.sources import ConfigSource, FileSource, watch_source
+from vocelio_proxy.lifecycle.tls_listener import TlsListener, start_tls_listener
 from vocelio_proxy.pipeline.edge import ApiKeyFile, EdgeGate, EdgePolicy
 from vocelio_proxy.pipeline.endpoints import GatewayView
 from vocelio_proxy.pipeline.handling import AdminHandler, GatewayHandler
 from vocelio_proxy.pipeline.proxying import Proxy
 from vocelio_proxy.policy.auth.jwks import JwksCache, JwksFetch, JwksUnavailable
+from vocelio_proxy.policy.https_redirect import HttpsRedirect
 from vocelio_proxy.policy.ratelimits import MemoryLimiter
 from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.process.metrics import ProxyMetrics, code_label
@@ -163,16 +165,25 @@ async def _edge(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
 
 
-def gateway_handler(app: web.Application, *, admin: bool = False) -> GatewayHandler:
-    """A listener's pipeline (the admin listener's with `admin`), built from the
-    started application's parts."""
+def gateway_handler(app: web.Application, *, admin: bool = False, tls: bool = False) -> GatewayHandler:
+    """A listener's pipeline (the admin listener's with `admin`, the TLS listener's with
+    `tls`), built from the started application's parts."""
     settings = app[keys.SETTINGS]
     view = GatewayView(settings, app[keys.STATE], app[keys.CLOCK], app[keys.METRICS])
     spans = app.get(keys.SPANS)
     proxy = Proxy(settings, app[keys.STATE], app[keys.POOL], app[keys.METRICS], app[keys.CLOCK],
                   app.get(keys.EDGE_POLICY), spans, app.get(keys.H2C_POOL))
     access_log = app[keys.ACCESS_LOG] if settings.access_log else None
-    return (AdminHandler if admin else GatewayHandler)(view, proxy, access_log, spans)
+    handler = (AdminHandler if admin else GatewayHandler)(view, proxy, access_log, spans)
+    redirect = settings.tls.redirect
+    if settings.tls.hsts.enabled:
+        handler.hsts = settings.tls.hsts.header()
+    if tls:
+        proxy.scheme = "https"
+        handler.tls = True
+    elif not admin and redirect.enabled:
+        handler.https_redirect = HttpsRedirect(redirect.port, redirect.exempt_paths)
+    return handler
 
 
 async def _sweep(pool: UpstreamPool | H2cPool) -> None:
@@ -186,22 +197,32 @@ class RunningGateway:
     `stop` drains and cleans up."""
 
     def __init__(self, app: web.Application, server: HttpServer, port: int,
-                 admin_server: HttpServer | None = None, admin_port: int | None = None) -> None:
+                 admin_server: HttpServer | None = None, admin_port: int | None = None,
+                 tls: TlsListener | None = None) -> None:
         self.app = app
         self.server = server
         self.port = port
         self.admin_server = admin_server
         #: The admin listener's port (None when it is off).
         self.admin_port = admin_port
+        #: The TLS listener (None when `tls.enabled` is off); its port is `tls.port`.
+        self.tls = tls
+        self.tls_port = tls.port if tls is not None else None
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.app[keys.STATE].draining = True
         try:
-            if self.admin_server is not None:
-                await asyncio.gather(self.server.shutdown(drain_timeout_s),
-                                     self.admin_server.shutdown(drain_timeout_s))
-            else:
-                await self.server.shutdown(drain_timeout_s)
+            # The TLS listener drains at the same time as the others (one drain deadline in all).
+            tls_stopped = asyncio.ensure_future(self.tls.stop(drain_timeout_s)) if self.tls is not None else None
+            try:
+                if self.admin_server is not None:
+                    await asyncio.gather(self.server.shutdown(drain_timeout_s),
+                                         self.admin_server.shutdown(drain_timeout_s))
+                else:
+                    await self.server.shutdown(drain_timeout_s)
+            finally:
+                if tls_stopped is not None:
+                    await tls_stopped
         finally:
             await self.app.cleanup()
 
@@ -226,16 +247,24 @@ async def start_gateway(app: web.Application, host: str, port: int, *, reuse_por
     server = _http_server(app, gateway_handler(app))
     admin: HttpServer | None = None
     admin_port: int | None = None
+    tls: TlsListener | None = None
     try:
         bound = await server.listen(host, port, reuse_port=reuse_port)
         if settings.admin.port is not None:
             admin = _http_server(app, gateway_handler(app, admin=True))
             admin_port = await admin.listen(settings.admin.host, settings.admin.port)
+        if settings.tls.enabled:
+            tls = await start_tls_listener(settings, _http_server(app, gateway_handler(app, tls=True)),
+                                           app[keys.METRICS].registry, settings.tls.host or host,
+                                           watchers=app[keys.STATE].watchers)
+            app[keys.STATE].tls_status = tls.store.status
     except BaseException:
         await server.shutdown(0)
+        if admin is not None:
+            await admin.shutdown(0)
         await app.cleanup()
         raise
-    return RunningGateway(app, server, bound, admin, admin_port)
+    return RunningGateway(app, server, bound, admin, admin_port, tls)
 
 
 async def serve(app: web.Application, settings: ProxySettings,
@@ -258,6 +287,9 @@ async def serve(app: web.Application, settings: ProxySettings,
     log.info(COMPILED.line(), extra={"fields": {"compiled": COMPILED.label, "modules": len(COMPILED.modules)}})
     if gateway.admin_port is not None:
         log.info("admin listening", extra={"fields": {"host": settings.admin.host, "port": gateway.admin_port}})
+    if gateway.tls_port is not None:
+        log.info("tls listening", extra={"fields": {"host": settings.tls.host or settings.host,
+                                                    "port": gateway.tls_port}})
     if started is not None:
         result = started(gateway.port)
         if result is not None:

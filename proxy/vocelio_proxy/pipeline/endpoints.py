@@ -185,6 +185,8 @@ def handle_status(view: GatewayView) -> Reply:
             "watcher": watcher.as_dict() if (watcher := state.watchers.get("config-watch")) else None,
             "watchers": {name: w.as_dict() for name, w in sorted(state.watchers.items())},
         },
+        # The TLS listener's certificates (docs/tls.md): serving serial, notAfter, last problem.
+        "tls": state.tls_status() if state.tls_status is not None else None,
         "services": services,
     })
 

@@ -46,6 +46,7 @@ from vocelio_proxy.policy.authority import parse_authority
 from vocelio_proxy.policy.cors import preflight_headers, response_headers
 from vocelio_proxy.policy.error_envelope import Refusal
 from vocelio_proxy.policy.forwarded_headers import ForwardedTrust, accept_request_id, without_underscored
+from vocelio_proxy.policy.https_redirect import HttpsRedirect, forwarded_https
 from vocelio_proxy.policy.tracecontext import ids
 from vocelio_proxy.process.accesslog import AccessLog
 from vocelio_proxy.process.metrics import CODE_LABELS as _CODES
@@ -113,6 +114,12 @@ class GatewayHandler:
         self._max_body = settings.limits.max_body_bytes
         self._endpoints = public_endpoints(settings)
         self._proxy = proxy
+        #: The plain listener's HTTP→HTTPS redirect (`tls.redirect`; set by the composition root).
+        self.https_redirect: HttpsRedirect | None = None
+        #: This listener's clients speak TLS to it (the TLS listener).
+        self.tls = False
+        #: The Strict-Transport-Security value for answers over https (`tls.hsts`; None: off).
+        self.hsts: str | None = None
 
     async def __call__(self, ex: Exchange, out: UpgradableWriter) -> None:
         started = time.perf_counter()
@@ -124,6 +131,9 @@ class GatewayHandler:
             if (self._check_peers and ("x-forwarded-proto" in lookup or "x-forwarded-host" in lookup)
                     and not trust.peer_trusted(ex.peer)):
                 ex.headers = [(k, v) for k, v in ex.headers if k.lower() not in _FORWARDED_CLAIMS]
+        if self.hsts is not None and (self.tls or (
+                trust.enabled and forwarded_https(lookup.get("x-forwarded-proto")) and trust.peer_trusted(ex.peer))):
+            ex.hsts = self.hsts
         metrics = self._metrics
         metrics.in_flight_count += 1
         try:
@@ -155,6 +165,8 @@ class GatewayHandler:
     async def _dispatch(self, ex: Exchange, out: UpgradableWriter) -> None:
         if "#" in ex.target:
             self._refuse(out, ex, 400, _FRAGMENT)
+            return
+        if self.https_redirect is not None and self._redirected(ex, out, self.https_redirect):
             return
         if self._refused_early(ex, out):
             return
@@ -217,6 +229,24 @@ class GatewayHandler:
             self._refuse(out, ex, 413, f"Request body exceeds {self._max_body} bytes")
             return True
         return False
+
+    def _redirected(self, ex: Exchange, out: UpgradableWriter, redirect: HttpsRedirect) -> bool:
+        """Answer a plain-HTTP request with a 308 to https (policy.https_redirect); True when answered."""
+        if not ex.target.startswith("/") or redirect.exempt(ex.path):
+            return False
+        lookup = ex.lookup
+        trust = self._trust
+        if trust.enabled and forwarded_https(lookup.get("x-forwarded-proto")) and trust.peer_trusted(ex.peer):
+            return False  # a trusted proxy in front already speaks https to the client
+        host = lookup.get("host", "")
+        verdict = self._host_verdict(host) if self._trusted_hosts else 0
+        location = redirect.location(host, ex.target) if not verdict else None
+        if location is None:
+            verdict = verdict or 400
+            self._refuse(out, ex, verdict, "Invalid Host header" if verdict == 400 else "Unknown host")
+            return True
+        send_reply(out, ex, 308, b"", None, {"Location": location})
+        return True
 
     def _underscored(self, ex: Exchange, out: UpgradableWriter) -> bool:
         """Apply `headers_with_underscores` to a request with such a header name;

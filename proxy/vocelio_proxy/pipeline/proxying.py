@@ -135,6 +135,8 @@ class Proxy:
         self._trusted_hops = settings.trusted_proxies
         self._max_body = settings.limits.max_body_bytes
         self._compression = settings.compression
+        #: The scheme clients used on this listener (X-Forwarded-Proto unless a trusted proxy said otherwise).
+        self.scheme = "http"
         # Deadlines run on the event loop's clock, the one the upstream timers use.
         self._now = asyncio.get_running_loop().time
         # Services spoken to over h2c (gRPC); None: such services are answered 502.
@@ -214,7 +216,7 @@ class Proxy:
                 ex.traceparent, ex.tracestate, ex.span_parent = self._spans.begin(
                     lookup.get("traceparent"), lookup.get("tracestate"))
         headers = upstream_request_headers(
-            ex.headers, remote=ex.client_ip, scheme="http", host=lookup.get("host", ""),
+            ex.headers, remote=ex.client_ip, scheme=self.scheme, host=lookup.get("host", ""),
             trusted_hops=self._trusted_hops, request_id=ex.request_id,
             traceparent=ex.traceparent, identity=identity, tracestate=ex.tracestate)
         if "http2-settings" in lookup:

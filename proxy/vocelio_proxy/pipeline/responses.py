@@ -16,7 +16,6 @@ SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
-    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
 )
 _SECURITY = tuple((name, name.lower(), value) for name, value in SECURITY_HEADERS)
 JSON = "application/json; charset=utf-8"
@@ -29,6 +28,9 @@ def add_gateway_headers(ex: Exchange, headers: list[tuple[str, str]], present: C
     for name, lower, value in _SECURITY:
         if lower not in present:
             headers.append((name, value))
+    if ex.hsts is not None and "strict-transport-security" not in present:
+        # Only on answers the client receives over https (RFC 6797 §7.2; `tls.hsts`, docs/tls.md).
+        headers.append(("Strict-Transport-Security", ex.hsts))
     for extra in (ex.extra_headers, ex.cors_headers):
         if extra:
             for name, value in extra.items():

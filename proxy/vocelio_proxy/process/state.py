@@ -7,6 +7,7 @@ health checker and the shutdown path; read by handlers and `/status`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vocelio_contract.config import ConfigError, GatewayConfig
@@ -37,6 +38,8 @@ class GatewayState:
     watchers: dict[str, WatcherStatus] = field(default_factory=dict)
     #: How paths and route prefixes are canonicalised (from settings; routers are built with it).
     path_policy: PathPolicy = DEFAULT_POLICY
+    #: The TLS listener's certificates for /status (set when `tls.enabled`; tls_certificates.TlsCertificates).
+    tls_status: Callable[[], dict[str, object]] | None = None
 
     def watcher(self, name: str) -> WatcherStatus:
         """The status record of one supervised loop, created on first use."""

@@ -44,8 +44,8 @@ class BodySource(Protocol):
 class Exchange:
     __slots__ = (
         "attempts", "body", "caller", "client_ip", "content_length", "cors_headers", "extra_headers", "head_bytes",
-        "headers", "keep_alive", "lookup", "method", "peer", "request_id", "sent_bytes", "service_label", "span_parent",
-        "status", "target", "traceparent", "tracestate", "upgrade", "upstream", "version",
+        "headers", "hsts", "keep_alive", "lookup", "method", "peer", "request_id", "sent_bytes", "service_label",
+        "span_parent", "status", "target", "traceparent", "tracestate", "upgrade", "upstream", "version",
     )
 
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]],
@@ -87,6 +87,8 @@ class Exchange:
         self.span_parent: str | None = None
         #: The authenticated caller (set by the edge policy; None when anonymous).
         self.caller: Identity | None = None
+        #: Strict-Transport-Security for the answer: set by the pipeline when the client used https.
+        self.hsts: str | None = None
 
     @property
     def host(self) -> str:

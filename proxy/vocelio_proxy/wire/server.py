@@ -60,10 +60,11 @@ from vocelio_proxy.wire.http1.body import BodyBuffer
 from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk, last_chunk_with_trailers
 from vocelio_proxy.wire.http1.framing import WireError, response_framing, response_has_body
 from vocelio_proxy.wire.http1.heads import CONTINUE, response_head, status_line
-from vocelio_proxy.wire.http1.limits import PARSE_SLICE, PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
+from vocelio_proxy.wire.http1.limits import PIPELINED_SLICE, QUEUED_REQUEST_OVERHEAD, WireLimits
 from vocelio_proxy.wire.http1.reader import RequestReader
 from vocelio_proxy.wire.http2.connection import Http2Connection
 from vocelio_proxy.wire.http2.rules import PREFACE, H2Limits
+from vocelio_proxy.wire.tls import HeldProtocol, TlsHandshake
 
 __all__ = ["HttpConnection", "HttpServer", "RequestBody", "status_line"]
 
@@ -384,7 +385,9 @@ class HttpConnection(asyncio.Protocol):
             return
         reader = self._reader
         cost = reader.head_bytes + QUEUED_REQUEST_OVERHEAD
-        # Pipelining: parse in small slices, so a pause stops within a few requests.
+        # Pipelining: parse in small slices, so a pause stops within a few requests; for the
+        # rest of the connection (were it reset once the queue drains, the next read of the
+        # flood would be parsed in one 2 KiB slice: ~60 tiny requests past the budget's pause).
         reader.slice = PIPELINED_SLICE
         self._queue.append((ex, cost))
         self._queued_bytes += cost
@@ -483,7 +486,6 @@ class HttpConnection(asyncio.Protocol):
             self._maybe_unblock()
         self._task = None
         self._current = None
-        self._reader.slice = PARSE_SLICE
         if self._fatal is not None:
             self._send_fatal()
             return
@@ -902,6 +904,11 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
+        # -- TLS (listen(ssl=...); wire/tls.py) --
+        #: Accepted sockets whose TLS handshake is under way (counted against the connection cap).
+        self.handshakes: set[TlsHandshake] = set()
+        self.handshake_failures: dict[str, int] = {}
+        self._tls: tuple[ssl.SSLContext, float] | None = None
 
     def forget(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
@@ -919,11 +926,46 @@ class HttpServer:
             return _Refusal(self)
         return HttpConnection(self)
 
+    def _accept_tls(self) -> asyncio.Protocol:
+        assert self._tls is not None
+        if len(self.connections) + len(self.handshakes) >= self.max_connections:
+            # A 503 would cost a handshake at the moment the gateway is busiest: the socket is closed.
+            self.refused_connections += 1
+            return _Dropped()
+        context, timeout_s = self._tls
+        return TlsHandshake(self, context, timeout_s)
+
+    def established(self, transport: asyncio.Transport, held: HeldProtocol) -> None:
+        """A TLS handshake ended well: the connection protocol takes the TLS transport
+        over, with what arrived in between (`tls.HeldProtocol`)."""
+        conn = HttpConnection(self)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        # connection_made may have handed the transport to HTTP/2 (ALPN h2): replay to its protocol.
+        proto = cast(asyncio.Protocol, transport.get_protocol())
+        if held.write_paused:
+            proto.pause_writing()
+        for data in held.data:
+            proto.data_received(data)
+        if held.eof and not proto.eof_received():
+            transport.close()
+        if held.lost:
+            proto.connection_lost(held.lost_exc)
+
+    def handshake_failed(self, reason: str) -> None:
+        self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
+
     async def listen(self, host: str, port: int, backlog: int = 1024, ssl: ssl.SSLContext | None = None,
-                     reuse_port: bool = False) -> int:
+                     reuse_port: bool = False, *, handshake_timeout_s: float = 10.0) -> int:
+        """Listen on `host:port` (0: any free port), over TLS with `ssl`: a client must then
+        finish its handshake within `handshake_timeout_s` (wire/tls.py). Returns the port."""
+        factory = self._accept
+        if ssl is not None:
+            self._tls = (ssl, handshake_timeout_s)
+            factory = self._accept_tls
         # reuse_port: several worker processes share the port; the kernel spreads connections (workers.md).
-        self._server = await self.loop.create_server(self._accept, host, port, backlog=backlog,
-                                                     reuse_address=True, ssl=ssl, reuse_port=reuse_port or None)
+        self._server = await self.loop.create_server(factory, host, port, backlog=backlog,
+                                                     reuse_address=True, reuse_port=reuse_port or None)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -942,6 +984,9 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
         self._all_closed.clear()
+        for handshake in list(self.handshakes):
+            handshake.abort()
+        self.handshakes.clear()
         for conn in list(self.connections):
             conn.shutdown()
         if self.connections:
@@ -958,6 +1003,13 @@ class HttpServer:
             await asyncio.gather(self._ticker, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+
+
+class _Dropped(asyncio.Protocol):
+    """A TLS connection over the cap: closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
 
 
 def wire_limits(limits: LimitSettings) -> WireLimits:
