@@ -26,7 +26,7 @@ from vocelio_proxy.process.tls_certificates import (
 )
 from vocelio_proxy.settings import ProxySettings, SettingsError
 from vocelio_proxy.wire.server import HttpServer
-from vocelio_proxy.wire.tls import TlsEdge
+from vocelio_proxy.wire.tls import TlsEdge, quiet_undecodable_server_names
 
 #: How long startup waits for the API source's first version of every Secret.
 API_STARTUP_WAIT_S = 30.0
@@ -79,6 +79,8 @@ async def start_tls_listener(settings: ProxySettings, server: HttpServer, regist
         problems = store.startup_problems()
         if problems:
             raise SettingsError(f"tls: cannot serve every certificate: {'; '.join(problems)}")
+        # A ClientHello naming a non-ASCII server fails its handshake without a stderr traceback.
+        quiet_undecodable_server_names()
         port = await server.listen(host, tls.port, ssl=edge.context, handshake_timeout_s=tls.handshake_timeout_s)
     except BaseException:
         for task in tasks:

@@ -13,6 +13,13 @@ is counted from accept to the end of its handshake and then, if it succeeded,
 as a connection, exactly; a failed handshake frees its slot and descriptor at
 once.
 
+Server names that are not ASCII: CPython decodes the ClientHello's SNI before
+the callback runs and, when it cannot, fails the handshake and prints a traceback
+to stderr through `sys.unraisablehook` ("Exception ignored in ..."), once per
+handshake and outside the gateway's logs. `quiet_undecodable_server_names`
+(installed by the composition root with the listener) drops exactly those; the
+handshake still fails and is counted (`protocol`).
+
 Rotation: `TlsEdge.install` swaps the whole SNI table (one reference), so a
 handshake uses the old set or the new one, never a mix; connections already
 open keep the certificate they were served.
@@ -22,16 +29,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import ssl
+import sys
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from vocelio_proxy.policy.sni import SniTable
 
-__all__ = ["HeldProtocol", "TlsEdge", "TlsHandshake", "TlsPolicy", "load_pair", "server_context"]
+__all__ = ["HeldProtocol", "TlsEdge", "TlsHandshake", "TlsPolicy", "load_pair", "quiet_undecodable_server_names",
+           "server_context"]
+
+log = logging.getLogger("vocelio.proxy.tls")
+
+
+def _undecodable_server_name(unraisable: Any) -> bool:
+    """The unraisable error is CPython's SNI wrapper failing to decode a ClientHello's
+    host name: it reports the raw name as the object, which is also what failed to decode."""
+    exc = unraisable.exc_value
+    return isinstance(exc, UnicodeDecodeError) and isinstance(unraisable.object, bytes) \
+        and exc.object == unraisable.object
+
+
+class _QuietServerNames:
+    """A `sys.unraisablehook` that drops undecodable server names and hands every other
+    unraisable error to the hook it replaced."""
+
+    def __init__(self, previous: Callable[[Any], object]) -> None:
+        self.previous = previous
+
+    def __call__(self, unraisable: Any) -> None:
+        if _undecodable_server_name(unraisable):
+            # The client's bytes are not logged: a client chose them.
+            log.debug("TLS handshake refused: the ClientHello's server name is not ASCII")
+            return
+        self.previous(unraisable)
+
+
+def quiet_undecodable_server_names() -> None:
+    """Install the filter on `sys.unraisablehook` (once: a second call leaves it as it is).
+    Process-wide by nature (CPython has one hook); called when a TLS listener starts."""
+    if not isinstance(sys.unraisablehook, _QuietServerNames):
+        sys.unraisablehook = _QuietServerNames(sys.unraisablehook)
 
 
 class TlsPolicy(NamedTuple):
