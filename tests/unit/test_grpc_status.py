@@ -49,3 +49,27 @@ def test_a_deadline_is_written_in_milliseconds_rounded_up_and_within_eight_digit
     assert gs.format_timeout(0) == "1m"
     assert gs.format_timeout(10**7) == "10000000S"
     assert gs.parse_timeout(gs.format_timeout(3600.0)) == pytest.approx(3600.0)
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ([("grpc-status", "0")], None),
+    ([("grpc-status", "13"), ("grpc-message", "x")], None),
+    ([("Grpc-Status", "16")], None),
+    ([], "missing"),
+    ([("grpc-message", "no status")], "missing"),
+    ([("grpc-status", "0"), ("grpc-status", "13")], "repeated"),
+    ([("grpc-status", "banana")], "invalid"),
+    ([("grpc-status", "")], "invalid"),
+    ([("grpc-status", "-1")], "invalid"),
+    ([("grpc-status", "1234")], "invalid"),
+    ([("grpc-status", "٣")], "invalid"),
+])
+def test_an_upstream_status_counts_only_when_it_is_one_number(fields: list[tuple[str, str]],
+                                                              problem: str | None) -> None:
+    assert gs.status_problem(fields) == problem
+
+
+def test_a_replaced_status_keeps_the_other_trailers_and_drops_the_old_status_and_message() -> None:
+    fields = [("grpc-status", "banana"), ("grpc-message", "old"), ("x-trace", "1")]
+    assert gs.replace_status(fields, gs.INTERNAL, "bad status") == [
+        ("x-trace", "1"), ("grpc-status", "13"), ("grpc-message", "bad status")]

@@ -44,12 +44,15 @@ from vocelio_proxy.pipeline.responses import add_gateway_headers
 from vocelio_proxy.policy.forwarded_headers import response_head
 from vocelio_proxy.policy.grpc_status import (
     DEADLINE_EXCEEDED,
+    INTERNAL,
     UNAVAILABLE,
     code_for_http,
     encode_message,
     format_timeout,
     is_grpc,
     parse_timeout,
+    replace_status,
+    status_problem,
 )
 from vocelio_proxy.policy.health import EndpointState, record_passive_result
 from vocelio_proxy.policy.retries import Attempt, connect_budget, retry_after_error
@@ -210,8 +213,8 @@ class H2cForwarder:
                 return
             if stream.ended and stream.trailers is None and not stream.buffered:
                 # A Trailers-Only answer (a gRPC error): one HEADERS frame that ends the stream.
-                if grpc and not has_status:
-                    out_headers.extend(_status_fields(status))
+                if grpc:
+                    out_headers = _with_status(out_headers, status)
                 out.send(ex, status, out_headers, b"")
                 return
             out.start(ex, status, out_headers, None)
@@ -235,9 +238,9 @@ class H2cForwarder:
                 self._end(out, grpc, UNAVAILABLE, f"The {service.name} service stopped mid-response")
                 return
             trailers = stream.trailers
-            if grpc and not has_status and not (trailers and any(k == "grpc-status" for k, _ in trailers)):
-                # An answer without a gRPC status (a proxy's error page, a misrouted call).
-                trailers = [*(trailers or []), *_status_fields(status)]
+            if grpc and not has_status:
+                # The status is in the trailers: exactly one, a number; or the gateway's own.
+                trailers = _with_status(trailers or [], status)
             if trailers:
                 out.finish_with_trailers(trailers)
             else:
@@ -343,11 +346,25 @@ async def _send_body(body: BodySource, stream: H2cStream, limit: int | None) -> 
 
 
 def _status_fields(status: int) -> list[tuple[str, str]]:
-    """The gRPC status of an upstream answer that carried none: its HTTP status's."""
-    code = 0 if status == 200 else code_for_http(status)
-    if not code:
-        return [("grpc-status", "0")]
-    return [("grpc-status", str(code)), ("grpc-message", encode_message(f"upstream answered HTTP {status}"))]
+    """The gRPC status of an upstream answer that carried none: its HTTP status's; a 200
+    without a status is a call that did not end properly (INTERNAL, never OK)."""
+    if status == 200:
+        return [("grpc-status", str(INTERNAL)),
+                ("grpc-message", encode_message("the upstream ended the call without a grpc-status"))]
+    return [("grpc-status", str(code_for_http(status))),
+            ("grpc-message", encode_message(f"upstream answered HTTP {status}"))]
+
+
+def _with_status(fields: list[tuple[str, str]], status: int) -> list[tuple[str, str]]:
+    """`fields` (trailers, or a Trailers-Only head) with one well-formed grpc-status: the
+    upstream's when it sent exactly one number, else the gateway's."""
+    problem = status_problem(fields)
+    if problem is None:
+        return fields
+    if problem == "missing":
+        # An answer without a gRPC status (a proxy's error page, a misrouted call, a cut stream).
+        return [*fields, *_status_fields(status)]
+    return replace_status(fields, INTERNAL, f"the upstream sent a {problem} grpc-status")
 
 
 def _record(svc: ServiceRuntime, ep: EndpointState, ok: bool, now: float) -> None:

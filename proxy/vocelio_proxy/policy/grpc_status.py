@@ -12,10 +12,16 @@ gRPC server never sends itself, with the gateway's own meanings where the
 gateway knows more than an intermediary's HTTP status says: a 429 is a rate
 limit (RESOURCE_EXHAUSTED, so clients do not retry it as a blip), a 504 or 408
 is a deadline (DEADLINE_EXCEEDED), a 413 or 431 is a size limit
-(RESOURCE_EXHAUSTED)."""
+(RESOURCE_EXHAUSTED).
+
+An upstream's own status reaches the client only when it is one: a single
+`grpc-status` of 1-3 ASCII digits (`status_problem`); otherwise the gateway
+says INTERNAL, never OK, as gRPC clients do for a call that ended without a
+status (grpc-go: "server closed the stream without sending trailers")."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 OK: Final = 0
@@ -53,6 +59,27 @@ _FROM_HTTP: Final[dict[int, int]] = {
 #: `grpc-timeout` units in seconds (the gRPC over HTTP/2 spec, "Requests").
 _UNITS: Final[dict[str, float]] = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _MAX_MESSAGE: Final = 1024
+
+
+def status_problem(fields: Iterable[tuple[str, str]]) -> str | None:
+    """Why `fields` (an upstream's trailers, or its Trailers-Only head) carry no usable
+    gRPC status: "missing", "invalid" (not 1-3 ASCII digits) or "repeated"; None when
+    they carry exactly one."""
+    values = [v for k, v in fields if k.lower() == "grpc-status"]
+    if not values:
+        return "missing"
+    if len(values) > 1:
+        return "repeated"
+    value = values[0].strip()
+    if not (0 < len(value) <= 3 and value.isascii() and value.isdigit()):
+        return "invalid"
+    return None
+
+
+def replace_status(fields: Iterable[tuple[str, str]], code: int, message: str) -> list[tuple[str, str]]:
+    """`fields` without their grpc-status and grpc-message, then `code` and `message`."""
+    kept = [(k, v) for k, v in fields if k.lower() not in ("grpc-status", "grpc-message")]
+    return [*kept, ("grpc-status", str(code)), ("grpc-message", encode_message(message))]
 
 
 def code_for_http(status: int) -> int:
