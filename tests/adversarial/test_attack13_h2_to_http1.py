@@ -190,3 +190,24 @@ async def test_a_content_length_on_a_request_that_ends_with_its_headers_is_a_str
     finally:
         await client.close()
     assert answer.status == 200
+
+
+async def test_a_path_over_the_url_limit_is_414_on_http2_as_on_http1(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory) -> None:
+    """`limits.max_url_bytes` (8192) bounds the target on both protocols: over HTTP/2 a longer
+    :path (which the 32 KiB header list would admit) never reaches the router or the upstream."""
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    long_path = "/api/" + "a" * 9000
+    fits = "/api/" + "b" * 8000
+    h1 = await raw_request(gw.port, f"GET {long_path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n".encode())
+    assert status_of(h1) == 414
+    client = await H2Client.open(gw.port)
+    try:
+        refused = await client.request(long_path)
+        served = await client.request(fits)
+    finally:
+        await client.close()
+    assert refused.status == 414
+    assert b"URL exceeds 8192 bytes" in refused.body
+    assert served.status == 200
+    assert _forwarded(up) == [fits]

@@ -109,6 +109,21 @@ class _Server(H2Connection):
         return super()._receive_headers_frame(frame)
 
 
+class _Refusal:
+    """A stream handler that answers a request the wire refuses with the JSON envelope
+    (as the HTTP/1.1 server answers a `WireError`), without the pipeline."""
+
+    __slots__ = ("message", "status")
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+    async def __call__(self, ex: Exchange, out: UpgradableWriter) -> None:
+        body = error_body(self.status, self.message, new_request_id(), time.time())
+        out.send(ex, self.status, [("Content-Type", "application/json")], body)
+
+
 class StreamBody(BodyBuffer):
     """One stream's request body: chunks as DATA arrives; the flow-control window is
     opened (`acknowledge_received_data`) only when the pipeline takes a chunk."""
@@ -470,7 +485,12 @@ class Http2Connection(asyncio.Protocol):
         self._streams[stream_id] = stream
         self._idle_since = 0.0
         self.streams_served += 1
-        stream.task = self.loop.create_task(self._serve(stream))
+        handler = self._handler
+        max_url = self.server.limits.max_url_bytes
+        if len(head.target) > max_url:
+            # As the HTTP/1.1 reader's 414: no upstream, router or log gets a longer target.
+            handler = _Refusal(414, f"The URL exceeds {max_url} bytes")
+        stream.task = self.loop.create_task(self._serve(stream, handler))
 
     def _data(self, event: DataReceived) -> None:
         stream_id = event.stream_id or 0
@@ -503,10 +523,10 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     # -- serving -------------------------------------------------------------------
-    async def _serve(self, stream: StreamWriter) -> None:
+    async def _serve(self, stream: StreamWriter, handler: StreamHandler) -> None:
         ex = stream.ex
         try:
-            await self._handler(ex, stream)
+            await handler(ex, stream)
         except asyncio.CancelledError:
             pass  # the client reset the stream or left: the handler released what it held
         except Exception:
