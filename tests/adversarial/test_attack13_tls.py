@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from tests.harness.app_fixtures import poll
+from tests.harness.hostile import raw_request, status_of
 from tests.harness.tls_fixtures import TlsGatewayFactory, ca, event_loop_policy, tls_gateway
 from tests.harness.tls_tools import TestCa, TlsClient
 
@@ -124,3 +125,22 @@ async def test_a_request_for_another_host_over_a_connection_for_one_sni_is_route
         await client.close()
     assert status == 200
     assert body == b"b.example.com"
+
+
+@pytest.mark.parametrize("target", ["/public/../api/echo/x", "/public/%2e%2e/api/echo/x", "/public/./../api/echo/x",
+                                    "/public//..//api/echo/x"])
+async def test_a_path_exempt_from_the_https_redirect_only_by_its_spelling_is_redirected(
+        tls_gateway: TlsGatewayFactory, ca: TestCa, target: str) -> None:
+    """With a prefix exemption (`/public/`), a dot-segment spelling of another path must not
+    be served over plain HTTP: the exemption is decided on the path the router serves."""
+    gw = await tls_gateway({"a": ca.issue("a.example.com")},
+                           tls={"redirect": {"enabled": True, "exempt_paths": ["/health", "/public/"]}})
+    answer = await raw_request(gw.port, f"GET {target} HTTP/1.1\r\nHost: a.example.com\r\n"
+                                        "Connection: close\r\n\r\n".encode())
+    assert status_of(answer) in (308, 400), answer[:200]
+    assert gw.upstream.hits == []
+    probe = await raw_request(gw.port, b"GET /health HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+    assert status_of(probe) == 200
+    # The prefix exemption itself still holds for a path under it.
+    public = await raw_request(gw.port, b"GET /public/x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+    assert status_of(public) != 308

@@ -232,7 +232,15 @@ class GatewayHandler:
 
     def _redirected(self, ex: Exchange, out: UpgradableWriter, redirect: HttpsRedirect) -> bool:
         """Answer a plain-HTTP request with a 308 to https (policy.https_redirect); True when answered."""
-        if not ex.target.startswith("/") or redirect.exempt(ex.path):
+        if not ex.target.startswith("/"):
+            return False
+        try:
+            # Exempt by the path the router will serve, never by its spelling: with a prefix
+            # exemption `/public/`, `/public/../account` is `/account` and is redirected.
+            exempt = redirect.exempt(normalize_path(ex.path, self._path_policy))
+        except PathError:
+            exempt = False  # redirected as sent; refused over https if it is invalid there too
+        if exempt:
             return False
         lookup = ex.lookup
         trust = self._trust
