@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from tests.harness.app_fixtures import poll
+from tests.harness.h2_tools import H2Client
 from tests.harness.hostile import raw_request, status_of
 from tests.harness.tls_fixtures import TlsGatewayFactory, ca, event_loop_policy, tls_gateway
 from tests.harness.tls_tools import TestCa, TlsClient
@@ -144,3 +145,28 @@ async def test_a_path_exempt_from_the_https_redirect_only_by_its_spelling_is_red
     # The prefix exemption itself still holds for a path under it.
     public = await raw_request(gw.port, b"GET /public/x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
     assert status_of(public) != 308
+
+
+async def test_http2_over_tls_gets_the_same_https_treatment_as_http1(
+        tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
+    """ALPN h2: the upstream is told https, the answer carries HSTS, and a client's own
+    X-Forwarded-Proto (untrusted) is not what the upstream reads."""
+    async def proto_echo(request: web.Request) -> web.Response:
+        return web.Response(text=",".join(request.headers.getall("X-Forwarded-Proto", [])))
+
+    gw = await tls_gateway({"a": ca.issue("a.example.com")}, handler=proto_echo)
+    ctx = ssl.create_default_context(cafile=str(gw.ca_file))
+    ctx.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.tls_port, ssl=ctx, server_hostname="a.example.com")
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+    client = H2Client(reader, writer)
+    client.conn.initiate_connection()
+    client.flush()
+    client._pump = asyncio.get_running_loop().create_task(client._read_forever())
+    try:
+        answer = await client.request("/api/echo/x", headers=[("x-forwarded-proto", "http")])
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert answer.body == b"https"
+    assert answer.header("strict-transport-security") is not None
