@@ -139,10 +139,22 @@ def test_a_request_head_becomes_the_pipelines_fields_with_cookies_joined() -> No
     ([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")], "no valid :authority"),
     ([*_BASE, (b"content-length", b"1, 2")], "content-length"),
     ([*_BASE, (b"content-length", b"-1")], "content-length"),
+    ([(b":method", b"head"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")], ":method"),
+    ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a:80:90"), (b":path", b"/")], ":authority"),
+    ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a:8x"), (b":path", b"/")], ":authority"),
+    ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a[1]"), (b":path", b"/")], ":authority"),
+    ([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b"host", b"a:80:90")], "no valid :authority"),
 ])
 def test_malformed_request_heads_are_refused(fields: list[tuple[bytes, bytes]], reason: str) -> None:
     with pytest.raises(MalformedRequest, match=reason):
         request_head(fields, 100)
+
+
+def test_a_content_length_on_headers_that_end_the_stream_is_malformed_unless_zero() -> None:
+    with pytest.raises(MalformedRequest, match="without a body"):
+        request_head([*_BASE, (b"content-length", b"5")], 100, ended=True)
+    assert request_head([*_BASE, (b"content-length", b"0")], 100, ended=True).content_length == 0
+    assert request_head([*_BASE, (b"content-length", b"5")], 100, ended=False).content_length == 5
 
 
 def test_a_connect_request_carries_its_authority_as_target_for_the_pipeline_to_refuse() -> None:
