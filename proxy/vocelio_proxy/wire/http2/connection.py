@@ -490,6 +490,7 @@ class Http2Connection(asyncio.Protocol):
         if len(head.target) > max_url:
             # As the HTTP/1.1 reader's 414: no upstream, router or log gets a longer target.
             handler = _Refusal(414, f"The URL exceeds {max_url} bytes")
+            self.server.rejected(414)  # counted as the HTTP/1.1 reader's refusals are
         stream.task = self.loop.create_task(self._serve(stream, handler))
 
     def _data(self, event: DataReceived) -> None:
