@@ -60,8 +60,8 @@ class Record:
                 (self.cancelled if not context.is_active() and _was_cancelled(context) else self.finished).append(
                     method)
         if not context.add_callback(done):
-            # The call ended (the gateway's RST_STREAM) before the handler ran: grpcio
-            # never calls a callback added then, so the call is counted out here.
+            # The call ended before its handler ran (a cancel that beat a busy thread pool):
+            # grpcio runs no callback added after termination, so count the end here.
             done()
 
 
