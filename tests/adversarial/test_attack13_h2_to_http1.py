@@ -211,3 +211,41 @@ async def test_a_path_over_the_url_limit_is_414_on_http2_as_on_http1(
     assert b"URL exceeds 8192 bytes" in refused.body
     assert served.status == 200
     assert _forwarded(up) == [fits]
+
+
+#: Smuggling shapes HTTP/2 could carry into an HTTP/1.1 request line or header block (held).
+SMUGGLING = {
+    "colon-in-name": [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"), (b":path", b"/api/s"),
+                      (b"x-a:b", b"1")],
+    "absolute-path": [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                      (b":path", b"http://evil.test/api/s")],
+    "asterisk-with-get": [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"), (b":path", b"*")],
+    "space-in-path": [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                      (b":path", b"/api/s HTTP/1.1\r\nx: y")],
+    "request-line-in-method": [(b":method", b"GET /api/s HTTP/1.1"), (b":scheme", b"http"),
+                               (b":authority", b"gw.test"), (b":path", b"/api/s")],
+    "transfer-encoding": [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                          (b":path", b"/api/s"), (b"transfer-encoding", b"chunked")],
+    "duplicate-path": [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"), (b":path", b"/api/s"),
+                       (b":path", b"/admin")],
+}
+
+
+@pytest.mark.parametrize("fields", list(SMUGGLING.values()), ids=list(SMUGGLING))
+async def test_smuggling_shapes_never_reach_the_http1_upstream(
+        gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory,
+        fields: list[tuple[bytes, bytes]]) -> None:
+    gw, up = await _gateway(gateway_factory, recording_upstream)
+    raw = await RawH2.open(gw.port)
+    frame = HeadersFrame(1)
+    frame.data = raw.encoder.encode(fields)
+    frame.flags.add("END_HEADERS")
+    frame.flags.add("END_STREAM")
+    raw.send(frame)
+    await raw.drain()
+    frames = await raw.read_until(
+        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+    assert any(isinstance(f, (RstStreamFrame, GoAwayFrame)) for f in frames)
+    raw.close()
+    assert _forwarded(up) == []
+    assert up.protocol_errors == []
