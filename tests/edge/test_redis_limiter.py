@@ -14,6 +14,7 @@ import redis.asyncio as redis
 
 from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import poll_async
+from vocelio_proxy.clock import ManualClock
 from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.redis_limiter import RedisLimiter
@@ -148,3 +149,46 @@ async def test_a_failing_lease_sync_is_logged_once_shown_in_a_metric_and_recover
 
 async def _is(value: float | None, expected: float) -> bool:
     return value == expected
+
+
+def _retry_after(results: list[LimitResult]) -> float:
+    """What the edge sends as Retry-After for a refused request (pipeline.edge)."""
+    return max(r.retry_after_s for r in results if not r.allowed)
+
+
+@pytest.mark.parametrize("engine", ["in-process", "exact", "lease"])
+async def test_retry_after_of_a_refusal_comes_from_the_limit_that_refused(redis_server: RedisServer,
+                                                                         engine: str) -> None:
+    """A request under a tight per-minute tier and a roomy per-hour service limit is refused by
+    the tier: Retry-After is when the tier admits again (under a minute), not the end of the
+    hour the service limit is counted in. A limit with room never tells a client to wait."""
+    tier = LimitCheck("tier", "ip:10.9.0.1", 2, 60)
+    service = LimitCheck("service:s", "ip:10.9.0.1", 1000, 3600)
+    start = 1_800_000_000.0 // 3600 * 3600 + 5.0  # 5 s into an hour (and into a minute)
+    clock = ManualClock(start=0.0, wall_offset=start)  # lease replies are booked at the limiter's clock
+    client = redis.Redis.from_url(redis_server.url)
+    limiter: RedisLimiter | MemoryLimiter
+    if engine == "in-process":
+        limiter = MemoryLimiter()
+    else:
+        limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0, mode=engine, key_prefix=f"ra{engine}"),
+                               ProxyMetrics(lambda: None), MemoryLimiter(), clock)
+    try:
+        for _ in range(2):
+            admitted = limiter.decide([tier, service], clock.wall())
+            results = admitted if isinstance(admitted, list) else await admitted
+            assert all(r.allowed for r in results)
+        for attempt in range(3):  # the store's refusal, then the cached or blocked one
+            clock.now = attempt
+            refused = limiter.decide([tier, service], clock.wall())
+            results = refused if isinstance(refused, list) else await refused
+            assert not all(r.allowed for r in results)
+            assert 1.0 <= _retry_after(results) <= 60.0 - 5.0 - attempt, (attempt, results)
+            by_name = {r.check.name: r for r in results}
+            assert by_name["tier"].remaining == 0
+            if "service:s" in by_name:
+                assert by_name["service:s"].retry_after_s == 0.0
+    finally:
+        if isinstance(limiter, RedisLimiter):
+            await limiter.close()
+        await client.aclose()
