@@ -6,17 +6,20 @@ redis-server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as redis
 
 from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import poll_async
+from vocelio_proxy.clock import ManualClock
 from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter
 from vocelio_proxy.process.metrics import ProxyMetrics
-from vocelio_proxy.process.redis_limiter import RedisLimiter
+from vocelio_proxy.process.redis_limiter import RETURN_LUA, RedisLimiter
 from vocelio_proxy.settings import RateLimitSettings
 
 NOW = 1_800_000_000.25
@@ -148,3 +151,167 @@ async def test_a_failing_lease_sync_is_logged_once_shown_in_a_metric_and_recover
 
 async def _is(value: float | None, expected: float) -> bool:
     return value == expected
+
+
+def _retry_after(results: list[LimitResult]) -> float:
+    """What the edge sends as Retry-After for a refused request (pipeline.edge)."""
+    return max(r.retry_after_s for r in results if not r.allowed)
+
+
+@pytest.mark.parametrize("engine", ["in-process", "exact", "lease"])
+async def test_retry_after_of_a_refusal_comes_from_the_limit_that_refused(redis_server: RedisServer,
+                                                                         engine: str) -> None:
+    """A request under a tight per-minute tier and a roomy per-hour service limit is refused by
+    the tier: Retry-After is when the tier admits again (under a minute), not the end of the
+    hour the service limit is counted in. A limit with room never tells a client to wait."""
+    tier = LimitCheck("tier", "ip:10.9.0.1", 2, 60)
+    service = LimitCheck("service:s", "ip:10.9.0.1", 1000, 3600)
+    start = 1_800_000_000.0 // 3600 * 3600 + 5.0  # 5 s into an hour (and into a minute)
+    clock = ManualClock(start=0.0, wall_offset=start)  # lease replies are booked at the limiter's clock
+    client = redis.Redis.from_url(redis_server.url)
+    limiter: RedisLimiter | MemoryLimiter
+    if engine == "in-process":
+        limiter = MemoryLimiter()
+    else:
+        limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0, mode=engine, key_prefix=f"ra{engine}"),
+                               ProxyMetrics(lambda: None), MemoryLimiter(), clock)
+    try:
+        for _ in range(2):
+            admitted = limiter.decide([tier, service], clock.wall())
+            results = admitted if isinstance(admitted, list) else await admitted
+            assert all(r.allowed for r in results)
+        for attempt in range(3):  # the store's refusal, then the cached or blocked one
+            clock.now = attempt
+            refused = limiter.decide([tier, service], clock.wall())
+            results = refused if isinstance(refused, list) else await refused
+            assert not all(r.allowed for r in results)
+            assert 1.0 <= _retry_after(results) <= 60.0 - 5.0 - attempt, (attempt, results)
+            by_name = {r.check.name: r for r in results}
+            assert by_name["tier"].remaining == 0
+            if "service:s" in by_name:
+                assert by_name["service:s"].retry_after_s == 0.0
+    finally:
+        if isinstance(limiter, RedisLimiter):
+            await limiter.close()
+        await client.aclose()
+
+
+def _first_command_length(data: bytes) -> int:
+    """Bytes of the first RESP command (an array of bulk strings) at the start of `data`."""
+    end = data.index(b"\r\n")
+    count, at = int(data[1:end]), end + 2
+    for _ in range(count):
+        end = data.index(b"\r\n", at)
+        at = end + 2 + int(data[at + 1:end]) + 2
+    return at
+
+
+class _SplittingProxy:
+    """A TCP relay to Redis that, once armed, forwards the first command of the next pipelined
+    write, waits for Redis's reply to it, runs `between` (another client's command), then
+    forwards the rest: what Redis does when a large pipelined write arrives in two reads and
+    another process's command lands between them."""
+
+    def __init__(self, port: int, between: Callable[[], Awaitable[object]], marker: bytes) -> None:
+        self.redis_port = port
+        self.marker = marker
+        self.between = between
+        self.armed = False
+        self.split = 0
+        #: What Redis answered on the connection whose write was split (NOSCRIPT, then the rest's replies).
+        self.answers: bytearray | None = None
+        self.mark = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        answers = bytearray()
+        down = asyncio.ensure_future(self._pipe(up_reader, writer, answers))
+        self.tasks.add(down)
+        try:
+            while data := await reader.read(65536):
+                if self.armed and data.startswith(b"*5\r\n") and self.marker in data:  # a write of returns
+                    self.armed = False
+                    first = _first_command_length(data)
+                    self.mark = len(answers)  # answers from here on are to this write
+                    up_writer.write(data[:first])
+                    await up_writer.drain()
+                    # Redis answers the first command alone before anything else of the write arrives.
+                    await poll_async("Redis's answer to the first command",
+                                     lambda: asyncio.sleep(0, b"\r\n" in answers[self.mark:]), 10, 0.01)
+                    await self.between()
+                    self.answers = answers
+                    up_writer.write(data[first:])
+                    await up_writer.drain()
+                    self.split += 1
+                    continue
+                up_writer.write(data)
+                await up_writer.drain()
+        finally:
+            # The client is gone: Redis still answers what reached it, then closes on our EOF.
+            with contextlib.suppress(OSError):
+                up_writer.write_eof()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(down), 5)
+            up_writer.close()
+            down.cancel()
+            writer.close()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: bytearray) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                seen.extend(data)  # kept (and reading goes on) even when the client has gone
+                if not writer.is_closing():
+                    writer.write(data)
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+
+    async def close(self) -> None:
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def test_unspent_units_are_given_back_at_most_once_even_when_another_process_reloads_the_scripts_mid_write(
+        redis_server: RedisServer) -> None:
+    """After Redis lost its scripts (a restart), a pipelined write of returns can fail with
+    NOSCRIPT on its first command while another process's SCRIPT LOAD lands before the rest,
+    which then run. Re-sending the whole write would give those units back twice and lower the
+    count below the admitted requests (an overshoot): each bucket must end holding exactly
+    the requests it admitted."""
+    direct = redis.Redis.from_url(redis_server.url)
+    proxy = _SplittingProxy(redis_server.port, lambda: direct.script_load(RETURN_LUA), b"twice:")
+    port = await proxy.start()
+    client = redis.Redis(host="127.0.0.1", port=port)
+    settings = RateLimitSettings(redis_timeout_s=2.0, mode="lease", lease_fraction=0.1, lease_max=100,
+                                 key_prefix="twice")
+    limiter = RedisLimiter(client, settings, ProxyMetrics(lambda: None), MemoryLimiter())
+    checks = [LimitCheck("standard", f"ip:10.7.0.{i}", 1000, 3600) for i in range(2)]
+    now = time.time()
+    try:
+        for check in checks:
+            decided = await asyncio.gather(*(limiter.decide([check], now) for _ in range(5)))
+            assert all(r.allowed for rs in decided for r in rs)
+        assert limiter.leases is not None
+        assert limiter.leases.held() > 0
+        await direct.script_flush()
+        proxy.armed = True
+        await limiter.close()
+        # The write was split as described and Redis answered both parts (by hash, the first
+        # answer was NOSCRIPT and the whole write was sent again).
+        await poll_async("Redis's answers to the split write", lambda: asyncio.sleep(
+            0, proxy.answers is not None and proxy.answers[proxy.mark:].count(b"\r\n") >= 2), 10)
+        for check in checks:
+            key = f"twice:{{{check.bucket}}}:{check.name}:{check.window_s}:{check.window_index(now)}"
+            # Exactly the 5 admitted: every unspent unit given back once (twice would leave fewer).
+            assert int(await direct.get(key) or -1) == 5, key
+    finally:
+        await client.aclose()
+        await proxy.close()
+        await direct.aclose()

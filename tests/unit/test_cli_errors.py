@@ -125,6 +125,23 @@ def test_a_busy_port_is_one_line_and_a_lower_case_log_level_is_accepted(busy_por
     assert one_error_line(done, 1, "vocelio-gateway standalone: cannot listen", "address already in use")
 
 
+def test_a_port_another_program_listens_on_with_so_reuseport_is_busy_for_a_multi_worker_pod(
+        config_file: Path) -> None:
+    """The supervisor's reservation and workers use SO_REUSEPORT; Linux lets any socket of the
+    same user that sets it too join the port. A listener already there (a second gateway started
+    by mistake, an nginx or envoy with reuseport) would silently take a share of the connections:
+    the pod refuses the port as busy instead."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("0.0.0.0", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = run("vocelio-proxy", "serve", "--config", str(config_file), "--port", str(port),
+                   "--workers", "2", VOCELIO_ADMIN__PORT=str(free_port()))
+    assert one_error_line(done, 1, "vocelio-proxy serve: cannot listen", "already in use")
+
+
 def test_a_busy_operator_port_is_one_line(busy_port: int) -> None:
     done = run("vocelio-gateway", "operator", "--metrics-port", str(busy_port), "--log-level", "info")
     assert one_error_line(done, 1, f"--metrics-port {busy_port}: address already in use")

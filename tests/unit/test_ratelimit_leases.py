@@ -7,6 +7,7 @@ decisions changes no decision."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -198,3 +199,41 @@ def test_lease_sizes_follow_the_limit_within_their_bounds() -> None:
     assert lease_size(1000, 0.01, 100) == 10
     assert lease_size(10**9, 0.01, 100) == 100
     assert lease_size(3, 0.01, 100) == 1
+
+
+def _cost_per_new_refusal(size: int, notes: int) -> float:
+    """CPU seconds per new refused caller noted into a cache already full of `size` live refusals."""
+    cache = OverLimitCache(size)
+    now = 1_800_000_000.0
+    for i in range(size):
+        cache.note(LimitCheck("tier", f"ip:{i}", 10, 60), 0, 10, now)
+    best = float("inf")
+    for round_ in range(3):
+        fresh = [LimitCheck("tier", f"new:{round_}:{i}", 10, 60) for i in range(notes)]
+        started = time.process_time()
+        for check in fresh:
+            cache.note(check, 0, 10, now)
+        best = min(best, (time.process_time() - started) / notes)
+    assert len(cache) == size
+    return best
+
+
+def test_an_attacker_rotating_refused_callers_costs_the_cache_the_same_at_any_size() -> None:
+    """A caller Redis refused is noted in O(1) however full the cache is: an attacker who
+    fills it (every rotated key over its limit) must not make each new refusal scan it
+    (at the default 100,000 entries a scan was ~10 ms of event loop per request)."""
+    small = _cost_per_new_refusal(1_000, 400)
+    large = _cost_per_new_refusal(100_000, 40)
+    # O(1): about equal; a scan of the table: ~100x. The margin absorbs a busy machine.
+    assert large < 10 * small + 20e-6, (small, large)
+    cache = OverLimitCache(2)
+    now = 1_800_000_000.0
+    a, b, c = (LimitCheck("tier", f"ip:{n}", 10, 60) for n in "abc")
+    cache.note(a, 0, 10, now)
+    cache.note(b, 0, 10, now)
+    cache.note(c, 0, 10, now)
+    # Bounded, and the oldest refusal made room (the store decides it again: never an over-admission).
+    assert len(cache) == 2
+    assert cache.refused([a], now) is None
+    assert cache.refused([b], now) is not None
+    assert cache.refused([c], now) is not None

@@ -224,3 +224,18 @@ def test_expired_windows_are_swept_without_waiting_for_the_cap() -> None:
     for _ in range(2048):  # amortised sweeps: a bounded number per decision
         limiter.decide([LimitCheck("second", "ip:steady", 10_000, 1)], 200.0)
     assert len(limiter) == 1
+
+
+def test_a_limit_with_exactly_one_request_left_does_not_set_the_retry_after_of_a_refusal() -> None:
+    """The tier refuses the third request; the service limit has exactly one left (it would admit):
+    only the tier's time to admit again may become Retry-After."""
+    limiter = MemoryLimiter()
+    tier, service = LimitCheck("tier", "ip:1", 2, 60), LimitCheck("service:s", "ip:1", 3, 3600)
+    now = 1_800_000_000.0 // 3600 * 3600 + 10.0
+    assert all(r.allowed for r in limiter.decide([tier, service], now))
+    assert all(r.allowed for r in limiter.decide([tier, service], now))
+    refused = {r.check.name: r for r in limiter.decide([tier, service], now + 1)}
+    assert not refused["tier"].allowed
+    assert 1.0 <= refused["tier"].retry_after_s <= 60.0
+    assert refused["service:s"].remaining == 1
+    assert refused["service:s"].retry_after_s == 0.0

@@ -181,3 +181,21 @@ def test_the_supervisors_metrics_are_documented_with_their_labels() -> None:
         for label in {k for s in family.samples for k in s.labels} - {"le"}:
             assert f"`{label}`" in rows[name] or label == "worker", (name, label)
     assert "gains a\n`worker` label" in doc
+
+
+def test_a_worker_value_of_nan_or_infinity_merges_and_a_worker_text_that_does_not_parse_loses_only_itself() -> None:
+    """Prometheus values include NaN and ±Inf; one worker's odd or broken exposition must never
+    turn the whole pod's /metrics into an error (the other workers' series stay)."""
+    odd = ("# TYPE vocelio_g gauge\nvocelio_g{k=\"nan\"} NaN\nvocelio_g{k=\"inf\"} +Inf\n"
+           "vocelio_g{k=\"minf\"} -Inf\nvocelio_g{k=\"big\"} 1e300\n")
+    broken = "# TYPE vocelio_g gauge\nvocelio_g{k=\"x} 1\n"
+    merged = merge_expositions([(0, odd), (1, broken), (2, WORKER.format(a=3, inflight=1))])
+    samples = _samples(merged)
+    nan = samples[("vocelio_g", (("k", "nan"), ("worker", "0")))]
+    assert nan != nan  # NaN
+    assert samples[("vocelio_g", (("k", "inf"), ("worker", "0")))] == float("inf")
+    assert samples[("vocelio_g", (("k", "minf"), ("worker", "0")))] == float("-inf")
+    assert samples[("vocelio_g", (("k", "big"), ("worker", "0")))] == 1e300
+    assert samples[("vocelio_requests_total", (("code", "200"), ("service", "a"), ("worker", "2")))] == 3
+    assert not any(("worker", "1") in labels for _, labels in samples)
+    assert "worker 1" in merged  # the pod's exposition says which worker's text was left out

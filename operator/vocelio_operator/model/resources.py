@@ -309,8 +309,42 @@ class ResourceError(ValueError):
         self.problems = problems
 
 
+def _invalid_text(doc: object) -> FieldProblem | None:
+    """The first string (key or value) of a manifest that is not valid Unicode text: a lone
+    surrogate, which a `\\ud800` escape in YAML or JSON produces (the API server never sends
+    one; a standalone file can). The models accept it as a `str`, but the config cannot be
+    serialised with it: found here, at the boundary, it refuses its own resource only (the
+    renderer serialises without validating again). The message never repeats the text."""
+    stack: list[tuple[str, object]] = [("", doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return FieldProblem(path, "is not valid Unicode text (it holds a lone surrogate escape)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = _shown(key)[1:-1] if isinstance(key, str) else str(key)
+                if isinstance(key, str) and not key.isascii():
+                    try:
+                        key.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return FieldProblem(f"{path}.{name}" if path else name,
+                                            "this field name is not valid Unicode text")
+                stack.append((f"{path}.{name}" if path else name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}", item) for index, item in enumerate(value))
+    return None
+
+
 def parse_resource(doc: dict[str, Any]) -> VocelioServiceResource | RateTierResource:
     """Parse one manifest; raises ResourceError listing every field problem."""
+    for part in ("metadata", "spec"):
+        problem = _invalid_text({part: doc.get(part)})
+        if problem is not None:
+            raise ResourceError([problem])
     kind = doc.get("kind")
     if doc.get("apiVersion") != API_VERSION:
         raise ResourceError([FieldProblem("apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}")])

@@ -86,9 +86,19 @@ class WorkerSlot:
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to (host, port) with SO_REUSEPORT, not listening: it keeps the port
     for the workers (and turns port 0 into one concrete port) without taking connections.
-    OSError (EADDRINUSE...) when the port cannot be had."""
+    OSError (EADDRINUSE...) when the port cannot be had, including when another program
+    already listens on it with SO_REUSEPORT."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
+    # Linux lets any socket of the same user that also sets SO_REUSEPORT bind the port and take a
+    # share of its connections. A listener already there (a second gateway started by mistake, a
+    # server with reuseport) is refused as a busy port: a probe without SO_REUSEPORT cannot bind
+    # beside a listening socket (SO_REUSEADDR only lets it past TIME_WAIT leftovers of a previous
+    # run). It also turns port 0 into the concrete port the reservation takes.
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+        address = probe.getsockname()
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -84,12 +84,16 @@ def free_at(check: LimitCheck, prev: int, cur: int, now: float) -> float:
 
 class OverLimitCache:
     """Callers the store refused, each until `free_at` of the counts it returned,
-    with those counts (for the headers). Bounded: past `max_entries`, expired
-    entries go first, then the oldest."""
+    with those counts (for the headers). Bounded: past `max_entries`, the refusals
+    noted longest ago make room (expired or not). Every
+    note is O(1) amortised: a caller rotating keys past their limits must not make
+    each new refusal scan the table. Dropping a live refusal only sends that caller's
+    next request to the store, which refuses it again: never an over-admission."""
 
     def __init__(self, max_entries: int) -> None:
         self._max = max_entries
-        self._blocked: dict[LimitCheck, tuple[float, int, int]] = {}
+        # In note order (oldest first): eviction pops the front.
+        self._blocked: OrderedDict[LimitCheck, tuple[float, int, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._blocked)
@@ -99,11 +103,13 @@ class OverLimitCache:
         until = free_at(check, prev, cur, now)
         if until <= now:
             return
-        if check not in self._blocked and len(self._blocked) >= self._max:
-            self._blocked = {k: v for k, v in self._blocked.items() if v[0] > now}
-            while len(self._blocked) >= self._max:
-                del self._blocked[next(iter(self._blocked))]
-        self._blocked[check] = (until, prev, cur)
+        blocked = self._blocked
+        if check in blocked:
+            blocked.move_to_end(check)
+        else:
+            while blocked and len(blocked) >= self._max:
+                blocked.popitem(last=False)
+        blocked[check] = (until, prev, cur)
 
     def refused(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult] | None:
         """Refusals for the blocked ones among `checks`, or None when none is blocked."""

@@ -88,7 +88,10 @@ def result_for(check: LimitCheck, previous: int, current: int, now: float, allow
     window_end = (check.window_index(now) + 1) * check.window_s
     remaining = max(0, math.floor(check.limit - used))
     retry_after = 0.0
-    if not allowed:
+    # A refused request's limits that had room did not refuse it: they never tell the client
+    # to wait (a roomy hourly limit beside an exhausted per-minute tier would otherwise say
+    # "retry in an hour"). The refusing limit's time is when it admits again.
+    if not allowed and used + 1 > check.limit:
         # When the previous bucket has decayed enough for one more request, or the window rolls over.
         elapsed = now - check.window_index(now) * check.window_s
         if previous > 0:

@@ -181,7 +181,6 @@ class RedisLimiter:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._sha: str | None = None
         self._grant_sha: str | None = None
-        self._return_sha: str | None = None
         self._pending: list[_Pending] = []
         self._fetches: list[_Fetch] = []
         self._scheduled = False
@@ -339,17 +338,15 @@ class RedisLimiter:
                 log.warning("rate-limit lease sync recovered")
 
     async def _give_back(self, leftovers: list[Leftover]) -> None:
-        await self._load_scripts()
-        assert self._return_sha is not None
-        sha = self._return_sha.encode()
-        commands = [_pack(b"EVALSHA", sha, 1, self._key(row.check, row.window), row.units) for row in leftovers]
+        """Returns are sent with the script's text (EVAL), never by its hash: a return must run
+        at most once, and a pipelined write of EVALSHA calls after Redis lost its scripts can fail
+        with NOSCRIPT on its first calls while the rest run (another process's SCRIPT LOAD lands
+        between two reads of the write); re-sending it would give units back twice and lower the
+        count below the requests admitted. Returns are off the request path: the bytes are cheap."""
+        script = RETURN_LUA.encode()
+        commands = [_pack(b"EVAL", script, 1, self._key(row.check, row.window), row.units) for row in leftovers]
         for start in range(0, len(commands), _MAX_RUN):
-            try:
-                await self._execute(commands[start:start + _MAX_RUN])
-            except NoScriptError:
-                # Redis restarted and lost its scripts: nothing of this write ran, so once more is safe.
-                await self._load_scripts(again=True)
-                await self._execute(commands[start:start + _MAX_RUN])
+            await self._execute(commands[start:start + _MAX_RUN])
 
     def _degraded(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if self._settings.fail_mode == "closed":
@@ -389,11 +386,10 @@ class RedisLimiter:
                 fetch.future.set_exception(exc)
 
     async def _load_scripts(self, again: bool = False) -> None:
-        if again or self._sha is None or self._grant_sha is None or self._return_sha is None:
+        if again or self._sha is None or self._grant_sha is None:
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 self._sha = await self._client.script_load(SLIDING_WINDOW_LUA)
                 self._grant_sha = await self._client.script_load(GRANT_LUA)
-                self._return_sha = await self._client.script_load(RETURN_LUA)
 
     def _pack_fetch(self, fetch: _Fetch) -> bytes:
         assert self._grant_sha is not None
@@ -410,7 +406,10 @@ class RedisLimiter:
         try:
             replies = await self._execute(self._pack_calls(calls) + [self._pack_fetch(f) for f in fetches])
         except NoScriptError:
-            await self._load_scripts(again=True)  # Redis restarted and lost its script cache
+            # Redis restarted and lost its script cache. Part of the write may have run (another
+            # process's SCRIPT LOAD can land between two reads of it): sending it again may count
+            # some requests and grants twice, which can only refuse early, never admit more.
+            await self._load_scripts(again=True)
             replies = await self._execute(self._pack_calls(calls) + [self._pack_fetch(f) for f in fetches])
         self._metrics.ratelimit_latency.observe(time.perf_counter() - started)
         if fetches:

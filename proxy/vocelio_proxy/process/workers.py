@@ -12,6 +12,7 @@ which is written once, without a `worker` label, as the sum over the workers
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -79,6 +80,12 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 def _number(value: float) -> str:
+    """A sample value in the text format, including the ones Prometheus allows that have no
+    integer form (NaN, +Inf, -Inf)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
     if value == int(value) and abs(value) < 1e15:
         return f"{int(value)}.0"
     return repr(float(value))
@@ -95,9 +102,16 @@ def merge_expositions(workers: Sequence[tuple[int, str]], own: Iterable[str] = (
     families: dict[str, tuple[str, str, list[str]]] = {}
     in_flight_total = 0.0
     in_flight_rows: list[str] = []
+    skipped: list[str] = []
     for index, text in sorted(workers):
         worker = str(index)
-        for family in text_string_to_metric_families(text):
+        try:
+            # Parsed whole before any of it is used: a text that fails half-way adds nothing.
+            parsed = list(text_string_to_metric_families(text))
+        except Exception as exc:  # the parser's errors are not one type; one worker must not fail the pod's scrape
+            skipped.append(f"# worker {worker}: its metrics were left out of this scrape ({type(exc).__name__})")
+            continue
+        for family in parsed:
             if family.name == IN_FLIGHT:
                 for sample in family.samples:
                     value = max(0.0, sample.value - scrape_in_flight)
@@ -109,7 +123,7 @@ def merge_expositions(workers: Sequence[tuple[int, str]], own: Iterable[str] = (
             rows = families.setdefault(name, (kind, family.documentation, []))[2]
             for sample in family.samples:
                 rows.append(f"{sample.name}{_labels({**sample.labels, 'worker': worker})} {_number(sample.value)}")
-    out: list[str] = list(own)
+    out: list[str] = list(own) + skipped
     for name, (kind, doc, rows) in families.items():
         out.append(f"# HELP {name} {doc.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}")
         out.append(f"# TYPE {name} {kind}")
