@@ -325,6 +325,11 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             direct = results.get(("backend (nginx static)", conns))
             if direct:
                 print(f"gateway adds {gw['p50_ms'] - direct['p50_ms']:.3f} ms to p50 at {conns} connections")
+            nginx_p = results.get(("nginx reverse proxy", conns))
+            if nginx_p:
+                # The performance issue's bar: the gateway's p50 beyond nginx's own proxy p50.
+                print(f"gateway p50 beyond nginx reverse proxy p50 at {conns} connections: "
+                      f"{gw['p50_ms'] - nginx_p['p50_ms']:+.3f} ms")
         log_lines = sum(1 for _ in (work / "gateway.log").open("rb"))
         print(f"gateway wrote {log_lines} JSON log lines during the run")
     finally:
