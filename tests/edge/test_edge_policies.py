@@ -223,10 +223,11 @@ async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstrea
     assert [(await gw.get("/api/v1/svc/x"))[0] for _ in range(4)] == [200] * 4
     redis_server.kill()
     during = [(await gw.get("/api/v1/svc/x"))[0] for _ in range(13)]
-    # The local limiter enforces the same tier. A lease held at the kill (one unit for a
-    # limit of 10, already counted in Redis) is spent first.
-    held = 1 if mode == "lease" else 0
-    assert during == [200] * (10 + held) + [429] * (3 - held)
+    # The local limiter enforces the same tier. A lease held at the kill (at most one unit
+    # for a limit of 10, already counted in Redis) is spent first; whether the background
+    # refill had brought it in before the kill is timing, so both outcomes are allowed.
+    outcomes = [[200] * (10 + held) + [429] * (3 - held) for held in ((0, 1) if mode == "lease" else (0,))]
+    assert during in outcomes
     metrics = (await gw.get("/metrics"))[2].decode()
     assert "vocelio_ratelimit_fallback_active 1.0" in metrics
     assert "vocelio_ratelimit_backend_errors_total" in metrics
