@@ -79,12 +79,13 @@ async def _gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFa
                                  limits=limits or LimitSettings())
 
 
-async def _ended_with(raw: RawH2, code: int) -> None:
-    """The gateway sent GOAWAY `code` and closed the connection."""
+async def _ended_with(raw: RawH2, code: int) -> int:
+    """The gateway sent GOAWAY `code` and closed the connection; returns the code it sent."""
     await raw.read_until_closed(10)
     goaways = [f for f in raw.frames() if isinstance(f, GoAwayFrame)]
     assert goaways, f"no GOAWAY; got {raw.frames()[-5:]}"
     assert goaways[-1].error_code == code
+    return int(goaways[-1].error_code)
 
 
 async def _still_serves(gw: Gateway) -> None:
@@ -105,7 +106,7 @@ async def test_rapid_reset_releases_upstream_work_and_ends_with_enhance_your_cal
         raw.send(raw.headers(sid, "/api/slow"), RstStreamFrame(sid, error_code=CANCEL))
         if not await raw.drain():
             break
-    await _ended_with(raw, ENHANCE_YOUR_CALM)
+    assert await _ended_with(raw, ENHANCE_YOUR_CALM) == ENHANCE_YOUR_CALM
     raw.close()
     # The budget stopped it: at most the budget's worth of streams were started.
     assert slow.started <= 51
@@ -124,7 +125,7 @@ async def test_streams_the_gateway_must_reset_for_client_errors_spend_the_same_b
         raw.send(raw.headers(sid, "/api/slow"), DataFrame(sid, data=b"x"))
         if not await raw.drain():
             break
-    await _ended_with(raw, ENHANCE_YOUR_CALM)
+    assert await _ended_with(raw, ENHANCE_YOUR_CALM) == ENHANCE_YOUR_CALM
     raw.close()
     assert slow.started <= 51
     await settled(gw.app, before)
@@ -165,7 +166,7 @@ async def test_a_continuation_flood_is_cut_at_the_header_block_cap(
         raw.send(ContinuationFrame(1, data=b"\x00" * 16384))
         if not await raw.drain():
             break
-    await _ended_with(raw, ENHANCE_YOUR_CALM)
+    assert await _ended_with(raw, ENHANCE_YOUR_CALM) == ENHANCE_YOUR_CALM
     raw.close()
     after = await settled(gw.app, before)
     assert after.rss - before.rss < 16 * MiB
@@ -250,7 +251,7 @@ async def test_control_frame_floods_end_with_enhance_your_calm(
         raw.send(*([frame] * 500))
         if not await raw.drain():
             break
-    await _ended_with(raw, ENHANCE_YOUR_CALM)
+    assert await _ended_with(raw, ENHANCE_YOUR_CALM) == ENHANCE_YOUR_CALM
     raw.close()
     await settled(gw.app, before)
 

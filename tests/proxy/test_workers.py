@@ -315,9 +315,9 @@ def test_workers_without_the_admin_listener_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.json"
     config.write_text('{"schema_version": 1, "services": []}')
     done = run("vocelio-proxy", "serve", "--config", str(config), "--workers", "2")
-    one_error_line(done, 2, "vocelio-proxy serve:", "workers 2 needs admin.port")
+    assert one_error_line(done, 2, "vocelio-proxy serve:", "workers 2 needs admin.port").count("\n") == 0
     done = run("vocelio-proxy", "serve", "--config", str(config), "--workers", "many")
-    one_error_line(done, 2, "--workers", "'many' is not a number or auto")
+    assert "'many'" in one_error_line(done, 2, "--workers", "'many' is not a number or auto")
 
 
 def test_a_busy_port_with_workers_is_one_line_and_starts_nothing(tmp_path: Path, backend: int) -> None:
@@ -330,7 +330,8 @@ def test_a_busy_port_with_workers_is_one_line_and_starts_nothing(tmp_path: Path,
         holder.listen()
         done = run("vocelio-proxy", "serve", "--config", str(config), "--host", "127.0.0.1", "--port",
                    str(holder.getsockname()[1]), "--workers", "2", VOCELIO_ADMIN__PORT="0")
-    one_error_line(done, 1, "vocelio-proxy serve: cannot listen", "another process holds the port")
+    assert one_error_line(done, 1, "vocelio-proxy serve: cannot listen", "another process holds the port").startswith(
+        "vocelio-proxy serve: cannot listen")
 
 
 def test_a_start_error_of_the_workers_is_the_single_process_line_printed_once(tmp_path: Path, backend: int) -> None:
@@ -350,7 +351,8 @@ def test_a_start_error_of_the_workers_is_the_single_process_line_printed_once(tm
 def test_standalone_mode_refuses_workers_in_one_line(tmp_path: Path) -> None:
     done = run("vocelio-gateway", "standalone", "--resources", str(ROOT / "examples" / "resources"),
                VOCELIO_WORKERS="2", VOCELIO_ADMIN__PORT="0")
-    one_error_line(done, 1, "refusing to start: workers 2: standalone mode runs one process")
+    assert "standalone mode runs one process" in one_error_line(
+        done, 1, "refusing to start: workers 2: standalone mode runs one process")
 
 
 # -- the supervisor's start and restart paths, with stand-in worker programs ------------------
