@@ -35,6 +35,24 @@ def _forwarded(up: RecordingUpstream) -> list[str]:
     return [r.target for r in up.requests if r.target.startswith("/api")]
 
 
+async def _h2_ended_with(port: int, fields: list[tuple[bytes, bytes]]) -> list[int]:
+    """Send one HTTP/2 request head that ends its stream, on a new connection; return the
+    error codes of the RST_STREAM or GOAWAY frames that ended it ([] when it was answered)."""
+    raw = await RawH2.open(port)
+    try:
+        frame = HeadersFrame(1)
+        frame.data = raw.encoder.encode(fields)
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        raw.send(frame)
+        await raw.drain()
+        frames = await raw.read_until(
+            lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
+        return [f.error_code for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
+    finally:
+        raw.close()
+
+
 async def test_a_control_character_in_a_field_value_is_refused_on_http1_and_on_http2_alike(
         gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory) -> None:
     gw, up = await _gateway(gateway_factory, recording_upstream)
@@ -43,20 +61,10 @@ async def test_a_control_character_in_a_field_value_is_refused_on_http1_and_on_h
         answer = await raw_request(gw.port, b"GET /api/h1 HTTP/1.1\r\nHost: gw.test\r\nx-a: " + value
                                    + b"\r\nConnection: close\r\n\r\n")
         assert status_of(answer) == 400, ctl
-        raw = await RawH2.open(gw.port)
-        frame = HeadersFrame(1)
-        frame.data = raw.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
-                                         (b":path", b"/api/h2"), (b"x-a", value)])
-        frame.flags.add("END_HEADERS")
-        frame.flags.add("END_STREAM")
-        raw.send(frame)
-        await raw.drain()
-        frames = await raw.read_until(
-            lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
-        ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
-        assert ends, ctl
-        assert ends[0].error_code == PROTOCOL_ERROR, ctl
-        raw.close()
+        codes = await _h2_ended_with(gw.port, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                               (b":path", b"/api/h2"), (b"x-a", value)])
+        assert codes, ctl
+        assert codes[0] == PROTOCOL_ERROR, ctl
     assert _forwarded(up) == [], "a value the HTTP/1.1 front refuses reached the upstream over HTTP/2"
 
 
@@ -78,18 +86,9 @@ async def test_a_horizontal_tab_and_obs_text_in_a_value_still_pass_on_http2(
 async def test_a_control_character_in_a_cookie_crumb_never_reaches_the_upstream(
         gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory, ctl: bytes) -> None:
     gw, up = await _gateway(gateway_factory, recording_upstream)
-    raw = await RawH2.open(gw.port)
-    frame = HeadersFrame(1)
-    frame.data = raw.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
-                                     (b":path", b"/api/c"), (b"cookie", b"a=1"), (b"cookie", b"b=" + ctl)])
-    frame.flags.add("END_HEADERS")
-    frame.flags.add("END_STREAM")
-    raw.send(frame)
-    await raw.drain()
-    frames = await raw.read_until(
-        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
-    assert any(isinstance(f, (RstStreamFrame, GoAwayFrame)) for f in frames)
-    raw.close()
+    codes = await _h2_ended_with(gw.port, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                           (b":path", b"/api/c"), (b"cookie", b"a=1"), (b"cookie", b"b=" + ctl)])
+    assert codes
     assert _forwarded(up) == []
 
 
@@ -108,20 +107,10 @@ async def test_an_authority_the_http1_front_refuses_is_refused_over_http2_and_ne
     answer = await raw_request(gw.port, b"GET /api/h1 HTTP/1.1\r\nHost: " + authority
                                + b"\r\nConnection: close\r\n\r\n")
     assert status_of(answer) == 400
-    raw = await RawH2.open(gw.port)
-    frame = HeadersFrame(1)
-    frame.data = raw.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (carrier.encode(), authority),
-                                     (b":path", b"/api/h2")])
-    frame.flags.add("END_HEADERS")
-    frame.flags.add("END_STREAM")
-    raw.send(frame)
-    await raw.drain()
-    frames = await raw.read_until(
-        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
-    ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
-    assert ends, f"{authority!r} was answered over HTTP/2"
-    assert ends[0].error_code == PROTOCOL_ERROR
-    raw.close()
+    codes = await _h2_ended_with(gw.port, [(b":method", b"GET"), (b":scheme", b"http"), (carrier.encode(), authority),
+                                           (b":path", b"/api/h2")])
+    assert codes, f"{authority!r} was answered over HTTP/2"
+    assert codes[0] == PROTOCOL_ERROR
     assert _forwarded(up) == []
 
 
@@ -133,20 +122,10 @@ async def test_a_method_in_lower_case_is_refused_over_http2_as_on_http1(
     gw, up = await _gateway(gateway_factory, recording_upstream)
     answer = await raw_request(gw.port, method + b" /api/h1 HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
     assert status_of(answer) == 400
-    raw = await RawH2.open(gw.port)
-    frame = HeadersFrame(1)
-    frame.data = raw.encoder.encode([(b":method", method), (b":scheme", b"http"), (b":authority", b"gw.test"),
-                                     (b":path", b"/api/h2")])
-    frame.flags.add("END_HEADERS")
-    frame.flags.add("END_STREAM")
-    raw.send(frame)
-    await raw.drain()
-    frames = await raw.read_until(
-        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
-    ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
-    assert ends, f"{method!r} was answered over HTTP/2"
-    assert ends[0].error_code == PROTOCOL_ERROR
-    raw.close()
+    codes = await _h2_ended_with(gw.port, [(b":method", method), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                           (b":path", b"/api/h2")])
+    assert codes, f"{method!r} was answered over HTTP/2"
+    assert codes[0] == PROTOCOL_ERROR
     assert _forwarded(up) == []
 
 
@@ -168,20 +147,10 @@ async def test_a_content_length_on_a_request_that_ends_with_its_headers_is_a_str
     """RFC 9113 §8.1.1: Content-Length that the DATA frames (none here) do not add up to is
     malformed; the upstream never gets a request whose declared length and body disagree."""
     gw, up = await _gateway(gateway_factory, recording_upstream)
-    raw = await RawH2.open(gw.port)
-    frame = HeadersFrame(1)
-    frame.data = raw.encoder.encode([(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"gw.test"),
-                                     (b":path", b"/api/cl"), (b"content-length", declared)])
-    frame.flags.add("END_HEADERS")
-    frame.flags.add("END_STREAM")
-    raw.send(frame)
-    await raw.drain()
-    frames = await raw.read_until(
-        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
-    ends = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
-    assert ends, "answered"
-    assert ends[0].error_code == PROTOCOL_ERROR
-    raw.close()
+    codes = await _h2_ended_with(gw.port, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+                                           (b":path", b"/api/cl"), (b"content-length", declared)])
+    assert codes, "answered"
+    assert codes[0] == PROTOCOL_ERROR
     assert _forwarded(up) == []
     client = await H2Client.open(gw.port)
     try:
@@ -236,16 +205,7 @@ async def test_smuggling_shapes_never_reach_the_http1_upstream(
         gateway_factory: GatewayFactory, recording_upstream: RecordingUpstreamFactory,
         fields: list[tuple[bytes, bytes]]) -> None:
     gw, up = await _gateway(gateway_factory, recording_upstream)
-    raw = await RawH2.open(gw.port)
-    frame = HeadersFrame(1)
-    frame.data = raw.encoder.encode(fields)
-    frame.flags.add("END_HEADERS")
-    frame.flags.add("END_STREAM")
-    raw.send(frame)
-    await raw.drain()
-    frames = await raw.read_until(
-        lambda fs: any(isinstance(f, (RstStreamFrame, GoAwayFrame)) or "END_STREAM" in f.flags for f in fs))
-    assert any(isinstance(f, (RstStreamFrame, GoAwayFrame)) for f in frames)
-    raw.close()
+    codes = await _h2_ended_with(gw.port, fields)
+    assert codes
     assert _forwarded(up) == []
     assert up.protocol_errors == []
