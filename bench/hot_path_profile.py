@@ -2,7 +2,8 @@
 compiled modules and the kernel calls show) on one gateway process under wrk at 64 connections.
 A script, not a test; figures vary by machine. Used for docs/performance.md.
 
-  hot_path_profile.py record OUT.txt [--mode off|require]   profile a gateway (raw py-spy output)
+  hot_path_profile.py record OUT.txt [--mode off|require] [--tier]   profile a gateway (raw py-spy output);
+                                      --tier adds the bench's anonymous rate tier (decided in process)
   hot_path_profile.py table OUT.txt [CPU_US]                 the table: % of samples (µs/request)
 
 Samples are attributed to the innermost gateway frame (Python or mypyc-compiled C), including
@@ -32,7 +33,7 @@ from proxy_bench import ROOT, free_port, start_nginx, wait_http, wrk  # type: ig
 FRAME = re.compile(r"^(.*) \((.*?)(?::(\d+))?\)$")
 
 
-def record(out: str, mode: str) -> None:
+def record(out: str, mode: str, tier: bool = False) -> None:
     work = Path(tempfile.mkdtemp(prefix="vocelio-prof-"))
     backend, port = free_port(), free_port()
     procs = [start_nginx(work, "backend", f"""server {{ listen 127.0.0.1:{backend};
@@ -41,6 +42,9 @@ def record(out: str, mode: str) -> None:
         wait_http(f"http://127.0.0.1:{backend}/")
         config = {"services": [{"name": "b", "prefixes": ["/b"], "rewrite": "/", "health_check": {"interval_s": 2.0},
                                 "backends": [{"name": "n", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}
+        if tier:
+            config["rate_tiers"] = [{"name": "anonymous", "requests": 10**9, "window_s": 3600,
+                                     "key_by": "ip", "match": {"kind": "anonymous"}}]
         (work / "gw.json").write_text(json.dumps(config))
         proc = subprocess.Popen([str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config",
                                  str(work / "gw.json"), "--host", "127.0.0.1", "--port", str(port)],
@@ -117,7 +121,7 @@ def table(path: str, cpu_us: float | None) -> None:
 def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "record":
         mode = sys.argv[sys.argv.index("--mode") + 1] if "--mode" in sys.argv else "auto"
-        record(sys.argv[2], mode)
+        record(sys.argv[2], mode, "--tier" in sys.argv)
     elif len(sys.argv) >= 3 and sys.argv[1] == "table":
         table(sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else None)
     else:

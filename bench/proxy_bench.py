@@ -54,7 +54,8 @@ def nginx_bin() -> str:
     return found
 
 
-def start_nginx(work: Path, name: str, server_block: str, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_nginx(work: Path, name: str, server_block: str, workers: int = 1,
+                cpu: int | None = None) -> subprocess.Popen[bytes]:
     conf = work / f"{name}.conf"
     conf.write_text(f"""worker_processes {workers};
 daemon off;
@@ -72,11 +73,16 @@ http {{
   {server_block}
 }}
 """)
-    return subprocess.Popen([nginx_bin(), "-c", str(conf), "-p", str(work)], start_new_session=True)
+    return subprocess.Popen(pinned(cpu, [nginx_bin(), "-c", str(conf), "-p", str(work)]), start_new_session=True)
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
+    """`cmd` bound to one CPU (`--pin`), or as it is when `cpu` is None."""
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def wrk(url: str, connections: int, seconds: int, cpu: int | None = None) -> dict[str, float]:
+    out = subprocess.run([*pinned(cpu, ["wrk"]), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -211,6 +217,9 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
     parser.add_argument("--h2-streams", type=int, default=10, help="concurrent streams per HTTP/2 connection")
     parser.add_argument("--workers-compare", action="store_true",
                         help="instead: gateway with workers 1 and 2 beside nginx with worker_processes 1 and 2")
+    parser.add_argument("--pin", action="store_true",
+                        help="bind every proxy under test to CPU 1 and wrk, the backend and Redis to CPU 0 "
+                             "(the nearest this 2-core machine has to a load generator on another host)")
     parser.add_argument("--limit-modes", nargs="*", default=[],
                         help="also measure the Redis-limited gateway in these rate_limit.mode values "
                              "(e.g. exact lease), each beside the default-mode row")
@@ -225,23 +234,25 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
         return
     work = Path(tempfile.mkdtemp(prefix="vocelio-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
+    proxy_cpu, load_cpu = (1, 0) if args.pin else (None, None)
     try:
         backend = free_port()
         procs.append(start_nginx(work, "backend", f"""server {{
     listen 127.0.0.1:{backend} backlog=4096;
     location = /health {{ return 200 "ok"; }}
     location / {{ default_type application/json; return 200 '{BODY.decode().strip()}'; }}
-  }}"""))
+  }}""", cpu=load_cpu))
         wait_http(f"http://127.0.0.1:{backend}/x")
         nginx_proxy = free_port()
         procs.append(start_nginx(work, "proxy", f"""upstream be {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{nginx_proxy} backlog=4096;
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-  }}"""))
+  }}""", cpu=proxy_cpu))
         minimal = free_port()
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "minimal_proxy.py"), str(minimal),
-                                       f"http://127.0.0.1:{backend}"], start_new_session=True))
+        procs.append(subprocess.Popen(pinned(proxy_cpu, [sys.executable, str(ROOT / "bench" / "minimal_proxy.py"),
+                                                         str(minimal), f"http://127.0.0.1:{backend}"]),
+                                      start_new_session=True))
         gateway = free_port()
         config = {
             "schema_version": 1,
@@ -251,22 +262,23 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
         }
         (work / "gateway.json").write_text(json.dumps(config))
         log = (work / "gateway.log").open("wb")
-        procs.append(subprocess.Popen(
+        procs.append(subprocess.Popen(pinned(proxy_cpu,
             [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "gateway.json"),
-             "--host", "127.0.0.1", "--port", str(gateway)],
+             "--host", "127.0.0.1", "--port", str(gateway)]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         # The same gateway with a tier on Redis (limit far above the load, so every request is decided, none refused).
         redis_port, limited = free_port(), free_port()
-        procs.append(subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port",
-                                       str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        procs.append(subprocess.Popen(pinned(load_cpu, [shutil.which("redis-server") or "/usr/bin/redis-server",
+                                                        "--port", str(redis_port), "--bind", "127.0.0.1", "--save",
+                                                        "", "--appendonly", "no"]),
                                       stdout=subprocess.DEVNULL, start_new_session=True))
         limited_config = dict(config, rate_tiers=[{"name": "anonymous", "requests": 10**9, "window_s": 3600,
                                                    "key_by": "ip", "match": {"kind": "anonymous"}}])
         (work / "limited.json").write_text(json.dumps(limited_config))
         (work / "limited-settings.yaml").write_text(f"redis_url: redis://127.0.0.1:{redis_port}/0\n")
-        procs.append(subprocess.Popen(
+        procs.append(subprocess.Popen(pinned(proxy_cpu,
             [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "limited.json"),
-             "--settings", str(work / "limited-settings.yaml"), "--host", "127.0.0.1", "--port", str(limited)],
+             "--settings", str(work / "limited-settings.yaml"), "--host", "127.0.0.1", "--port", str(limited)]),
             stdout=(work / "limited.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         # One more Redis-limited gateway per mode asked for (same Redis, its own key prefix).
         by_mode: dict[str, int] = {}
@@ -274,10 +286,10 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
             by_mode[mode] = free_port()
             (work / f"limited-{mode}.yaml").write_text(
                 f"redis_url: redis://127.0.0.1:{redis_port}/0\nrate_limit: {{mode: {mode}, key_prefix: b{mode}}}\n")
-            procs.append(subprocess.Popen(
+            procs.append(subprocess.Popen(pinned(proxy_cpu,
                 [str(Path(sys.executable).parent / "vocelio-proxy"), "serve", "--config", str(work / "limited.json"),
                  "--settings", str(work / f"limited-{mode}.yaml"), "--host", "127.0.0.1", "--port",
-                 str(by_mode[mode])],
+                 str(by_mode[mode])]),
                 stdout=(work / f"limited-{mode}.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_http(f"http://127.0.0.1:{nginx_proxy}/x")
         wait_http(f"http://127.0.0.1:{minimal}/x")
@@ -299,8 +311,8 @@ def main() -> None:  # noqa: C901 - one script: start each peer, measure, print,
         results: dict[tuple[str, int], dict[str, float]] = {}
         for conns in args.connections:
             for name, url in targets.items():
-                wrk(url, conns, 2)  # warm-up: connection pools, JIT-free but caches
-                results[(name, conns)] = wrk(url, conns, args.seconds)
+                wrk(url, conns, 2, load_cpu)  # warm-up: connection pools, JIT-free but caches
+                results[(name, conns)] = wrk(url, conns, args.seconds, load_cpu)
         print(f"\n{'target':38} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for (name, conns), r in results.items():
             print(f"{name:38} {conns:>5} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>8.0f}")
