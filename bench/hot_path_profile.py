@@ -40,8 +40,9 @@ def record(out: str, mode: str, tier: bool = False) -> None:
       location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }}""")]
     try:
         wait_http(f"http://127.0.0.1:{backend}/")
-        config = {"services": [{"name": "b", "prefixes": ["/b"], "rewrite": "/", "health_check": {"interval_s": 2.0},
-                                "backends": [{"name": "n", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}
+        config: dict[str, object] = {"services": [{
+            "name": "b", "prefixes": ["/b"], "rewrite": "/", "health_check": {"interval_s": 2.0},
+            "backends": [{"name": "n", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}
         if tier:
             config["rate_tiers"] = [{"name": "anonymous", "requests": 10**9, "window_s": 3600,
                                      "key_by": "ip", "match": {"kind": "anonymous"}}]

@@ -315,3 +315,64 @@ async def test_unspent_units_are_given_back_at_most_once_even_when_another_proce
         await client.aclose()
         await proxy.close()
         await direct.aclose()
+
+
+async def _commands_processed(client: redis.Redis) -> int:
+    """Commands Redis has processed so far (the INFO call that reads it counts as one)."""
+    return int((await client.info("stats"))["total_commands_processed"])
+
+
+async def test_a_request_decided_from_held_units_sends_nothing_to_redis_and_answers_as_decide_would(
+        redis_server: RedisServer) -> None:
+    """`decide_held` is the synchronous path the edge policy takes first: it answers from
+    held units with no command to Redis, and says None (ask `decide`) when it holds none."""
+    client = redis.Redis.from_url(redis_server.url)
+    settings = RateLimitSettings(redis_timeout_s=2.0, mode="lease", lease_fraction=0.5, lease_max=40,
+                                 sync_interval_s=60)
+    limiter = RedisLimiter(client, settings, ProxyMetrics(lambda: None), MemoryLimiter())
+    check = LimitCheck("standard", "ip:10.0.0.7", 80, 3600)
+    now = time.time()
+    try:
+        assert limiter.decide_held([check], now) is None  # nothing held yet: only `decide` can answer
+        first = await limiter.decide([check], now)
+        assert first[0].allowed
+        assert limiter.leases is not None
+        assert limiter.leases.held() == 39
+        before = await _commands_processed(client)
+        held = [limiter.decide_held([check], now) for _ in range(10)]
+        assert await _commands_processed(client) == before + 1  # only the second INFO itself
+        assert all(rs is not None and rs[0].allowed for rs in held)
+        remaining = [rs[0].remaining for rs in held if rs is not None]
+        assert remaining == sorted(remaining, reverse=True)
+        assert len(set(remaining)) == 10
+        assert limiter.leases.held() == 29
+        # The same instant through `decide`: the same answer as the held path gives next.
+        probe = LimitCheck("standard", "ip:10.0.0.8", 80, 3600)
+        await limiter.decide([probe], now)
+        via_decide = await limiter.decide([probe], now)
+        via_held = limiter.decide_held([probe], now)
+        assert via_held is not None
+        assert via_held[0]._replace(remaining=via_held[0].remaining + 1) == via_decide[0]
+    finally:
+        await limiter.close()
+        await client.aclose()
+
+
+async def test_in_exact_mode_only_a_remembered_refusal_is_decided_without_redis(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    limiter = RedisLimiter(client, RateLimitSettings(redis_timeout_s=2.0, mode="exact"), ProxyMetrics(lambda: None),
+                           MemoryLimiter())
+    check = LimitCheck("tight", "ip:10.0.0.9", 2, 3600)
+    now = time.time()
+    try:
+        assert limiter.decide_held([check], now) is None
+        assert [rs[0].allowed for rs in [await limiter.decide([check], now) for _ in range(3)]] == [True, True, False]
+        refused = await limiter.decide([check], now)
+        before = await _commands_processed(client)
+        held = limiter.decide_held([check], now)
+        assert await _commands_processed(client) == before + 1
+        assert held == refused
+        assert not held[0].allowed
+    finally:
+        await limiter.close()
+        await client.aclose()

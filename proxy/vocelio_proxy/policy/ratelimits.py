@@ -127,6 +127,9 @@ def headers_for(results: Sequence[LimitResult]) -> dict[str, str]:
 
 
 def ietf_ratelimit(results: Sequence[LimitResult], now: float) -> str:
+    if len(results) == 1:  # the common case, per request: no generator or joining
+        only = results[0]
+        return f'"{only.check.name}";r={only.remaining};t={max(0, int(only.reset_at - now))}'
     return ", ".join(f'"{r.check.name}";r={r.remaining};t={max(0, int(r.reset_at - now))}' for r in results)
 
 

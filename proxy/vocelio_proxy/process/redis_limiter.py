@@ -30,7 +30,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
 from vocelio_proxy.clock import Clock, SystemClock
-from vocelio_proxy.policy.ratelimit_leases import LeaseBook, Leftover, OverLimitCache, exhausted, refusal
+from vocelio_proxy.policy.ratelimit_leases import LeaseBook, Leftover, OverLimitCache, Take, exhausted, refusal
 from vocelio_proxy.policy.ratelimits import LimitCheck, LimitResult, MemoryLimiter, result_for
 from vocelio_proxy.process.metrics import ProxyMetrics
 from vocelio_proxy.process.supervision import WatcherStatus, supervise
@@ -201,6 +201,20 @@ class RedisLimiter:
     def _key(self, check: LimitCheck, index: int) -> str:
         return f"{self._settings.key_prefix}:{{{check.bucket}}}:{check.name}:{check.window_s}:{index}"
 
+    def decide_held(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult] | None:
+        """The decision when it needs no round trip (None otherwise: then `decide`):
+        in lease mode from held units or a held refusal, in exact mode a cached
+        refusal. Synchronous, so the common request pays for no coroutine; the
+        answers are the ones `decide` would give at the same instant."""
+        if not checks:
+            return []
+        if self.leases is not None:
+            take = self._take(self.leases, checks, now)
+            return None if take.missing else take.results
+        if self._blocks is not None:
+            return self._blocks.refused(checks, now)
+        return None
+
     async def decide(self, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         if not checks:
             return []
@@ -212,18 +226,24 @@ class RedisLimiter:
                 return refused
         return await self._decide_exact(checks, now)
 
+    def _take(self, book: LeaseBook, checks: Sequence[LimitCheck], now: float) -> Take:
+        """One local take; low leases are refilled in the background (not while Redis is
+        marked down), and the sync task that returns leftovers runs from the first take."""
+        if self._sync_task is None:
+            self._sync_task = asyncio.ensure_future(supervise(self.sync_status, self._sync_loop))
+        take = book.take(checks, now)
+        if take.refill and not (self._down_until and time.monotonic() < self._down_until):
+            for check in take.refill:
+                if check not in self._in_flight:
+                    self._fetch(book, check, now)
+        return take
+
     async def _decide_leased(self, book: LeaseBook, checks: Sequence[LimitCheck], now: float) -> list[LimitResult]:
         """From held units; a missing lease is fetched (requests of one caller share the
         fetch) and the take retried; a caller that keeps losing its units to concurrent
         requests is decided exactly."""
-        if self._sync_task is None:
-            self._sync_task = asyncio.ensure_future(supervise(self.sync_status, self._sync_loop))
         for _ in range(_MAX_LEASE_ROUNDS):
-            take = book.take(checks, now)
-            if take.refill and not (self._down_until and time.monotonic() < self._down_until):
-                for check in take.refill:
-                    if check not in self._in_flight:
-                        self._fetch(book, check, now)
+            take = self._take(book, checks, now)
             if not take.missing:
                 return take.results
             if self._down_until and time.monotonic() < self._down_until:
