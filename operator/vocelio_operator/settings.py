@@ -32,6 +32,10 @@ class OperatorSettings(BaseSettings):
     peering_lifetime_s: Annotated[float, Field(ge=1, le=3600)] = Field(
         60, description="How long this replica's peering record lives without a refresh: a replica that "
                         "stops answering is replaced after this long.")
+    index_sweep_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        300, description="While active, check kopf's indexes against a fresh listing this often (and on every "
+                         "activation): an object deleted while a watch was down is rendered no longer than this "
+                         "after the watch's re-list. 0 checks on activation only.")
     log_level: LogLevel = Field(
         "INFO", description="Log level, any letter case (debug, info, warning, error).")
     log_format: LogFormat = Field(

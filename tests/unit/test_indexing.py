@@ -11,11 +11,15 @@ import yaml
 from tests.harness.golden import GOLDEN, cases, load_index, render
 from vocelio_operator.translation.cluster_index import ClusterIndex
 from vocelio_operator.translation.indexing import (
+    GRANTS,
+    RESOURCE_KINDS,
+    SLICES,
     IndexedKey,
     IndexedResource,
     IndexedSlice,
     ServiceKey,
     grant_entry,
+    indexed_uids,
     refresh,
     resource_entry,
     secret_entry,
@@ -98,3 +102,52 @@ def test_refresh_replaces_what_left_the_indexes_and_keeps_the_api_keys() -> None
     refresh(index, {}, {("shop", "checkout"): []})
     assert (index.services, index.refs, index.slices) == ({}, {}, {})
     assert "vocelio-system/k" in index.api_keys
+
+
+def test_the_indexes_name_what_they_hold_by_kind_namespace_and_uid() -> None:
+    service = {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+               "metadata": {"name": "checkout", "namespace": "shop", "uid": "u-svc"},
+               "spec": {"pathPrefix": "/checkout", "backends": [{"serviceRef": {"name": "checkout", "port": 80}}]}}
+    tier = {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "RateTier",
+            "metadata": {"name": "gold", "namespace": "shop", "uid": "u-tier"}, "spec": {"requestsPerMinute": 10}}
+    piece = {"metadata": {"name": "checkout-1", "namespace": "shop", "uid": "u-slice",
+                          "labels": {"kubernetes.io/service-name": "checkout"}},
+             "addressType": "IPv4", "endpoints": []}
+    grant = {"metadata": {"name": "let-shop-in", "namespace": "payments", "uid": "u-grant"},
+             "spec": {"from": [], "to": []}}
+    no_uid = {**service, "metadata": {"name": "old", "namespace": "shop"}}
+    resources: dict[str, list[IndexedResource]] = {}
+    for body in (service, tier, no_uid):
+        for key, entry in resource_entry(body).items():
+            resources.setdefault(key, []).append(entry)
+    slices = {key: [entry] for key, entry in (slice_entry(piece) or {}).items()}
+    grants = {key: [value] for key, value in grant_entry(grant).items()}
+    assert indexed_uids(resources, slices, grants) == {
+        RESOURCE_KINDS["VocelioService"]: {"shop": {"u-svc"}},
+        RESOURCE_KINDS["RateTier"]: {"shop": {"u-tier"}},
+        SLICES: {"shop": {"u-slice"}},
+        GRANTS: {"payments": {"u-grant"}},
+    }
+
+
+def test_refresh_leaves_out_what_is_gone_and_keeps_a_recreated_object_of_the_same_name() -> None:
+    def service(uid: str, prefix: str) -> dict[str, Any]:
+        return {"apiVersion": "gateway.vocelio.ai/v1alpha1", "kind": "VocelioService",
+                "metadata": {"name": "checkout", "namespace": "shop", "uid": uid},
+                "spec": {"pathPrefix": prefix, "backends": [{"serviceRef": {"name": "checkout", "port": 80}}]}}
+
+    # kopf keeps the deleted object (uid "old") beside the one created under its name while it did not watch.
+    resources: dict[str, list[IndexedResource]] = {}
+    for body in (service("new", "/new"), service("old", "/old")):
+        for key, entry in resource_entry(body).items():
+            resources.setdefault(key, []).append(entry)
+    piece = {"metadata": {"name": "checkout-1", "namespace": "shop", "uid": "old-slice",
+                          "labels": {"kubernetes.io/service-name": "checkout"}}, "addressType": "IPv4"}
+    slices = {key: [entry] for key, entry in (slice_entry(piece) or {}).items()}
+    grants = {key: [value] for key, value in grant_entry(
+        {"metadata": {"name": "g", "namespace": "shop", "uid": "old-grant"}, "spec": {}}).items()}
+    index = ClusterIndex()
+    refresh(index, resources, slices, grants=grants, gone={"old", "old-slice", "old-grant"})
+    assert [s.spec.path_prefix for s in index.services.values()] == ["/new"]
+    assert index.refs["VocelioService/shop/checkout"].uid == "new"
+    assert (index.slices, index.grants) == ({}, {})

@@ -3,10 +3,12 @@ cleanup handlers, kopf indexes of every kind the renderer reads, and the handler
 that wake the reconciler. kopf lists and watches each indexed kind once, fills the
 indexes, and holds every other handler until all of them are filled; it stops
 delivering events while this replica is paused by peering. So the reconciler
-renders from the indexes (no second LIST of its own), activates on the first event
-of the peering object (the indexes are filled and this replica holds the peering;
-again after every pause) and pauses when that object shows a live peer with a
-higher priority. API-key Secrets are read only where keys may live, by
+renders from the indexes (its own listings are metadata only: which indexed
+objects still exist), activates on the first event of the peering object (the
+indexes are filled and this replica holds the peering; again on every listing of
+it, which kopf repeats after every pause) and pauses when that object shows a
+live peer with a higher priority (an event may be lost as kopf pauses: the
+reconciler also reads the object before each pass). API-key Secrets are read only where keys may live, by
 `keywatch` (a Role per namespace, not kopf's cluster-wide watch). The memo is typed
 (`OperatorMemo`); credentials come from one loader (`kube.credentials`) for kopf and
 the writer; peering is configured once, here. `run_operator` starts kopf."""
@@ -102,6 +104,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
     # one) would all stand by and stop reconciling: they draw distinct random negative priorities instead,
     # so exactly one is active and any replica given --priority (> 0) wins. Used by kopf and the reconciler.
     priority = settings.priority or -(secrets.randbelow(2**31 - 2) + 1)
+    peering_plural = "kopfpeerings" if settings.namespaces else "clusterkopfpeerings"
+    peering_namespace = settings.namespaces[0] if settings.namespaces else None
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -132,7 +136,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
         grants: kopf.Index[str, ReferenceGrant] = kwargs["reference_grants"]
         indexes = Indexes(resources=collections.ChainMap(services, tiers),  # type: ignore[arg-type]
                           slices=slices, grants=grants)
-        reconciler = memo.reconciler = Reconciler(op, ApiWriter(api), metrics, indexes, memo.indexing.settle)
+        writer = ApiWriter(api)
+
+        async def outranked_now() -> bool:
+            status = await writer.peering_status(peering_plural, peering_namespace, op.peering)
+            return outranked(status, priority, dt.datetime.now(dt.UTC))
+
+        reconciler = memo.reconciler = Reconciler(op, writer, metrics, indexes, memo.indexing.settle,
+                                                  outranked_now)
         memo.task = asyncio.create_task(reconciler.run(), name="reconciler")
         # API-key Secrets only where keys may live (a Role each), not through kopf's cluster-wide watch.
         memo.key_tasks = [asyncio.create_task(watch_key_secrets(api, ns, op.api_key_label,
@@ -173,8 +184,6 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
 
     # -- the peering object: this replica's activation, and its pause ------------------
 
-    peering_plural = "kopfpeerings" if settings.namespaces else "clusterkopfpeerings"
-
     def this_peering(name: str, namespace: str | None, **_: Any) -> bool:
         return name == settings.peering and (not settings.namespaces or namespace == settings.namespaces[0])
 
@@ -185,7 +194,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:  # noqa
         if outranked(status, priority, dt.datetime.now(dt.UTC)):
             reconciler.deactivate()
         elif event["type"] != "DELETED":
-            reconciler.activate()
+            # A listing (type None): kopf listed again, as after every pause, which this replica may
+            # have missed (kopf stops this watch as it pauses): start afresh.
+            reconciler.activate(relisted=event["type"] is None)
 
     # -- changes: wake the reconciler (it renders from the indexes) ----------------------
 

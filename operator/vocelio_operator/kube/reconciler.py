@@ -4,7 +4,16 @@ when the hash changed, and patches each resource's status only when it changed,
 posting Events on transitions. It renders only while its replica is active:
 `activate` (kopf released its handlers, so the indexes are filled, and this
 replica holds the peering) re-reads what is written, then renders; `deactivate`
-(a live peer with a higher priority) stops it before its next write. Owned by
+(a live peer with a higher priority) stops it before its next write.
+
+kopf stops the peering watch that carries `deactivate` at the moment it pauses,
+so a replica can be paused without hearing of it: each pass first asks whether a
+live peer outranks this replica (one GET of the peering object), and every fresh
+listing of the peering object (kopf lists again after each pause) activates anew.
+kopf's indexes keep objects deleted while kopf was not watching (a re-list does
+not drop them): on each activation, and every `index_sweep_s` while active, the
+indexes are checked against a fresh listing and such objects are left out of the
+render. Owned by
 the kopf startup handler (a task it cancels on cleanup); woken by the event
 handlers; API-key Secrets arrive from `keywatch` (the first render waits for
 each key namespace's first listing, so keys are published before routes)."""
@@ -12,6 +21,7 @@ each key namespace's first listing, so keys are published before routes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -24,7 +34,7 @@ from vocelio_operator.kube.metrics import OperatorMetrics
 from vocelio_operator.kube.writer import ApiWriter
 from vocelio_operator.settings import OperatorSettings
 from vocelio_operator.translation.cluster_index import ClusterIndex, ResourceRef
-from vocelio_operator.translation.indexing import IndexedResource, IndexedSlice, ServiceKey, refresh
+from vocelio_operator.translation.indexing import IndexedResource, IndexedSlice, ServiceKey, indexed_uids, refresh
 from vocelio_operator.translation.rendering import Outcome, render_config
 from vocelio_operator.translation.status import (
     resource_status,
@@ -60,8 +70,11 @@ class Indexes:
 
 class Reconciler:
     def __init__(self, settings: OperatorSettings, writer: ApiWriter, metrics: OperatorMetrics,
-                 indexes: Indexes, settle: Callable[[], Awaitable[None]]) -> None:
+                 indexes: Indexes, settle: Callable[[], Awaitable[None]],
+                 outranked: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.settings = settings
+        #: Whether a live peer outranks this replica now (None: a replica with no peers).
+        self._outranked = outranked
         #: Waits until kopf finished indexing a listing (before the first render of an activation).
         self._settle = settle
         self.writer = writer
@@ -74,6 +87,11 @@ class Reconciler:
         self._active = asyncio.Event()
         #: Set by `activate`: read what is written before the next write.
         self._reread = False
+        #: uids of objects kopf's indexes still hold that a fresh listing no longer has.
+        self._gone: frozenset[str] = frozenset()
+        #: Set by `activate` and by the timer: check the indexes against a fresh listing before the pass.
+        self._sweep_due = False
+        self._swept_at = time.monotonic()
         #: Key namespaces whose first listing has not arrived yet.
         self._keys_pending = set(key_namespaces(settings.tenancy, settings.config_namespace))
         self._keys_listed = asyncio.Event()
@@ -101,12 +119,15 @@ class Reconciler:
     def active(self) -> bool:
         return self._active.is_set()
 
-    def activate(self) -> None:
+    def activate(self, relisted: bool = False) -> None:
         """This replica holds the peering and kopf's indexes are filled: read what is
-        written (another replica may have written since this one last did) and render."""
-        if not self._active.is_set():
+        written (another replica may have written since this one last did), check the
+        indexes against a fresh listing, and render. `relisted`: kopf listed the peering
+        object again, as it does after every pause; this replica may have been paused
+        without hearing of it, so it starts afresh even if it believes itself active."""
+        if relisted or not self._active.is_set():
             log.info("reconciler active: re-reading the written config")
-            self._reread = True
+            self._reread = self._sweep_due = True
             self._active.set()
             self._dirty.set()
 
@@ -130,11 +151,45 @@ class Reconciler:
         self._reported.clear()
         self._reread = False
 
+    async def _sweep(self) -> None:
+        """Leave out of the render what kopf's indexes hold but the cluster no longer has.
+        The uids are taken before listing, so an object indexed after its kind was listed
+        is never taken for a deleted one (uids are never reused)."""
+        held = indexed_uids(self.indexes.resources, self.indexes.slices, self.indexes.grants)
+        gone: set[str] = set()
+        for kind, by_namespace in sorted(held.items()):
+            scopes: list[str | None] = [*sorted(by_namespace)] if self.settings.namespaces else [None]
+            live: set[str] = set()
+            for scope in scopes:
+                live |= await self.writer.live_uids(kind, scope)
+            gone |= {uid for uids in by_namespace.values() for uid in uids} - live
+        if gone != self._gone:
+            log.info("indexes checked against the cluster: objects deleted while kopf was not watching are "
+                     "left out", extra={"fields": {"deleted_unseen": len(gone)}})
+        self._gone = frozenset(gone)
+        self._sweep_due = False
+        self._swept_at = time.monotonic()
+
+    async def _wake(self) -> None:
+        """Return once something changed, or the periodic check of the indexes is due."""
+        period = self.settings.index_sweep_s
+        while not self._dirty.is_set():
+            if not period:
+                await self._dirty.wait()
+                return
+            left = self._swept_at + period - time.monotonic()
+            if left <= 0:
+                self._sweep_due = True
+                self._dirty.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), left)
+
     async def run(self) -> None:
         failures = 0
         await self._keys_listed.wait()
         while True:
-            await self._dirty.wait()
+            await self._wake()
             await self._active.wait()
             # Let a burst of events (a rollout, a bulk apply) land before rendering once.
             await asyncio.sleep(self.settings.coalesce_s)
@@ -143,9 +198,16 @@ class Reconciler:
                 self._dirty.set()  # paused while coalescing: render once active again
                 continue
             try:
+                if self._outranked is not None and await self._outranked():
+                    # kopf paused this replica and stopped the watch that would have said so.
+                    self.deactivate()
+                    self._dirty.set()
+                    continue
                 if self._reread:
                     await self._settle()
                     await self._reread_written()
+                if self._sweep_due:
+                    await self._sweep()
                 await self.reconcile_once()
                 failures = 0
                 self.metrics.reconciles.labels("ok").inc()
@@ -162,7 +224,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> None:
         self.passes += 1
-        refresh(self.index, self.indexes.resources, self.indexes.slices, grants=self.indexes.grants)
+        refresh(self.index, self.indexes.resources, self.indexes.slices, grants=self.indexes.grants, gone=self._gone)
         started = time.perf_counter()
         endpoints = self.index.endpoint_index()
         gateway = self.settings.config_namespace

@@ -1,7 +1,9 @@
 """Writes to the Kubernetes API for the reconciler: the config ConfigMap(s)
 (only when the content hash changed), the API-key hash Secret, status
-subresources, and Events. The only operator module that talks to the API
-besides kopf itself."""
+subresources, and Events; and the one read besides kopf's own: which objects of
+a kind still exist (`live_uids`, metadata only), to check kopf's indexes against.
+The only operator module that talks to the API besides kopf itself (and the
+API-key watch)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ log = logging.getLogger("vocelio.operator.writer")
 HASH_ANNOTATION = "gateway.vocelio.ai/config-hash"
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "vocelio-operator", "app.kubernetes.io/part-of": "vocelio-gateway"}
 PLURALS = {"VocelioService": "vocelioservices", "RateTier": "ratetiers"}
+#: A listing of metadata only: the uids, not the objects (an EndpointSlice list can be large).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+_PAGE = 500
 
 
 class ApiWriter:
@@ -29,6 +34,44 @@ class ApiWriter:
         self.custom = client.CustomObjectsApi(api)
         self.discovery = client.DiscoveryV1Api(api)
         self.component = component
+
+    async def live_uids(self, kind: tuple[str, str, str], namespace: str | None) -> set[str]:
+        """The uids of every object of `kind` (group, version, plural) that exists now, in
+        `namespace` or (None) in all namespaces; a kind the server does not serve has none."""
+        group, version, plural = kind
+        base = f"/apis/{group}/{version}"
+        path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+        uids: set[str] = set()
+        token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", _PAGE)] + ([("continue", token)] if token else [])
+            try:
+                page: Any = await self.api.call_api(
+                    path, "GET", query_params=query, header_params={"Accept": METADATA_LIST},
+                    response_types_map={200: "object"}, auth_settings=["BearerToken"],
+                    _return_http_data_only=True)
+            except ApiException as exc:
+                if exc.status == 404:  # the kind's CRD is gone, and with it every object of the kind
+                    return uids
+                raise
+            uids.update(str((item.get("metadata") or {}).get("uid") or "") for item in page.get("items") or [])
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return uids - {""}
+
+    async def peering_status(self, plural: str, namespace: str | None, name: str) -> dict[str, Any]:
+        """The status of kopf's peering object (one entry per replica); empty when it does not exist."""
+        try:
+            if namespace:
+                body: Any = await self.custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, plural, name)
+            else:
+                body = await self.custom.get_cluster_custom_object("kopf.dev", "v1", plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        status = body.get("status") if isinstance(body, dict) else None
+        return status if isinstance(status, dict) else {}
 
     async def current_config_hash(self, namespace: str, name: str) -> str | None:
         try:

@@ -13,7 +13,7 @@ API is; a malformed grant grants nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 GRANT_GROUP = "gateway.networking.k8s.io"
@@ -48,6 +48,8 @@ class ReferenceGrant:
     name: str
     sources: tuple[GrantFrom, ...]
     targets: tuple[GrantTo, ...]
+    #: The object's uid: which object of this name the operator's index holds (not part of what it grants).
+    uid: str = field(default="", compare=False)
 
 
 def parse_grant(body: Mapping[str, Any]) -> ReferenceGrant:
@@ -70,7 +72,7 @@ def parse_grant(body: Mapping[str, Any]) -> ReferenceGrant:
             # An empty name is an unset name in the API: every object of the kind.
             targets.append(GrantTo(group, kind, name or None))
     return ReferenceGrant(str(meta.get("namespace") or "default"), str(meta.get("name") or ""),
-                          tuple(sources), tuple(targets))
+                          tuple(sources), tuple(targets), str(meta.get("uid") or ""))
 
 
 def reference_permitted(from_namespace: str, to_namespace: str, to_name: str,
