@@ -79,6 +79,11 @@ class Process:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    def said(self, line: str) -> int:
+        """How often the process logged `line` over its whole log (`tail` holds only the
+        last 4000 characters, so a count there can shrink as the log scrolls)."""
+        return self.log.read_text(errors="replace").count(line)
+
 
 def start_process(cp: ControlPlane, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
     log = cp.logs / f"{name}.log"

@@ -307,17 +307,21 @@ def test_api_key_secrets_reach_the_proxies_as_hashes_only(stack: Stack, tmp_path
 
 
 def test_a_second_replica_with_higher_priority_takes_over_and_the_first_stands_by(stack: Stack) -> None:
+    pauses = stack.operator.said("Pausing operations in favour of")
+    resumes = stack.operator.said("Resuming operations after the pause")
     second, _ = start_operator(stack.cp, "operator-replica-2", ["--priority", "10"])
     stack.procs.append(second)
     try:
-        assert poll("first replica pauses", lambda: "Pausing operations in favour of" in stack.operator.tail(), 60)
+        assert poll("first replica pauses",
+                    lambda: stack.operator.said("Pausing operations in favour of") > pauses, 60)
         assert "Pausing operations" not in second.tail()
         stack.cp.kubectl("apply", "-f", "-", input=vocelio_service("workflows", "/api/v1/workflows", "voice-lab"))
         assert poll("the active replica renders",
                     lambda: any(s["name"] == "workflows" for s in stack.config()["services"]))
     finally:
         second.stop()
-    assert poll("first replica resumes", lambda: "Resuming operations after the pause" in stack.operator.tail(), 90)
+    assert poll("first replica resumes",
+                lambda: stack.operator.said("Resuming operations after the pause") > resumes, 90)
     stack.cp.kubectl("delete", "vocelioservice", "workflows", "-n", NS)
     assert poll("the resumed replica renders",
                 lambda: all(s["name"] != "workflows" for s in stack.config()["services"]))
