@@ -440,7 +440,7 @@ async def test_a_body_reader_gets_body_error_after_the_body_breaks() -> None:
         def resume_for_body(self) -> None: ...
         def write_raw(self, data: bytes) -> None: ...
 
-    body = RequestBody(Conn(), False, WireLimits())  # type: ignore[arg-type]
+    body = RequestBody(Conn(), False, WireLimits())
     body.feed(b"abc")
     body.fail(BodyError(408, "stalled"))
     got: list[bytes] = []
