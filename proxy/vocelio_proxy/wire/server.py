@@ -1026,7 +1026,10 @@ class HttpServer:
         self._server = await self.loop.create_server(factory, host, port, backlog=backlog,
                                                      reuse_address=True, reuse_port=reuse_port or None)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
-        return int(self._server.sockets[0].getsockname()[1])
+        # Read untyped: uvloop's `Server.sockets` is a list where typeshed says tuple, and the
+        # compiled module would check the declared type (a TypeError).
+        sockets: Any = cast(Any, self._server).sockets
+        return int(sockets[0].getsockname()[1])
 
     async def _tick_forever(self) -> None:
         while True:

@@ -272,7 +272,7 @@ async def open_upgrade(host: str, port: int, head: bytes, connect_timeout_s: flo
             transport, protocol = await loop.create_connection(
                 lambda: UpgradeUpstream(head.startswith(b"HEAD ")), host, port)
     except TimeoutError as exc:
-        raise UpstreamError("connect", f"connect to {host}:{port} timed out") from exc
+        raise UpstreamError("connect", f"connect to {host}:{port} timed out", timed_out=True) from exc
     except OSError as exc:
         raise UpstreamError("connect", f"connect to {host}:{port} failed: {exc.strerror or exc}") from exc
     transport.write(head)

@@ -47,14 +47,18 @@ _MAX_IDLE_PER_ENDPOINT = 512
 
 
 class UpstreamError(Exception):
-    """A failure talking to an upstream; `kind` is connect, timeout, reset or protocol."""
+    """A failure talking to an upstream; `kind` is connect, timeout, reset or protocol.
+    `timed_out`: a deadline ended it (a connect that did not complete in time is kind
+    connect and timed out). Said in a field, not by a `TimeoutError` as `__cause__`:
+    compiled code (mypyc) does not set `__cause__` on `raise ... from`."""
 
     def __init__(self, kind: str, message: str, *, response_started: bool = False,
-                 reused: bool = False) -> None:
+                 reused: bool = False, timed_out: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.response_started = response_started
         self.reused = reused
+        self.timed_out = timed_out or kind == "timeout"
 
 
 class UpstreamResponse:
@@ -402,7 +406,7 @@ class UpstreamPool:
             async with asyncio.timeout(connect_timeout_s):
                 await loop.create_connection(lambda: protocol, host, port)
         except TimeoutError as late:
-            raise UpstreamError("connect", f"connect to {key} timed out") from late
+            raise UpstreamError("connect", f"connect to {key} timed out", timed_out=True) from late
         except OSError as exc:
             raise UpstreamError("connect", f"connect to {key} failed: {exc.strerror or exc}") from exc
         self.created += 1
