@@ -40,6 +40,7 @@ def record(out: str, mode: str, tier: bool = False) -> None:
       location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }}""")]
     try:
         wait_http(f"http://127.0.0.1:{backend}/")
+        config: dict[str, object]  # the tier below adds a list beside the services
         config = {"services": [{"name": "b", "prefixes": ["/b"], "rewrite": "/", "health_check": {"interval_s": 2.0},
                                 "backends": [{"name": "n", "endpoints": [{"address": "127.0.0.1", "port": backend}]}]}]}
         if tier:
