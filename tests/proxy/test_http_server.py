@@ -22,6 +22,7 @@ from vocelio_contract.config import Endpoint, GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import LimitSettings
 from vocelio_proxy.wire.exchange import BodyError, Exchange
+from vocelio_proxy.wire.http1.heads import CONTINUE
 from vocelio_proxy.wire.http1.limits import WireLimits
 from vocelio_proxy.wire.server import Handler, HttpConnection, HttpServer, RequestBody
 
@@ -440,7 +441,7 @@ async def test_a_body_reader_gets_body_error_after_the_body_breaks() -> None:
         def resume_for_body(self) -> None: ...
         def write_raw(self, data: bytes) -> None: ...
 
-    body = RequestBody(Conn(), False, WireLimits())  # type: ignore[arg-type]
+    body = RequestBody(Conn(), False, WireLimits())
     body.feed(b"abc")
     body.fail(BodyError(408, "stalled"))
     got: list[bytes] = []
@@ -453,6 +454,57 @@ async def test_a_body_reader_gets_body_error_after_the_body_breaks() -> None:
         await read_all()
     assert got == [b"abc"]  # what arrived is still delivered first
     assert failure.value.status == 408
+
+
+class RecordingConn:
+    """What a `RequestBody` needs of its connection, recording what it is told."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.resumed = 0
+
+    def pause_for_body(self) -> None: ...
+
+    def resume_for_body(self) -> None:
+        self.resumed += 1
+
+    def write_raw(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+async def test_the_100_continue_goes_out_on_the_first_read_of_the_body_and_only_once() -> None:
+    conn = RecordingConn()
+    body = RequestBody(conn, True, WireLimits())
+    chunks = body.chunks()
+    assert conn.written == []  # asking for the iterator invites nothing: a handler may answer first
+    first = asyncio.ensure_future(anext(chunks))
+    await poll(lambda: conn.written == [CONTINUE], "the 100 Continue written")
+    body.feed(b"abc")
+    assert await asyncio.wait_for(first, 5) == b"abc"
+    body.feed(b"def")
+    body.finish()
+    assert [chunk async for chunk in body.chunks()] == [b"def"]
+    assert conn.written == [CONTINUE]
+
+
+async def test_a_body_reader_cancelled_while_waiting_loses_nothing_and_a_later_reader_goes_on() -> None:
+    conn = RecordingConn()
+    body = RequestBody(conn, False, WireLimits())
+    chunks = body.chunks()
+    body.feed(b"early")
+    assert await anext(chunks) == b"early"
+    waiting = asyncio.ensure_future(anext(chunks))
+    await poll(lambda: body._waiter is not None, "the reader waits for the client")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert body._waiter is None
+    body.feed(b"late")
+    body.finish()
+    # The same iterator (a read-ahead that stopped) and its end, as an async generator gave.
+    assert [chunk async for chunk in chunks] == [b"late"]
+    assert await anext(body.chunks(), None) is None
+    assert conn.resumed == 2  # each chunk taken below the low watermark lets reading resume
 
 
 async def test_a_client_that_never_takes_its_answers_is_disconnected_after_the_send_timeout() -> None:

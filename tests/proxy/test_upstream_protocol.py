@@ -98,6 +98,33 @@ async def test_a_reused_connection_times_out_at_its_own_request_deadline(raw_ups
         pool.close()
 
 
+async def test_a_body_reader_stopped_while_waiting_leaves_no_idle_deadline_behind(
+        raw_upstream: RawUpstreamFactory) -> None:
+    # Ten bytes announced, three sent, then silence: the reader waits under the idle timeout.
+    port = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    pool = UpstreamPool()
+    try:
+        conn = await pool.acquire("127.0.0.1", port, 1.0)
+        await conn.start_request(request_head("GET", "/a", "t", [], 0), "GET", 5.0)
+        chunks = conn.iter_body(0.2)
+        assert await anext(chunks) == b"abc"
+        waiting = asyncio.ensure_future(anext(chunks))
+        await poll(lambda: conn._waiter is not None, "the reader waits for the rest")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert conn._waiter is None
+        # Past the idle timeout nobody is reading: the abandoned wait's deadline must not
+        # fail the connection (its owner decides what happens to it).
+        await asyncio.sleep(0.5)
+        assert not conn.closed
+        with pytest.raises(UpstreamError) as idle:
+            await anext(conn.iter_body(0.2))  # a reader again: the idle timeout applies to it
+        assert idle.value.kind == "timeout"
+    finally:
+        pool.close()
+
+
 # -- which answers leave a connection reusable (the pool never desynchronises) ----------------------
 
 REUSE = {

@@ -178,3 +178,21 @@ def test_no_compiled_function_reuses_an_except_name_for_another_exception_type()
             clashes += [f"{module}.{function.name}: {name} is {sorted(kinds)}"
                         for name, kinds in types.items() if len(kinds) > 1]
     assert clashes == []
+
+
+def test_no_proxy_module_decides_on_an_exception_cause() -> None:
+    """mypyc ignores the `from` of `raise X from Y`: an exception raised in a compiled
+    module has no `__cause__` (and `from None` hides no context). Code that decided on
+    `__cause__` would decide differently compiled, and any proxy module may catch what a
+    compiled one raised; what a caller needs travels in the exception's own fields
+    (`UpstreamError.timed_out`)."""
+    import ast
+
+    readers = []
+    for source in sorted(compiled.PACKAGE_DIR.rglob("*.py")):
+        if compiled.BUILDS_DIR in source.parents:
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("__cause__", "__suppress_context__"):
+                readers.append(f"{source.relative_to(ROOT)}:{node.lineno}")
+    assert readers == []

@@ -12,16 +12,20 @@ from vocelio_proxy.wire.http1.framing import WireError
 from vocelio_proxy.wire.http1.limits import UPSTREAM_MAX_HEAD_READ, UPSTREAM_MAX_HEADER_BYTES, UPSTREAM_MAX_HEADERS
 
 
-class Reader(UpstreamHeadReader):
-    """The smallest shell: feeds bytes, marks the head complete, bounds an incomplete head."""
+class Reader:
+    """The smallest shell, holding the reader as the real ones do: feeds bytes, marks
+    the head complete, bounds an incomplete head."""
 
     def __init__(self) -> None:
-        self.start_head()
+        self.head = UpstreamHeadReader()
         self.parser = httptools.HttpResponseParser(self)
         self.fed = 0
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head.on_header(name, value)
+
     def on_headers_complete(self) -> None:
-        self._in_body = True
+        self.head.in_body = True
 
     def feed(self, data: bytes) -> None:
         try:
@@ -31,12 +35,12 @@ class Reader(UpstreamHeadReader):
                 raise exc.__context__ from None
             raise
         self.fed += len(data)
-        if not self._in_body:
-            self.head_read(len(data))
+        if not self.head.in_body:
+            self.head.head_read(len(data))
 
     @property
     def fields(self) -> list[tuple[str, str]]:
-        return self._fields
+        return self.head.fields
 
 
 def _head(fields: bytes) -> bytes:
@@ -90,9 +94,9 @@ def test_a_head_that_never_ends_is_refused_within_one_read_of_the_bound(piece: i
 
 
 def test_the_raw_bound_covers_the_interim_heads_of_one_answer_and_restarts_per_answer() -> None:
-    reader = Reader()
+    reader = UpstreamHeadReader()
     reader.start_head()
-    reader._head_read = UPSTREAM_MAX_HEAD_READ - 10
+    reader.head_read(UPSTREAM_MAX_HEAD_READ - 10)
     reader.start_head(interim=True)
     with pytest.raises(WireError):
         reader.head_read(11)

@@ -227,7 +227,7 @@ class Proxy:
     def _upstream_failed(self, out: UpgradableWriter, ex: Exchange, service: Service, endpoint: str,
                          exc: UpstreamError) -> None:
         """Answer an upstream failure: the envelope says what happened, the log says where."""
-        timed_out = exc.kind == "timeout" or isinstance(exc.__cause__, TimeoutError)
+        timed_out = exc.timed_out
         log.warning("upstream request failed", extra={"fields": {
             "request_id": ex.request_id, "service": service.id, "endpoint": endpoint, "kind": exc.kind,
             "error": str(exc), "attempts": ex.attempts}})

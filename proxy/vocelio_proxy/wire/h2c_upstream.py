@@ -561,7 +561,7 @@ class H2cPool:
             async with asyncio.timeout(max(timeout_s, 0.001)):
                 _, protocol = await loop.create_connection(lambda: H2cConnection(self, key), host, port)
         except TimeoutError as exc:
-            raise UpstreamError("connect", f"connect to {key} timed out") from exc
+            raise UpstreamError("connect", f"connect to {key} timed out", timed_out=True) from exc
         except OSError as exc:
             raise UpstreamError("connect", f"connect to {key} failed: {exc.strerror or exc}") from exc
         finally:

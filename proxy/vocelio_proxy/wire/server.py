@@ -37,6 +37,11 @@ Why not aiohttp's server: its per-request objects (Request, CIMultiDict
 headers, StreamResponse, signals, middleware wrapping) cost 25-30 us of the
 ~90 us a request may spend here to meet the throughput bar (see README,
 "Performance"); aiohttp still owns the application's lifecycle and clients.
+
+Compiled with mypyc (docs/performance.md): the connection classes are asyncio
+protocols by their methods, not by inheritance (asyncio and uvloop, the TLS
+layer included, only call them), and a request body is read through an
+async-iterator class (`RequestChunks`), not an async generator.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 from vocelio_proxy.policy.error_envelope import error_body
@@ -98,6 +103,18 @@ _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _PEER_GONE_STATES = frozenset({7, 8})  # TCP_CLOSE, TCP_CLOSE_WAIT
 
 
+class BodyReadingControl(Protocol):
+    """What a `RequestBody` needs of its connection (`HttpConnection`; tests pass their
+    own): reading paused and resumed by the body's watermarks, and the interim
+    `100 Continue` written when the handler first reads."""
+
+    def pause_for_body(self) -> None: ...
+
+    def resume_for_body(self) -> None: ...
+
+    def write_raw(self, data: bytes) -> None: ...
+
+
 class RequestBody(BodyBuffer):
     """A request body arriving from the client, read once by the handler
     (`chunks`). A body that cannot be completed raises `BodyError` (malformed,
@@ -105,7 +122,7 @@ class RequestBody(BodyBuffer):
 
     __slots__ = ("_conn", "_expect_continue", "_waiter")
 
-    def __init__(self, conn: HttpConnection, expect_continue: bool, limits: WireLimits) -> None:
+    def __init__(self, conn: BodyReadingControl, expect_continue: bool, limits: WireLimits) -> None:
         super().__init__(limits.body_high_water, limits.body_low_water)
         self._conn = conn
         self._waiter: asyncio.Future[None] | None = None
@@ -135,33 +152,68 @@ class RequestBody(BodyBuffer):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> RequestChunks:
+        """The body, chunk by chunk as it arrives. The first read asks a client that
+        sent `Expect: 100-continue` for the body (not the call: a handler that answers
+        without reading never invites it)."""
+        return RequestChunks(self)
+
+    def _start_reading(self) -> None:
         if self._expect_continue:
             self._expect_continue = False
             # RFC 9110 §10.1.1: no 100 once the final answer is known or the body is here.
             if not self.received and not self.done and self.error is None:
                 self._conn.write_raw(CONTINUE)
+
+    def _next_buffered(self) -> bytes | None:
+        """The next chunk already here (resuming reading once the buffer drained), or None."""
+        chunk, resume = self.pop()
+        if resume:
+            self._conn.resume_for_body()
+        return chunk
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class RequestChunks:
+    """`RequestBody.chunks`: an async iterator over a request body (an async-iterator
+    class: mypyc compiles no async generators). Nothing is held between chunks, so a
+    reader that stops early (a `break` to stream the rest later, a cancellation)
+    leaves nothing to clean up; a cancelled wait drops its waiter on the way out."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: RequestBody) -> None:
+        self._body = body
+
+    def __aiter__(self) -> RequestChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body = self._body
+        if body._expect_continue:
+            body._start_reading()  # the first read (the flag is cleared there)
         while True:
-            chunk, resume = self.pop()
+            chunk = body._next_buffered()
             if chunk is not None:
-                if resume:
-                    self._conn.resume_for_body()
-                yield chunk
-                continue
-            if self.error is not None:
-                raise self.error
-            if self.done:
-                return
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                return chunk
+            error = body.error
+            if error is not None:
+                raise error
+            if body.done:
+                raise StopAsyncIteration
+            await body._wait()
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection:
     """One client connection: parses requests, serves them one at a time in
-    arrival order, and is the response writer the handler talks to."""
+    arrival order, and is the response writer the handler talks to. An
+    `asyncio.Protocol` by its methods (the loop and the TLS layer only call them)."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -824,7 +876,7 @@ class HttpConnection(asyncio.Protocol):
             self.close()
 
 
-class _Refusal(asyncio.Protocol):
+class _Refusal:
     """A connection over `max_client_connections`: answered with a 503 envelope
     and `Connection: close`, its request (if any) read and dropped so the close
     is a FIN after the answer rather than a reset; the housekeeping tick ends it
@@ -860,6 +912,12 @@ class _Refusal(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.lingering.discard(self)
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
     def tick(self, now: float) -> None:
         if not self.since:
@@ -922,16 +980,17 @@ class HttpServer:
     def _accept(self) -> asyncio.Protocol:
         # Counted when the protocol is made (before connection_made), so a burst of
         # accepts in one loop iteration cannot overshoot the cap.
+        # (Protocols by their methods, not subclasses of asyncio.Protocol: the casts say so.)
         if len(self.connections) >= self.max_connections:
-            return _Refusal(self)
-        return HttpConnection(self)
+            return cast(asyncio.Protocol, _Refusal(self))
+        return cast(asyncio.Protocol, HttpConnection(self))
 
     def _accept_tls(self) -> asyncio.Protocol:
         assert self._tls is not None
         if len(self.connections) + len(self.handshakes) >= self.max_connections:
             # A 503 would cost a handshake at the moment the gateway is busiest: the socket is closed.
             self.refused_connections += 1
-            return _Dropped()
+            return cast(asyncio.Protocol, _Dropped())
         context, timeout_s = self._tls
         return TlsHandshake(self, context, timeout_s)
 
@@ -939,7 +998,7 @@ class HttpServer:
         """A TLS handshake ended well: the connection protocol takes the TLS transport
         over, with what arrived in between (`tls.HeldProtocol`)."""
         conn = HttpConnection(self)
-        transport.set_protocol(conn)
+        transport.set_protocol(cast(asyncio.Protocol, conn))
         conn.connection_made(transport)
         # connection_made may have handed the transport to HTTP/2 (ALPN h2): replay to its protocol.
         proto = cast(asyncio.Protocol, transport.get_protocol())
@@ -967,7 +1026,10 @@ class HttpServer:
         self._server = await self.loop.create_server(factory, host, port, backlog=backlog,
                                                      reuse_address=True, reuse_port=reuse_port or None)
         self._ticker = self.loop.create_task(self._tick_forever(), name="http-housekeeping")
-        return int(self._server.sockets[0].getsockname()[1])
+        # Read untyped: uvloop's `Server.sockets` is a list where typeshed says tuple, and the
+        # compiled module would check the declared type (a TypeError).
+        sockets: Any = cast(Any, self._server).sockets
+        return int(sockets[0].getsockname()[1])
 
     async def _tick_forever(self) -> None:
         while True:
@@ -1005,11 +1067,26 @@ class HttpServer:
             await self._server.wait_closed()
 
 
-class _Dropped(asyncio.Protocol):
+class _Dropped:
     """A TLS connection over the cap: closed at once."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.abort()  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
 
 def wire_limits(limits: LimitSettings) -> WireLimits:

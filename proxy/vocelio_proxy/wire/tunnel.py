@@ -57,16 +57,17 @@ class UpgradeAnswer:
         self.body = body
 
 
-class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
+class UpgradeUpstream(asyncio.Protocol):
     """One upstream connection carrying an upgrade request, then the tunnel.
     `head_request`: the upgrade request's method is HEAD (its refusal has no body)."""
 
     def __init__(self, head_request: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future[UpgradeAnswer] = asyncio.get_running_loop().create_future()
+        # The answer head's fields and limits (the rules of every upstream answer).
+        self._head_reader = UpstreamHeadReader()
         self._parser = httptools.HttpResponseParser(self)
         self._head_request = head_request
-        self.start_head()
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._status = 0
@@ -97,9 +98,9 @@ class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-            if not self._in_body:
+            if not self._head_reader.in_body:
                 # The head is still incomplete after this read: bound what llhttp buffers.
-                self.head_read(len(data))
+                self._head_reader.head_read(len(data))
         except WireError as exc:
             self._fail(UpstreamError("protocol", f"invalid upstream answer to an upgrade: {exc.message}"))
         except httptools.HttpParserUpgrade as exc:
@@ -130,13 +131,17 @@ class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
         if self._client is not None:
             self._client.tunnel_resume()
 
-    # -- httptools callbacks (on_header: answers.UpstreamHeadReader) ---------------
+    # -- httptools callbacks ---------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_reader.on_header(name, value)
+
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
+        fields = self._head_reader.fields
         # The rules of every upstream answer (raises WireError: a 502).
-        kind, _ = upstream_body_framing(status, self._head_request, parser.get_http_version, self._fields)
-        self._in_body = True
+        kind, _ = upstream_body_framing(status, self._head_request, parser.get_http_version, fields)
+        self._head_reader.in_body = True
         if 100 <= status < 200 and status != 101:
             return  # interim: the final head comes next (on_message_complete starts it)
         self._status = status
@@ -144,10 +149,10 @@ class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
         if status == 101:
             self._switched = True
             if not self.answer.done():
-                self.answer.set_result(UpgradeAnswer(101, self._fields, b""))
+                self.answer.set_result(UpgradeAnswer(101, fields, b""))
             return
         if kind == BY_LENGTH:
-            for name, value in self._fields:
+            for name, value in fields:
                 if name.lower() == "content-length" and parse_content_length(value) > UPGRADE_REFUSAL_MAX_BODY:
                     raise WireError(502, "upstream refusal of an upgrade with a body over the relay limit")
         elif kind == NO_BODY and self._head_request:
@@ -164,14 +169,14 @@ class UpgradeUpstream(UpstreamHeadReader, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if not self._status:
-            self.start_head(interim=True)  # after an interim answer
+            self._head_reader.start_head(interim=True)  # after an interim answer
             return
         if not self._switched and not self.answer.done():
             self._answer_refusal()
 
     def _answer_refusal(self) -> None:
         if not self.answer.done():  # (or abandoned: the answer timed out)
-            self.answer.set_result(UpgradeAnswer(self._status, self._fields, b"".join(self._body)))
+            self.answer.set_result(UpgradeAnswer(self._status, self._head_reader.fields, b"".join(self._body)))
 
     # -- the tunnel ---------------------------------------------------------------
     def _fail(self, error: UpstreamError) -> None:
@@ -267,7 +272,7 @@ async def open_upgrade(host: str, port: int, head: bytes, connect_timeout_s: flo
             transport, protocol = await loop.create_connection(
                 lambda: UpgradeUpstream(head.startswith(b"HEAD ")), host, port)
     except TimeoutError as exc:
-        raise UpstreamError("connect", f"connect to {host}:{port} timed out") from exc
+        raise UpstreamError("connect", f"connect to {host}:{port} timed out", timed_out=True) from exc
     except OSError as exc:
         raise UpstreamError("connect", f"connect to {host}:{port} failed: {exc.strerror or exc}") from exc
     transport.write(head)

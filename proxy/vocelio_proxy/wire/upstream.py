@@ -19,14 +19,18 @@ Malformed, slow (request and idle deadlines) or truncated answers become
 
 Owned by the proxy application (one `UpstreamPool` per process, closed on
 shutdown); used by the proxy handler and the active health checker.
+
+Compiled with mypyc (docs/performance.md): the connection is an asyncio
+protocol by its methods, not by inheritance (the loop only calls them), and a
+response body is read through an async-iterator class (`ResponseChunks`),
+not an async generator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -36,21 +40,25 @@ from vocelio_proxy.wire.http1.chunks import LAST_CHUNK, encode_chunk
 from vocelio_proxy.wire.http1.framing import UNTIL_CLOSE, WireError, upstream_body_framing
 from vocelio_proxy.wire.http1.heads import request_head
 
-__all__ = ["LAST_CHUNK", "UpstreamConnection", "UpstreamError", "UpstreamPool", "UpstreamResponse",
-           "encode_chunk", "request_head"]
+__all__ = ["LAST_CHUNK", "ResponseChunks", "UpstreamConnection", "UpstreamError", "UpstreamPool",
+           "UpstreamResponse", "encode_chunk", "request_head"]
 
 _MAX_IDLE_PER_ENDPOINT = 512
 
 
 class UpstreamError(Exception):
-    """A failure talking to an upstream; `kind` is connect, timeout, reset or protocol."""
+    """A failure talking to an upstream; `kind` is connect, timeout, reset or protocol.
+    `timed_out`: a deadline ended it (a connect that did not complete in time is kind
+    connect and timed out). Said in a field, not by a `TimeoutError` as `__cause__`:
+    compiled code (mypyc) does not set `__cause__` on `raise ... from`."""
 
     def __init__(self, kind: str, message: str, *, response_started: bool = False,
-                 reused: bool = False) -> None:
+                 reused: bool = False, timed_out: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.response_started = response_started
         self.reused = reused
+        self.timed_out = timed_out or kind == "timeout"
 
 
 class UpstreamResponse:
@@ -61,8 +69,9 @@ class UpstreamResponse:
         self.headers = headers
 
 
-class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
-    """One HTTP/1.1 connection; one request at a time (no pipelining)."""
+class UpstreamConnection:
+    """One HTTP/1.1 connection; one request at a time (no pipelining). An
+    `asyncio.Protocol` by its methods (the loop only calls them)."""
 
     def __init__(self, pool: UpstreamPool, key: str) -> None:
         self._pool = pool
@@ -75,7 +84,8 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
         self._parser: Any = None
         self._head = False
         self._informational = False
-        self.start_head()
+        # The answer head's fields and limits (shared rules with the tunnel).
+        self._head_reader = UpstreamHeadReader()
         self._headers_future: asyncio.Future[UpstreamResponse] | None = None
         self._body = BodyBuffer()
         self._waiter: asyncio.Future[None] | None = None
@@ -106,11 +116,12 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-            if not self._in_body:
+            if not self._head_reader.in_body:
                 # The head is still incomplete after this read: bound what llhttp buffers.
-                self.head_read(len(data))
-        except WireError as exc:
-            self._fail(UpstreamError("protocol", f"invalid upstream response: {exc.message}", reused=self.reused))
+                self._head_reader.head_read(len(data))
+        except WireError as refused:
+            self._fail(UpstreamError("protocol", f"invalid upstream response: {refused.message}",
+                                     reused=self.reused))
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=True))
         except httptools.HttpParserError as exc:
@@ -146,28 +157,33 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    # -- httptools callbacks (on_header: answers.UpstreamHeadReader) ---------------
+    # -- httptools callbacks ---------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_reader.on_header(name, value)
+
     def on_headers_complete(self) -> None:
         if self._done:
             # A second answer on the connection (its fields were dropped as trailers).
             raise WireError(502, "data after a complete response")
         parser = self._parser
         status = parser.get_status_code()
-        self._in_body = True
+        head_reader = self._head_reader
+        head_reader.in_body = True
+        fields = head_reader.fields
         if 100 <= status < 200 and status != 101:
             # An interim answer: its head obeys the same rules (one announcing a body is
             # refused); the final answer's fields come next.
-            upstream_body_framing(status, self._head, "1.1", self._fields)
+            upstream_body_framing(status, self._head, "1.1", fields)
             self._informational = True
             return
-        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, self._fields)
+        kind, reusable = upstream_body_framing(status, self._head, parser.get_http_version, fields)
         self._got_headers = True
         self.keep_alive = reusable and parser.should_keep_alive()
         self._close_delimited = kind == UNTIL_CLOSE
         self._cancel_timer()
         fut = self._headers_future
         if fut is not None and not fut.done():
-            fut.set_result(UpstreamResponse(status, self._fields))
+            fut.set_result(UpstreamResponse(status, fields))
         if self._head:
             # llhttp cannot be told the request was HEAD; finish here and use a
             # fresh parser for the next request on this connection.
@@ -188,7 +204,7 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
         if self._informational:
             # The final answer's fields come next.
             self._informational = False
-            self.start_head(interim=True)
+            self._head_reader.start_head(interim=True)
             return
         if not self._done:
             self._finish()
@@ -266,7 +282,7 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
     def start_request(self, head: bytes, method: str, timeout_s: float) -> asyncio.Future[UpstreamResponse]:
         self._parser = httptools.HttpResponseParser(self)
         self._head = method == "HEAD"
-        self.start_head()
+        self._head_reader.start_head()
         self._body.clear()
         self._done = False
         self._got_headers = False
@@ -295,30 +311,63 @@ class UpstreamConnection(UpstreamHeadReader, asyncio.Protocol):
             return self._body.take_all()
         return None
 
-    async def iter_body(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
-        while True:
-            chunk, resume = self._body.pop()
-            if chunk is not None:
-                if resume and self._paused and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield chunk
-                continue
-            if self._error is not None:
-                raise self._error
-            if self._done:
-                return
-            self._waiter = self._loop.create_future()
-            self._set_deadline(idle_timeout_s, "idle")
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-                self._cancel_timer()
+    def iter_body(self, idle_timeout_s: float) -> ResponseChunks:
+        """The rest of the response body, chunk by chunk as it arrives (reading resumes
+        as the buffer drains); at most `idle_timeout_s` between chunks, else
+        `UpstreamError(timeout)`. A broken or cut body raises its `UpstreamError` after
+        the chunks that did arrive."""
+        return ResponseChunks(self, idle_timeout_s)
+
+    def _next_buffered(self) -> bytes | None:
+        """The next chunk already here (resuming reading once the buffer drained), or None."""
+        chunk, resume = self._body.pop()
+        if chunk is not None and resume and self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def _wait_for_body(self, idle_timeout_s: float) -> None:
+        """Wait for more of the body, its end or its failure, at most `idle_timeout_s`."""
+        self._waiter = self._loop.create_future()
+        self._set_deadline(idle_timeout_s, "idle")
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._cancel_timer()
 
     @property
     def reusable(self) -> bool:
         return self._done and self._error is None and self.keep_alive and not self.closed
+
+
+class ResponseChunks:
+    """`UpstreamConnection.iter_body`: an async iterator over a response body (an
+    async-iterator class: mypyc compiles no async generators). Nothing is held between
+    chunks, so a reader that stops early (a `break`, a cancellation) leaves nothing to
+    clean up; a cancelled wait drops its waiter and idle deadline on the way out."""
+
+    __slots__ = ("_conn", "_idle_timeout_s")
+
+    def __init__(self, conn: UpstreamConnection, idle_timeout_s: float) -> None:
+        self._conn = conn
+        self._idle_timeout_s = idle_timeout_s
+
+    def __aiter__(self) -> ResponseChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        while True:
+            chunk = conn._next_buffered()
+            if chunk is not None:
+                return chunk
+            error = conn._error
+            if error is not None:
+                raise error
+            if conn._done:
+                raise StopAsyncIteration
+            await conn._wait_for_body(self._idle_timeout_s)
 
 
 class UpstreamPool:
@@ -350,15 +399,18 @@ class UpstreamPool:
         if conn is not None:
             return conn
         loop = asyncio.get_running_loop()
+        conn = UpstreamConnection(self, key)
+        # A protocol by its methods (not a subclass of asyncio.Protocol): the loop only calls them.
+        protocol = cast(asyncio.Protocol, conn)
         try:
             async with asyncio.timeout(connect_timeout_s):
-                _, protocol = await loop.create_connection(lambda: UpstreamConnection(self, key), host, port)
-        except TimeoutError as exc:
-            raise UpstreamError("connect", f"connect to {key} timed out") from exc
+                await loop.create_connection(lambda: protocol, host, port)
+        except TimeoutError as late:
+            raise UpstreamError("connect", f"connect to {key} timed out", timed_out=True) from late
         except OSError as exc:
             raise UpstreamError("connect", f"connect to {key} failed: {exc.strerror or exc}") from exc
         self.created += 1
-        return protocol
+        return conn
 
     def release(self, conn: UpstreamConnection) -> None:
         if not conn.reusable:

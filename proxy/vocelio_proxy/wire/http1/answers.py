@@ -2,15 +2,19 @@
 sides: the pooled client (`upstream.UpstreamConnection`) and the connection
 that carries an upgrade request (`tunnel.UpgradeUpstream`).
 
-`UpstreamHeadReader` is a mixin for an llhttp (httptools) response-parser
-protocol: its `on_header` callback keeps the fields of the answer head within
-`UPSTREAM_MAX_HEADER_BYTES` / `UPSTREAM_MAX_HEADERS` (refusing with
-`WireError(502)` beyond), drops trailer fields (they never become response
-headers), and trims trailing whitespace from values (RFC 9110 §5.5);
-`head_read` bounds the raw bytes of a head that does not end
+`UpstreamHeadReader` is owned by an llhttp (httptools) response-parser
+protocol, which hands it each `on_header` callback: it keeps the fields of the
+answer head within `UPSTREAM_MAX_HEADER_BYTES` / `UPSTREAM_MAX_HEADERS`
+(refusing with `WireError(502)` beyond), drops trailer fields (they never
+become response headers), and trims trailing whitespace from values (RFC 9110
+§5.5); `head_read` bounds the raw bytes of a head that does not end
 (`UPSTREAM_MAX_HEAD_READ`). How the body is delimited and whether the
 connection may be reused is `framing.upstream_body_framing`. Obsolete line
 folding, bare CR/LF and other syntax errors are refused by llhttp itself.
+
+A part the shells hold, not a base class they extend: the module is compiled
+with mypyc (docs/performance.md), and a compiled class cannot be subclassed
+by the modules that stay Python (`tunnel`, tests).
 
 Sans-I/O: no sockets, no clock; the I/O shells feed it parser callbacks and
 read sizes, and turn `WireError` into their own upstream errors (a 502)."""
@@ -24,37 +28,41 @@ _OWS = (32, 9)
 
 
 class UpstreamHeadReader:
-    """The fields of one upstream answer head, for an llhttp response parser whose
-    callbacks are this object's methods. A subclass calls `start_head` before each
-    answer and again after an interim 1xx head, sets `_in_body` when a head
-    completes, and calls `head_read(size)` after feeding a read that left the
-    head incomplete."""
+    """The fields of one upstream answer head. Its owner passes llhttp's `on_header`
+    callbacks to `on_header`, calls `start_head` before each answer and again after an
+    interim 1xx head, sets `in_body` when a head completes, and calls `head_read(size)`
+    after feeding a read that left the head incomplete."""
 
-    # Plain attributes (not slots): the subclasses are asyncio protocols.
-    _fields: list[tuple[str, str]]
-    _field_bytes: int
-    _head_read: int
-    _in_body: bool
+    __slots__ = ("_field_bytes", "_head_read", "fields", "in_body")
+
+    def __init__(self) -> None:
+        #: The fields of the head being read, names as sent (a new list per head: the
+        #: list handed on with an answer is never changed afterwards).
+        self.fields: list[tuple[str, str]] = []
+        #: The head is complete: further fields are trailers.
+        self.in_body = False
+        self._field_bytes = 0
+        self._head_read = 0
 
     def start_head(self, *, interim: bool = False) -> None:
         """Forget the fields (a new answer, or the final head after an interim one;
         the raw byte count runs on across interim heads of one answer)."""
-        self._fields = []
+        self.fields = []
         self._field_bytes = 0
-        self._in_body = False
+        self.in_body = False
         if not interim:
             self._head_read = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
+        if self.in_body:
             # A trailer field: never added to the response headers the client gets.
             return
         self._field_bytes += len(name) + len(value)
-        if self._field_bytes > UPSTREAM_MAX_HEADER_BYTES or len(self._fields) >= UPSTREAM_MAX_HEADERS:
+        if self._field_bytes > UPSTREAM_MAX_HEADER_BYTES or len(self.fields) >= UPSTREAM_MAX_HEADERS:
             raise WireError(502, "upstream response headers too large")
         if value and value[-1] in _OWS:
             value = value.rstrip(b" \t")
-        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def head_read(self, size: int) -> None:
         """`size` bytes were fed and the head is still incomplete: refuse a head

@@ -3,8 +3,9 @@ consumer (the code that forwards them), without I/O: the buffered chunks, the
 watermarks that tell the producer to pause and resume, the total received
 against a byte budget, the end, and the error that ends it early.
 
-The I/O shells subclass it and add the waiting: `server.RequestBody` (client
-request bodies) and the upstream client's response bodies use the same rules.
+The I/O shells add the waiting: `server.RequestBody` extends it (compiled with
+it, docs/performance.md), the upstream client's response bodies and HTTP/2's
+`StreamBody` hold one (a Python class cannot extend a compiled one).
 """
 
 from __future__ import annotations

@@ -124,14 +124,16 @@ class _Refusal:
         out.send(ex, self.status, [("Content-Type", "application/json")], body)
 
 
-class StreamBody(BodyBuffer):
+class StreamBody:
     """One stream's request body: chunks as DATA arrives; the flow-control window is
-    opened (`acknowledge_received_data`) only when the pipeline takes a chunk."""
+    opened (`acknowledge_received_data`) only when the pipeline takes a chunk. Holds
+    its `BodyBuffer` rather than extending it: `http1.body` is compiled with mypyc
+    (docs/performance.md) and a compiled class cannot have a Python subclass."""
 
-    __slots__ = ("_conn", "_stream_id", "_waiter", "expect_continue", "stalled_since")
+    __slots__ = ("_buffer", "_conn", "_stream_id", "_waiter", "expect_continue", "stalled_since")
 
     def __init__(self, conn: Http2Connection, stream_id: int, limit: int) -> None:
-        super().__init__(limit=limit)
+        self._buffer = BodyBuffer(limit=limit)
         self._conn = conn
         self._stream_id = stream_id
         self._waiter: asyncio.Future[None] | None = None
@@ -140,19 +142,42 @@ class StreamBody(BodyBuffer):
         #: Since when the pipeline has been waiting for bytes that do not come (the tick's mark).
         self.stalled_since = 0.0
 
+    @property
+    def complete(self) -> bool:
+        """The whole body has arrived (`exchange.BodySource`)."""
+        return self._buffer.done
+
+    @property
+    def done(self) -> bool:
+        return self._buffer.done
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the body cannot be completed (raised to the reader after the buffered chunks)."""
+        return self._buffer.error
+
+    @property
+    def size(self) -> int:
+        """Bytes buffered now (not yet taken by the pipeline)."""
+        return self._buffer.size
+
+    def clear(self) -> None:
+        self._buffer.clear()
+
     def feed(self, data: bytes) -> None:
         self.stalled_since = 0.0
-        self.push(data)
-        if self.over_budget:
-            self.fail(BodyError(413, f"Request body exceeds {self.limit} bytes"))
+        buffer = self._buffer
+        buffer.push(data)
+        if buffer.over_budget:
+            buffer.fail(BodyError(413, f"Request body exceeds {buffer.limit} bytes"))
         self._wake()
 
     def finish(self) -> None:
-        super().finish()
+        self._buffer.finish()
         self._wake()
 
     def fail(self, error: BaseException) -> None:
-        super().fail(error)
+        self._buffer.fail(error)
         self._wake()
 
     def _wake(self) -> None:
@@ -161,20 +186,21 @@ class StreamBody(BodyBuffer):
             waiter.set_result(None)
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        buffer = self._buffer
         if self.expect_continue:
             self.expect_continue = False
             # RFC 9110 §10.1.1: no 100 once the body is arriving or has ended.
-            if not self.received and not self.done and self.error is None:
+            if not buffer.received and not buffer.done and buffer.error is None:
                 self._conn.send_continue(self._stream_id)
         while True:
-            chunk, _ = self.pop()
+            chunk, _ = buffer.pop()
             if chunk is not None:
                 self._conn.consumed(self._stream_id, len(chunk))
                 yield chunk
                 continue
-            if self.error is not None:
-                raise self.error
-            if self.done:
+            if buffer.error is not None:
+                raise buffer.error
+            if buffer.done:
                 return
             self._waiter = asyncio.get_running_loop().create_future()
             try:
