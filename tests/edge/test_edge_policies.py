@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import brotli
 import jwt
 import pytest
@@ -19,12 +20,13 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness.app_fixtures import GatewayFactory, UpstreamFactory, service
+from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, service
 from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import poll_async
 from vocelio_contract.apikeys import mint_key
 from vocelio_contract.config import GatewayConfig, RateTier, TierMatch
 from vocelio_proxy.clock import ManualClock
+from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import AuthSettings, JwtIssuer
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -123,6 +125,56 @@ async def test_a_spoofed_forwarded_for_does_not_move_a_caller_into_another_bucke
     gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS))
     statuses = [(await gw.get("/api/v1/svc/x", headers={"X-Forwarded-For": f"10.9.9.{i}"}))[0] for i in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
+
+
+async def _get_from(gw: Gateway, address: str, path: str) -> tuple[int, dict[str, str]]:
+    """A GET sent from `address` (a loopback address of its own: its own rate-limit bucket)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session, \
+            session.get(gw.url + path) as resp:
+        await resp.read()
+        return resp.status, dict(resp.headers)
+
+
+async def test_an_anonymous_callers_limits_follow_a_reload_and_each_address_keeps_its_own_bucket(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
+    """The gateway remembers anonymous callers' identities and limit checks per address:
+    what it remembers is per address and per runtime, never carried past a reload."""
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS))
+    first = [await _get_from(gw, "127.0.0.2", "/api/v1/svc/x") for _ in range(4)]
+    assert [status for status, _ in first] == [200, 200, 200, 429]
+    assert [h["X-RateLimit-Remaining"] for _, h in first] == ["2", "1", "0", "0"]
+    status, headers = await _get_from(gw, "127.0.0.3", "/api/v1/svc/x")
+    assert (status, headers["X-RateLimit-Remaining"]) == (200, "2")  # another address, another bucket
+    roomier = [RateTier(name="anonymous", requests=10, window_s=60, key_by="ip", match=TierMatch(kind="anonymous"))]
+    assert gw.state.apply(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=roomier).seal())
+    status, headers = await _get_from(gw, "127.0.0.2", "/api/v1/svc/x")
+    assert status == 200
+    assert headers["X-RateLimit-Limit"] == "10"
+    assert headers["RateLimit-Policy"] == '"anonymous";q=10;w=60'
+    status, headers = await _get_from(gw, "127.0.0.4", "/api/v1/svc/x")
+    assert (status, headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]) == (200, "10", "9")
+
+
+async def test_callers_rotating_addresses_cannot_grow_what_the_gateway_remembers_about_anonymous_callers(
+        upstream_factory: UpstreamFactory, gateway_factory: GatewayFactory) -> None:
+    """Behind a trusted proxy every X-Forwarded-For address is a caller: 5,000 of them leave
+    at most 4,096 remembered identities and limit checks, and limits still hold per address."""
+    up = await upstream_factory()
+    gw = await gateway_factory(GatewayConfig(services=[service("svc", up.endpoint())], rate_tiers=TIERS),
+                               trusted_proxies=1, trusted_proxy_cidrs=["127.0.0.0/8"])
+    gate = gw.app[keys.EDGE_GATE]
+    limits_seen: set[str] = set()
+    for i in range(5000):
+        forwarded = {"X-Forwarded-For": f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}"}
+        status, headers, _ = await gw.get("/api/v1/svc/x", headers=forwarded)
+        assert status == 200
+        limits_seen.add(headers["X-RateLimit-Remaining"])
+        assert len(gate._anonymous) <= 4096
+        assert len(gate._anonymous_checks) <= 4096
+    assert limits_seen == {"2"}  # every address its own bucket: each one's first request
+    statuses = [(await gw.get("/api/v1/svc/x", headers={"X-Forwarded-For": "10.0.0.1"}))[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]  # its second, third and fourth: remembered or not, counted
 
 
 async def test_rate_limited_responses_carry_headers_and_429_has_the_envelope(upstream_factory: UpstreamFactory,
