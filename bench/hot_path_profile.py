@@ -80,7 +80,8 @@ def where(frames: list[str], native: re.Pattern[str], names: dict[str, str]) -> 
     leaf = FRAME.match(frames[-1])
     leaf_fn, leaf_file = (leaf.group(1), leaf.group(2)) if leaf else (frames[-1], "")
     if "libc" in leaf_file and leaf_fn in ("write", "send", "sendmsg", "writev"):
-        side = "upstream" if any("upstream.py" in f for f in frames) else "client"
+        # The upstream module as a Python frame, or compiled (mypyc names its C functions `..._upstream___...`).
+        side = "upstream" if any("upstream.py" in f or "_upstream___" in f for f in frames) else "client"
         return f"[kernel] write() to the {side} socket"
     if "libc" in leaf_file and leaf_fn in ("read", "recv", "recvfrom"):
         return "[kernel] read()"
