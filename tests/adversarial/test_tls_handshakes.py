@@ -14,6 +14,7 @@ import logging
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,23 +143,53 @@ async def test_handshakes_in_progress_count_against_the_connection_cap(
             w.close()
 
 
-async def test_client_initiated_renegotiation_is_refused(tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
-    gw = await tls_gateway({"a": ca.issue("a.example.com")})
+async def _s_client_session(port: int, ca_file: Path, lines: list[bytes], *, commands: bool) -> str:
+    """An `openssl s_client` TLS 1.2 session to a.example.com: `lines` are written in turn (after
+    an `R` line, only once s_client says it is renegotiating, and none once it has ended the
+    session), then stdin closes. With `commands`, s_client reads `R` as its renegotiate command
+    (and quits at the end of stdin); without, it sends every line as data and waits for the
+    server to close. Returns everything s_client printed."""
     proc = await asyncio.create_subprocess_exec(
-        "openssl", "s_client", "-connect", f"127.0.0.1:{gw.tls_port}", "-servername", "a.example.com",
-        "-tls1_2", "-CAfile", str(gw.ca_file), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "a.example.com", "-tls1_2",
+        *([] if commands else ["-ign_eof"]), "-CAfile", str(ca_file), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdin is not None
-    proc.stdin.write(b"R\n")  # s_client: renegotiate
-    await proc.stdin.drain()
-    await asyncio.sleep(0)  # let the R line go first
-    proc.stdin.write(b"GET /readyz HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+    assert proc.stdout is not None
+    seen = b""
+    for line in lines:
+        if proc.stdout.at_eof():
+            break  # s_client ended the session (the server's alert): nothing more can be sent
+        proc.stdin.write(line)
+        await proc.stdin.drain()
+        if line == b"R\n":
+            # The request goes only after s_client has started the renegotiation, so the
+            # answer to it (and not a request that raced ahead) decides what is served.
+            while b"RENEGOTIATING" not in seen:
+                chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
+                if not chunk:
+                    break
+                seen += chunk
     proc.stdin.close()
     out, _ = await asyncio.wait_for(proc.communicate(), 15)
-    text = out.decode(errors="replace")
+    return (seen + out).decode(errors="replace")
+
+
+_READYZ = b"GET /readyz HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+
+
+async def test_client_initiated_renegotiation_is_refused(tls_gateway: TlsGatewayFactory, ca: TestCa) -> None:
+    gw = await tls_gateway({"a": ca.issue("a.example.com")})
+    # The control: the same session without renegotiating is served, so "not served" below can fail.
+    plain = await _s_client_session(gw.tls_port, gw.ca_file, [_READYZ], commands=False)
+    assert "HTTP/1.1 200" in plain
+    text = await _s_client_session(gw.tls_port, gw.ca_file, [b"R\n", _READYZ], commands=True)
     assert "RENEGOTIATING" in text
     assert "HTTP/1.1 200" not in text, "a renegotiated session was served"
-    assert "alert" in text.lower() or "error" in text.lower()
+    # The server's answer is the no_renegotiation alert (s_client: "...:no renegotiation:..."). Two
+    # layers give it: the gateway's OP_NO_RENEGOTIATION and OpenSSL 3's own default (client
+    # renegotiation needs SSL_OP_ALLOW_CLIENT_RENEGOTIATION), so clearing the gateway's flag
+    # alone does not fail this test (checked); the property users rely on is what it asserts.
+    assert "no renegotiation" in text
 
 
 async def test_a_request_sent_with_the_last_handshake_flight_is_served(
