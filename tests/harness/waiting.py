@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -42,3 +42,22 @@ async def poll_async(what: str, fn: Callable[[], Awaitable[T]], deadline_s: floa
             return value
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+async def cancelled_while_waiting(chunks: AsyncIterator[bytes], waiting: Callable[[], bool], what: str) -> bool:
+    """Start reading the next chunk of `chunks`, wait (with a deadline) until `waiting()` says
+    the read is parked, cancel it: True when the read ended in `CancelledError`."""
+    read = asyncio.ensure_future(anext(chunks))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while not waiting():
+        if loop.time() > end:
+            read.cancel()
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    read.cancel()
+    try:
+        await read
+    except asyncio.CancelledError:
+        return True
+    return False

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, RawUpstreamFactory, UpstreamFactory, poll, service
-from tests.harness.waiting import poll_async
+from tests.harness.waiting import cancelled_while_waiting, poll_async
 from vocelio_contract.config import Endpoint, GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.settings import LimitSettings
@@ -493,11 +493,7 @@ async def test_a_body_reader_cancelled_while_waiting_loses_nothing_and_a_later_r
     chunks = body.chunks()
     body.feed(b"early")
     assert await anext(chunks) == b"early"
-    waiting = asyncio.ensure_future(anext(chunks))
-    await poll(lambda: body._waiter is not None, "the reader waits for the client")
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    assert await cancelled_while_waiting(chunks, lambda: body._waiter is not None, "the reader waits for the client")
     assert body._waiter is None
     body.feed(b"late")
     body.finish()

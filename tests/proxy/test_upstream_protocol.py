@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.harness.app_fixtures import GatewayFactory, RawUpstreamFactory, poll, service
+from tests.harness.waiting import cancelled_while_waiting
 from vocelio_contract.config import Endpoint, GatewayConfig
 from vocelio_proxy.lifecycle import appkeys as keys
 from vocelio_proxy.wire.upstream import UpstreamError, UpstreamPool, request_head
@@ -108,11 +109,7 @@ async def test_a_body_reader_stopped_while_waiting_leaves_no_idle_deadline_behin
         await conn.start_request(request_head("GET", "/a", "t", [], 0), "GET", 5.0)
         chunks = conn.iter_body(0.2)
         assert await anext(chunks) == b"abc"
-        waiting = asyncio.ensure_future(anext(chunks))
-        await poll(lambda: conn._waiter is not None, "the reader waits for the rest")
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+        assert await cancelled_while_waiting(chunks, lambda: conn._waiter is not None, "the reader waits for the rest")
         assert conn._waiter is None
         # Past the idle timeout nobody is reading: the abandoned wait's deadline must not
         # fail the connection (its owner decides what happens to it).
