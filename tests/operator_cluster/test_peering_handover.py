@@ -73,14 +73,25 @@ class Replica:
         return metric(self.metrics, 'vocelio_operator_reconciles_total{result="ok"}')
 
     def said(self, line: str) -> int:
-        """How often the replica logged `line`, over its whole log (`tail()` holds only the last
-        4000 characters: a count there drops lines that scrolled out, and a line still there may
-        be an old one)."""
-        return self.proc.log.read_text(errors="replace").count(line)
+        return self.proc.said(line)
 
 
 PAUSING = "Pausing operations in favour of"
 RESUMING = "Resuming operations after the pause"
+
+
+def outranked(cp: ControlPlane, first: Replica, name: str, priority: int,
+              env: dict[str, str] | None = None) -> tuple[Process, int, int]:
+    """Start a peer with a higher `priority` and wait until `first` pauses for it: the peer's
+    process, its metrics port, and how often `first` had resumed before (to count the next)."""
+    pauses, resumes = first.said(PAUSING), first.said(RESUMING)
+    proc, port = start_operator(cp, name, ["--priority", str(priority)], env=env)
+    try:
+        poll("the first replica pauses", lambda: first.said(PAUSING) > pauses, 60)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port, resumes
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +119,9 @@ def test_only_the_active_replica_writes_and_the_resumed_one_rereads_before_writi
     control_plane.kubectl("apply", "-f", "-", input=service("before"))
     poll("the first replica renders", lambda: "before" in services(kube), 60)
 
-    pauses, resumes = first.said(PAUSING), first.said(RESUMING)
-    proc, port = start_operator(control_plane, "operator-handover-2", ["--priority", "10"])
+    proc, port, resumes = outranked(control_plane, first, "operator-handover-2", 10)
     second = Replica(proc, port)
     try:
-        poll("the first replica pauses", lambda: first.said(PAUSING) > pauses, 60)
         paused_writes, paused_passes = first.writes(), first.passes()
         control_plane.kubectl("apply", "-f", "-", input=service("during"))
         poll("the active replica renders", lambda: "during" in services(kube), 60)
@@ -144,12 +153,10 @@ def test_a_replica_that_resumes_rewrites_a_config_the_cluster_no_longer_holds(
     deleted route."""
     control_plane.kubectl("apply", "-f", "-", input=service("steady"))
     poll("the first replica renders", lambda: "steady" in services(kube), 60)
-    pauses, resumes = first.said(PAUSING), first.said(RESUMING)
-    proc, _ = start_operator(control_plane, "operator-handover-3", ["--priority", "20"], env={
+    proc, _, resumes = outranked(control_plane, first, "operator-handover-3", 20, env={
         # A short peering lifetime: the frozen replica's record expires within seconds.
         "VOCELIO_OPERATOR_PEERING_LIFETIME_S": "5"})
     try:
-        poll("the first replica pauses", lambda: first.said(PAUSING) > pauses, 60)
         control_plane.kubectl("apply", "-f", "-", input=service("short-lived"))
         poll("the active replica renders", lambda: "short-lived" in services(kube), 60)
         os.killpg(proc.proc.pid, signal.SIGSTOP)
@@ -171,11 +178,9 @@ def test_a_route_deleted_while_a_replica_was_paused_is_not_rendered_again_when_i
     its indexes against a fresh listing, so the deleted route is not written back."""
     control_plane.kubectl("apply", "-f", "-", input=service("doomed"))
     poll("the first replica renders", lambda: "doomed" in services(kube), 60)
-    pauses, resumes = first.said(PAUSING), first.said(RESUMING)
-    proc, port = start_operator(control_plane, "operator-handover-4", ["--priority", "30"])
+    proc, port, resumes = outranked(control_plane, first, "operator-handover-4", 30)
     second = Replica(proc, port)
     try:
-        poll("the first replica pauses", lambda: first.said(PAUSING) > pauses, 60)
         paused_passes = first.passes()
         control_plane.kubectl("delete", "vocelioservice", "doomed", "-n", NS)
         poll("the active replica removes the route", lambda: "doomed" not in services(kube), 60)
