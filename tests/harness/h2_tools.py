@@ -278,6 +278,19 @@ class RawH2:
         await asyncio.wait_for(read(), deadline_s)
         return bytes(self.received)
 
+    async def closed_cleanly(self, deadline_s: float = 5.0) -> bool:
+        """Read until the gateway closes: True for an orderly close (FIN), False for a reset."""
+        async def read() -> bool:
+            while True:
+                try:
+                    data = await self.reader.read(65536)
+                except ConnectionResetError:
+                    return False
+                if not data:
+                    return True
+                self.received += data
+        return await asyncio.wait_for(read(), deadline_s)
+
     def frames(self) -> list[Any]:
         """The frames received so far."""
         out: list[Any] = []

@@ -6,6 +6,7 @@ responses, trailers, and no connection-specific header ever sent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.h2_tools import PREFACE, Answer, H2Client, RawH2, tls_contexts, write_ca
@@ -336,6 +337,63 @@ async def test_an_idle_http2_connection_is_closed_with_goaway(gateway_factory: G
     finally:
         raw.close()
     await poll(lambda: not gw.server.connections, "the connection is gone")
+
+
+async def test_frames_after_a_client_goaway_end_in_a_lingering_close_never_a_reset(h2_gateway: Gateway) -> None:
+    """A client may send frames after its own GOAWAY (h2spec 7: a GOAWAY with an unknown
+    error code, then a PING). The gateway answers GOAWAY NO_ERROR and closes by lingering:
+    frames already in flight are read and dropped, so the kernel never resets the
+    connection and destroys the GOAWAY before the client reads it."""
+    server = h2_gateway.server
+    before = server.lingering_closes
+    rounds, resets = 20, 0
+    for _ in range(rounds):
+        raw = await RawH2.open(h2_gateway.port)
+        try:
+            await raw.read_until(lambda fs: any(isinstance(f, SettingsFrame) for f in fs))
+            goaway = GoAwayFrame(0)
+            goaway.error_code = 0xFF  # unknown codes MUST NOT trigger special behaviour (RFC 9113 §7)
+            raw.send(goaway)
+            await raw.drain()
+            raw.send(PingFrame(0, opaque_data=b"h2spec\0\0"))
+            await raw.drain()
+            await raw.read_until(lambda fs: any(isinstance(f, GoAwayFrame) for f in fs))
+            raw.send(PingFrame(0, opaque_data=b"late\0\0\0\0"))  # in flight while the gateway closes
+            await raw.drain()
+            raw.writer.write_eof()  # the client's close ends the lingering at once
+            resets += not await raw.closed_cleanly()
+            assert [g.error_code for g in raw.frames() if isinstance(g, GoAwayFrame)] == [0]
+        finally:
+            raw.close()
+    assert resets == 0
+    assert server.lingering_closes - before == rounds
+    await poll(lambda: not server.connections, "every connection is gone")
+
+
+async def test_a_stream_still_uploading_after_the_clients_goaway_completes(h2_gateway: Gateway) -> None:
+    """RFC 9113 §6.8: streams up to the GOAWAY's last stream id may still complete. A
+    client that says GOAWAY while its upload is under way sends the rest of the body,
+    gets the whole answer, and then the gateway's GOAWAY NO_ERROR and an orderly close."""
+    raw = await RawH2.open(h2_gateway.port)
+    try:
+        first, rest = DataFrame(1), DataFrame(1)
+        first.data, rest.data = b"x" * 1000, b"y" * 500
+        rest.flags.add("END_STREAM")
+        goaway = GoAwayFrame(0)
+        raw.send(raw.headers(1, "/api/upload", end=False, method="POST"), first, goaway)
+        await raw.drain()
+        raw.send(PingFrame(0, opaque_data=b"stillup!"), rest)
+        assert await raw.drain()
+        assert await raw.closed_cleanly()
+        frames = raw.frames()
+        body = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+        assert json.loads(body)["body"] == 1500
+        assert [f.opaque_data for f in frames if isinstance(f, PingFrame) and "ACK" in f.flags] == [b"stillup!"]
+        assert [(g.error_code, g.last_stream_id) for g in frames if isinstance(g, GoAwayFrame)] == [(0, 1)]
+        assert not [f for f in frames if isinstance(f, RstStreamFrame)]
+    finally:
+        raw.close()
+    await poll(lambda: not h2_gateway.server.connections, "the connection is gone")
 
 
 async def test_a_client_that_expects_100_continue_gets_it_when_the_body_is_read(h2c: H2Client) -> None:

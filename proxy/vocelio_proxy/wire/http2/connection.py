@@ -77,10 +77,14 @@ _HEAD_ONLY_STATUSES = frozenset({204, 304})
 
 
 class _Server(H2Connection):
-    """h2's connection, with one difference: a stream beyond the concurrency limit is
-    admitted by h2 (so HPACK state and stream states stay exact) and then refused by
-    the shell with REFUSED_STREAM (RFC 9113 §5.1.2: a stream error), where h2 alone
-    would end the whole connection."""
+    """h2's connection, with two differences:
+    - a stream beyond the concurrency limit is admitted by h2 (so HPACK state and
+      stream states stay exact) and then refused by the shell with REFUSED_STREAM
+      (RFC 9113 §5.1.2: a stream error), where h2 alone would end the whole connection;
+    - the client's GOAWAY does not close h2's state machine: h2 would answer every
+      later frame (the DATA of a stream still uploading, a PING) with a connection
+      PROTOCOL_ERROR, where RFC 9113 §6.8 lets streams up to the last stream id
+      complete. The shell drains instead (`ConnectionTerminated`)."""
 
     def __init__(self, config: H2Configuration, limit: int) -> None:
         super().__init__(config)
@@ -95,6 +99,16 @@ class _Server(H2Connection):
         if self._admitting:
             return 0
         return super().open_inbound_streams
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        event = ConnectionTerminated()
+        try:
+            event.error_code = ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code  # an unknown code (RFC 9113 §7), as h2 keeps it
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         # len(streams) bounds the open count from above: the exact (O(n)) count only near the limit.
@@ -754,6 +768,7 @@ class Http2Connection(asyncio.Protocol):
             # would reset the connection and destroy the GOAWAY before the client reads it.
             self._lingering = self._linger_heard = True
             self._linger_since = self._linger_heard_at = self.now
+            self.server.lingering_closes += 1
             transport.write_eof()
             if self._reading_paused:
                 self._reading_paused = False
@@ -762,12 +777,12 @@ class Http2Connection(asyncio.Protocol):
         transport.close()
 
     def _close_now(self) -> None:
+        """GOAWAY NO_ERROR and a lingering close: a client's frames already in flight
+        (a PING after its own GOAWAY, a request racing the idle timeout) must not make
+        the kernel reset the connection before the client has read the GOAWAY."""
         with contextlib.suppress(H2Error):
             self._h2.close_connection(ErrorCodes.NO_ERROR)
-        self._send_now()
-        self._closing = True
-        if self._transport is not None:
-            self._transport.close()
+        self._end_all()
 
     def shutdown(self) -> None:
         """Drain: GOAWAY naming the last stream that will be served, let the open
