@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 
 import pytest
 
@@ -67,6 +69,25 @@ async def test_a_connection_over_the_cap_gets_a_503_envelope_and_an_orderly_clos
     assert server.refused_connections == 1
     assert capped.app[keys.METRICS].requests_by_class()[("gateway", "OTHER", "5xx")] == 1
     assert len(server.connections) == CAP
+    for _, writer in held:
+        await close_quietly(writer)
+    await poll(lambda: not server.connections and not server.lingering, "all connections closed")
+    await settled(capped.app, before)
+
+
+async def test_a_connection_over_the_cap_that_closed_before_it_was_accepted_is_dropped_quietly(
+        capped: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    """The refusal's 503 reaches a socket the client closed before the gateway accepted it:
+    the client's reset comes back before the half-close, which fails (ENOTCONN). The
+    connection is dropped without an error and without staying in the lingering set."""
+    server = http_server_of(capped)
+    before = resources(capped.app)
+    held = [await _open_served(capped.port) for _ in range(CAP)]
+    early = socket.create_connection(("127.0.0.1", capped.port))
+    early.close()  # no event-loop turn since the connect: the gateway accepts a closed connection
+    await poll(lambda: server.refused_connections == 1, "the refusal")
+    assert (await _refused_answer(capped.port)).startswith(b"HTTP/1.1 503")  # the cap still answers
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     for _, writer in held:
         await close_quietly(writer)
     await poll(lambda: not server.connections and not server.lingering, "all connections closed")

@@ -16,6 +16,7 @@ import aiohttp
 import brotli
 import jwt
 import pytest
+import redis.asyncio
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -296,6 +297,17 @@ async def test_redis_outage_fails_open_to_the_local_limiter_and_recovers(upstrea
     assert int(headers["X-RateLimit-Remaining"]) >= 7
 
 
+async def _counted(redis_server: RedisServer, units: int = 2) -> bool:
+    """Redis's window counters add up to `units`."""
+    store = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        counters = [key for key in await store.keys("*") if await store.type(key) == b"string"]
+        values = await store.mget(counters) if counters else []
+        return sum(int(value) for value in values if value is not None) == units
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("mode", ["exact", "lease"])
 async def test_redis_outage_fails_closed_when_configured(upstream_factory: UpstreamFactory,
@@ -307,9 +319,13 @@ async def test_redis_outage_fails_closed_when_configured(upstream_factory: Upstr
                                rate_limit={"fail_mode": "closed", "retry_redis_after_s": 0.2, "redis_timeout_s": 0.2,
                                            "mode": mode})
     assert (await gw.get("/api/v1/svc/x"))[0] == 200
+    if mode == "lease":
+        # The first request spent its unit and leased the next one ahead (limit 3: one at a
+        # time) in the background: Redis counts both once the lease has arrived.
+        assert await poll_async("the unit leased ahead is counted in Redis", lambda: _counted(redis_server), 5)
     redis_server.kill()
     if mode == "lease":
-        # The unit leased ahead (limit 3: one at a time) is already counted in Redis: it is spent.
+        # The unit leased ahead is already counted in Redis: it is spent.
         assert (await gw.get("/api/v1/svc/x"))[0] == 200
     status, headers, body = await gw.get("/api/v1/svc/x")
     assert status == 503

@@ -293,8 +293,12 @@ class RawH2:
 
     def frames(self) -> list[Any]:
         """The frames received so far."""
+        return self.parse(bytes(self.received))
+
+    @staticmethod
+    def parse(data: bytes) -> list[Any]:
+        """The whole frames at the start of `data`."""
         out: list[Any] = []
-        data = bytes(self.received)
         i = 0
         while len(data) - i >= 9:
             frame, length = Frame.parse_frame_header(memoryview(data[i:i + 9]))

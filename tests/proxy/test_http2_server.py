@@ -6,7 +6,9 @@ responses, trailers, and no connection-specific header ever sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -368,6 +370,31 @@ async def test_frames_after_a_client_goaway_end_in_a_lingering_close_never_a_res
     assert resets == 0
     assert server.lingering_closes - before == rounds
     await poll(lambda: not server.connections, "every connection is gone")
+
+
+async def test_a_drain_meeting_a_connection_the_client_already_closed_raises_nothing(h2_gateway: Gateway) -> None:
+    """The client closed (the event loop has not seen it yet): the drain's GOAWAY reaches a
+    closed socket, whose reset arrives before the lingering close's half-close, which then
+    fails (ENOTCONN). The connection is dropped and the drain goes on."""
+    server = h2_gateway.server
+    client = socket.create_connection(("127.0.0.1", h2_gateway.port))
+    received = bytearray()
+
+    def settled() -> bool:
+        """The gateway's SETTINGS and its ACK of ours were read (so the close sends FIN, not RST)."""
+        with contextlib.suppress(BlockingIOError):
+            received.extend(client.recv(65536))
+        frames = RawH2.parse(bytes(received))
+        return len([f for f in frames if isinstance(f, SettingsFrame)]) >= 2
+    try:
+        client.sendall(PREFACE + SettingsFrame(0).serialize())
+        client.setblocking(False)
+        await poll(settled, "the SETTINGS exchange")
+        assert any(isinstance(c, Http2Connection) for c in server.connections)
+    finally:
+        client.close()  # no event-loop turn between this close and the drain below
+    await server.shutdown(1.0)
+    await poll(lambda: not server.connections, "the connection is gone")
 
 
 async def test_a_stream_still_uploading_after_the_clients_goaway_completes(h2_gateway: Gateway) -> None:

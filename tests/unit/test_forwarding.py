@@ -146,6 +146,12 @@ def test_request_ids_are_propagated_when_well_formed() -> None:
     assert accept_request_id(None).startswith("req_")
 
 
+def test_minted_request_ids_are_24_hex_digits_and_distinct() -> None:
+    minted = {accept_request_id(None) for _ in range(200)}
+    assert len(minted) == 200
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", rid) for rid in minted)
+
+
 def test_a_valid_traceparent_passes_through_unchanged_and_junk_starts_a_trace() -> None:
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     assert propagate(parent, None) == (parent, None)

@@ -3,9 +3,11 @@ everything else starts a new trace; tracestate is bounded and well-formed."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vocelio_proxy.policy import tracecontext
 from vocelio_proxy.policy.tracecontext import (
     begin_span,
     new_traceparent,
@@ -38,7 +40,19 @@ def test_a_later_version_may_carry_more_fields_but_not_garbage() -> None:
 def test_new_traces_are_valid_and_distinct() -> None:
     ids = {new_traceparent() for _ in range(100)}
     assert len(ids) == 100
-    assert all(valid_traceparent(t) for t in ids)
+    assert all(valid_traceparent(t) is not None and t.endswith("-01") for t in ids)
+
+
+def test_an_all_zero_random_draw_still_makes_valid_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    # W3C: all-zero trace and span ids are invalid; the draw is replaced, never sent.
+    monkeypatch.setattr(tracecontext, "_random_bytes", lambda n: bytes(n))
+    assert valid_traceparent(new_traceparent()) is not None
+    unsampled, _, _ = begin_span(None, None, sample=False)
+    assert valid_traceparent(unsampled) is not None
+    assert unsampled.endswith("-00")
+    continued, _, parent = begin_span(PARENT[:-2] + "01", None, sample=True)
+    assert valid_traceparent(continued) == (PARENT[3:35], "0000000000000001")
+    assert parent == PARENT[36:52]
 
 
 @given(st.text(max_size=80))

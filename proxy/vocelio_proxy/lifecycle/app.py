@@ -64,7 +64,7 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     if source is None and settings.config_path is not None:
         source = FileSource(settings.config_path)
     app[keys.ACCESS_LOG] = AccessLog()
-    app.cleanup_ctx.append(lambda app: app[keys.ACCESS_LOG].run())
+    app.cleanup_ctx.append(_access_log)
     if settings.tracing.exporter == "otlp-http":
         app[keys.SPANS] = SpanExporter(settings.tracing, app[keys.METRICS])
         app.cleanup_ctx.append(lambda app: app[keys.SPANS].run())
@@ -74,6 +74,16 @@ def create_app(settings: ProxySettings, source: ConfigSource | None = None, *,
     for extension in extensions or []:
         app.cleanup_ctx.append(extension)
     return app
+
+
+async def _access_log(app: web.Application) -> AsyncIterator[None]:
+    """The access log's periodic flush while the app runs, and a last flush at shutdown."""
+    access_log = app[keys.ACCESS_LOG]
+    task = asyncio.create_task(access_log.flush_forever(), name="access-log-flush")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    access_log.flush()
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:

@@ -52,6 +52,7 @@ from vocelio_proxy.policy.retries import (
     Attempt,
     attempt_budget,
     connect_budget,
+    is_retryable_status,
     may_retry_method,
     retry_after_error,
     retry_after_status,
@@ -388,8 +389,9 @@ class Proxy:
                     self._upstream_failed(out, ex, service, key, UpstreamError(
                         "protocol", f"unexpected {status} to a request without an upgrade"))
                     return
-                left = deadline - now()
-                if retry_after_status(service.retry, timeouts, svc.budget, Attempt(attempt, replayable, left), status):
+                # Most answers are not retryable: the Attempt (and the clock read) only for those that are.
+                if is_retryable_status(service.retry, status) and retry_after_status(
+                        service.retry, timeouts, svc.budget, Attempt(attempt, replayable, deadline - now()), status):
                     ep.in_flight -= 1
                     conn.abort()
                     _record_outcome(svc, ep, False, self._clock.monotonic())

@@ -901,7 +901,12 @@ class _Refusal:
         if len(server.lingering) >= server.max_lingering or not out.can_write_eof():
             out.close()
             return
-        out.write_eof()
+        try:
+            out.write_eof()
+        except OSError:
+            # The client closed before it was accepted (ENOTCONN): nothing to linger for.
+            out.abort()
+            return
         server.lingering.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -766,10 +766,14 @@ class Http2Connection(asyncio.Protocol):
         if self.server.lingering_time_s > 0 and transport.can_write_eof() and not transport.is_closing():
             # A lingering close (as HTTP/1.1's): the client is still sending, and closing now
             # would reset the connection and destroy the GOAWAY before the client reads it.
+            try:
+                transport.write_eof()
+            except OSError:  # the client reset the connection already: nothing to linger for
+                transport.abort()
+                return
             self._lingering = self._linger_heard = True
             self._linger_since = self._linger_heard_at = self.now
             self.server.lingering_closes += 1
-            transport.write_eof()
             if self._reading_paused:
                 self._reading_paused = False
                 transport.resume_reading()
