@@ -233,7 +233,7 @@ async def test_a_client_that_never_opens_its_window_is_freed_by_the_send_timeout
     raw.close()
 
 
-@pytest.mark.parametrize("kind", ["settings", "ping", "window_update", "empty_data", "priority"])
+@pytest.mark.parametrize("kind", ["settings", "ping", "window_update", "empty_data", "priority", "goaway"])
 async def test_control_frame_floods_end_with_enhance_your_calm(
         gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, slow: Slow, kind: str) -> None:
     gw = await _gateway(gateway_factory, upstream_factory, slow, max_control_frames=500)
@@ -246,6 +246,8 @@ async def test_control_frame_floods_end_with_enhance_your_calm(
         "window_update": WindowUpdateFrame(0, window_increment=1),
         "empty_data": DataFrame(1),
         "priority": PriorityFrame(3, depends_on=0, stream_weight=10),
+        # The stream stays open, so the connection drains instead of closing after the first.
+        "goaway": GoAwayFrame(0, last_stream_id=1),
     }[kind]
     for _ in range(20):
         raw.send(*([frame] * 500))

@@ -6,7 +6,7 @@
   a header block (HEADERS + CONTINUATION without END_HEADERS) over its byte cap,
   more stream resets than the reset budget allows per window (rapid reset,
   CVE-2023-44487), more frames that make no progress (SETTINGS, PING,
-  WINDOW_UPDATE, PRIORITY, empty DATA, unknown types) than the control budget
+  WINDOW_UPDATE, PRIORITY, GOAWAY, empty DATA, unknown types) than the control budget
   allows per window. The clock is passed in (`now`), never read here;
 - `request_head`: a request's decoded field list (h2 has already checked
   pseudo-header placement, upper-case names, connection-specific fields and
@@ -31,7 +31,7 @@ from vocelio_proxy.wire.http1.framing import valid_authority
 #: The client connection preface (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-_DATA, _HEADERS, _RST_STREAM, _GOAWAY, _CONTINUATION = 0, 1, 3, 7, 9
+_DATA, _HEADERS, _RST_STREAM, _CONTINUATION = 0, 1, 3, 9
 _END_STREAM = 0x1
 _END_HEADERS = 0x4
 
@@ -168,9 +168,8 @@ class FrameMeter:
             return self.stream_error(now)
         if kind == _DATA and (length or flags & _END_STREAM):
             return None
-        if kind == _GOAWAY:
-            return None
-        # SETTINGS, PING, WINDOW_UPDATE, PRIORITY, PUSH_PROMISE, empty DATA, unknown types.
+        # SETTINGS, PING, WINDOW_UPDATE, PRIORITY, PUSH_PROMISE, GOAWAY (the connection may
+        # go on draining after the client's GOAWAY), empty DATA, unknown types.
         if self._control.spend(now):
             return "too many frames without progress (control frame flood)"
         return None
