@@ -3,7 +3,13 @@
 
 Usage: cpu_per_request.py [--tier] [--redis] [vocelio-proxy serve flags...]
 `--tier` adds an anonymous rate tier (decided in process); `--redis` adds it
-decided on a local redis-server."""
+decided on a local redis-server. Prints user and system CPU apart.
+
+Environment: STRACE=FILE counts system calls over the run (`strace -c`); PERF=FILE
+records CPU-time samples (`perf record -e cpu-clock`; PERF_HZ, PERF_CALLGRAPH such as
+"--call-graph dwarf,8192" for the compiled modules' stacks); PYSPY=FILE a py-spy
+profile. py-spy samples wall time, so a write() during which the proxy was preempted by
+the peer it woke looks hot; perf's cpu-clock counts only CPU the proxy used."""
 
 from __future__ import annotations
 
@@ -18,8 +24,15 @@ from proxy_bench import free_port, start_nginx, wait_http, wrk  # type: ignore[i
 
 
 def cpu_seconds(pid: int) -> float:
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def main() -> None:
@@ -64,13 +77,31 @@ def main() -> None:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(proc.pid),
                                     "-d", "5", "-f", "raw", "-o", os.environ["PYSPY"], "-r", "250"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before, t0 = cpu_seconds(proc.pid), time.monotonic()
+        trace: subprocess.Popen[bytes] | None = None
+        if os.environ.get("STRACE"):  # syscalls per request: `strace -c` over the run (slows the proxy)
+            trace = subprocess.Popen(["strace", "-c", "-f", "-o", os.environ["STRACE"], "-p", str(proc.pid)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # strace attaches before the counted run
+        if os.environ.get("PERF"):  # CPU-time samples (py-spy samples wall time: a preempted write looks hot)
+            callgraph = os.environ.get("PERF_CALLGRAPH", "-g").split()  # e.g. "--call-graph dwarf,8192"
+            trace = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", os.environ.get("PERF_HZ", "2000"),
+                                      *callgraph, "-o", os.environ["PERF"], "-p", str(proc.pid)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # perf attaches before the counted run
+        (user0, sys0), t0 = cpu_split(proc.pid), time.monotonic()
         r = wrk(f"http://127.0.0.1:{gw}/b/x", 64, 6)
         if spy:
             spy.wait(timeout=30)
-        used, wall = cpu_seconds(proc.pid) - before, time.monotonic() - t0
+        if trace:
+            trace.send_signal(signal.SIGINT)
+            trace.wait(timeout=30)
+            print(f"requests {r['rps'] * (time.monotonic() - t0):.0f} (strace summary or perf data: "
+                  f"{os.environ.get('STRACE') or os.environ.get('PERF')})")
+        (user1, sys1), wall = cpu_split(proc.pid), time.monotonic() - t0
+        used, requests = (user1 - user0) + (sys1 - sys0), r["rps"] * wall
         print(f"req/s {r['rps']:.0f}  p50 {r['p50_ms']:.2f} ms  cpu {100 * used / wall:.0f}%  "
-              f"cpu/request {1e6 * used / (r['rps'] * wall):.0f} us")
+              f"cpu/request {1e6 * used / requests:.0f} us (user {1e6 * (user1 - user0) / requests:.0f}, "
+              f"system {1e6 * (sys1 - sys0) / requests:.0f})")
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
