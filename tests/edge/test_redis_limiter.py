@@ -352,7 +352,10 @@ async def test_a_request_decided_from_held_units_sends_nothing_to_redis_and_answ
         via_decide = await limiter.decide([probe], now)
         via_held = limiter.decide_held([probe], now)
         assert via_held is not None
-        assert via_held[0]._replace(remaining=via_held[0].remaining + 1) == via_decide[0]
+        held_result, decided = via_held[0], via_decide[0]
+        assert (held_result.check, held_result.allowed, held_result.remaining + 1, held_result.reset_at,
+                held_result.retry_after_s) == (decided.check, decided.allowed, decided.remaining, decided.reset_at,
+                                               decided.retry_after_s)
     finally:
         await limiter.close()
         await client.aclose()

@@ -152,14 +152,18 @@ def _admitted(check: LimitCheck, lease: _Lease, now: float) -> LimitResult:
     return LimitResult(check, True, min(check.limit, left + lease.units), window_end, 0.0)
 
 
-class Take(NamedTuple):
+class Take:
     """A local decision: `results` when every check had units or one is blocked;
     otherwise `missing` names the checks to fetch a lease for (nothing was spent).
-    `refill`: checks whose units ran low (fetch in the background)."""
+    `refill`: checks whose units ran low (fetch in the background). Built per request:
+    a plain class, not a NamedTuple (whose Python `__new__` is about seven times slower)."""
 
-    results: list[LimitResult]
-    missing: list[LimitCheck]
-    refill: list[LimitCheck]
+    __slots__ = ("missing", "refill", "results")
+
+    def __init__(self, results: list[LimitResult], missing: list[LimitCheck], refill: list[LimitCheck]) -> None:
+        self.results = results
+        self.missing = missing
+        self.refill = refill
 
 
 class Leftover(NamedTuple):

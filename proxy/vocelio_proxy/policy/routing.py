@@ -64,12 +64,34 @@ from vocelio_contract.paths import (
 _SPELLED = re.compile(r"[%+;]")
 
 
-class RouteMatch(NamedTuple):
-    service: Service
-    prefix: str
-    upstream_path: str
-    #: The configured host the route matched on ("" for the default host).
-    host: str = ""
+class RouteMatch:
+    """A routed request: its service, the prefix that matched, the path sent upstream and
+    the configured host the route matched on ("" for the default host). Built per request:
+    a plain class (a direct allocation when compiled; a NamedTuple goes through its Python
+    `__new__`, about seven times slower). Read-only by convention."""
+
+    __slots__ = ("host", "prefix", "service", "upstream_path")
+
+    def __init__(self, service: Service, prefix: str, upstream_path: str, host: str = "") -> None:
+        self.service = service
+        self.prefix = prefix
+        self.upstream_path = upstream_path
+        self.host = host
+
+    def on_host(self, host: str) -> RouteMatch:
+        """The same match, made on the configured host `host`."""
+        return RouteMatch(self.service, self.prefix, self.upstream_path, host)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RouteMatch) and (self.service, self.prefix, self.upstream_path, self.host) == (
+            other.service, other.prefix, other.upstream_path, other.host)
+
+    def __hash__(self) -> int:
+        return hash((self.service.id, self.prefix, self.upstream_path, self.host))
+
+    def __repr__(self) -> str:
+        return (f"RouteMatch(service={self.service.id!r}, prefix={self.prefix!r}, "
+                f"upstream_path={self.upstream_path!r}, host={self.host!r})")
 
 
 class _Folded(NamedTuple):
@@ -385,7 +407,7 @@ class Router:
         if group is not None:
             result = group.resolve(path)
             if result is not None:
-                return result._replace(host=host)
+                return result.on_host(host)
             passed.append(group)
         if self._wildcards:
             dot = host.find(".")
@@ -397,7 +419,7 @@ class Router:
                     if result is not None:
                         for skipped in passed:
                             skipped.check_passed_over(path)
-                        return result._replace(host=key)
+                        return result.on_host(key)
                     passed.append(group)
                 dot = host.find(".", dot + 1)
         if not with_default:
