@@ -73,18 +73,31 @@ def _deaf_client(port: int) -> socket.socket:
     return sock
 
 
+def _closing_with_unsent_output(gw: Gateway) -> bool:
+    """The attack's precondition: the connection is closing with part of the answer still
+    in the gateway's write buffer."""
+    for conn in gw.server.connections:
+        if isinstance(conn, Http2Connection) and conn._closing and conn._transport is not None:
+            return bool(conn._transport.get_write_buffer_size())
+    return False
+
+
 def _wide_open() -> bytes:
     settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: _WIDE})
     return PREFACE + settings.serialize() + WindowUpdateFrame(0, window_increment=_WIDE).serialize()
 
 
-async def test_a_lingering_close_whose_output_the_client_never_reads_still_ends(
-        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+@pytest.mark.parametrize("lingering_time_s", [1.0, 0.0], ids=["lingering", "not-lingering"])
+async def test_a_close_whose_output_the_client_never_reads_still_ends(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream,
+        lingering_time_s: float) -> None:
     """The client asks for an answer larger than the kernels hold, says GOAWAY and never
-    reads. The answer ends (its last bytes in the gateway's write buffer), the drain turns
-    into a lingering close, and its timers must end the connection: a plain close would
-    wait for the buffer to be written, forever, holding the slot and the socket."""
-    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    reads. The answer ends (its last bytes in the gateway's write buffer) and the drain
+    closes the connection, lingering or not (`lingering_time_s: 0`, as a TLS connection,
+    which cannot half-close): the send timeout must end it, where a plain close() waits
+    for the buffer to be written, forever, holding the slot and the socket."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, lingering_time_s=lingering_time_s)
+    lingering = lingering_time_s > 0
     before = resources(gw.app)
     raw = RawH2.__new__(RawH2)  # only its HPACK encoder: this client's socket is not asyncio's
     raw.encoder = Encoder()
@@ -92,12 +105,10 @@ async def test_a_lingering_close_whose_output_the_client_never_reads_still_ends(
     try:
         sock.sendall(_wide_open() + raw.headers(1, f"/api/big?n={64 * KiB}").serialize()
                      + GoAwayFrame(0, last_stream_id=0).serialize())
-        await poll(lambda: gw.server.lingering_closes >= 1, "the drain became a lingering close")
-        # The attack's precondition: part of the answer is still in the gateway's write buffer.
-        assert any(c._transport.get_write_buffer_size() for c in gw.server.connections  # type: ignore[union-attr]
-                   if isinstance(c, Http2Connection) and c._transport is not None)
+        await poll(lambda: _closing_with_unsent_output(gw), "the drain closed with output unsent")
+        assert gw.server.lingering_closes == int(lingering)
         # send timeout (1 s) + lingering time (1 s) + ticks: never "when the client reads".
-        await poll(lambda: not gw.server.connections, "the lingering connection ended", deadline_s=6.0)
+        await poll(lambda: not gw.server.connections, "the closing connection ended", deadline_s=6.0)
     finally:
         sock.close()
     await settled(gw.app, before)

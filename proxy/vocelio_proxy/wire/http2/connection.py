@@ -398,6 +398,11 @@ class Http2Connection(asyncio.Protocol):
         self._linger_heard = False
         self._linger_since = 0.0
         self._linger_heard_at = 0.0
+        #: When the output (the GOAWAY, answers before it) was all written during a lingering
+        #: close (0: still going out); the lingering timers count from then.
+        self._linger_out = 0.0
+        #: When a close that could not linger (TLS: no half-close) began (0: none).
+        self._closed_at = 0.0
         #: The time of the last housekeeping tick (the budgets' clock).
         self.now = time.monotonic()
         self._idle_since = 0.0
@@ -773,11 +778,15 @@ class Http2Connection(asyncio.Protocol):
                 return
             self._lingering = self._linger_heard = True
             self._linger_since = self._linger_heard_at = self.now
+            self._linger_out = 0.0 if transport.get_write_buffer_size() else self.now
             self.server.lingering_closes += 1
             if self._reading_paused:
                 self._reading_paused = False
                 transport.resume_reading()
             return
+        # close() waits for the write buffer: the tick aborts once the client has not taken it
+        # within the send timeout (a client that stopped reading would hold the slot forever).
+        self._closed_at = self.now
         transport.close()
 
     def _close_now(self) -> None:
@@ -814,16 +823,32 @@ class Http2Connection(asyncio.Protocol):
             self._transport.write(frame.serialize())
 
     def _linger_tick(self, now: float) -> None:
+        """As HTTP/1.1's lingering close: the output still going out must be taken within
+        the send timeout (else abort: close() would wait for it forever); once it is out,
+        the lingering time and the client's silence end the connection."""
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
         server = self.server
         if self._linger_heard:
             self._linger_heard = False
             self._linger_heard_at = now
-        if (now - self._linger_since > server.lingering_time_s
-                or now - self._linger_heard_at > server.lingering_timeout_s):
+        if not self._linger_out:
+            if transport.get_write_buffer_size():
+                if now - self._linger_since > server.send_timeout_s:
+                    transport.abort()
+                return
+            self._linger_out = self._linger_heard_at = now
+        if transport.is_closing():
+            return
+        if now - self._linger_out > server.lingering_time_s or now - self._linger_heard_at > server.lingering_timeout_s:
             transport.close()
+
+    def _closed_tick(self, now: float) -> None:
+        """A close without lingering waits for its write buffer: bounded by the send timeout."""
+        transport = self._transport
+        if transport is not None and self._closed_at and now - self._closed_at > self.server.send_timeout_s:
+            transport.abort()
 
     def kill(self) -> None:
         self._closing = True
@@ -840,7 +865,10 @@ class Http2Connection(asyncio.Protocol):
         if self._lingering:
             self._linger_tick(now)
             return
-        if self._transport is None or self._closing:
+        if self._closing:
+            self._closed_tick(now)
+            return
+        if self._transport is None:
             return
         send_timeout = self.server.send_timeout_s
         since = self._meter.block_since
