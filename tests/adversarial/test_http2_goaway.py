@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from hpack import Encoder
-from hyperframe.frame import GoAwayFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
 from tests.harness.h2_tools import PREFACE, RawH2
@@ -34,8 +34,10 @@ class Upstream:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.started = 0
+        self.paths: list[str] = []
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
+        self.paths.append(request.path)
         if request.path.startswith("/api/big"):
             return web.Response(body=b"b" * int(request.query.get("n", "1024")))
         if request.path.startswith("/api/slow"):
@@ -112,3 +114,70 @@ async def test_a_close_whose_output_the_client_never_reads_still_ends(
     finally:
         sock.close()
     await settled(gw.app, before)
+
+
+def _refused(frames: list[object]) -> set[int]:
+    return {f.stream_id for f in frames if isinstance(f, RstStreamFrame) and f.error_code == REFUSED_STREAM}
+
+
+def _goaways(frames: list[object]) -> list[tuple[int, int]]:
+    return [(f.error_code, f.last_stream_id) for f in frames if isinstance(f, GoAwayFrame)]
+
+
+async def test_streams_opened_after_the_clients_goaway_are_refused_and_the_drain_ends(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """The client says GOAWAY while a stream is open, then keeps opening streams (in the
+    same packet as its GOAWAY, and later). Each is refused (REFUSED_STREAM: never reaches
+    the upstream), so the drain ends when stream 1 does: the client cannot keep a drained
+    connection alive by opening streams. The gateway's GOAWAY names stream 1 as the last
+    one processed, and HPACK stays in sync (the refused heads are still decoded)."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    try:
+        await raw.read_until(lambda fs: any(isinstance(f, SettingsFrame) for f in fs))
+        raw.send(raw.headers(1, "/api/slow"), GoAwayFrame(0, last_stream_id=0), raw.headers(3, "/api/after"))
+        assert await raw.drain()
+        await raw.read_until(lambda fs: 3 in _refused(fs))
+        for sid in range(5, 45, 2):
+            raw.send(raw.headers(sid, f"/api/after-{sid}", extra=[("x-n", str(sid))]))
+        assert await raw.drain()
+        await raw.read_until(lambda fs: _refused(fs) >= set(range(3, 45, 2)))
+        assert gw.server.connections, "the connection drains while stream 1 is open"
+        upstream.release.set()
+        assert await raw.closed_cleanly()
+        frames = raw.frames()
+        assert b"slow" in b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+        assert _goaways(frames) == [(0, 1)]
+        assert not [p for p in upstream.paths if p.startswith("/api/after")]
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
+
+
+async def test_the_gateways_last_goaway_never_names_a_stream_above_its_drain_goaway(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """RFC 9113 §6.8: an endpoint MUST NOT increase the last stream id it sent. The drain's
+    GOAWAY names stream 1; a stream the client opened meanwhile is refused; the GOAWAY that
+    closes the connection after stream 1 must still name 1 (h2's default, the highest
+    stream id received, would name the refused one: the client would think it processed)."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    raw = await RawH2.open(gw.port)
+    drain: asyncio.Task[None] | None = None
+    try:
+        raw.send(raw.headers(1, "/api/slow"))
+        await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
+        drain = asyncio.create_task(gw.server.shutdown(5.0))
+        await raw.read_until(lambda fs: bool(_goaways(fs)))
+        raw.send(raw.headers(3, "/api/after"))
+        assert await raw.drain()
+        await raw.read_until(lambda fs: 3 in _refused(fs))
+        upstream.release.set()
+        assert await raw.closed_cleanly()
+        assert [last for _, last in _goaways(raw.frames())] == [1, 1]
+        await asyncio.wait_for(drain, 5.0)
+    finally:
+        raw.close()
+        if drain is not None and not drain.done():
+            drain.cancel()
