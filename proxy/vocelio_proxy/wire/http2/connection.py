@@ -93,6 +93,9 @@ class _Server(H2Connection):
         self.stream_limit = limit
         self.over_limit: set[int] = set()
         self._admitting = False
+        #: The highest stream id received when the client's first GOAWAY arrived (None: none
+        #: yet): read here, frame by frame, because a HEADERS in the same read follows it.
+        self.client_goaway_at: int | None = None
 
     @property
     def open_inbound_streams(self) -> int:
@@ -101,6 +104,8 @@ class _Server(H2Connection):
         return super().open_inbound_streams
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
+        if self.client_goaway_at is None:
+            self.client_goaway_at = self.highest_inbound_stream_id
         event = ConnectionTerminated()
         try:
             event.error_code = ErrorCodes(frame.error_code)
@@ -499,6 +504,13 @@ class Http2Connection(asyncio.Protocol):
             if not self._streams:
                 self._close_now()
 
+    def _last_served(self) -> int | None:
+        """The highest stream id that may still be served (None: no GOAWAY either way)."""
+        client, server = self._h2.client_goaway_at, self._goaway_sent_id
+        if client is None:
+            return server
+        return client if server is None else min(client, server)
+
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id or 0
         h2 = self._h2
@@ -506,8 +518,16 @@ class Http2Connection(asyncio.Protocol):
             h2.over_limit.discard(stream_id)
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        if self._draining and self._goaway_sent_id is not None and stream_id > self._goaway_sent_id:
+        last = self._last_served()
+        if last is not None and stream_id > last:
+            # Opened after a GOAWAY (the gateway's drain, or the client's own): never served, so
+            # the drain ends. After its own GOAWAY the client has no race to excuse it: each
+            # refusal spends the reset budget (a client cannot spin HEADERS into refusals).
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
+            if h2.client_goaway_at is not None:
+                verdict = self._meter.stream_error(self.now)
+                if verdict is not None:
+                    self._calm(verdict)
             return
         try:
             head = request_head(cast(list[tuple[bytes, bytes]], event.headers or []), self._limits.max_headers,
@@ -757,7 +777,7 @@ class Http2Connection(asyncio.Protocol):
         """The client abuses the connection: GOAWAY ENHANCE_YOUR_CALM, every stream ends."""
         log.warning("HTTP/2 connection from %s closed: %s", self._peer, reason)
         with contextlib.suppress(H2Error):
-            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._last_served())
         self._end_all()
 
     def _end_all(self) -> None:
@@ -793,8 +813,10 @@ class Http2Connection(asyncio.Protocol):
         """GOAWAY NO_ERROR and a lingering close: a client's frames already in flight
         (a PING after its own GOAWAY, a request racing the idle timeout) must not make
         the kernel reset the connection before the client has read the GOAWAY."""
+        # The last stream named: never above a GOAWAY already sent (RFC 9113 §6.8), never a
+        # stream refused after a GOAWAY (h2's default is the highest stream id received).
         with contextlib.suppress(H2Error):
-            self._h2.close_connection(ErrorCodes.NO_ERROR)
+            self._h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self._last_served())
         self._end_all()
 
     def shutdown(self) -> None:
