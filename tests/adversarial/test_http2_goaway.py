@@ -61,7 +61,7 @@ async def _gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFa
     svc = service("svc", server.endpoint(), prefixes=["/api"], rewrite=None)
     settings = {"client_send_timeout_s": 1.0, "lingering_time_s": 1.0, "lingering_timeout_s": 0.5, **limits}
     return await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True),
-                                 limits=LimitSettings(**settings))  # type: ignore[arg-type]
+                                 limits=LimitSettings(**settings))
 
 
 def _deaf_client(port: int) -> socket.socket:
