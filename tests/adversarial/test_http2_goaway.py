@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from hpack import Encoder
-from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
-from tests.harness.h2_tools import PREFACE, RawH2
+from tests.harness.h2_tools import PREFACE, RawH2, tls_contexts
 from tests.harness.hostile import resources, settled
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.http2.connection import Http2Connection
+from vocelio_proxy.wire.server import HttpServer
 
 REFUSED_STREAM = 7
+CANCEL = 8
+ENHANCE_YOUR_CALM = 11
 KiB = 1024
 #: The client's windows: the gateway's output is never held back by flow control, only by TCP.
 _WIDE = 8 << 20
@@ -56,11 +60,11 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 
 async def _gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, up: Upstream,
-                   **limits: object) -> Gateway:
+                   http2: dict[str, object] | None = None, **limits: object) -> Gateway:
     server = await upstream_factory(up)
     svc = service("svc", server.endpoint(), prefixes=["/api"], rewrite=None)
     settings = {"client_send_timeout_s": 1.0, "lingering_time_s": 1.0, "lingering_timeout_s": 0.5, **limits}
-    return await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True),
+    return await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True, **(http2 or {})),
                                  limits=LimitSettings(**settings))
 
 
@@ -101,11 +105,9 @@ async def test_a_close_whose_output_the_client_never_reads_still_ends(
     gw = await _gateway(gateway_factory, upstream_factory, upstream, lingering_time_s=lingering_time_s)
     lingering = lingering_time_s > 0
     before = resources(gw.app)
-    raw = RawH2.__new__(RawH2)  # only its HPACK encoder: this client's socket is not asyncio's
-    raw.encoder = Encoder()
     sock = _deaf_client(gw.port)
     try:
-        sock.sendall(_wide_open() + raw.headers(1, f"/api/big?n={64 * KiB}").serialize()
+        sock.sendall(_wide_open() + _encoder_headers(1, f"/api/big?n={64 * KiB}")
                      + GoAwayFrame(0, last_stream_id=0).serialize())
         await poll(lambda: _closing_with_unsent_output(gw), "the drain closed with output unsent")
         assert gw.server.lingering_closes == int(lingering)
@@ -181,3 +183,206 @@ async def test_the_gateways_last_goaway_never_names_a_stream_above_its_drain_goa
         raw.close()
         if drain is not None and not drain.done():
             drain.cancel()
+
+
+async def _tls_listener(gw: Gateway) -> tuple[HttpServer, int, ssl.SSLContext]:
+    """A TLS (ALPN h2) listener over the gateway's handler and limits: (server, port, client context)."""
+    server_ctx, client_ctx = tls_contexts()
+    tls = HttpServer(gw.server.handler, gw.server.limits, http2=Http2Settings())
+    port = await tls.listen("127.0.0.1", 0, ssl=server_ctx)
+    return tls, port, client_ctx
+
+
+async def _open(port: int, tls: ssl.SSLContext | None) -> RawH2:
+    if tls is None:
+        return await RawH2.open(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    raw = RawH2(reader, writer)
+    writer.write(PREFACE + SettingsFrame(0).serialize())
+    return raw
+
+
+@pytest.mark.parametrize("over", ["h2c", "tls"])
+async def test_frames_after_the_clients_goaway_never_end_in_a_reset(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream, over: str) -> None:
+    """The client's GOAWAY (no stream open) with a PING and a request already in flight
+    behind it: over h2c and over TLS the gateway answers GOAWAY NO_ERROR naming no stream
+    and ends with an orderly close (FIN or TLS close), never a reset that could destroy
+    the GOAWAY before the client reads it; the request in flight is never served."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    server, port, ctx = (gw.server, gw.port, None) if over == "h2c" else await _tls_listener(gw)
+    try:
+        rounds, resets = 10, 0
+        for _ in range(rounds):
+            raw = await _open(port, ctx)
+            try:
+                await raw.read_until(lambda fs: any(isinstance(f, SettingsFrame) for f in fs))
+                raw.send(GoAwayFrame(0, last_stream_id=0, error_code=0xFF), PingFrame(0, opaque_data=b"inflight"),
+                         raw.headers(1, "/api/late"))
+                await raw.drain()
+                await raw.read_until(lambda fs: bool(_goaways(fs)))
+                raw.send(PingFrame(0, opaque_data=b"late\0\0\0\0"), raw.headers(3, "/api/later"))
+                await raw.drain()
+                if over == "h2c":
+                    raw.writer.write_eof()
+                resets += not await raw.closed_cleanly()
+                assert _goaways(raw.frames()) == [(0, 0)]
+            finally:
+                raw.close()
+        assert resets == 0
+        assert not [p for p in upstream.paths if p.startswith("/api/late")]
+        await poll(lambda: not server.connections, "every connection is gone")
+    finally:
+        if server is not gw.server:
+            await server.shutdown(1.0)
+
+
+async def test_a_client_that_keeps_sending_during_the_lingering_close_is_ended_by_the_lingering_time(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """Lingering reads and drops what the client sends; a client that never stops (a PING
+    every 100 ms, never closing) is ended by `lingering_time_s`, not kept forever."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, lingering_time_s=1.0, lingering_timeout_s=0.5)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    loop = asyncio.get_running_loop()
+    try:
+        await raw.read_until(lambda fs: any(isinstance(f, SettingsFrame) for f in fs))
+        raw.send(GoAwayFrame(0))
+        await raw.read_until(lambda fs: bool(_goaways(fs)))
+        started = loop.time()
+        while await raw.drain() and loop.time() - started < 8.0:
+            raw.send(PingFrame(0, opaque_data=b"stillhere"[:8]))
+            if not gw.server.connections:
+                break
+            await asyncio.sleep(0.1)
+        elapsed = loop.time() - started
+        # lingering_time_s (1 s) + ticks; the client was never silent for lingering_timeout_s.
+        assert elapsed < 3.0, f"the lingering close lasted {elapsed:.1f} s"
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
+
+
+async def test_the_servers_drain_ends_lingering_connections_within_its_timeout(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """Connections lingering when the server drains (one whose client keeps sending, one
+    whose client never reads its last answer) are counted and ended: the drain returns
+    within its timeout, and no connection is left."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, lingering_time_s=60.0, lingering_timeout_s=60.0,
+                        client_send_timeout_s=60.0)
+    chatty = await RawH2.open(gw.port)
+    deaf = _deaf_client(gw.port)
+    pinger: asyncio.Task[None] | None = None
+    try:
+        await chatty.read_until(lambda fs: any(isinstance(f, SettingsFrame) for f in fs))
+        chatty.send(GoAwayFrame(0))
+        await chatty.read_until(lambda fs: bool(_goaways(fs)))
+
+        async def ping() -> None:
+            while await chatty.drain():
+                chatty.send(PingFrame(0))
+                await asyncio.sleep(0.05)
+        pinger = asyncio.create_task(ping())
+        deaf.sendall(_wide_open() + _encoder_headers(1, f"/api/big?n={64 * KiB}")
+                     + GoAwayFrame(0, last_stream_id=0).serialize())
+        await poll(lambda: _closing_with_unsent_output(gw), "the deaf client's connection closes with output unsent")
+        assert gw.server.lingering_closes == 2
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(gw.server.shutdown(1.0), 5.0)
+        assert loop.time() - started < 1.8
+        await poll(lambda: not gw.server.connections, "no connection is left", deadline_s=1.0)
+    finally:
+        if pinger is not None:
+            pinger.cancel()
+            await asyncio.gather(pinger, return_exceptions=True)
+        chatty.close()
+        deaf.close()
+
+
+def _encoder_headers(sid: int, path: str) -> bytes:
+    raw = RawH2.__new__(RawH2)  # only its HPACK encoder: the deaf client's socket is not asyncio's
+    raw.encoder = Encoder()
+    return bytes(raw.headers(sid, path).serialize())
+
+
+async def test_a_goaway_while_the_answer_waits_for_the_clients_window_ends_by_the_send_timeout(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """The client asks for 200 KiB, says GOAWAY and never opens its window (65535 bytes).
+    The stream waits on flow control for the send timeout, is reset, and the drain ends
+    the connection: the upstream request, in-flight counts and the slot are released."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    try:
+        raw.send(raw.headers(1, f"/api/big?n={200 * KiB}"), GoAwayFrame(0))
+        assert await raw.closed_cleanly(6.0)
+        frames = raw.frames()
+        got = sum(len(f.data) for f in frames if isinstance(f, DataFrame))
+        assert got == 65535
+        assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [CANCEL]
+        assert _goaways(frames) == [(0, 1)]
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 0xFF], ids=["no-error", "protocol-error", "internal-error", "unknown"])
+async def test_a_second_goaway_with_any_error_code_lets_the_open_upload_complete(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream, code: int) -> None:
+    """GOAWAY with any error code, then a second GOAWAY (with a lower last stream id),
+    then WINDOW_UPDATE, SETTINGS and the rest of an upload: the stream still completes
+    (answer whole, HPACK in sync for a refused stream's head in between), the gateway's
+    one GOAWAY names it, nothing is reset and the connection closes in order."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    try:
+        first, rest = DataFrame(1, data=b"x" * 1000), DataFrame(1, data=b"y" * 500)
+        rest.flags.add("END_STREAM")
+        raw.send(raw.headers(1, "/api/upload", end=False, method="POST", extra=[("x-same", "v")]), first,
+                 GoAwayFrame(0, last_stream_id=0, error_code=code))
+        assert await raw.drain()
+        raw.send(GoAwayFrame(0, last_stream_id=0, error_code=code), WindowUpdateFrame(0, window_increment=1000),
+                 WindowUpdateFrame(1, window_increment=1000), SettingsFrame(0),
+                 raw.headers(3, "/api/refused", extra=[("x-same", "v")]), rest)
+        assert await raw.drain()
+        assert await raw.closed_cleanly()
+        frames = raw.frames()
+        body = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+        assert body == b"ok"
+        assert _goaways(frames) == [(0, 1)]
+        assert _refused(frames) == {3}
+        assert [f.stream_id for f in frames if isinstance(f, RstStreamFrame)] == [3]
+    finally:
+        raw.close()
+    assert [p for p in upstream.paths if p.startswith("/api/")] == ["/api/upload"]
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
+
+
+async def test_a_client_that_spins_streams_after_its_goaway_ends_with_enhance_your_calm(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """After its own GOAWAY a client has no race to excuse a new stream: each refusal spends
+    the reset budget, so HEADERS spun into refusals (HPACK work, a RST each) while one
+    stream keeps the drain open end the connection with ENHANCE_YOUR_CALM."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, http2={"max_resets": 50})
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    try:
+        raw.send(raw.headers(1, "/api/slow"), GoAwayFrame(0))
+        for sid in range(3, 2003, 2):
+            raw.send(raw.headers(sid, "/api/spin"))
+            if not await raw.drain():
+                break
+        await raw.read_until_closed(10)
+        frames = raw.frames()
+        assert [code for code, _ in _goaways(frames)] == [ENHANCE_YOUR_CALM]
+        assert len(_refused(frames)) <= 51
+    finally:
+        raw.close()
+    assert not [p for p in upstream.paths if p.startswith("/api/spin")]
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
