@@ -79,11 +79,15 @@ def _deaf_client(port: int) -> socket.socket:
     return sock
 
 
-def _closing_with_unsent_output(gw: Gateway) -> bool:
-    """The attack's precondition: the connection is closing with part of the answer still
+def _closing_with_unsent_output(server: HttpServer) -> bool:
+    """The attack's precondition: a connection is closing with part of the answer still
     in the gateway's write buffer."""
-    return any(conn._transport.get_write_buffer_size() for conn in gw.server.connections
+    return any(conn._transport.get_write_buffer_size() for conn in server.connections
                if isinstance(conn, Http2Connection) and conn._closing and conn._transport is not None)
+
+
+def _closing(server: HttpServer) -> bool:
+    return any(conn._closing for conn in server.connections if isinstance(conn, Http2Connection))
 
 
 def _wide_open() -> bytes:
@@ -91,28 +95,38 @@ def _wide_open() -> bytes:
     return PREFACE + settings.serialize() + WindowUpdateFrame(0, window_increment=_WIDE).serialize()
 
 
-@pytest.mark.parametrize("lingering_time_s", [1.0, 0.0], ids=["lingering", "not-lingering"])
+@pytest.mark.parametrize("close", ["h2c-lingering", "h2c-not-lingering", "tls"])
 async def test_a_close_whose_output_the_client_never_reads_still_ends(
-        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream,
-        lingering_time_s: float) -> None:
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream, close: str) -> None:
     """The client asks for an answer larger than the kernels hold, says GOAWAY and never
     reads. The answer ends (its last bytes in the gateway's write buffer) and the drain
-    closes the connection, lingering or not (`lingering_time_s: 0`, as a TLS connection,
-    which cannot half-close): the send timeout must end it, where a plain close() waits
-    for the buffer to be written, forever, holding the slot and the socket."""
+    closes the connection: lingering (h2c), not lingering (`lingering_time_s: 0`), or a
+    TLS close (no half-close; close_notify). The send timeout must end it, where a plain
+    close() waits for the buffer to be written (forever; TLS: asyncio's 30 s shutdown
+    timeout), holding the slot and the socket."""
+    lingering_time_s = 1.0 if close == "h2c-lingering" else 0.0
     gw = await _gateway(gateway_factory, upstream_factory, upstream, lingering_time_s=lingering_time_s)
-    lingering = lingering_time_s > 0
     before = resources(gw.app)
-    sock = _deaf_client(gw.port)
+    server, port, ctx = (gw.server, gw.port, None) if close != "tls" else await _tls_listener(gw)
+    sock: socket.socket = _deaf_client(port)
     try:
+        if ctx is not None:
+            # The handshake blocks: in a thread, so the gateway's loop can answer it.
+            sock = await asyncio.to_thread(ctx.wrap_socket, sock, server_hostname="127.0.0.1")
         sock.sendall(_wide_open() + _encoder_headers(1, f"/api/big?n={64 * KiB}")
                      + GoAwayFrame(0, last_stream_id=0).serialize())
-        await poll(lambda: _closing_with_unsent_output(gw), "the drain closed with output unsent")
-        assert gw.server.lingering_closes == int(lingering)
+        if ctx is None:
+            await poll(lambda: _closing_with_unsent_output(server), "the drain closed with output unsent")
+        else:
+            # The TLS layer's size leaves out the TCP transport under it: closing is what is seen.
+            await poll(lambda: _closing(server), "the drain closed the connection")
+        assert server.lingering_closes == int(lingering_time_s > 0)
         # send timeout (1 s) + lingering time (1 s) + ticks: never "when the client reads".
-        await poll(lambda: not gw.server.connections, "the closing connection ended", deadline_s=6.0)
+        await poll(lambda: not server.connections, "the closing connection ended", deadline_s=6.0)
     finally:
         sock.close()
+        if server is not gw.server:
+            await server.shutdown(1.0)
     await settled(gw.app, before)
 
 
@@ -285,7 +299,7 @@ async def test_the_servers_drain_ends_lingering_connections_within_its_timeout(
         pinger = asyncio.create_task(ping())
         deaf.sendall(_wide_open() + _encoder_headers(1, f"/api/big?n={64 * KiB}")
                      + GoAwayFrame(0, last_stream_id=0).serialize())
-        await poll(lambda: _closing_with_unsent_output(gw), "the deaf client's connection closes with output unsent")
+        await poll(lambda: _closing_with_unsent_output(gw.server), "the deaf connection closes with output unsent")
         assert gw.server.lingering_closes == 2
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -294,7 +308,7 @@ async def test_the_servers_drain_ends_lingering_connections_within_its_timeout(
         # its deadline); the one the client does not read is ended by the deadline.
         assert len(gw.server.connections) == 2
         await poll(lambda: len(gw.server.connections) == 1, "the drain closed the chatty connection", deadline_s=1.0)
-        assert _closing_with_unsent_output(gw), "the one left is the deaf client's"
+        assert _closing_with_unsent_output(gw.server), "the one left is the deaf client's"
         assert not drain.done()
         await asyncio.wait_for(drain, 5.0)
         assert loop.time() - started < 2.8
