@@ -521,13 +521,13 @@ class Http2Connection(asyncio.Protocol):
         last = self._last_served()
         if last is not None and stream_id > last:
             # Opened after a GOAWAY (the gateway's drain, or the client's own): never served, so
-            # the drain ends. After its own GOAWAY the client has no race to excuse it: each
-            # refusal spends the reset budget (a client cannot spin HEADERS into refusals).
+            # the drain ends. Each refusal spends the reset budget, so HEADERS spun into refusals
+            # end the connection (a client racing the drain's GOAWAY has at most its in-flight
+            # streams refused, far under the budget).
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
-            if h2.client_goaway_at is not None:
-                verdict = self._meter.stream_error(self.now)
-                if verdict is not None:
-                    self._calm(verdict)
+            verdict = self._meter.stream_error(self.now)
+            if verdict is not None:
+                self._calm(verdict)
             return
         try:
             head = request_head(cast(list[tuple[bytes, bytes]], event.headers or []), self._limits.max_headers,
