@@ -420,3 +420,42 @@ async def test_a_client_that_spins_streams_after_a_goaway_ends_with_enhance_your
     assert not [p for p in upstream.paths if p.startswith("/api/spin")]
     await poll(lambda: not gw.server.connections, "the connection is gone")
     await settled(gw.app, before)
+
+
+async def test_window_updates_after_the_clients_goaway_let_the_answer_complete(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """The client says GOAWAY while 200 KiB wait on its window, then opens the windows: the
+    whole answer arrives, then the gateway's GOAWAY naming the stream and an orderly close."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, client_send_timeout_s=10.0)
+    raw = await RawH2.open(gw.port)
+    size = 200 * KiB
+    try:
+        raw.send(raw.headers(1, f"/api/big?n={size}"), GoAwayFrame(0))
+        await raw.read_until(lambda fs: sum(len(f.data) for f in fs if isinstance(f, DataFrame)) == 65535)
+        raw.send(WindowUpdateFrame(0, window_increment=size), WindowUpdateFrame(1, window_increment=size))
+        assert await raw.closed_cleanly()
+        frames = raw.frames()
+        assert sum(len(f.data) for f in frames if isinstance(f, DataFrame)) == size
+        assert _goaways(frames) == [(0, 1)]
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+
+
+async def test_a_reset_after_the_clients_goaway_releases_the_stream_and_ends_the_drain(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """GOAWAY with a stream waiting on a slow upstream, then RST_STREAM for it: the upstream
+    request is cancelled (in-flight counts released) and the drain ends the connection."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    try:
+        raw.send(raw.headers(1, "/api/slow"), GoAwayFrame(0))
+        await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
+        raw.send(RstStreamFrame(1, error_code=CANCEL))
+        assert await raw.closed_cleanly()
+        assert _goaways(raw.frames()) == [(0, 1)]
+    finally:
+        raw.close()
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
