@@ -25,6 +25,7 @@ from vocelio_proxy.wire.http2.connection import Http2Connection
 from vocelio_proxy.wire.server import HttpServer
 
 REFUSED_STREAM = 7
+PROTOCOL_ERROR = 1
 CANCEL = 8
 ENHANCE_YOUR_CALM = 11
 KiB = 1024
@@ -459,3 +460,28 @@ async def test_a_reset_after_the_clients_goaway_releases_the_stream_and_ends_the
         raw.close()
     await poll(lambda: not gw.server.connections, "the connection is gone")
     await settled(gw.app, before)
+
+
+async def test_a_protocol_error_after_the_drains_goaway_names_no_stream_above_it(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """RFC 9113 §6.8 for h2's own GOAWAY too: after the drain's GOAWAY (stream 1) and a
+    refused stream 3, a connection error (WINDOW_UPDATE of 0 on the connection) ends the
+    connection with GOAWAY PROTOCOL_ERROR that still names stream 1."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    raw = await RawH2.open(gw.port)
+    drain: asyncio.Task[None] | None = None
+    try:
+        raw.send(raw.headers(1, "/api/slow"))
+        await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
+        drain = asyncio.create_task(gw.server.shutdown(5.0))
+        await raw.read_until(lambda fs: bool(_goaways(fs)))
+        raw.send(raw.headers(3, "/api/after"))
+        await raw.read_until(lambda fs: 3 in _refused(fs))
+        raw.send(WindowUpdateFrame(0, window_increment=0))
+        await raw.read_until_closed()
+        assert _goaways(raw.frames()) == [(0, 1), (PROTOCOL_ERROR, 1)]
+        await asyncio.wait_for(drain, 5.0)
+    finally:
+        raw.close()
+        if drain is not None and not drain.done():
+            drain.cancel()
