@@ -96,6 +96,30 @@ class _Server(H2Connection):
         #: The highest stream id received when the client's first GOAWAY arrived (None: none
         #: yet): read here, frame by frame, because a HEADERS in the same read follows it.
         self.client_goaway_at: int | None = None
+        #: The last stream id named by the drain's GOAWAY (None: no drain), set by the shell.
+        self.drain_last: int | None = None
+
+    @property
+    def last_served(self) -> int | None:
+        """The highest stream id that may still be served (None: no GOAWAY either way)."""
+        client, drain = self.client_goaway_at, self.drain_last
+        if client is None:
+            return drain
+        return client if drain is None else min(client, drain)
+
+    def _terminate_connection(self, error_code: Any) -> None:
+        # h2's GOAWAY for a connection error names the highest stream id received: never more
+        # than a GOAWAY already sent (RFC 9113 §6.8), never a stream refused after one.
+        last = self.last_served
+        highest = self.highest_inbound_stream_id
+        if last is None or last >= highest:
+            super()._terminate_connection(error_code)
+            return
+        self.highest_inbound_stream_id = last
+        try:
+            super()._terminate_connection(error_code)
+        finally:
+            self.highest_inbound_stream_id = highest
 
     @property
     def open_inbound_streams(self) -> int:
@@ -391,7 +415,6 @@ class Http2Connection(asyncio.Protocol):
         self._reading_paused = False
         self._closing = False
         self._draining = False
-        self._goaway_sent_id: int | None = None
         self._flush_scheduled = False
         #: Response bytes written by the pipeline and not yet sent (all streams); above the
         #: budget a stream's `drain` waits (as HTTP/1.1's connection budget).
@@ -504,13 +527,6 @@ class Http2Connection(asyncio.Protocol):
             if not self._streams:
                 self._close_now()
 
-    def _last_served(self) -> int | None:
-        """The highest stream id that may still be served (None: no GOAWAY either way)."""
-        client, server = self._h2.client_goaway_at, self._goaway_sent_id
-        if client is None:
-            return server
-        return client if server is None else min(client, server)
-
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id or 0
         h2 = self._h2
@@ -518,7 +534,7 @@ class Http2Connection(asyncio.Protocol):
             h2.over_limit.discard(stream_id)
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        last = self._last_served()
+        last = self._h2.last_served
         if last is not None and stream_id > last:
             # Opened after a GOAWAY (the gateway's drain, or the client's own): never served, so
             # the drain ends. Each refusal spends the reset budget, so HEADERS spun into refusals
@@ -777,7 +793,7 @@ class Http2Connection(asyncio.Protocol):
         """The client abuses the connection: GOAWAY ENHANCE_YOUR_CALM, every stream ends."""
         log.warning("HTTP/2 connection from %s closed: %s", self._peer, reason)
         with contextlib.suppress(H2Error):
-            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._last_served())
+            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._h2.last_served)
         self._end_all()
 
     def _end_all(self) -> None:
@@ -816,7 +832,7 @@ class Http2Connection(asyncio.Protocol):
         # The last stream named: never above a GOAWAY already sent (RFC 9113 §6.8), never a
         # stream refused after a GOAWAY (h2's default is the highest stream id received).
         with contextlib.suppress(H2Error):
-            self._h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self._last_served())
+            self._h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self._h2.last_served)
         self._end_all()
 
     def shutdown(self) -> None:
@@ -833,7 +849,7 @@ class Http2Connection(asyncio.Protocol):
             return
         self._draining = True
         last = self._h2.highest_inbound_stream_id
-        self._goaway_sent_id = last
+        self._h2.drain_last = last
         if not self._streams:
             self._close_now()
             return
