@@ -384,21 +384,24 @@ async def test_a_second_goaway_with_any_error_code_lets_the_open_upload_complete
     await settled(gw.app, before)
 
 
-@pytest.mark.parametrize("goaway", ["the-clients", "the-drains"])
+@pytest.mark.parametrize("goaway", ["the-clients", "the-drains", "the-clients-at-the-stream-limit"])
 async def test_a_client_that_spins_streams_after_a_goaway_ends_with_enhance_your_calm(
         gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream, goaway: str) -> None:
     """Every stream opened after a GOAWAY (the client's own, or the drain's) is refused and
     spends the reset budget: HEADERS spun into refusals (HPACK work, a RST each) while one
     stream keeps the drain open end the connection with ENHANCE_YOUR_CALM, not at the
     drain's deadline. (A client racing the drain's GOAWAY has at most its in-flight
-    streams refused, far under the budget.)"""
-    gw = await _gateway(gateway_factory, upstream_factory, upstream, http2={"max_resets": 50})
+    streams refused, far under the budget.) Also when the open streams are at the
+    concurrency limit: the refusal after a GOAWAY is the one that counts."""
+    at_limit = goaway.endswith("limit")
+    gw = await _gateway(gateway_factory, upstream_factory, upstream,
+                        http2={"max_resets": 50, "max_concurrent_streams": 1 if at_limit else 100})
     before = resources(gw.app)
     raw = await RawH2.open(gw.port)
     drain: asyncio.Task[None] | None = None
     try:
         raw.send(raw.headers(1, "/api/slow"))
-        if goaway == "the-clients":
+        if goaway.startswith("the-clients"):
             raw.send(GoAwayFrame(0))
         else:
             await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
