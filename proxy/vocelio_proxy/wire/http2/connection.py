@@ -530,11 +530,10 @@ class Http2Connection(asyncio.Protocol):
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id or 0
         h2 = self._h2
-        if stream_id in h2.over_limit:
+        over_limit = stream_id in h2.over_limit
+        if over_limit:
             h2.over_limit.discard(stream_id)
-            self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
-            return
-        last = self._h2.last_served
+        last = h2.last_served
         if last is not None and stream_id > last:
             # Opened after a GOAWAY (the gateway's drain, or the client's own): never served, so
             # the drain ends. Each refusal spends the reset budget, so HEADERS spun into refusals
@@ -544,6 +543,9 @@ class Http2Connection(asyncio.Protocol):
             verdict = self._meter.stream_error(self.now)
             if verdict is not None:
                 self._calm(verdict)
+            return
+        if over_limit:
+            self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         try:
             head = request_head(cast(list[tuple[bytes, bytes]], event.headers or []), self._limits.max_headers,
