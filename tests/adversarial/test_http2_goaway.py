@@ -61,12 +61,12 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 
 async def _gateway(gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, up: Upstream,
-                   http2: dict[str, object] | None = None, **limits: object) -> Gateway:
+                   http2: dict[str, object] | None = None, idle_s: float = 75.0, **limits: object) -> Gateway:
     server = await upstream_factory(up)
     svc = service("svc", server.endpoint(), prefixes=["/api"], rewrite=None)
     settings = {"client_send_timeout_s": 1.0, "lingering_time_s": 1.0, "lingering_timeout_s": 0.5, **limits}
     return await gateway_factory(GatewayConfig(services=[svc]), http2=Http2Settings(cleartext=True, **(http2 or {})),
-                                 limits=LimitSettings(**settings))
+                                 limits=LimitSettings(**settings), client_idle_timeout_s=idle_s)
 
 
 def _deaf_client(port: int) -> socket.socket:
@@ -488,3 +488,31 @@ async def test_a_protocol_error_after_the_drains_goaway_names_no_stream_above_it
         raw.close()
         if drain is not None and not drain.done():
             drain.cancel()
+
+
+async def test_a_client_that_half_closes_without_reading_its_last_answer_is_ended_by_the_send_timeout(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """The client's FIN (no GOAWAY) after its request, its answer's last bytes still in the
+    gateway's write buffer (under the high-water mark: the connection looks writable), and
+    it never reads: asyncio closes the transport after the buffer, which never empties. The
+    send timeout ends it, not the idle timeout (here 60 s) or never."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, idle_s=60.0)
+    before = resources(gw.app)
+    sock = _deaf_client(gw.port)
+    try:
+        sock.sendall(_wide_open() + _encoder_headers(1, f"/api/big?n={64 * KiB}"))
+        await poll(lambda: _unsent_output(gw.server) and not _open_streams(gw.server), "the answer ended, unsent")
+        sock.shutdown(socket.SHUT_WR)
+        await poll(lambda: not gw.server.connections, "the half-closed connection ended", deadline_s=6.0)
+    finally:
+        sock.close()
+    await settled(gw.app, before)
+
+
+def _unsent_output(server: HttpServer) -> bool:
+    return any(conn._transport.get_write_buffer_size() for conn in server.connections
+               if isinstance(conn, Http2Connection) and conn._transport is not None)
+
+
+def _open_streams(server: HttpServer) -> int:
+    return sum(len(conn._streams) for conn in server.connections if isinstance(conn, Http2Connection))
