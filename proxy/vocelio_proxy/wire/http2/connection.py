@@ -469,6 +469,11 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool | None:
+        # The client closed its side: asyncio closes the transport once the write buffer is
+        # out. A client that does not take it is ended by the tick after the send timeout.
+        if not self._closing:
+            self._closing = True
+            self._closed_at = self.now
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
