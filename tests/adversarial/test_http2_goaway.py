@@ -34,12 +34,14 @@ _WIDE = 8 << 20
 
 
 class Upstream:
-    """/api/big?n=N answers N bytes; /api/slow answers once released; anything else "ok"."""
+    """/api/big?n=N answers N bytes; /api/slow answers once released; anything else reads the body, "ok"."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.started = 0
         self.paths: list[str] = []
+        #: Body sizes of the requests answered "ok".
+        self.uploaded: list[int] = []
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         self.paths.append(request.path)
@@ -49,7 +51,7 @@ class Upstream:
             self.started += 1
             await self.release.wait()
             return web.Response(text="slow")
-        await request.read()
+        self.uploaded.append(len(await request.read()))
         return web.Response(text="ok")
 
 
@@ -516,3 +518,40 @@ def _unsent_output(server: HttpServer) -> bool:
 
 def _open_streams(server: HttpServer) -> int:
     return sum(len(conn._streams) for conn in server.connections if isinstance(conn, Http2Connection))
+
+
+async def test_data_on_streams_refused_after_the_goaway_gives_the_connection_window_back(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """After its GOAWAY the client opens streams with bodies (refused) and sends more DATA on
+    them than the whole connection window (1 MiB): those bytes are given back, so the upload
+    still open on stream 1 completes; no flow-control error ends the connection."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream)
+    before = resources(gw.app)
+    raw = await RawH2.open(gw.port)
+    try:
+        raw.send(raw.headers(1, "/api/upload", end=False, method="POST"), DataFrame(1, data=b"a" * 1000),
+                 GoAwayFrame(0))
+        chunk = b"z" * 16384
+        for sid in range(3, 19, 2):  # 8 streams x 192 KiB: 1.5 MiB, each under its stream window
+            raw.send(raw.headers(sid, "/api/refused", end=False, method="POST"))
+            for _ in range(12):
+                raw.send(DataFrame(sid, data=chunk))
+            assert await raw.drain()
+        await raw.read_until(lambda fs: _refused(fs) >= set(range(3, 19, 2)))
+        rest = DataFrame(1, data=b"b" * 16384)
+        rest.flags.add("END_STREAM")
+        for _ in range(10):  # 1000 + 11 x 16 KiB: within stream 1's window (256 KiB)
+            raw.send(DataFrame(1, data=b"b" * 16384))
+        raw.send(rest)
+        assert await raw.drain()
+        assert await raw.closed_cleanly()
+        frames = raw.frames()
+        body = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+        assert body == b"ok"
+        assert _goaways(frames) == [(0, 1)]
+    finally:
+        raw.close()
+    assert not [p for p in upstream.paths if p.startswith("/api/refused")]
+    assert upstream.uploaded == [1000 + 11 * 16384]
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
