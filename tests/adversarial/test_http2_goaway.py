@@ -555,3 +555,33 @@ async def test_data_on_streams_refused_after_the_goaway_gives_the_connection_win
     assert upstream.uploaded == [1000 + 11 * 16384]
     await poll(lambda: not gw.server.connections, "the connection is gone")
     await settled(gw.app, before)
+
+
+async def test_an_upload_racing_the_drains_goaway_is_refused_without_ending_the_connection(
+        gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
+    """A client that had not read the drain's GOAWAY yet opens a stream and sends its whole
+    body (16 DATA frames): the stream is refused once, its DATA in flight is dropped (the
+    window given back), and that race spends one reset, not one per frame: a small reset
+    budget does not end the connection, stream 1 still completes in order."""
+    gw = await _gateway(gateway_factory, upstream_factory, upstream, http2={"max_resets": 5})
+    raw = await RawH2.open(gw.port)
+    drain: asyncio.Task[None] | None = None
+    try:
+        raw.send(raw.headers(1, "/api/slow"))
+        await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
+        drain = asyncio.create_task(gw.server.shutdown(5.0))
+        await raw.read_until(lambda fs: bool(_goaways(fs)))
+        raw.send(raw.headers(3, "/api/racing", end=False, method="POST"),
+                 *(DataFrame(3, data=b"r" * 16384) for _ in range(16)))
+        assert await raw.drain()
+        await raw.read_until(lambda fs: 3 in _refused(fs))
+        upstream.release.set()
+        assert await raw.closed_cleanly()
+        frames = raw.frames()
+        assert _goaways(frames) == [(0, 1), (0, 1)]
+        assert b"slow" in b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+        await asyncio.wait_for(drain, 5.0)
+    finally:
+        raw.close()
+        if drain is not None and not drain.done():
+            drain.cancel()
