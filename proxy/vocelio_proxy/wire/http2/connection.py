@@ -93,6 +93,33 @@ class _Server(H2Connection):
         self.stream_limit = limit
         self.over_limit: set[int] = set()
         self._admitting = False
+        #: The highest stream id received when the client's first GOAWAY arrived (None: none
+        #: yet): read here, frame by frame, because a HEADERS in the same read follows it.
+        self.client_goaway_at: int | None = None
+        #: The last stream id named by the drain's GOAWAY (None: no drain), set by the shell.
+        self.drain_last: int | None = None
+
+    @property
+    def last_served(self) -> int | None:
+        """The highest stream id that may still be served (None: no GOAWAY either way)."""
+        client, drain = self.client_goaway_at, self.drain_last
+        if client is None:
+            return drain
+        return client if drain is None else min(client, drain)
+
+    def _terminate_connection(self, error_code: Any) -> None:
+        # h2's GOAWAY for a connection error names the highest stream id received: never more
+        # than a GOAWAY already sent (RFC 9113 §6.8), never a stream refused after one.
+        last = self.last_served
+        highest = self.highest_inbound_stream_id
+        if last is None or last >= highest:
+            super()._terminate_connection(error_code)
+            return
+        self.highest_inbound_stream_id = last
+        try:
+            super()._terminate_connection(error_code)
+        finally:
+            self.highest_inbound_stream_id = highest
 
     @property
     def open_inbound_streams(self) -> int:
@@ -101,6 +128,8 @@ class _Server(H2Connection):
         return super().open_inbound_streams
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
+        if self.client_goaway_at is None:
+            self.client_goaway_at = self.highest_inbound_stream_id
         event = ConnectionTerminated()
         try:
             event.error_code = ErrorCodes(frame.error_code)
@@ -386,7 +415,6 @@ class Http2Connection(asyncio.Protocol):
         self._reading_paused = False
         self._closing = False
         self._draining = False
-        self._goaway_sent_id: int | None = None
         self._flush_scheduled = False
         #: Response bytes written by the pipeline and not yet sent (all streams); above the
         #: budget a stream's `drain` waits (as HTTP/1.1's connection budget).
@@ -398,6 +426,11 @@ class Http2Connection(asyncio.Protocol):
         self._linger_heard = False
         self._linger_since = 0.0
         self._linger_heard_at = 0.0
+        #: When the output (the GOAWAY, answers before it) was all written during a lingering
+        #: close (0: still going out); the lingering timers count from then.
+        self._linger_out = 0.0
+        #: When a close that could not linger (TLS: no half-close) began (0: none).
+        self._closed_at = 0.0
         #: The time of the last housekeeping tick (the budgets' clock).
         self.now = time.monotonic()
         self._idle_since = 0.0
@@ -436,6 +469,11 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool | None:
+        # The client closed its side: asyncio closes the transport once the write buffer is
+        # out. A client that does not take it is ended by the tick after the send timeout.
+        if not self._closing:
+            self._closing = True
+            self._closed_at = self.now
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -497,11 +535,21 @@ class Http2Connection(asyncio.Protocol):
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id or 0
         h2 = self._h2
-        if stream_id in h2.over_limit:
+        over_limit = stream_id in h2.over_limit
+        if over_limit:
             h2.over_limit.discard(stream_id)
+        last = h2.last_served
+        if last is not None and stream_id > last:
+            # Opened after a GOAWAY (the gateway's drain, or the client's own): never served, so
+            # the drain ends. Each refusal spends the reset budget, so HEADERS spun into refusals
+            # end the connection (a client racing the drain's GOAWAY has at most its in-flight
+            # streams refused, far under the budget).
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
+            verdict = self._meter.stream_error(self.now)
+            if verdict is not None:
+                self._calm(verdict)
             return
-        if self._draining and self._goaway_sent_id is not None and stream_id > self._goaway_sent_id:
+        if over_limit:
             self._reset_id(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         try:
@@ -752,7 +800,7 @@ class Http2Connection(asyncio.Protocol):
         """The client abuses the connection: GOAWAY ENHANCE_YOUR_CALM, every stream ends."""
         log.warning("HTTP/2 connection from %s closed: %s", self._peer, reason)
         with contextlib.suppress(H2Error):
-            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._h2.last_served)
         self._end_all()
 
     def _end_all(self) -> None:
@@ -773,19 +821,25 @@ class Http2Connection(asyncio.Protocol):
                 return
             self._lingering = self._linger_heard = True
             self._linger_since = self._linger_heard_at = self.now
+            self._linger_out = 0.0 if transport.get_write_buffer_size() else self.now
             self.server.lingering_closes += 1
             if self._reading_paused:
                 self._reading_paused = False
                 transport.resume_reading()
             return
+        # close() waits for the write buffer: the tick aborts once the client has not taken it
+        # within the send timeout (a client that stopped reading would hold the slot forever).
+        self._closed_at = self.now
         transport.close()
 
     def _close_now(self) -> None:
         """GOAWAY NO_ERROR and a lingering close: a client's frames already in flight
         (a PING after its own GOAWAY, a request racing the idle timeout) must not make
         the kernel reset the connection before the client has read the GOAWAY."""
+        # The last stream named: never above a GOAWAY already sent (RFC 9113 §6.8), never a
+        # stream refused after a GOAWAY (h2's default is the highest stream id received).
         with contextlib.suppress(H2Error):
-            self._h2.close_connection(ErrorCodes.NO_ERROR)
+            self._h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self._h2.last_served)
         self._end_all()
 
     def shutdown(self) -> None:
@@ -802,7 +856,7 @@ class Http2Connection(asyncio.Protocol):
             return
         self._draining = True
         last = self._h2.highest_inbound_stream_id
-        self._goaway_sent_id = last
+        self._h2.drain_last = last
         if not self._streams:
             self._close_now()
             return
@@ -814,16 +868,32 @@ class Http2Connection(asyncio.Protocol):
             self._transport.write(frame.serialize())
 
     def _linger_tick(self, now: float) -> None:
+        """As HTTP/1.1's lingering close: the output still going out must be taken within
+        the send timeout (else abort: close() would wait for it forever); once it is out,
+        the lingering time and the client's silence end the connection."""
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
         server = self.server
         if self._linger_heard:
             self._linger_heard = False
             self._linger_heard_at = now
-        if (now - self._linger_since > server.lingering_time_s
-                or now - self._linger_heard_at > server.lingering_timeout_s):
+        if not self._linger_out:
+            if transport.get_write_buffer_size():
+                if now - self._linger_since > server.send_timeout_s:
+                    transport.abort()
+                return
+            self._linger_out = self._linger_heard_at = now
+        if transport.is_closing():
+            return
+        if now - self._linger_out > server.lingering_time_s or now - self._linger_heard_at > server.lingering_timeout_s:
             transport.close()
+
+    def _closed_tick(self, now: float) -> None:
+        """A close without lingering waits for its write buffer: bounded by the send timeout."""
+        transport = self._transport
+        if transport is not None and self._closed_at and now - self._closed_at > self.server.send_timeout_s:
+            transport.abort()
 
     def kill(self) -> None:
         self._closing = True
@@ -840,7 +910,10 @@ class Http2Connection(asyncio.Protocol):
         if self._lingering:
             self._linger_tick(now)
             return
-        if self._transport is None or self._closing:
+        if self._closing:
+            self._closed_tick(now)
+            return
+        if self._transport is None:
             return
         send_timeout = self.server.send_timeout_s
         since = self._meter.block_since
