@@ -269,7 +269,7 @@ async def test_a_client_that_keeps_sending_during_the_lingering_close_is_ended_b
             raw.send(PingFrame(0, opaque_data=b"stillhere"[:8]))
             if not gw.server.connections:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the client's pace: a PING every 100 ms until it is ended
         elapsed = loop.time() - started
         # lingering_time_s (1 s) + ticks; the client was never silent for lingering_timeout_s.
         assert elapsed < 3.0, f"the lingering close lasted {elapsed:.1f} s"
@@ -298,7 +298,7 @@ async def test_the_servers_drain_ends_lingering_connections_within_its_timeout(
         async def ping() -> None:
             while await chatty.drain():
                 chatty.send(PingFrame(0))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # the client's pace: a PING every 50 ms until it is closed
         pinger = asyncio.create_task(ping())
         deaf.sendall(_wide_open() + _encoder_headers(1, f"/api/big?n={64 * KiB}")
                      + GoAwayFrame(0, last_stream_id=0).serialize())
