@@ -173,6 +173,19 @@ async def test_streams_opened_after_the_clients_goaway_are_refused_and_the_drain
     await settled(gw.app, before)
 
 
+async def _drain_refusing_stream_3(gw: Gateway, raw: RawH2, upstream: Upstream) -> asyncio.Task[None]:
+    """Stream 1 in flight at the upstream, the server draining (its GOAWAY names stream 1),
+    and stream 3, opened after that GOAWAY, refused. Returns the drain's task."""
+    raw.send(raw.headers(1, "/api/slow"))
+    await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
+    drain = asyncio.create_task(gw.server.shutdown(5.0))
+    await raw.read_until(lambda fs: bool(_goaways(fs)))
+    raw.send(raw.headers(3, "/api/after"))
+    assert await raw.drain()
+    await raw.read_until(lambda fs: 3 in _refused(fs))
+    return drain
+
+
 async def test_the_gateways_last_goaway_never_names_a_stream_above_its_drain_goaway(
         gateway_factory: GatewayFactory, upstream_factory: UpstreamFactory, upstream: Upstream) -> None:
     """RFC 9113 §6.8: an endpoint MUST NOT increase the last stream id it sent. The drain's
@@ -183,13 +196,7 @@ async def test_the_gateways_last_goaway_never_names_a_stream_above_its_drain_goa
     raw = await RawH2.open(gw.port)
     drain: asyncio.Task[None] | None = None
     try:
-        raw.send(raw.headers(1, "/api/slow"))
-        await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
-        drain = asyncio.create_task(gw.server.shutdown(5.0))
-        await raw.read_until(lambda fs: bool(_goaways(fs)))
-        raw.send(raw.headers(3, "/api/after"))
-        assert await raw.drain()
-        await raw.read_until(lambda fs: 3 in _refused(fs))
+        drain = await _drain_refusing_stream_3(gw, raw, upstream)
         upstream.release.set()
         assert await raw.closed_cleanly()
         assert [last for _, last in _goaways(raw.frames())] == [1, 1]
@@ -476,12 +483,7 @@ async def test_a_protocol_error_after_the_drains_goaway_names_no_stream_above_it
     raw = await RawH2.open(gw.port)
     drain: asyncio.Task[None] | None = None
     try:
-        raw.send(raw.headers(1, "/api/slow"))
-        await poll(lambda: upstream.started == 1, "stream 1 reached the upstream")
-        drain = asyncio.create_task(gw.server.shutdown(5.0))
-        await raw.read_until(lambda fs: bool(_goaways(fs)))
-        raw.send(raw.headers(3, "/api/after"))
-        await raw.read_until(lambda fs: 3 in _refused(fs))
+        drain = await _drain_refusing_stream_3(gw, raw, upstream)
         raw.send(WindowUpdateFrame(0, window_increment=0))
         await raw.read_until_closed()
         assert _goaways(raw.frames()) == [(0, 1), (PROTOCOL_ERROR, 1)]
@@ -506,6 +508,7 @@ async def test_a_client_that_half_closes_without_reading_its_last_answer_is_ende
         await poll(lambda: _unsent_output(gw.server) and not _open_streams(gw.server), "the answer ended, unsent")
         sock.shutdown(socket.SHUT_WR)
         await poll(lambda: not gw.server.connections, "the half-closed connection ended", deadline_s=6.0)
+        assert gw.server.connections == set()
     finally:
         sock.close()
     await settled(gw.app, before)
