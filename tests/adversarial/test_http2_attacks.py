@@ -28,16 +28,21 @@ from hyperframe.frame import (
 )
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
-from tests.harness.h2_tools import PREFACE, H2Client, RawH2, tls_contexts
+from tests.harness.h2_tools import (
+    CANCEL,
+    ENHANCE_YOUR_CALM,
+    PREFACE,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    H2Client,
+    RawH2,
+    tls_contexts,
+)
 from tests.harness.hostile import resources, settled
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.server import HttpServer
 
-ENHANCE_YOUR_CALM = 11
-REFUSED_STREAM = 7
-PROTOCOL_ERROR = 1
-CANCEL = 8
 MiB = 1 << 20
 
 

@@ -17,20 +17,30 @@ from hpack import Encoder
 from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
 
 from tests.harness.app_fixtures import Gateway, GatewayFactory, UpstreamFactory, poll, service
-from tests.harness.h2_tools import PREFACE, RawH2, tls_contexts
-from tests.harness.hostile import resources, settled
+from tests.harness.h2_tools import (
+    CANCEL,
+    ENHANCE_YOUR_CALM,
+    PREFACE,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    RawH2,
+    tls_contexts,
+)
+from tests.harness.hostile import Resources, resources, settled
 from vocelio_contract.config import GatewayConfig
 from vocelio_proxy.settings import Http2Settings, LimitSettings
 from vocelio_proxy.wire.http2.connection import Http2Connection
 from vocelio_proxy.wire.server import HttpServer
 
-REFUSED_STREAM = 7
-PROTOCOL_ERROR = 1
-CANCEL = 8
-ENHANCE_YOUR_CALM = 11
 KiB = 1024
 #: The client's windows: the gateway's output is never held back by flow control, only by TCP.
 _WIDE = 8 << 20
+
+
+async def _gone_and_settled(gw: Gateway, before: Resources) -> None:
+    """The connection is gone and every counter is back where it was (fds, in-flight, slots)."""
+    await poll(lambda: not gw.server.connections, "the connection is gone")
+    await settled(gw.app, before)
 
 
 class Upstream:
@@ -169,8 +179,7 @@ async def test_streams_opened_after_the_clients_goaway_are_refused_and_the_drain
         assert not [p for p in upstream.paths if p.startswith("/api/after")]
     finally:
         raw.close()
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 async def _drain_refusing_stream_3(gw: Gateway, raw: RawH2, upstream: Upstream) -> asyncio.Task[None]:
@@ -282,8 +291,7 @@ async def test_a_client_that_keeps_sending_during_the_lingering_close_is_ended_b
         assert elapsed < 3.0, f"the lingering close lasted {elapsed:.1f} s"
     finally:
         raw.close()
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 async def test_the_servers_drain_ends_lingering_connections_within_its_timeout(
@@ -355,8 +363,7 @@ async def test_a_goaway_while_the_answer_waits_for_the_clients_window_ends_by_th
         assert _goaways(frames) == [(0, 1)]
     finally:
         raw.close()
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 @pytest.mark.parametrize("code", [0, 1, 2, 0xFF], ids=["no-error", "protocol-error", "internal-error", "unknown"])
@@ -389,8 +396,7 @@ async def test_a_second_goaway_with_any_error_code_lets_the_open_upload_complete
     finally:
         raw.close()
     assert [p for p in upstream.paths if p.startswith("/api/")] == ["/api/upload"]
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 @pytest.mark.parametrize("goaway", ["the-clients", "the-drains", "the-clients-at-the-stream-limit"])
@@ -431,8 +437,7 @@ async def test_a_client_that_spins_streams_after_a_goaway_ends_with_enhance_your
         if drain is not None and not drain.done():
             drain.cancel()
     assert not [p for p in upstream.paths if p.startswith("/api/spin")]
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 async def test_window_updates_after_the_clients_goaway_let_the_answer_complete(
@@ -470,8 +475,7 @@ async def test_a_reset_after_the_clients_goaway_releases_the_stream_and_ends_the
         assert _goaways(raw.frames()) == [(0, 1)]
     finally:
         raw.close()
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 async def test_a_protocol_error_after_the_drains_goaway_names_no_stream_above_it(
@@ -556,8 +560,7 @@ async def test_data_on_streams_refused_after_the_goaway_gives_the_connection_win
         raw.close()
     assert not [p for p in upstream.paths if p.startswith("/api/refused")]
     assert upstream.uploaded == [1000 + 11 * 16384]
-    await poll(lambda: not gw.server.connections, "the connection is gone")
-    await settled(gw.app, before)
+    await _gone_and_settled(gw, before)
 
 
 async def test_an_upload_racing_the_drains_goaway_is_refused_without_ending_the_connection(

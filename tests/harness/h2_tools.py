@@ -31,6 +31,13 @@ from hyperframe.frame import Frame, HeadersFrame, SettingsFrame
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
+#: RFC 9113 §7 error codes the tests read in RST_STREAM and GOAWAY frames.
+PROTOCOL_ERROR = 1
+CANCEL = 8
+REFUSED_STREAM = 7
+ENHANCE_YOUR_CALM = 11
+
+
 def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server context with ALPN h2 + http/1.1, client context trusting it) for 127.0.0.1."""
     ca = trustme.CA()
